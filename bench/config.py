@@ -1,0 +1,170 @@
+"""RunConfig: every setting a training run depends on, and nothing else.
+
+A run *is* its config: the hash of a RunConfig names the run, so a study run again can find
+what already finished and resume what was cut off. Where data lives (`data_dir`) or where
+checkpoints go is not part of it, because moving files does not change the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any, get_args, get_type_hints
+
+from bench.errors import BenchError, choices
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "plateau")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- model: passed to bench.models.build (the baselines take only width; they always have BN) ---
+    model: str = "vgg-a"
+    batch_norm: bool = False  # the paper had none; BN on/off is the modern ablation
+    head: str = "small"  # 'small' suits 32 px inputs (the 1x1 final map); 'paper' is FC-4096 x2
+    width: float = 1.0  # channel multiplier: narrow nets make CPU runs affordable
+    init: str = "kaiming"  # 'paper' N(0, 0.01) stalls deep nets without BN, as the paper found
+    dropout: float = 0.5  # on the hidden FC layers of the paper/light heads
+    # --- data ---
+    dataset: str = "fashion-mnist"
+    image_size: int | None = None  # None: the dataset's own (28 px sets are padded to 32)
+    subset: int | None = None  # keep this many training images: the CPU budgets' main lever
+    val_fraction: float = 0.1  # held out from training for model selection and pruning
+    split_seed: int = 0  # fixes the train/val split separately from the training seed
+    augment: bool = True  # random crop (pad 4) + horizontal flip on whole batches
+    # --- optimisation ---
+    seed: int = 0  # weights, batch order, augmentation, dropout
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9  # SGD momentum; Adam's beta1 stays at its default
+    nesterov: bool = False
+    weight_decay: float = 5e-4  # the paper's value
+    schedule: str = "cosine"  # 'plateau' is the paper's: divide by 10 when val accuracy stalls
+    warmup_epochs: float = 0.0  # linear ramp from lr/10; lets no-BN nets start without diverging
+    step_epochs: int = 30  # 'step' schedule: divide lr by 10 every this many epochs
+    patience: int = 2  # 'plateau' schedule: epochs without val improvement before a drop
+    label_smoothing: float = 0.0
+    # --- transfer learning ---
+    pretrained: str | None = None  # a local torchvision state_dict file; its last layer is replaced
+    freeze: int = 0  # keep the first N conv layers (and their BN) fixed at the pretrained values
+    backbone_lr_scale: float = 1.0  # lr multiplier for everything but the new last layer
+    # --- execution: these change speed, and in the case of precision the numbers too ---
+    precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, fp32 on CPU
+    channels_last: bool = True  # +20 % on this project's CPUs, more on tensor-core GPUs
+    compile: bool = False  # torch.compile pays ~1 min up front; worth it for long runs
+    device: str = "auto"  # auto: cuda if available, else cpu
+    # --- bookkeeping: runs of different budgets must never be mixed in a report ---
+    budget: str = "custom"
+
+    def __post_init__(self) -> None:
+        from bench import models  # the registry validates model options in full at build time
+
+        if self.model not in models.names():
+            choices("model", self.model, models.names())
+        if self.optimizer not in OPTIMIZERS:
+            choices("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            choices("schedule", self.schedule, SCHEDULES)
+        if self.precision not in PRECISIONS:
+            choices("precision", self.precision, PRECISIONS)
+        _check_range("width", self.width, 0, 4, low_open=True)
+        _check_range("dropout", self.dropout, 0, 1, high_open=True)
+        _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        _check_range("lr", self.lr, 0, 10, low_open=True)
+        _check_range("momentum", self.momentum, 0, 1, high_open=True)
+        _check_range("weight_decay", self.weight_decay, 0, 1)
+        _check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
+        _check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
+        _check_range("backbone_lr_scale", self.backbone_lr_scale, 0, 10)
+        _check_range("freeze", self.freeze, 0, None)
+        for name in ("epochs", "batch_size", "step_epochs", "patience"):
+            _check_range(name, getattr(self, name), 1, None)
+        if self.subset is not None:
+            _check_range("subset", self.subset, 1, None)
+        if self.image_size is not None:
+            _check_range("image_size", self.image_size, 8, 1024)
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
+            raise BenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """The options bench.models.build takes for this model (the baselines: only width)."""
+        if not self.model.startswith("vgg"):
+            return {"width": self.width}
+        options = dict(batch_norm=self.batch_norm, head=self.head, width=self.width, init=self.init)
+        if self.head in ("paper", "light"):  # the heads with hidden layers to drop out of
+            options["dropout"] = self.dropout
+        return options
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def hash(self) -> str:
+        """A stable 12-hex-digit identity: same settings, same hash, on any machine."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @classmethod
+    def typed(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Loosely typed settings (TOML, CLI, MLflow params) converted to the fields' types."""
+        hints = get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise BenchError(
+                f"unknown setting {sorted(unknown)[0]!r}; valid settings: {', '.join(sorted(known))}"
+            )
+        return {k: coerce(k, v, hints[k]) for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        return cls(**cls.typed(values))
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+
+def coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert `value` to the field's type, or explain in one line why it cannot be."""
+    optional = type(None) in get_args(hint)
+    base = next((a for a in get_args(hint) if a is not type(None)), hint).__name__
+    if value is None or (optional and value in ("", "none", "None")):
+        if optional:
+            return None
+        raise BenchError(f"setting {name!r} needs a value of type {base}")
+    try:
+        if base == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if base == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise BenchError(f"setting {name!r} must be {base}, got {value!r}") from None
+
+
+def _check_range(name, value, low, high, *, low_open=False, high_open=False) -> None:
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ("inf)" if high is None else f"{high})" if high_open else f"{high}]")
+        raise BenchError(f"setting {name!r} = {value!r} is out of range {left}{low}, {right}")

@@ -1,0 +1,379 @@
+"""One runner for ablations and searches: Optuna's storage is the queue, MLflow the record.
+
+A worker claims the next trial from the Optuna study (atomically, so two workers never run the
+same one), trains it with bench.train.fit, logs it through bench.tracking and tells Optuna the
+outcome. An ablation enqueues its grid once (under a lock, so workers started together do not
+enqueue twice); a search asks its sampler for new trials. Workers whose process died are found
+(Optuna's heartbeat on database storages; a check of the recorded pid on this host otherwise),
+their trials failed and enqueued again, and their MLflow runs marked FAILED and later resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from bench import progress as progress_ui
+from bench.config import RunConfig
+from bench.errors import BenchError, redact
+from bench.tracking import Tracker
+from bench.train import fit
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+STATE_DIR = Path(".bench")  # the local journal, checkpoints and worker logs, beside mlflow.db
+DEFAULT_STORAGE = STATE_DIR / "optuna.journal"
+HEARTBEAT_S = 10  # database storages: a worker silent for GRACE_S is declared dead
+GRACE_S = 60
+POLL_S = 2.0  # how often an idle worker looks again while others still run
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def open_storage(url: str | None):
+    """Optuna storage from a URL: a journal file by default (safe for several local processes)."""
+    url = url or str(DEFAULT_STORAGE)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
+    try:
+        if "://" not in url:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(url))
+        if url.startswith("sqlite:"):
+            # sqlite has no row locks: wait on a busy database instead of failing at once
+            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=retry,
+            engine_kwargs={"pool_pre_ping": True},
+        )
+    except ImportError as exc:
+        raise BenchError(f"storage {redact(url)} needs a driver that is not installed ({exc.name}): "
+                         "pip install 'vgg-bench[postgres]'") from None
+    except Exception as exc:
+        message = redact(url)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "://" in url:
+            reason = reason.replace(url, message)
+            parsed_password = _password(url)
+            if parsed_password:
+                reason = reason.replace(parsed_password, "***")
+        raise BenchError(f"cannot open Optuna storage {message}: {reason}") from None
+
+
+def describe_storage(url: str | None) -> str:
+    return redact(url) if url else str(DEFAULT_STORAGE)
+
+
+@contextlib.contextmanager
+def storage_lock(url: str | None) -> Iterator[None]:
+    """Serialise study set-up (create, enqueue the grid) among workers sharing one storage."""
+    url = url or str(DEFAULT_STORAGE)
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(738201)"))
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(738201)"))
+        finally:
+            engine.dispose()
+        return
+    path = Path(url.split(":///", 1)[1] if url.startswith("sqlite:///") else url)
+    lock_path = path.with_name(path.name + ".setup-lock")  # not ".lock": Optuna's journal uses that
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+# --- jobs: what a worker runs ------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """A study being worked on: its Optuna study, its MLflow experiment and parent run.
+
+    Subclasses say where trials come from (`claim`) and what each trains (`describe`).
+    """
+
+    study_name: str  # the MLflow experiment (one per study)
+    optuna_name: str  # the Optuna study (one per study at one budget)
+    study: optuna.Study
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+    prune: bool = False  # whether intermediate values may stop a trial (searches)
+    failures: list[str] = field(default_factory=list)
+
+    def claim(self) -> optuna.Trial | None:
+        return pop_waiting(self.study)
+
+    def describe(self, trial: optuna.Trial) -> tuple[RunConfig, str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def total(self) -> int | None:
+        """How many trials the job wants in all (for the progress bar), if known."""
+        return None
+
+    def done(self) -> int:
+        return len(self.study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+    def all_finished(self) -> bool:
+        return not self.failures
+
+
+def pop_waiting(study: optuna.Study, wanted=lambda trial: True) -> optuna.Trial | None:
+    """Claim a WAITING trial, or nothing.
+
+    Study.ask() would also pop one, but creates a fresh trial when the queue is empty, and an
+    ablation must never run a point outside its grid. Claiming is the storage's atomic
+    RUNNING transition, as in Optuna's own queue.
+    """
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if not wanted(frozen):
+            continue
+        try:
+            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, frozen._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def open_study(name: str, storage_url: str | None, tracker: Tracker, study_name: str,
+               parent_tags: dict[str, Any], direction: str = "maximize", sampler=None, pruner=None):
+    """Create or load the Optuna study and its MLflow parent run; call under storage_lock.
+
+    Returns (study, experiment_id, parent_run_id).
+    """
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    experiment_id = tracker.experiment_id(study_name)
+    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    if parent_id is not None:
+        try:
+            tracker.client.get_run(parent_id)
+        except Exception:  # the MLflow store was replaced: start a new parent there
+            parent_id = None
+    if parent_id is None:
+        parent_id = tracker.create_parent(experiment_id, name, {
+            "bench.study": study_name, "bench.optuna_study": name,
+            "bench.storage": describe_storage(storage_url), **parent_tags,
+        })
+        study.set_user_attr("mlflow_parent_run_id", parent_id)
+    return study, experiment_id, parent_id
+
+
+# --- dead workers ------------------------------------------------------------------------------
+
+
+def sweep_dead(job: Job) -> int:
+    """Fail trials whose worker died, enqueue them once more, mark their MLflow runs FAILED."""
+    fail_stale_trials(job.study)  # database storages with a heartbeat: the storage's own test
+    host = socket.gethostname()
+    count = 0
+    for frozen in job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = frozen.user_attrs.get("worker", "")
+        worker_host, _, pid = worker.rpartition(":")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            job.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+        except (ValueError, RuntimeError):
+            continue
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(job.study, frozen)
+        run_id = frozen.user_attrs.get("mlflow_run_id")
+        if run_id and job.tracker.status(run_id) == "RUNNING":
+            job.tracker.set_status(run_id, "FAILED", recovered=f"worker {worker} died; trial re-queued")
+        count += 1
+    return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return True
+
+
+class Heartbeat:
+    """Keep a database storage's heartbeat for one trial while it trains."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial):
+        storage = study._storage
+        self._beat = getattr(storage, "record_heartbeat", None) if getattr(storage, "heartbeat_interval", None) else None
+        self._trial_id = trial._trial_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._beat(self._trial_id)
+            self._stop.wait(HEARTBEAT_S)
+
+    def __enter__(self) -> Heartbeat:
+        if self._beat is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+# --- one trial ---------------------------------------------------------------------------------
+
+
+def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: str | None, bars) -> None:
+    config, run_name, tags = job.describe(trial)
+    trial.set_user_attr("worker", WORKER)
+    trial.set_user_attr("config_hash", config.hash)
+    tracker = job.tracker
+
+    finished = tracker.finished_run(job.experiment_id, config.hash)
+    if finished is not None and not job.prune:
+        # Trained before (perhaps under another Optuna storage): reuse, never train twice.
+        trial.set_user_attr("mlflow_run_id", finished.info.run_id)
+        trial.set_user_attr("reused", True)
+        job.study.tell(trial, finished.data.metrics.get("best_val_acc", 0.0))
+        return
+
+    run_id = tracker.start_child(job.experiment_id, job.parent_run_id, config, run_name,
+                                 {**tags, "trial": trial.number, "optuna_study": job.optuna_name})
+    trial.set_user_attr("mlflow_run_id", run_id)
+
+    def on_epoch(stats) -> None:
+        tracker.log_epoch(run_id, stats)
+        bars.epoch_done(stats)
+        if job.prune:
+            trial.report(stats.val_acc, stats.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
+
+    with bars.run(run_name, config.epochs), Heartbeat(job.study, trial):
+        try:
+            result = fit(config, on_epoch=on_epoch, on_batch=bars.batch_done,
+                         checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir)
+        except optuna.TrialPruned as pruned:
+            tracker.set_status(run_id, "KILLED", state="pruned", pruned=str(pruned))
+            job.study.tell(trial, state=TrialState.PRUNED)
+            return
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the last epoch's checkpoint is on disk; the next start resumes it.
+            tracker.set_status(run_id, "KILLED", state="interrupted")
+            job.study.tell(trial, state=TrialState.FAIL)
+            RetryHeartbeatStaleTrialCallback(max_retry=None)(job.study, job.study.trials[trial.number])
+            raise
+        except BenchError:
+            tracker.set_status(run_id, "FAILED")
+            job.study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0][:250] if str(exc).strip() else type(exc).__name__
+            tracker.set_status(run_id, "FAILED", state="failed", error=f"{type(exc).__name__}: {message}")
+            job.study.tell(trial, state=TrialState.FAIL)
+            job.failures.append(f"{run_name}: {type(exc).__name__}: {message}")
+            logging.getLogger("bench").exception("run %s failed", run_name)
+            return
+    tracker.log_result(run_id, result, run_name)
+    tracker.set_status(run_id, "FINISHED", state="complete")
+    job.study.tell(trial, result.best_val_acc)
+
+
+# --- the worker loop -----------------------------------------------------------------------------
+
+
+def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet: bool = False,
+         helpers: list[subprocess.Popen] | None = None) -> None:
+    """Claim and run trials until none are left, then settle the parent run's status."""
+    tracker = job.tracker
+    tracker.set_status(job.parent_run_id, "RUNNING")
+    bars = progress_ui.StudyProgress(job.optuna_name, job.total(), quiet=quiet)
+    try:
+        with bars:
+            bars.update(job.done())
+            while True:
+                sweep_dead(job)
+                trial = job.claim()
+                if trial is None:
+                    others = job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    if not others and not any(p.poll() is None for p in helpers or []):
+                        break
+                    time.sleep(POLL_S)
+                    bars.update(job.done())
+                    continue
+                run_trial(job, trial, checkpoint_root, data_dir, bars)
+                bars.update(job.done())
+    except KeyboardInterrupt:
+        tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
+        raise
+    for helper in helpers or []:
+        helper.wait()
+    tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
+
+
+def spawn_helpers(module: str, argv: list[str], count: int, log_dir: Path = STATE_DIR / "logs") -> list[subprocess.Popen]:
+    """Start `count` more worker processes running the same command (each as --workers 1)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    helpers = []
+    for i in range(count):
+        log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
+        helpers.append(subprocess.Popen(
+            [sys.executable, "-m", module, *argv, "--workers", "1", "--quiet"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        ))
+    return helpers
+
+
+def stop_helpers(helpers: list[subprocess.Popen]) -> None:
+    for helper in helpers:
+        if helper.poll() is None:
+            helper.send_signal(signal.SIGTERM)
+    for helper in helpers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            helper.wait(timeout=60)

@@ -1,0 +1,198 @@
+"""Studies are data: studies/NAME.toml names variants, seeds, a dataset and budgets.
+
+A variant is a set of RunConfig settings over the study's [base]; a budget is another set
+(smoke for tests, cpu for a laptop, full for a GPU) plus its seeds. Settings stack as
+base < budget < variant < command-line overrides, and the budget's name together with any
+override becomes the runs' `budget` label, so runs of different sizes never mix in a report.
+A study may also hold a [search] table (see bench.search); adding a study needs no code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import RunConfig
+from bench.errors import BenchError, choices
+from bench.provenance import PROJECT_ROOT
+
+STUDIES_DIR = PROJECT_ROOT / "studies"
+TOP_KEYS = {"name", "description", "reference", "default_budget", "base", "variants", "budgets", "search", "compare"}
+BUDGET_KEYS = {"description", "seeds"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    description: str
+    settings: dict[str, Any]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a study: a variant at a seed, and the full config it trains."""
+
+    variant: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant} seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    path: Path
+    reference: str | None  # the variant every other is compared against in reports
+    default_budget: str
+    base: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    budgets: dict[str, Budget]
+    search: dict[str, Any] | None  # validated by bench.search
+    compare: dict[str, Any]  # which published figures a report puts beside these variants
+
+    def budget(self, name: str | None) -> Budget:
+        name = name or self.default_budget
+        if name not in self.budgets:
+            choices(f"budget for study {self.name!r}", name, self.budgets)
+        return self.budgets[name]
+
+    def settings(self, budget: str | None, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+        """The settings every run of this budget shares, and the budget label naming them."""
+        chosen = self.budget(budget)
+        overrides = dict(overrides or {})
+        label = chosen.name
+        if overrides:
+            label += "+" + ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+        return {**self.base, **chosen.settings}, label
+
+    def grid(
+        self,
+        budget: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        seeds: tuple[int, ...] | None = None,
+        variants: list[str] | None = None,
+    ) -> list[Point]:
+        chosen = self.budget(budget)
+        shared, label = self.settings(budget, overrides)
+        for name in variants or []:
+            if name not in self.variants:
+                choices(f"variant of study {self.name!r}", name, self.variants)
+        points = []
+        for variant, settings in self.variants.items():
+            if variants and variant not in variants:
+                continue
+            for seed in seeds if seeds is not None else chosen.seeds:
+                values = {**shared, **settings, **(overrides or {}), "seed": seed, "budget": label}
+                config = _config(self, f"variant {variant!r}", values)
+                points.append(Point(variant, seed, config))
+        return points
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+
+
+def load(name: str) -> Study:
+    """A study by name (studies/NAME.toml) or by the path of a TOML file."""
+    path = Path(name)
+    if path.suffix != ".toml":
+        path = STUDIES_DIR / f"{name}.toml"
+        if not path.is_file():
+            choices("study", name, names())
+    elif not path.is_file():
+        raise BenchError(f"study file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{path}: malformed TOML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: dict[str, Any], path: Path) -> Study:
+    where = str(path)
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise BenchError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid keys: {', '.join(sorted(TOP_KEYS))}")
+    base = _table(raw, "base", where)
+    variants = _table(raw, "variants", where)
+    budgets_raw = _table(raw, "budgets", where)
+    if not variants and "search" not in raw:
+        raise BenchError(f"{where}: a study needs a [variants] table (or a [search] table)")
+    if not budgets_raw:
+        raise BenchError(f"{where}: a study needs at least one budget, e.g. [budgets.smoke]")
+    budgets = {}
+    for name, table in budgets_raw.items():
+        if not isinstance(table, dict):
+            raise BenchError(f"{where}: budgets.{name} must be a table")
+        settings = {k: v for k, v in table.items() if k not in BUDGET_KEYS}
+        budgets[name] = Budget(name, str(table.get("description", "")), settings, _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"))
+    for name, settings in variants.items():
+        if not isinstance(settings, dict):
+            raise BenchError(f"{where}: variants.{name} must be a table of settings, e.g. {{ model = \"vgg-a\" }}")
+    default_budget = raw.get("default_budget", next(iter(budgets)))
+    if default_budget not in budgets:
+        raise BenchError(f"{where}: default_budget {default_budget!r} is not one of its budgets: {', '.join(budgets)}")
+    reference = raw.get("reference")
+    if reference is not None and reference not in variants:
+        raise BenchError(f"{where}: reference {reference!r} is not one of its variants: {', '.join(variants)}")
+    study = Study(
+        name=str(raw.get("name", path.stem)),
+        description=str(raw.get("description", "")),
+        path=path,
+        reference=reference,
+        default_budget=default_budget,
+        base=base,
+        variants=variants,
+        budgets=budgets,
+        search=raw.get("search"),
+        compare=_table(raw, "compare", where),
+    )
+    for budget in budgets.values():  # catch a bad setting now, not hours into a study
+        for variant, settings in variants.items():
+            _config(study, f"budget {budget.name!r}, variant {variant!r}", {**base, **budget.settings, **settings})
+        if not variants:
+            _config(study, f"budget {budget.name!r}", {**base, **budget.settings})
+    return study
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'3' means seeds 0, 1, 2; '0,5,7' means exactly those."""
+    try:
+        if "," in text:
+            return _seeds([int(s) for s in text.split(",") if s.strip()], "--seeds")
+        return _seeds(int(text), "--seeds")
+    except ValueError:
+        raise BenchError(f"--seeds takes a count (3) or a list (0,5,7), not {text!r}") from None
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise BenchError(f"{where}: a seed count must be at least 1, got {value}")
+        return tuple(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        if len(set(value)) != len(value):
+            raise BenchError(f"{where}: seeds repeat: {value}")
+        return tuple(value)
+    raise BenchError(f"{where}: seeds must be a count or a non-empty list of non-negative integers, got {value!r}")
+
+
+def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise BenchError(f"{where}: {key} must be a table ([{key}])")
+    return value
+
+
+def _config(study: Study, what: str, values: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.from_dict(values)
+    except BenchError as exc:
+        raise BenchError(f"{study.path}: {what}: {exc}") from None

@@ -1,0 +1,399 @@
+"""The training engine: fit(config) -> Result.
+
+It knows nothing of MLflow or Optuna: callers watch it through `on_epoch` / `on_batch` and may
+stop it by raising from them (Optuna's pruning does exactly that). Speed comes from keeping the
+dataset on the device as uint8, augmenting whole batches there, channels_last, autocast where
+the hardware has fast low precision, and never syncing with the host inside the step loop
+except to show progress.
+
+Resume: a checkpoint is written after every epoch; started again with the same config and
+checkpoint_dir, fit continues after the last complete epoch and, because the per-epoch batch
+order comes from (seed, epoch) and the global RNG is restored, reaches the same numbers as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from bench import checkpoint, data, models
+from bench.config import RunConfig
+from bench.errors import BenchError, cli
+
+EVAL_BATCH = 512
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float  # at the end of the epoch
+    seconds: float  # training time of this epoch, evaluation excluded
+    images_per_s: float
+
+
+@dataclass
+class Result:
+    config_hash: str
+    history: list[EpochStats]
+    best_val_acc: float
+    best_epoch: int
+    test_loss: float
+    test_acc: float
+    params: int
+    flops: int  # forward FLOPs of one image
+    train_seconds: float
+    device: str
+    precision: str
+    data_info: dict[str, Any]
+    best_checkpoint: str | None = None  # path of the best-validation weights, when saved
+    predictions: list[int] = field(default_factory=list)  # test-set predictions of the best model
+    labels: list[int] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"  # bf16 autocast is several times slower than fp32 on CPUs without AMX
+
+
+def lr_at(config: RunConfig, step: int, steps_per_epoch: int, plateau_drops: int) -> float:
+    """Learning rate at optimizer step `step`: warm-up times the schedule's factor."""
+    total = config.epochs * steps_per_epoch
+    warmup = config.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        ramp = 0.1 + 0.9 * step / warmup
+    else:
+        ramp = 1.0
+    if config.schedule == "cosine":
+        progress = (step - warmup) / max(1.0, total - warmup) if step >= warmup else 0.0
+        factor = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    elif config.schedule == "step":
+        factor = 0.1 ** (step // (config.step_epochs * steps_per_epoch))
+    elif config.schedule == "plateau":
+        factor = 0.1**plateau_drops
+    else:
+        factor = 1.0
+    return config.lr * ramp * factor
+
+
+def plateau_drops(config: RunConfig, val_accs: list[float]) -> int:
+    """How often the paper's rule ('divide by 10 when validation accuracy stops improving') fired."""
+    drops, best, since = 0, -1.0, 0
+    for acc in val_accs:
+        if acc > best:
+            best, since = acc, 0
+        else:
+            since += 1
+            if since >= config.patience:
+                drops, since = drops + 1, 0
+    return drops
+
+
+def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm scales: standard practice, and it matters for BN nets.
+    # A fine-tuned backbone may learn slower than the new last layer (backbone_lr_scale).
+    head = {id(p) for p in last_linear(model).parameters()}
+    groups = []
+    for is_head in (False, True):
+        scale = 1.0 if is_head or config.pretrained is None else config.backbone_lr_scale
+        for decays in (True, False):
+            params = [p for p in model.parameters()
+                      if p.requires_grad and (id(p) in head) == is_head and (p.ndim > 1) == decays]
+            if params:
+                groups.append({"params": params, "weight_decay": config.weight_decay if decays else 0.0,
+                               "lr_scale": scale})
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def build_model(config: RunConfig, splits: data.Splits) -> torch.nn.Module:
+    model = models.build(
+        config.model,
+        num_classes=splits.num_classes,
+        in_channels=splits.in_channels,
+        image_size=splits.image_size,
+        **config.model_options,
+    )
+    if config.pretrained is not None:
+        load_pretrained(model, config.pretrained)
+    if config.freeze:
+        freeze_convs(model, config.freeze)
+    return model
+
+
+def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def load_pretrained(model: torch.nn.Module, path: str) -> None:
+    """Load a torchvision-style state_dict, all but the last layer, which stays new for our classes."""
+    state = torch.load(path, map_location="cpu", weights_only=True) if Path(path).is_file() else None
+    if state is None:
+        raise BenchError(f"pretrained file {path} does not exist: give the path of a saved state_dict")
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # one of our own checkpoints
+    last = {f"{name}.{p}" for name, m in model.named_modules() if m is last_linear(model)
+            for p in ("weight", "bias")}
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if not (k in last and tuple(v.shape) != tuple(own[k].shape))}
+    checkpoint.load_weights(model, {**{k: own[k] for k in last}, **kept}, f"pretrained file {path}")
+
+
+def freeze_convs(model: torch.nn.Module, count: int) -> None:
+    """Fix the first `count` conv layers and the BatchNorm right after each."""
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    convs = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d)]
+    if count > len(convs):
+        raise BenchError(f"freeze={count} but {type(model).__name__} has only {len(convs)} conv layers")
+    end = convs[count] if count < len(convs) else len(layers)
+    for layer in layers[:end]:
+        layer.requires_grad_(False)
+
+
+class Engine:
+    """The pieces of one run that the step loop, evaluation and checkpointing share."""
+
+    def __init__(self, config: RunConfig, data_dir: str | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.splits = data.load(
+            config.dataset,
+            data_dir=data_dir,
+            image_size=config.image_size,
+            subset=config.subset,
+            val_fraction=config.val_fraction,
+            split_seed=config.split_seed,
+            device=self.device,
+        )
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, self.splits).to(self.device)
+        self.description = models.describe(self.model, self.splits.train_x.shape[1:])
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(config, self.model)
+        self.step_model = torch.compile(self.model) if config.compile else self.model
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def train_epoch(self, epoch: int, history: list[EpochStats], on_batch=None) -> tuple[float, float, int]:
+        config, model = self.config, self.step_model
+        steps = self.splits.num_batches("train", config.batch_size, drop_last=True)
+        drops = plateau_drops(config, [h.val_acc for h in history])
+        generator = torch.Generator(device=self.device).manual_seed(config.seed * 100_003 + epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        model.train()
+        batches = self.splits.batches(
+            "train", config.batch_size, generator=generator, augment=config.augment,
+            shuffle=True, drop_last=True, channels_last=config.channels_last,
+        )
+        for i, (x, y) in enumerate(batches):
+            lr = lr_at(config, (epoch - 1) * steps + i, steps, drops)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            with self.autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if on_batch is not None:
+                on_batch(i + 1, steps, loss.detach())
+        if not seen:
+            raise RuntimeError("no training batch: the training split is smaller than one batch")
+        return loss_sum.item() / seen, correct.item() / seen, seen
+
+    @torch.no_grad()
+    def evaluate(self, part: str, model=None, keep_predictions=False):
+        model = model or self.step_model
+        model.eval()
+        loss_sum, correct, n, predictions = 0.0, 0, 0, []
+        for x, y in self.splits.batches(part, EVAL_BATCH, channels_last=self.config.channels_last):
+            with self.autocast():
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            pred = logits.argmax(1)
+            correct += (pred == y).sum()
+            n += len(y)
+            if keep_predictions:
+                predictions.append(pred)
+        loss, acc = float(loss_sum) / n, float(correct) / n
+        if keep_predictions:
+            return loss, acc, torch.cat(predictions).tolist()
+        return loss, acc
+
+    def state(self, epoch: int, history: list[EpochStats], best: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "config_hash": self.config.hash,
+            "config": self.config.to_dict(),
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": [asdict(h) for h in history],
+            "best": best,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+        }
+
+    def restore(self, state: dict[str, Any]) -> tuple[int, list[EpochStats], dict[str, Any]]:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        return state["epoch"], [EpochStats(**h) for h in state["history"]], state["best"]
+
+
+def fit(
+    config: RunConfig,
+    *,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    data_dir: str | None = None,
+) -> Result:
+    """Train `config` to the end (or resume it) and return its history and final test numbers."""
+    engine = Engine(config, data_dir)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    last_path = ckpt_dir / "last.pt" if ckpt_dir else None
+    best_path = ckpt_dir / "best.pt" if ckpt_dir else None
+
+    start, history, best = 0, [], {"val_acc": -1.0, "epoch": 0}
+    best_weights = None
+    if last_path is not None and last_path.exists():
+        start, history, best = engine.restore(checkpoint.load(last_path, config_hash=config.hash))
+
+    for epoch in range(start + 1, config.epochs + 1):
+        began = time.perf_counter()
+        train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
+        seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised
+        val_loss, val_acc = engine.evaluate("val")
+        lr = engine.optimizer.param_groups[0]["lr"] / engine.optimizer.param_groups[0]["lr_scale"]
+        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, seen / seconds)
+        history.append(stats)
+        if val_acc > best["val_acc"]:
+            best = {"val_acc": val_acc, "epoch": epoch}
+            best_weights = copy.deepcopy(engine.model.state_dict())
+            if best_path is not None:
+                checkpoint.save(best_path, {**engine.state(epoch, history, best), "optimizer": {}})
+        if last_path is not None:
+            checkpoint.save(last_path, engine.state(epoch, history, best))
+        if on_epoch is not None:
+            on_epoch(stats)
+
+    if best_weights is None and best_path is not None and best_path.exists():
+        best_weights = checkpoint.load(best_path, config_hash=config.hash)["model"]
+    if best_weights is not None:
+        engine.model.load_state_dict(best_weights)
+    test_loss, test_acc, predictions = engine.evaluate("test", engine.model, keep_predictions=True)
+    return Result(
+        config_hash=config.hash,
+        history=history,
+        best_val_acc=best["val_acc"],
+        best_epoch=best["epoch"],
+        test_loss=test_loss,
+        test_acc=test_acc,
+        params=engine.description.params,
+        flops=engine.description.flops,
+        train_seconds=sum(h.seconds for h in history),
+        device=str(engine.device),
+        precision=engine.precision,
+        data_info=engine.splits.info,
+        best_checkpoint=str(best_path) if best_path is not None and best_path.exists() else None,
+        predictions=predictions,
+        labels=engine.splits.test_y.tolist(),
+        classes=list(engine.splits.classes),
+        input_shape=tuple(engine.splits.train_x.shape[1:]),
+        model=engine.model,
+    )
+
+
+# --- command line: every RunConfig field is a flag ---------------------------------------------
+
+
+def add_config_flags(parser: argparse.ArgumentParser, *, defaults: bool = True, exclude=()) -> None:
+    """One flag per RunConfig field (--batch-size, --bn/--no-bn, ...); values are coerced later."""
+    for f in fields(RunConfig):
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if defaults else None
+        if f.type in ("bool", bool):
+            names = [flag, "--bn"] if f.name == "batch_norm" else [flag]
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, dest=f.name, default=default, metavar=f.name.upper())
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig settings a person typed on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name, None) is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench import progress
+
+    parser = argparse.ArgumentParser(prog="python -m bench.train", description="Train one model.")
+    add_config_flags(parser, defaults=False)
+    parser.add_argument("--data-dir", help="where the dataset files are (default: $BENCH_DATA, system, download)")
+    parser.add_argument("--checkpoint-dir", help="write per-epoch checkpoints here and resume from them")
+    args = parser.parse_args(argv)
+    config = RunConfig.from_dict(given_settings(args))
+    with progress.RunProgress() as bar:
+        result = fit(
+            config,
+            on_epoch=bar.epoch_done,
+            on_batch=bar.batch_done,
+            checkpoint_dir=args.checkpoint_dir,
+            data_dir=args.data_dir,
+        )
+    progress.console.print(
+        f"[bold]{config.model}[/] test acc [bold green]{result.test_acc:.4f}[/], best val acc "
+        f"{result.best_val_acc:.4f} (epoch {result.best_epoch}), {result.train_seconds:.1f} s training, "
+        f"{result.history[-1].images_per_s:.0f} img/s, {result.params:,} params, device {result.device}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    cli(main)
