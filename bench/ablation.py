@@ -16,10 +16,10 @@ from optuna.trial import TrialState
 from rich.markup import escape
 from rich.table import Table
 
-from bench import report, runner, studies
+from bench import data, report, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
-from bench.progress import console
+from bench.progress import console, out
 from bench.tracking import Tracker
 from bench.train import add_config_flags, given_settings
 
@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        console.print(studies_table())
+        out.print(studies_table())
         return 0
     if not args.study:
         raise BenchError("say which study to run: --study NAME (python -m bench.ablation --list shows them)")
@@ -105,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     budget = study.budget(args.budget)
     label = points[0].config.budget
 
+    # Everything that can be wrong is checked before anything is recorded.
+    check_data(points, args.data_dir)
+    tracker = Tracker(args.tracking_uri)
+    storage = runner.open_storage(args.storage)
     if not args.quiet:
         announce(study, budget, points, args)
-    tracker = Tracker(args.tracking_uri)
     with runner.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             f"{study.name}-{label}", args.storage, tracker, study.name,
             {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation"},
+            storage=storage,
         )
         job = AblationJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id)
         job.points = {p.config.hash: p for p in points}
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if job.all_finished() else 1
 
     frame = report.runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
-    console.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
+    out.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
                                        order=list(study.variants)))
     console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/]")
     for failure in job.failures:
@@ -137,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]{missing} run(s) not complete[/]: run the same command again to resume them")
         return 1
     return 0
+
+
+def check_data(points: list[studies.Point], data_dir: str | None) -> None:
+    """Load each dataset the grid needs once, so a missing one fails before any run is recorded."""
+    needs = {(p.config.dataset, p.config.image_size, p.config.subset) for p in points}
+    for dataset, image_size, subset in sorted(needs, key=str):
+        data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)
 
 
 def announce(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args) -> None:

@@ -6,7 +6,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and notes: stdout stays clean for results
+out = Console()  # tables and results
 
 # Reading the loss costs a host-device sync, so the bar refreshes it only every so many batches.
 LOSS_EVERY = 20
@@ -77,8 +78,8 @@ class StudyProgress:
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
-    def update(self, done: int) -> None:
-        self.progress.update(self.task, completed=done)
+    def update(self, done: int, info: str = "") -> None:
+        self.progress.update(self.task, completed=done, info=escape(info))
 
     def run(self, label: str, epochs: int) -> RunProgress:
         self.current = RunProgress(self.progress, label, epochs)

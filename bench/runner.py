@@ -160,6 +160,10 @@ class Job:
     def all_finished(self) -> bool:
         return not self.failures
 
+    def progress_info(self) -> str:
+        """A short text beside the study bar (a search: its trial counts and best so far)."""
+        return ""
+
 
 def pop_waiting(study: optuna.Study, wanted=lambda trial: True) -> optuna.Trial | None:
     """Claim a WAITING trial, or nothing.
@@ -180,12 +184,14 @@ def pop_waiting(study: optuna.Study, wanted=lambda trial: True) -> optuna.Trial 
 
 
 def open_study(name: str, storage_url: str | None, tracker: Tracker, study_name: str,
-               parent_tags: dict[str, Any], direction: str = "maximize", sampler=None, pruner=None):
+               parent_tags: dict[str, Any], direction: str = "maximize", sampler=None, pruner=None,
+               storage=None):
     """Create or load the Optuna study and its MLflow parent run; call under storage_lock.
 
+    `storage` is the already opened storage_url, when the caller checked it early.
     Returns (study, experiment_id, parent_run_id).
     """
-    storage = open_storage(storage_url)
+    storage = storage or open_storage(storage_url)
     study = optuna.create_study(study_name=name, storage=storage, direction=direction,
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     experiment_id = tracker.experiment_id(study_name)
@@ -336,7 +342,7 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     bars = progress_ui.StudyProgress(job.optuna_name, job.total(), quiet=quiet)
     try:
         with bars:
-            bars.update(job.done())
+            bars.update(job.done(), job.progress_info())
             while True:
                 sweep_dead(job)
                 trial = job.claim()
@@ -345,10 +351,10 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
                     if not others and not any(p.poll() is None for p in helpers or []):
                         break
                     time.sleep(POLL_S)
-                    bars.update(job.done())
+                    bars.update(job.done(), job.progress_info())
                     continue
                 run_trial(job, trial, checkpoint_root, data_dir, bars)
-                bars.update(job.done())
+                bars.update(job.done(), job.progress_info())
     except KeyboardInterrupt:
         tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
         raise

@@ -2,8 +2,9 @@
 
 A variant is a set of RunConfig settings over the study's [base]; a budget is another set
 (smoke for tests, cpu for a laptop, full for a GPU) plus its seeds. Settings stack as
-base < budget < variant < command-line overrides, and the budget's name together with any
-override becomes the runs' `budget` label, so runs of different sizes never mix in a report.
+base < budget < variant < command-line overrides (except that a variant's "none" stays none),
+and the budget's name together with any override becomes the runs' `budget` label, so runs of
+different sizes never mix in a report.
 A study may also hold a [search] table (see bench.search); adding a study needs no code.
 """
 
@@ -89,7 +90,10 @@ class Study:
             if variants and variant not in variants:
                 continue
             for seed in seeds if seeds is not None else chosen.seeds:
-                values = {**shared, **settings, **(overrides or {}), "seed": seed, "budget": label}
+                # A variant that switches a setting off ("none": transfer's scratch has no pretrained
+                # file) keeps it off: an override fills what the variants leave open.
+                pinned = {k: v for k, v in settings.items() if str(v).lower() == "none"}
+                values = {**shared, **settings, **(overrides or {}), **pinned, "seed": seed, "budget": label}
                 config = _config(self, f"variant {variant!r}", values)
                 points.append(Point(variant, seed, config))
         return points

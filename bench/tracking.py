@@ -8,6 +8,8 @@ run rather than duplicated, and a finished one is never trained twice.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import socket
@@ -52,9 +54,10 @@ class Tracker:
         self.uri = resolve_uri(uri)
         check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
         try:
-            self.client.search_experiments(max_results=1)
+            with _creation_lock(self.uri):  # two workers creating one sqlite store race its migrations
+                self.client = MlflowClient(self.uri)
+                self.client.search_experiments(max_results=1)
         except Exception as exc:
             raise BenchError(f"cannot use MLflow tracking store {redact(self.uri)}: {_first_line(exc)}") from None
 
@@ -208,6 +211,45 @@ class Tracker:
             )
         self.client.update_run(run_id, status="RUNNING")  # the fluent end_run marked it FINISHED
 
+    # --- after training: what bench.predict and bench.post read from a run and add under it ------
+
+    def get_run(self, run_id: str):
+        try:
+            return self.client.get_run(run_id)
+        except Exception:
+            raise BenchError(
+                f"no MLflow run {run_id!r} in {redact(self.uri)}: copy the run id from the MLflow UI, "
+                "or give the --tracking-uri of the store that holds it"
+            ) from None
+
+    def download_artifact(self, run_id: str, path: str, folder: str | Path) -> Path:
+        """Copy the artifact `path` of a run (e.g. checkpoints/best.pt) into `folder`."""
+        self.get_run(run_id)  # a wrong run id gets its own message, not "no such artifact"
+        try:
+            return Path(self.client.download_artifacts(run_id, path, str(folder)))
+        except Exception as exc:
+            raise BenchError(
+                f"run {run_id} has no artifact {path} ({_first_line(exc)}): only finished bench runs "
+                "carry one; give --checkpoint PATH instead"
+            ) from None
+
+    def start_derived(self, source_run_id: str, name: str, params: dict[str, Any], tags: dict[str, Any]) -> str:
+        """A run nested under a finished run, for numbers derived from its model (bench.post)."""
+        source = self.get_run(source_run_id)
+        all_tags = {
+            "bench.role": "post",  # not "run": reports of a study must not count it as a variant
+            "bench.source_run": source_run_id,
+            **{f"bench.{k}": v for k, v in provenance.stamp().items()},
+            **{f"bench.{k}": v for k, v in tags.items()},
+            "mlflow.parentRunId": source_run_id,
+        }
+        run = self.client.create_run(source.info.experiment_id, run_name=name, tags=_str_values(all_tags))
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in sorted(params.items())])
+        return run.info.run_id
+
+    def log_file(self, run_id: str, path: str | Path, folder: str) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
 
 def check_reachable(uri: str) -> None:
     """Fail in one line, before anything runs, if the tracking store cannot be used."""
@@ -224,6 +266,20 @@ def check_reachable(uri: str) -> None:
         folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
         if not folder.is_dir():
             raise BenchError(f"MLflow store {uri}: folder {folder} does not exist")
+
+
+@contextlib.contextmanager
+def _creation_lock(uri: str):
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri[len("sqlite:///"):]).expanduser()
+    with open(path.with_name(path.name + ".init-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _device(config: RunConfig) -> str:

@@ -1,0 +1,169 @@
+"""A whole study end to end into a real MLflow store and a real Optuna journal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from bench import ablation
+from bench.config import RunConfig
+
+SMOKE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
+
+
+def children(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name("depth")
+    return client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'run'", max_results=1000)
+
+
+def parents(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name("depth")
+    return client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'study'")
+
+
+def bench_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.ablation", *args]
+
+
+def env(threads: int = 1) -> dict[str, str]:
+    # Several workers on two cores: one thread each, or they spin against each other.
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_study_end_to_end_then_rerun_skips(workdir):
+    assert ablation.main(SMOKE) == 0
+    client = MlflowClient("sqlite:///mlflow.db")
+    [parent] = parents(client)
+    runs = children(client)
+    assert parent.info.status == "FINISHED"
+    assert sorted(r.info.run_name for r in runs) == ["vgg-a seed=0", "vgg-b seed=0"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["bench.budget"] == "smoke"
+        assert run.data.tags["bench.variant"] in ("vgg-a", "vgg-b")
+        config = RunConfig.from_dict({k: v for k, v in run.data.params.items()})
+        assert config.hash == run.data.tags["bench.config_hash"]  # params are the whole config
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        assert sorted(m.step for m in history) == list(range(1, config.epochs + 1))
+        for key in ("test_acc", "best_val_acc", "params", "flops", "train_seconds"):
+            assert key in run.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert artifacts == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
+
+    model = mlflow.pytorch.load_model(f"runs:/{runs[0].info.run_id}/model")
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+    started = time.time()
+    assert ablation.main(SMOKE) == 0  # everything finished: nothing trains again
+    assert len(children(client)) == 2
+    assert all(r.info.end_time / 1000 < started for r in children(client))
+
+
+def wait_for_epochs(client: MlflowClient, epochs: int, proc: subprocess.Popen, timeout: float = 240) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        experiment = client.get_experiment_by_name("depth")
+        if experiment is not None:
+            for run in children(client):
+                if run.info.status == "RUNNING" and len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs:
+                    return run.info.run_id
+        time.sleep(0.3)
+    raise AssertionError("no run reached the epoch to interrupt at")
+
+
+@pytest.mark.parametrize("sig, expected", [(signal.SIGTERM, "KILLED"), (signal.SIGKILL, "RUNNING")])
+def test_interrupted_run_is_marked_and_resumed(workdir, sig, expected):
+    args = [*SMOKE, "--variants", "vgg-a", "--epochs", "30"]
+    client = MlflowClient("sqlite:///mlflow.db")
+    client.search_experiments()  # create the store here, not concurrently with the worker
+    proc = subprocess.Popen(bench_cmd(*args), env=env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_id = wait_for_epochs(client, 2, proc)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert client.get_run(run_id).info.status == expected  # SIGKILL leaves it RUNNING: nobody could say
+    done_before = len(client.get_metric_history(run_id, "val_acc"))
+
+    result = subprocess.run(bench_cmd(*args), env=env(2), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = client.get_run(run_id)  # the same run, resumed, not a new one
+    assert [r.info.run_id for r in children(client)] == [run_id]
+    assert run.info.status == "FINISHED" and run.data.tags["bench.resumed"] == "true"
+    if sig == signal.SIGKILL:
+        assert "died" in run.data.tags["bench.recovered"]
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "val_acc"))
+    assert steps == list(range(1, 31))  # resumed from its checkpoint, no epoch lost or repeated
+    assert done_before >= 2
+    assert parents(client)[0].info.status == "FINISHED"
+
+
+def test_two_workers_split_the_grid(workdir):
+    args = [*SMOKE, "--seeds", "3"]
+    procs = [subprocess.Popen(bench_cmd(*args, "--quiet"), env=env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    client = MlflowClient("sqlite:///mlflow.db")
+    runs = children(client)
+    assert len(runs) == 6
+    assert len({r.data.tags["bench.config_hash"] for r in runs}) == 6
+    assert {r.data.tags["bench.pid"] for r in runs} == {str(p.pid) for p in procs}  # both worked
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(".bench/optuna.journal"))
+    trials = optuna.load_study(study_name="depth-smoke", storage=storage).trials
+    assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["point"] for t in trials}) == 6
+
+
+def test_list_shows_the_studies(capsys):
+    assert ablation.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("depth", "lrn", "conv1", "bn", "baselines", "head", "init", "paper"):
+        assert name in out
+
+
+BAD = [
+    (["--study", "nope"], "unknown study 'nope'"),
+    (["--study", "depth", "--variants", "vgg-z"], "unknown variant of study 'depth' 'vgg-z'"),
+    (["--study", "depth", "--budget", "huge"], "unknown budget for study 'depth' 'huge'"),
+    (["--study", "depth", "--epochs", "abc"], "'epochs' must be int"),
+    (["--study", "depth", "--width", "9"], "'width' = 9.0 is out of range"),
+    (["--study", "depth", "--dataset", "imagenet"], "unknown dataset"),
+    (["--study", "depth", "--budget", "smoke", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow"),
+    (["--study", "depth", "--budget", "smoke", "--dataset", "mnist", "--data-dir", "empty"], "mnist"),
+    (["--study", "depth", "--workers", "0"], "--workers must be at least 1"),
+]
+
+
+def test_bad_input_is_one_line_and_touches_nothing(workdir):
+    assert ablation.main(SMOKE) == 0
+    before = (workdir / "mlflow.db").read_bytes()
+    (workdir / "empty").mkdir()
+    (workdir / "broken.toml").write_text('name = "broken"\n[variants\nvgg-a = 1\n')
+    cases = [*BAD, (["--study", "broken.toml"], "line 2")]
+    for args, fragment in cases:
+        proc = subprocess.run(bench_cmd(*args), env={**env(), "BENCH_OFFLINE": "1"},
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr[-500:])
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert fragment in proc.stderr, (fragment, proc.stderr)
+    assert (workdir / "mlflow.db").read_bytes() == before
