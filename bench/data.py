@@ -293,7 +293,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: in
         choices("dataset", name, DATASETS)
 
     if base in ("fashion-mnist", "mnist", "cifar10", "cifar100"):
-        pool_x, test_x, info["resize"] = _fit_size(pool_x, test_x, info["native_size"], image_size)
+        pool_x, test_x, info["resize"] = fit_size(pool_x, test_x, info["native_size"], image_size)
 
     pool_size = len(pool_y)
     if subset is not None:
@@ -417,7 +417,7 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def _fit_size(train_x, test_x, native: int, image_size: int | None):
+def fit_size(train_x, test_x, native: int, image_size: int | None):
     """MNIST family: pad 28 -> 32 by default; any other size resizes. CIFAR: resize unless 32."""
     if native == 28 and image_size in (None, 32):
         pad = (2, 2, 2, 2)
@@ -808,7 +808,7 @@ def _load_imagefolder(path: str, image_size: int):
             x = torch.empty((len(files), channels, image_size, image_size), dtype=torch.uint8)
             y = torch.tensor([k for _, k in files], dtype=torch.int64)
 
-            decoded = pool.map(lambda item: _decode(item[0], mode, image_size), files)
+            decoded = pool.map(lambda item: decode_image(item[0], mode, image_size), files)
             for i, img in enumerate(decoded):
                 x[i] = img
             groups[g] = (x, y)
@@ -831,7 +831,7 @@ def _choose_mode(files: list[Path]) -> str:
     return "L" if grey else "RGB"
 
 
-def _decode(path: Path, mode: str, size: int) -> torch.Tensor:
+def decode_image(path: Path, mode: str, size: int) -> torch.Tensor:
     from PIL import Image
     try:
         with Image.open(path) as img:

@@ -25,7 +25,7 @@ def learning_curves(history, path: str | Path, title: str = "") -> Path:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(labels, predictions, classes, path: str | Path, title: str = "") -> Path:
@@ -46,10 +46,10 @@ def confusion_matrix(labels, predictions, classes, path: str | Path, title: str 
                         color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

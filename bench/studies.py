@@ -20,7 +20,7 @@ from bench.errors import BenchError, choices
 from bench.provenance import PROJECT_ROOT
 
 STUDIES_DIR = PROJECT_ROOT / "studies"
-TOP_KEYS = {"name", "description", "reference", "default_budget", "base", "variants", "budgets", "search", "compare"}
+TOP_KEYS = {"name", "description", "reference", "default_budget", "base", "variants", "budgets", "search"}
 BUDGET_KEYS = {"description", "seeds"}
 
 
@@ -56,7 +56,6 @@ class Study:
     variants: dict[str, dict[str, Any]]
     budgets: dict[str, Budget]
     search: dict[str, Any] | None  # validated by bench.search
-    compare: dict[str, Any]  # which published figures a report puts beside these variants
 
     def budget(self, name: str | None) -> Budget:
         name = name or self.default_budget
@@ -156,7 +155,6 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         variants=variants,
         budgets=budgets,
         search=raw.get("search"),
-        compare=_table(raw, "compare", where),
     )
     for budget in budgets.values():  # catch a bad setting now, not hours into a study
         for variant, settings in variants.items():

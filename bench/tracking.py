@@ -76,9 +76,16 @@ class Tracker:
                 self.client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
         except Exception:  # another worker created it first
             return self.client.get_experiment_by_name(name).experiment_id
+
+    def _artifact_location(self, name: str) -> str | None:
+        """Beside a sqlite store (its mlruns/ folder), whatever folder the command runs in."""
+        if not self.uri.startswith("sqlite:///"):
+            return None  # servers and other stores choose their own
+        folder = Path(self.uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlruns"
+        return (folder / name).as_uri()
 
     def create_parent(self, experiment_id: str, name: str, tags: dict[str, Any]) -> str:
         run = self.client.create_run(

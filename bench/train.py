@@ -200,6 +200,9 @@ class Engine:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
         self.step_model = torch.compile(self.model) if config.compile else self.model
+        # Frozen layers keep their pretrained BatchNorm statistics too, not only their weights.
+        self.frozen_norms = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+                             and not any(p.requires_grad for p in m.parameters())]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -217,6 +220,8 @@ class Engine:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         model.train()
+        for norm in self.frozen_norms:
+            norm.eval()
         batches = self.splits.batches(
             "train", config.batch_size, generator=generator, augment=config.augment,
             shuffle=True, drop_last=True, channels_last=config.channels_last,

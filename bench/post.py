@@ -1,0 +1,491 @@
+"""python -m bench.post: shrink and export a trained model, and measure what each step buys.
+
+    python -m bench.post --run RUN_ID --all                  # int8, pruning 30/50/70 %, ONNX
+    python -m bench.post --checkpoint best.pt --quantize --prune 0.5 --onnx
+
+Every variant is measured the same way against the unchanged fp32 model: test accuracy on the run's
+own test set, size on disk (the saved state_dict, or the .onnx file) and that file gzipped, CPU
+latency for one image (median of repeated batch-1 calls) and throughput at batch 256 (images/s),
+in PyTorch's default NCHW layout, with the same threads for PyTorch and onnxruntime (--threads;
+default torch's, one per core). On a CPU shared with other work, batch-1 latency with several
+threads can jump by orders of magnitude (a thread waits for a descheduled sibling): measure on
+a quiet machine, or with --threads 1.
+
+- int8-dynamic: torch.ao.quantization.quantize_dynamic on the Linear layers only (weights stored
+  as int8, activations quantised on the fly). Convolutions stay fp32, so the gain depends on how
+  much of the model is Linear: most of it with the paper/light heads, little with the small head.
+- pruned-N (N %): L1 unstructured pruning of the conv and Linear weights, ranked all together (the
+  default; it kept more accuracy than pruning every layer by the same fraction in our runs) or per
+  layer (--prune-scope layer), then prune.remove so the saved model is a plain state_dict. Dense
+  storage keeps every zero: the file does not shrink and dense kernels run no faster; the gzipped
+  size shows what a sparse or compressed format could save. No fine-tuning after pruning, so the
+  accuracy column is pruning's raw cost.
+- onnx: torch.onnx.export (the TorchScript exporter; the dynamo one needs onnxscript) with a dynamic
+  batch axis, validated with onnx.checker and, when onnxruntime is installed, by comparing its
+  outputs with PyTorch's on test images; accuracy and speed are then onnxruntime's. Adaptive
+  pooling that the exporter cannot express (the paper/light heads' 1x1 -> 7x7 at 32 px) is
+  exported as the equivalent fixed matrix products.
+
+With --run, the numbers are logged as metrics of a new MLflow run nested under the source run
+(tag bench.role=post), with the summary table and the .onnx file as artifacts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import gzip
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+from torch import nn
+from torch.nn.utils import prune
+
+from bench.errors import BenchError, cli
+from bench.predict import Trained, load_trained, normalise, test_predictions, tracker_for
+from bench.progress import console, make_progress
+
+DEFAULT_PRUNE = (0.3, 0.5, 0.7)
+THROUGHPUT_BATCH = 256
+ONNX_ATOL = 1e-4  # fp32 kernels of two engines differ in summation order, not more
+PRUNE_SCOPES = ("global", "layer")
+
+
+@dataclass
+class Variant:
+    name: str
+    test_acc: float | None  # None: could not be run (ONNX without onnxruntime)
+    size_bytes: int
+    gzip_bytes: int
+    sparsity: float | None  # zero fraction of the conv and Linear weights; None where not plain floats
+    latency_ms: float | None  # batch 1, median
+    images_per_s: float | None  # batch THROUGHPUT_BATCH
+    file: str
+    note: str = ""
+
+
+# --- the transformations ------------------------------------------------------------------------
+
+
+def quantize_linear(model: nn.Module) -> nn.Module:
+    """A copy with int8 dynamic quantisation of its Linear layers."""
+    with warnings.catch_warnings():  # torch.ao.quantization warns that torchao will replace it
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+
+
+def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def prune_weights(model: nn.Module, amount: float, scope: str = "global") -> nn.Module:
+    """A copy with the `amount` fraction of smallest-magnitude conv/Linear weights set to zero."""
+    pruned = copy.deepcopy(model)
+    targets = prunable(pruned)
+    if scope == "global":
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=amount)
+    else:
+        for module, name in targets:
+            prune.l1_unstructured(module, name, amount=amount)
+    for module, name in targets:
+        prune.remove(module, name)  # weight = weight_orig * mask, made permanent: a plain model again
+    return pruned
+
+
+def sparsity(model: nn.Module) -> float:
+    """The fraction of conv and Linear weights that are exactly zero."""
+    weights = [m.weight for m, _ in prunable(model)]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def layer_sparsity_range(model: nn.Module) -> tuple[float, float]:
+    """The least and most pruned layer's zero fraction (global pruning spreads unevenly)."""
+    zeros = [float((m.weight == 0).float().mean()) for m, _ in prunable(model)]
+    return min(zeros), max(zeros)
+
+
+def parse_amounts(text: str) -> tuple[float, ...]:
+    usage = f"--prune takes fractions of the weights to remove, e.g. 0.3,0.5,0.7; got {text!r}"
+    try:
+        amounts = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise BenchError(usage) from None
+    for amount in amounts:
+        if not 0 < amount < 1:
+            raise BenchError(f"prune amount {amount:g} is outside (0, 1): give the fraction of weights "
+                             "to remove, e.g. --prune 0.3,0.5,0.7")
+    return amounts
+
+
+# --- ONNX -----------------------------------------------------------------------------------------
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+    """The model as ONNX with a dynamic batch axis (input 'images', output 'logits')."""
+    exportable = fixed_size_pools(model, input_shape)
+    try:
+        with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                exportable, (torch.zeros(1, *input_shape),), str(path), dynamo=False,
+                input_names=["images"], output_names=["logits"],
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            )
+    except Exception as exc:  # an operator the exporter cannot express: say which, in one line
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise BenchError(f"ONNX export of {type(model).__name__} failed: {reason}") from None
+    return path
+
+
+class AdaptivePoolAsMatmul(nn.Module):
+    """AdaptiveAvgPool2d for one input size, as two matrix products with the bins' averaging weights.
+
+    The TorchScript exporter cannot express adaptive pooling whose output size does not divide the
+    input's, which is what the paper and light heads do at 32 px (a 1x1 map pooled to 7x7). The
+    image size is fixed in an export (only the batch is dynamic), so the pooling is a fixed linear map.
+    """
+
+    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]):
+        super().__init__()
+        self.register_buffer("rows", self.bins(in_size[0], out_size[0]))
+        self.register_buffer("cols", self.bins(in_size[1], out_size[1]))
+
+    @staticmethod
+    def bins(size: int, out: int) -> torch.Tensor:
+        weights = torch.zeros(out, size)
+        for i in range(out):  # torch's bin i spans [floor(i*size/out), ceil((i+1)*size/out))
+            start, end = (i * size) // out, -((-(i + 1) * size) // out)
+            weights[i, start:end] = 1.0 / (end - start)
+        return weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows @ x @ self.cols.T
+
+
+def fixed_size_pools(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+    """A copy of `model` with each AdaptiveAvgPool2d that the exporter refuses made a fixed matmul."""
+    pools = {name: m for name, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)}
+    seen: dict[str, tuple[int, int]] = {}  # each pool's input map size, from one forward pass
+
+    def recorder(name: str):
+        def record(module, args, output) -> None:  # returning nothing keeps the output as it is
+            seen[name] = tuple(args[0].shape[-2:])
+        return record
+
+    hooks = [pool.register_forward_hook(recorder(name)) for name, pool in pools.items()]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    exportable = copy.deepcopy(model)
+    for name, pool in pools.items():
+        out = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size,) * 2
+        in_size = seen[name]
+        out = tuple(i if o is None else o for o, i in zip(out, in_size))
+        if all(i % o == 0 for i, o in zip(in_size, out)):
+            continue  # the exporter turns these into plain average pooling
+        parent_name, _, child = name.rpartition(".")
+        setattr(exportable.get_submodule(parent_name), child, AdaptivePoolAsMatmul(in_size, out))
+    return exportable
+
+
+def check_onnx(path: Path, model: nn.Module, sample: torch.Tensor):
+    """Validate the exported file: (an onnxruntime session or None, a note saying how it was checked
+    and, when onnxruntime ran it, how far its logits are from PyTorch's on `sample`)."""
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    try:
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+    if onnx is None and onnxruntime is None:
+        raise BenchError("checking an ONNX export needs onnx or onnxruntime: pip install 'vgg-bench[export]'")
+    if onnx is not None:
+        onnx.checker.check_model(str(path), full_check=True)
+    if onnxruntime is None:
+        return None, "onnx.checker passed; onnxruntime not installed, so not run or timed"
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same cores PyTorch gets
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = model(sample).numpy()
+    difference = float(abs(session.run(None, {"images": sample.numpy()})[0] - expected).max())
+    checked = "onnx.checker and " if onnx is not None else ""
+    verdict = "matches" if difference <= ONNX_ATOL else "DIFFERS FROM"
+    return session, f"{checked}onnxruntime: {verdict} PyTorch (max |Δlogit| {difference:.1e})"
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+def file_sizes(path: Path) -> tuple[int, int]:
+    raw = path.read_bytes()
+    return len(raw), len(gzip.compress(raw, compresslevel=6))
+
+
+def accuracy(forward: Callable, trained: Trained) -> float:
+    predictions = test_predictions(forward, trained.splits, show_progress=False)
+    return int((predictions == trained.splits.test_y).sum()) / len(predictions)
+
+
+def round_robin_medians(forwards: list[Callable], x, rounds: int, warmup: int) -> list[float]:
+    """Median seconds per call of each forward, timed in turns (one call each, `rounds` times), so
+    that a change in the machine's load falls on every variant alike, not on whichever ran then."""
+    for forward in forwards:
+        for _ in range(warmup):
+            forward(x)
+    spent: list[list[float]] = [[] for _ in forwards]
+    for _ in range(rounds):
+        for forward, times in zip(forwards, spent):
+            began = time.perf_counter()
+            forward(x)
+            times.append(time.perf_counter() - began)
+    return [statistics.median(times) for times in spent]
+
+
+def torch_forward(model: nn.Module) -> Callable:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+    return forward
+
+
+@dataclass
+class Built:
+    """A variant made and saved, waiting to be measured."""
+
+    name: str
+    forward: Callable | None  # None: it cannot run here (ONNX without onnxruntime)
+    file: Path
+    sparsity: float | None
+    note: str
+
+
+def build_variants(trained: Trained, out_dir: Path, quantize: bool, amounts: tuple[float, ...], scope: str,
+                   onnx: bool, advance: Callable[[str], None]) -> list[Built]:
+    model = trained.model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def saved(module: nn.Module, name: str) -> Path:
+        torch.save(module.state_dict(), out_dir / f"{name}.pt")
+        return out_dir / f"{name}.pt"
+
+    advance("fp32: save")
+    built = [Built("fp32", torch_forward(model), saved(model, "fp32"), sparsity(model), "the trained model, unchanged")]
+    if quantize:
+        advance("int8-dynamic: quantise")
+        int8 = quantize_linear(model)
+        linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        share = sum(p.numel() for m in linear for p in m.parameters()) / sum(p.numel() for p in model.parameters())
+        note = f"{len(linear)} Linear layer(s) holding {share:.1%} of the parameters in int8; the rest fp32"
+        built.append(Built("int8-dynamic", torch_forward(int8), saved(int8, "int8-dynamic"), None, note))
+    for amount in amounts:
+        name = f"pruned-{100 * amount:g}"  # MLflow metric names take no "%"
+        advance(f"{name}: prune")
+        pruned = prune_weights(model, amount, scope)
+        low, high = layer_sparsity_range(pruned)
+        note = f"L1 unstructured, {scope}; layers {low:.0%}-{high:.0%} zero; dense storage, no fine-tuning"
+        built.append(Built(name, torch_forward(pruned), saved(pruned, name), sparsity(pruned), note))
+    if onnx:
+        advance("onnx: export and check")
+        path = export_onnx(model, tuple(trained.splits.test_x.shape[1:]), out_dir / "model.onnx")
+        session, note = check_onnx(path, model, normalise(trained.splits, trained.splits.test_x[:64]))
+        forward = None if session is None else (lambda x: session.run(None, {"images": x.numpy()})[0])
+        built.append(Built("onnx", forward, path, sparsity(model), note))
+    return built
+
+
+def run_all(trained: Trained, out_dir: Path, *, quantize: bool, amounts: tuple[float, ...], scope: str,
+            onnx: bool, repeats: int) -> list[Variant]:
+    """Build every asked-for variant, then measure them all the same way."""
+    splits = trained.splits
+    count = 1 + quantize + len(amounts) + onnx
+    with make_progress() as bar:
+        task = bar.add_task("post", total=2 * count + 2, info="")
+
+        def advance(what: str) -> None:
+            bar.update(task, advance=1, description=escape(what))
+
+        built = build_variants(trained, out_dir, quantize, amounts, scope, onnx, advance)
+        runnable = [b for b in built if b.forward is not None]
+        accuracies = {}
+        for b in runnable:
+            advance(f"{b.name}: test accuracy")
+            accuracies[b.name] = accuracy(b.forward, trained)
+        forwards = [b.forward for b in runnable]
+        advance("latency at batch 1, in turns")
+        one = normalise(splits, splits.test_x[:1])
+        latency = round_robin_medians(forwards, one, repeats, warmup=max(3, repeats // 10))
+        advance(f"throughput at batch {THROUGHPUT_BATCH}, in turns")
+        index = torch.arange(THROUGHPUT_BATCH) % len(splits.test_y)  # a tiny test set is repeated
+        per_batch = round_robin_medians(forwards, normalise(splits, splits.test_x[index]),
+                                        max(5, repeats // 5), warmup=2)
+        bar.update(task, completed=2 * count + 2)
+    timing = {b.name: (1000 * t1, THROUGHPUT_BATCH / tb) for b, t1, tb in zip(runnable, latency, per_batch)}
+    return [Variant(b.name, accuracies.get(b.name), *file_sizes(b.file), b.sparsity, *timing.get(b.name, (None, None)),
+                    str(b.file), b.note) for b in built]
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+# (markdown header, terminal header): the terminal's are stacked so the table fits 80 columns.
+COLUMNS = (("variant", "variant"), ("test acc", "test\nacc"), ("Δ acc (pp)", "Δ acc\npp"),
+           ("size MB", "size\nMB"), ("gzip MB", "gzip\nMB"), ("x smaller", "size\n÷"),
+           ("zeros", "zeros"), ("ms/image (b=1)", "ms\nb=1"), ("x faster (b=1)", "speed\n×"),
+           ("img/s (b=256)", "img/s\nb=256"))
+
+
+def rows(variants: list[Variant]) -> list[list[str]]:
+    """The table's cells; ratios and differences are against the first variant (fp32)."""
+    base = variants[0]
+
+    def cell(value, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    return [[
+        v.name,
+        cell(v.test_acc, ".4f"),
+        cell(None if v.test_acc is None else 100 * (v.test_acc - base.test_acc), "+.2f"),
+        f"{v.size_bytes / 1e6:.3f}",
+        f"{v.gzip_bytes / 1e6:.3f}",
+        f"{base.size_bytes / v.size_bytes:.2f}",
+        cell(v.sparsity, ".1%"),
+        cell(v.latency_ms, ".3f"),
+        cell(None if v.latency_ms is None else base.latency_ms / v.latency_ms, ".2f"),
+        cell(v.images_per_s, ",.0f"),
+    ] for v in variants]
+
+
+def table(variants: list[Variant], title: str) -> Table:
+    result = Table(title=escape(title), box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
+    for _, header in COLUMNS:
+        result.add_column(header, justify="left" if header == "variant" else "right", no_wrap=True)
+    for row in rows(variants):
+        result.add_row(*map(escape, row))
+    return result
+
+
+def notes(variants: list[Variant]) -> list[str]:
+    return [f"{v.name}: {v.note}" for v in variants]
+
+
+def markdown(variants: list[Variant]) -> str:
+    lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(variants)]
+    return "\n".join(lines + [""] + [f"- {note}" for note in notes(variants)]) + "\n"
+
+
+def metrics(variants: list[Variant]) -> dict[str, float]:
+    base = variants[0]
+    values = {}
+    for v in variants:
+        numbers = {k: x for k, x in asdict(v).items() if isinstance(x, (int, float)) and not isinstance(x, bool)}
+        numbers["size_ratio"] = base.size_bytes / v.size_bytes
+        if v.test_acc is not None:
+            numbers["acc_delta"] = v.test_acc - base.test_acc
+        if v.latency_ms is not None:
+            numbers["speedup"] = base.latency_ms / v.latency_ms
+        values.update({f"{v.name}.{k}": x for k, x in numbers.items() if x is not None})
+    return values
+
+
+def write_summary(variants: list[Variant], out_dir: Path) -> list[Path]:
+    md = out_dir / "summary.md"
+    md.write_text(markdown(variants))
+    table_csv = out_dir / "summary.csv"
+    with table_csv.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(asdict(variants[0])))
+        writer.writeheader()
+        writer.writerows(asdict(v) for v in variants)
+    return [md, table_csv]
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.post",
+                                description="Quantise, prune and export a trained model; measure each.")
+    p.add_argument("--run", help="a finished MLflow run id (its checkpoints/best.pt is used)")
+    p.add_argument("--checkpoint", help="a checkpoint file written by bench.train (best.pt / last.pt)")
+    p.add_argument("--quantize", action="store_true", help="int8 dynamic quantisation of the Linear layers")
+    p.add_argument("--prune", metavar="AMOUNTS", help="L1-prune these fractions of the weights, e.g. 0.3,0.5,0.7")
+    p.add_argument("--prune-scope", default="global", choices=PRUNE_SCOPES,
+                   help="rank all conv/Linear weights together (default) or prune each layer by the fraction")
+    p.add_argument("--onnx", action="store_true", help="export to ONNX (dynamic batch) and check it")
+    p.add_argument("--all", action="store_true", help="--quantize --prune 0.3,0.5,0.7 --onnx")
+    p.add_argument("--repeats", type=int, default=50, help="batch-1 timing calls per variant (default 50)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and onnxruntime (default: torch's, one per core)")
+    p.add_argument("--out-dir", help="where the variants are written (default: .bench/post/<run or config hash>)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--data-dir", help="where the model's dataset files are (default: $BENCH_DATA, system, download)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    amounts = parse_amounts(args.prune) if args.prune else (DEFAULT_PRUNE if args.all else ())
+    quantize, onnx = args.quantize or args.all, args.onnx or args.all
+    if not (quantize or amounts or onnx):
+        raise BenchError("nothing to do: give --quantize, --prune AMOUNTS, --onnx or --all")
+    if args.repeats < 1:
+        raise BenchError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BenchError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    tracker = tracker_for(args.run, args.tracking_uri)
+    trained = load_trained(run_id=args.run, checkpoint_path=args.checkpoint, tracker=tracker, data_dir=args.data_dir)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(".bench", "post", trained.tag)
+    threads = torch.get_num_threads()
+    console.print(f"[bold]{escape(trained.source)}[/]: {trained.config.model} on {trained.config.dataset}, "
+                  f"{len(trained.splits.test_y)} test images; CPU, {threads} threads, "
+                  f"quantized engine {torch.backends.quantized.engine}")
+
+    derived = None
+    if tracker is not None:
+        done = [name for name, wanted in (("int8", quantize), ("prune", amounts), ("onnx", onnx)) if wanted]
+        derived = tracker.start_derived(trained.run_id, f"post: {' + '.join(done)}", params={
+            "quantize": quantize, "prune": ",".join(f"{a:g}" for a in amounts) or "none",
+            "prune_scope": args.prune_scope if amounts else "none", "onnx": onnx, "repeats": args.repeats,
+            "threads": threads, "throughput_batch": THROUGHPUT_BATCH,
+            "quantized_engine": torch.backends.quantized.engine,
+        }, tags={"config_hash": trained.config.hash, "model": trained.config.model,
+                 "dataset": trained.config.dataset})
+    try:
+        variants = run_all(trained, out_dir, quantize=quantize, amounts=amounts, scope=args.prune_scope,
+                           onnx=onnx, repeats=args.repeats)
+        summary = write_summary(variants, out_dir)
+        if derived is not None:
+            tracker.log_metrics(derived, metrics(variants))
+            for path in summary:
+                tracker.log_file(derived, path, "post")
+            if onnx:
+                tracker.log_file(derived, out_dir / "model.onnx", "onnx")
+            tracker.set_status(derived, "FINISHED")
+    except BaseException:
+        if derived is not None:
+            tracker.set_status(derived, "FAILED")
+        raise
+    console.print(table(variants, f"{trained.source}: compression and export on CPU ({threads} threads)"))
+    for note in notes(variants):
+        console.print(f"  {escape(note)}")
+    console.print(f"files in {out_dir}" + (f"; logged as run {derived} under run {trained.run_id}" if derived else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    cli(main)

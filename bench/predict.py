@@ -1,0 +1,279 @@
+"""python -m bench.predict: what a trained model says about your images, and where it goes wrong.
+
+    python -m bench.predict --run RUN_ID shirt.png boot.jpg     # class and confidence per image
+    python -m bench.predict --checkpoint best.pt --grid 16      # test images, true vs predicted (PNG)
+    python -m bench.predict --run RUN_ID --confusion            # confusion matrix, per-class accuracy
+
+The model comes from a finished run's `checkpoints/best.pt` artifact or from a checkpoint file;
+its RunConfig (inside the checkpoint) rebuilds the architecture and reloads the dataset with the
+same subset and split seed, so the normalisation statistics and class names are the training run's
+own. Everything runs on the CPU.
+
+How a user's image becomes model input, so that it goes through the training images' own path:
+- colour: converted to greyscale ("L") for a 1-channel model, to RGB for a 3-channel one (alpha
+  dropped), as bench.data decodes image folders;
+- geometry: for imagefolder and synthetic models, the shorter side is resized to the model's image
+  size and the centre cropped (bench.data's own decoder). For the file datasets (Fashion-MNIST,
+  MNIST, CIFAR) the image is first brought to the dataset's native size the same way (28 px / 32 px)
+  and then given the run's treatment of native images: the zero-padding 28 -> 32, or the resize to
+  `image_size`. So a dataset image saved as a PNG comes back as exactly its training tensor (tested);
+- values: normalised with the training split's per-channel mean and std, through bench.data's
+  batching code itself.
+What no pipeline can do for you: Fashion-MNIST and MNIST are light objects on a black background,
+centred and filling the frame. Crop a photo to the object, and pass --invert for a dark object on a
+light background; otherwise the model sees something unlike anything it was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench import checkpoint, data, plots
+from bench.config import RunConfig
+from bench.errors import BenchError, cli
+from bench.progress import console, make_progress
+from bench.train import EVAL_BATCH, build_model
+
+CHECKPOINT_ARTIFACT = "checkpoints/best.pt"
+
+
+@dataclass
+class Trained:
+    """A trained model ready for inference, with the data it was trained on."""
+
+    config: RunConfig
+    model: torch.nn.Module  # on the CPU, in eval mode
+    splits: data.Splits  # reloaded as in training: same subset, split seed, mean and std
+    source: str  # "run <id>" or the checkpoint's path, for messages and titles
+    run_id: str | None  # the MLflow run, when the model came from one
+
+    @property
+    def tag(self) -> str:
+        """A short name for files derived from this model."""
+        return f"run-{self.run_id[:8]}" if self.run_id else f"ckpt-{self.config.hash}"
+
+
+def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | None = None,
+                 tracker=None, data_dir: str | None = None) -> Trained:
+    """The model of a finished run (its best checkpoint) or of a checkpoint file."""
+    if (run_id is None) == (checkpoint_path is None):
+        raise BenchError("say which model: --run RUN_ID (a finished MLflow run) or --checkpoint PATH")
+    if run_id is not None:
+        tracker = tracker or tracker_for(run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = tracker.download_artifact(run_id, CHECKPOINT_ARTIFACT, tmp)
+            payload = checkpoint.load(path)
+        source = f"run {run_id}"
+    else:
+        payload = checkpoint.load(checkpoint_path)
+        source = str(checkpoint_path)
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("model"), dict):
+        raise BenchError(f"{source}: the checkpoint holds no run config or no model weights; "
+                         "give the best.pt or last.pt a training run wrote")
+    try:
+        config = RunConfig.from_dict(payload["config"])
+    except BenchError as exc:
+        raise BenchError(f"{source}: its run config does not load here ({exc})") from None
+    splits = data.load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
+                       val_fraction=config.val_fraction, split_seed=config.split_seed, device="cpu")
+    # The weights come from the checkpoint: neither the pretrained file nor freezing matters now,
+    # and the pretrained file need not exist any more.
+    model = build_model(config.replace(pretrained=None, freeze=0), splits)
+    checkpoint.load_weights(model, payload["model"], f"checkpoint of {source}")
+    return Trained(config, model.eval(), splits, source, run_id)
+
+
+def tracker_for(run_id: str | None, uri: str | None = None):
+    """The MLflow gateway when a run is named, else None: MLflow is imported only when needed."""
+    if run_id is None:
+        return None
+    from bench.tracking import Tracker
+
+    return Tracker(uri)
+
+
+# --- from image files to model input ----------------------------------------------------------
+
+
+def preprocess(trained: Trained, path: str | Path, invert: bool = False) -> torch.Tensor:
+    """One image file as the model's normalised float input [C, H, W] (see the module docstring)."""
+    splits = trained.splits
+    image = read_image(Path(path), "L" if splits.in_channels == 1 else "RGB", splits, invert)
+    return normalise(splits, image[None])[0]
+
+
+def read_image(path: Path, mode: str, splits: data.Splits, invert: bool = False) -> torch.Tensor:
+    """uint8 [C, H, W] at the model's size, through bench.data's own decoding and resizing.
+
+    Inverting comes before any padding, so that the padded border stays black as in training.
+    """
+    from PIL import Image
+
+    if not path.is_file():
+        raise BenchError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.verify()  # header and structure: a text file or a truncated PNG stops here
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds; all mean "not an image"
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise BenchError(f"{path} is not an image that PIL can read ({reason}); give a PNG, JPEG, BMP, "
+                         "GIF or TIFF file") from None
+    info = splits.info
+    if "resize" not in info:  # imagefolder, synthetic: decoded straight to the model's size
+        image = data.decode_image(path, mode, splits.image_size)
+        return 255 - image if invert else image
+    # A file dataset: first the native size (28 / 32 px), then the run's own padding or resize.
+    native = data.decode_image(path, mode, info["native_size"])[None]
+    if invert:
+        native = 255 - native
+    return data.fit_size(native, native, info["native_size"], splits.image_size)[0][0]
+
+
+def normalise(splits: data.Splits, images: torch.Tensor) -> torch.Tensor:
+    """Float input from uint8 images [N, C, H, W], through the batching code that fed training."""
+    probe = dataclasses.replace(splits, test_x=images, test_y=torch.zeros(len(images), dtype=torch.long))
+    return next(probe.batches("test", len(images)))[0]
+
+
+@torch.inference_mode()
+def probabilities(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model(x).float().softmax(1) for x in inputs.split(EVAL_BATCH)])
+
+
+@torch.inference_mode()
+def test_predictions(forward, splits: data.Splits, show_progress: bool = True) -> torch.Tensor:
+    """The predicted class of every test image, in order. `forward` maps a float batch to logits
+    (a model, or bench.post's onnxruntime session wrapper, whose numpy output is converted)."""
+    predictions = []
+    with make_progress() as bar:
+        bar.disable = not show_progress  # bench.post shows its own bar; rich allows one at a time
+        task = bar.add_task("test set", total=splits.num_batches("test", EVAL_BATCH), info="")
+        for x, _ in splits.batches("test", EVAL_BATCH):
+            predictions.append(torch.as_tensor(forward(x)).argmax(1))
+            bar.advance(task)
+    return torch.cat(predictions)
+
+
+# --- pictures and tables ------------------------------------------------------------------------
+
+
+def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
+    """The tutorials' figure: the first `count` test images, predicted class over the true one."""
+    import matplotlib.pyplot as plt  # bench.plots has chosen the Agg backend
+
+    splits = trained.splits
+    images, labels = splits.test_x[:count], splits.test_y[:count]
+    probs = probabilities(trained.model, normalise(splits, images))
+    confidence, predicted = probs.max(1)
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label, guess, p in zip(axes.flat, images, labels, predicted, confidence):
+        pixels = image.permute(1, 2, 0).numpy()
+        ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255)
+        right = bool(guess == label)
+        ax.set_title(f"{splits.classes[guess]} {p:.0%}\ntrue: {splits.classes[label]}", fontsize=8,
+                     color="green" if right else "red")
+    correct = int((predicted == labels).sum())
+    fig.suptitle(f"{trained.source}: {correct}/{count} right (predicted, confidence / true class)", fontsize=9)
+    fig.tight_layout()
+    return plots.save_figure(fig, path)
+
+
+def per_class_table(trained: Trained, predictions: torch.Tensor) -> Table:
+    labels = trained.splits.test_y
+    table = Table(title=escape(f"{trained.source}: test accuracy per class"))
+    for column in ("class", "images", "correct", "accuracy", "most confused with"):
+        table.add_column(column, justify="left" if column in ("class", "most confused with") else "right")
+    classes = trained.splits.classes
+    counts = torch.zeros(len(classes), len(classes), dtype=torch.long)
+    counts.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    for k, name in enumerate(classes):
+        row = counts[k].clone()
+        total, right = int(row.sum()), int(row[k])
+        row[k] = -1
+        confused = f"{classes[int(row.argmax())]} ({int(row.max())})" if total > right else "-"
+        table.add_row(escape(name), str(total), str(right), f"{right / max(total, 1):.4f}", escape(confused))
+    overall = float((predictions == labels).float().mean())
+    table.add_row("[bold]all[/]", str(len(labels)), str(int((predictions == labels).sum())), f"[bold]{overall:.4f}[/]", "")
+    return table
+
+
+def image_table(trained: Trained, paths: list[str], probs: torch.Tensor) -> Table:
+    classes = trained.splits.classes
+    table = Table(title=escape(f"{trained.source} ({trained.config.model}, {trained.config.dataset})"))
+    table.add_column("image", overflow="fold")  # a long path wraps whole rather than losing its name
+    for column in ("class", "confidence", "runner-up"):
+        table.add_column(column, justify="right" if column == "confidence" else "left")
+    top = probs.topk(min(2, probs.shape[1]), dim=1)
+    for path, values, indices in zip(paths, top.values, top.indices):
+        runner_up = f"{classes[indices[1]]} ({values[1]:.1%})" if len(indices) > 1 else ""
+        table.add_row(escape(str(path)), escape(classes[indices[0]]), f"{values[0]:.1%}", escape(runner_up))
+    return table
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.predict",
+                                description="Predict images with a trained model; show its test predictions.")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to classify")
+    p.add_argument("--run", help="a finished MLflow run id (its checkpoints/best.pt is used)")
+    p.add_argument("--checkpoint", help="a checkpoint file written by bench.train (best.pt / last.pt)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--data-dir", help="where the model's dataset files are (default: $BENCH_DATA, system, download)")
+    p.add_argument("--invert", action="store_true",
+                   help="invert the images' pixel values first (a dark object on a light background for an MNIST-style model)")
+    p.add_argument("--grid", type=int, metavar="N", help="save a grid of the first N test images, true vs predicted")
+    p.add_argument("--confusion", action="store_true", help="confusion matrix and per-class accuracy on the test set")
+    p.add_argument("--out-dir", default=".", help="where the PNG files go (default: the current folder)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not (args.images or args.grid or args.confusion):
+        raise BenchError("nothing to do: give IMAGE files, --grid N or --confusion")
+    if args.grid is not None and args.grid < 1:
+        raise BenchError(f"--grid takes a positive number of test images, got {args.grid}")
+    tracker = tracker_for(args.run, args.tracking_uri)
+    trained = load_trained(run_id=args.run, checkpoint_path=args.checkpoint, tracker=tracker, data_dir=args.data_dir)
+    out_dir = Path(args.out_dir)
+    written = []
+
+    if args.images:
+        inputs = torch.stack([preprocess(trained, path, args.invert) for path in args.images])
+        Console().print(image_table(trained, args.images, probabilities(trained.model, inputs)))
+    if args.grid:
+        count = min(args.grid, len(trained.splits.test_y))
+        written.append(prediction_grid(trained, count, out_dir / f"predictions-{trained.tag}.png"))
+    if args.confusion:
+        predictions = test_predictions(trained.model, trained.splits)
+        Console().print(per_class_table(trained, predictions))
+        written.append(plots.confusion_matrix(
+            trained.splits.test_y.tolist(), predictions.tolist(), trained.splits.classes,
+            out_dir / f"confusion-{trained.tag}.png", f"{trained.source}: test set"))
+    for path in written:
+        console.print(f"wrote {path}")
+        if tracker is not None:
+            tracker.log_file(trained.run_id, path, "predict")
+    if tracker is not None and written:
+        console.print(f"logged to run {trained.run_id} under predict/")
+    return 0
+
+
+if __name__ == "__main__":
+    cli(main)
