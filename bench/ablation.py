@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         job.points = {p.config.hash: p for p in points}
         job.top_up()
 
-    helpers = runner.spawn_helpers("bench.ablation", _argv_without_workers(argv), args.workers - 1)
+    helpers = runner.spawn_helpers("bench.ablation", argv, args.workers - 1)
     try:
         runner.work(job, checkpoint_root=Path(args.checkpoint_root), data_dir=args.data_dir,
                     quiet=args.quiet, helpers=helpers)
@@ -174,24 +174,6 @@ def studies_table() -> Table:
         kind = ", ".join(study.variants) if study.variants else "(search only)"
         table.add_row(name, kind, ", ".join(budgets), study.description)
     return table
-
-
-def _argv_without_workers(argv: list[str] | None) -> list[str]:
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-            continue
-        if arg == "--workers":
-            skip = True
-            continue
-        if arg.startswith("--workers="):
-            continue
-        out.append(arg)
-    return out
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
+import torch
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
@@ -62,13 +63,15 @@ def open_storage(url: str | None):
         if url.startswith("sqlite:"):
             # sqlite has no row locks: wait on a busy database instead of failing at once
             return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=retry,
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        # Workers started together on a fresh database would create Optuna's tables at once and collide.
+        with storage_lock(url) if url.startswith("postgresql") else contextlib.nullcontext():
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=retry,
+                engine_kwargs={"pool_pre_ping": True},
+            )
     except ImportError as exc:
         raise BenchError(f"storage {redact(url)} needs a driver that is not installed ({exc.name}): "
                          "pip install 'vgg-bench[postgres]'") from None
@@ -89,8 +92,27 @@ def describe_storage(url: str | None) -> str:
 
 @contextlib.contextmanager
 def storage_lock(url: str | None) -> Iterator[None]:
-    """Serialise study set-up (create, enqueue the grid) among workers sharing one storage."""
+    """Serialise study set-up (create, enqueue the grid) among workers sharing one storage.
+
+    Re-entrant within a process, so set-up code may open the storage while holding it.
+    """
     url = url or str(DEFAULT_STORAGE)
+    if url in _HELD_LOCKS:
+        yield
+        return
+    _HELD_LOCKS.add(url)
+    try:
+        with _exclusive(url):
+            yield
+    finally:
+        _HELD_LOCKS.discard(url)
+
+
+_HELD_LOCKS: set[str] = set()
+
+
+@contextlib.contextmanager
+def _exclusive(url: str) -> Iterator[None]:
     if url.startswith("postgresql"):
         import sqlalchemy
 
@@ -253,7 +275,9 @@ class Heartbeat:
 
     def __init__(self, study: optuna.Study, trial: optuna.Trial):
         storage = study._storage
-        self._beat = getattr(storage, "record_heartbeat", None) if getattr(storage, "heartbeat_interval", None) else None
+        # Optuna wraps an RDBStorage in a cache that has the getter, not a heartbeat_interval attribute.
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self._beat = storage.record_heartbeat if interval else None
         self._trial_id = trial._trial_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -363,17 +387,38 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
 
 
-def spawn_helpers(module: str, argv: list[str], count: int, log_dir: Path = STATE_DIR / "logs") -> list[subprocess.Popen]:
-    """Start `count` more worker processes running the same command (each as --workers 1)."""
+def spawn_helpers(module: str, argv: list[str] | None, count: int,
+                  log_dir: Path = STATE_DIR / "logs") -> list[subprocess.Popen]:
+    """Start `count` more worker processes running the same command (each as --workers 1).
+
+    The CPU threads are shared out among the workers: several processes each spinning as many
+    threads as there are cores run slower together than one alone.
+    """
+    args = _without_workers(sys.argv[1:] if argv is None else argv)
+    threads = str(max(1, (os.cpu_count() or 1) // (count + 1)))
+    if count:
+        torch.set_num_threads(int(threads))
     log_dir.mkdir(parents=True, exist_ok=True)
     helpers = []
     for i in range(count):
         log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
         helpers.append(subprocess.Popen(
-            [sys.executable, "-m", module, *argv, "--workers", "1", "--quiet"],
+            [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": threads},
         ))
     return helpers
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg == "--workers":
+            skip = not skip
+            continue
+        if not arg.startswith("--workers="):
+            out.append(arg)
+    return out
 
 
 def stop_helpers(helpers: list[subprocess.Popen]) -> None:
