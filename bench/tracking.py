@@ -16,6 +16,7 @@ import socket
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -261,8 +262,10 @@ class Tracker:
 def check_reachable(uri: str) -> None:
     """Fail in one line, before anything runs, if the tracking store cannot be used."""
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+        parts = urllib.parse.urlsplit(uri)
+        bare = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        try:  # urllib takes user:password@ for part of the host name: strip it, the probe needs none
+            with urllib.request.urlopen(urllib.parse.urlunsplit(bare).rstrip("/") + "/health", timeout=5) as response:
                 response.read()
         except (urllib.error.URLError, OSError) as exc:
             raise BenchError(
