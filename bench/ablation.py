@@ -74,13 +74,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")
     p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
     p.add_argument("--variants", help="comma-separated subset of the study's variants")
-    p.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
-    p.add_argument("--checkpoint-root", default=str(runner.STATE_DIR / "checkpoints"),
-                   help="per-run checkpoint folders, used to resume cut-off runs")
-    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    runner.add_worker_flags(p, "runs")
     group = p.add_argument_group("overrides (any run setting, applied to every variant)")
     add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
     return p
@@ -93,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.study:
         raise BenchError("say which study to run: --study NAME (python -m bench.ablation --list shows them)")
-    if args.workers < 1:
-        raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    runner.check_workers(args)
     study = studies.load(args.study)
     if not study.variants:
         raise BenchError(f"study {study.name!r} has no variants, only a search: python -m bench.search --study {study.name}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)  # progress and notes: stdout stays clean for results
-out = Console()  # tables and results
+out = Console(width=None if sys.stdout.isatty() else 160)  # tables and results; wide in files
 
 # Reading the loss costs a host-device sync, so the bar refreshes it only every so many batches.
 LOSS_EVERY = 20

@@ -10,6 +10,7 @@ their trials failed and enqueued again, and their MLflow runs marked FAILED and 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import logging
@@ -385,6 +386,22 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     for helper in helpers or []:
         helper.wait()
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
+
+
+def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
+    """The flags every study command shares: where the queue and the record are, how many workers."""
+    parser.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
+    parser.add_argument("--checkpoint-root", default=str(STATE_DIR / "checkpoints"),
+                        help=f"per-run checkpoint folders, used to resume cut-off {unit}")
+    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise BenchError(f"--workers must be at least 1, got {args.workers}")
 
 
 def spawn_helpers(module: str, argv: list[str] | None, count: int,

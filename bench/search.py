@@ -483,13 +483,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")
     p.add_argument("--trials", type=int, help="the total number of trials the study should hold (default: the study's)")
     p.add_argument("--timeout", type=float, help="stop claiming new trials after this many seconds")
-    p.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
-    p.add_argument("--checkpoint-root", default=str(runner.STATE_DIR / "checkpoints"),
-                   help="per-run checkpoint folders, used to resume cut-off trials")
-    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    runner.add_worker_flags(p, "trials")
     group = p.add_argument_group("overrides (any run setting the search does not sample, applied to every trial)")
     add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
     return p
@@ -502,8 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.study:
         raise BenchError("say which study to search: --study NAME (python -m bench.search --list shows them)")
-    if args.workers < 1:
-        raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    runner.check_workers(args)
     study = studies.load(args.study)
     if study.search is None:
         raise BenchError(f"study {study.name!r} has no [search] table, only variants: python -m bench.ablation --study {study.name}")
