@@ -47,14 +47,25 @@ ACTIVE = ("RUNNING", "SCHEDULED")
 
 
 def resolve_uri(uri: str | None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The tracking URI to use; a relative sqlite path made absolute, so that it names one store
+    wherever the process later runs (MLflow caches stores by URI) and prints a usable UI command."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().absolute())
+    return uri
 
 
 class Tracker:
     def __init__(self, uri: str | None = None):
         self.uri = resolve_uri(uri)
         check_reachable(self.uri)
+        inherited = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.uri)
+        # MLflow also exports the URI to the environment; child processes must choose their own.
+        if inherited is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = inherited
         try:
             with _creation_lock(self.uri):  # two workers creating one sqlite store race its migrations
                 self.client = MlflowClient(self.uri)

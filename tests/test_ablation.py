@@ -48,7 +48,7 @@ def workdir(tmp_path, monkeypatch):
 
 def test_study_end_to_end_then_rerun_skips(workdir):
     assert ablation.main(SMOKE) == 0
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     [parent] = parents(client)
     runs = children(client)
     assert parent.info.status == "FINISHED"
@@ -94,7 +94,7 @@ def wait_for_epochs(client: MlflowClient, epochs: int, proc: subprocess.Popen, t
 def test_interrupted_run_is_marked_and_resumed(workdir, sig, expected):
     # Epochs long enough (~0.5 s on a quiet machine) that the signal lands mid-run.
     args = [*SMOKE, "--variants", "vgg-a", "--epochs", "25", "--dataset", "synthetic:size=6000", "--subset", "6000"]
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     client.search_experiments()  # create the store here, not concurrently with the worker
     proc = subprocess.Popen(bench_cmd(*args), env=env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_id = wait_for_epochs(client, 2, proc)
@@ -123,7 +123,7 @@ def test_two_workers_split_the_grid(workdir):
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     runs = children(client)
     assert len(runs) == 6
     assert len({r.data.tags["bench.config_hash"] for r in runs}) == 6
