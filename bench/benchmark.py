@@ -50,7 +50,7 @@ from rich.table import Table
 from bench import models, progress, provenance
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
-from bench.train import (Engine, add_config_flags, fit, given_settings, make_optimizer, resolve_device,
+from bench.train import (Engine, add_config_flags, autocast, fit, given_settings, make_optimizer, resolve_device,
                          resolve_precision)
 from bench.tutorial_loop import TutorialLoop
 
@@ -257,12 +257,6 @@ def measure_steps(config: RunConfig, in_channels: int, num_classes: int, steps: 
 
 def model_options(config: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in config.model_options.items() if k != "init"}
-
-
-def autocast(device: torch.device, precision: str):
-    """As the Engine's: low-precision autocast for bf16/fp16, nothing for fp32."""
-    dtype = DTYPES[precision]
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not torch.float32)
 
 
 def synchronize(device: torch.device) -> None:

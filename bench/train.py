@@ -80,6 +80,12 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"  # bf16 autocast is several times slower than fp32 on CPUs without AMX
 
 
+def autocast(device: torch.device, precision: str):
+    """Low-precision autocast for bf16/fp16; a no-op context for fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def lr_at(config: RunConfig, step: int, steps_per_epoch: int, plateau_drops: int) -> float:
     """Learning rate at optimizer step `step`: warm-up times the schedule's factor."""
     total = config.epochs * steps_per_epoch
@@ -208,8 +214,7 @@ class Engine:
             torch.backends.cudnn.benchmark = True
 
     def autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        return autocast(self.device, self.precision)
 
     def train_epoch(self, epoch: int, history: list[EpochStats], on_batch=None) -> tuple[float, float, int]:
         config, model = self.config, self.step_model
