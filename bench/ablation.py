@@ -16,10 +16,12 @@ from optuna.trial import TrialState
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, report, runner, studies
+from bench import data, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 from bench.progress import console, out
+from bench.report.read import runs_frame
+from bench.report.render import variant_table
 from bench.tracking import Tracker
 from bench.train import add_config_flags, given_settings
 
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         return 0 if job.all_finished() else 1
 
-    frame = report.runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
-    out.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
+    frame = runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
+    out.print(variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
                                        order=list(study.variants)))
     console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/]")
     for failure in job.failures:

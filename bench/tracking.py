@@ -111,6 +111,20 @@ class Tracker:
             [experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=5000
         )
 
+    def finished_runs_frame(self, experiment_id: str, budget: str | None = None):
+        """Every FINISHED child run of an experiment as MLflow's pandas frame (params.*, metrics.*, tags.*)."""
+        query = "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'"
+        if budget is not None:
+            query += f" and tags.`bench.budget` = '{budget}'"
+        return mlflow.search_runs([experiment_id], filter_string=query, max_results=50000)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of every logged value of one metric."""
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def finished_run(self, experiment_id: str, config_hash: str):
         for run in self.child_runs(experiment_id, config_hash=config_hash):
             if run.info.status == "FINISHED":

@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats
 
-from bench import reference, report
+from bench import reference
+from bench.report import build, command, read, render
 from bench.errors import BenchError
 
 SMOKE = """
@@ -61,7 +62,7 @@ def store(tmp_path_factory) -> Path:
 def run_report(folder: Path, monkeypatch, capsys, *args: str) -> dict:
     monkeypatch.chdir(folder)
     capsys.readouterr()
-    assert report.main([*args, "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
+    assert command.main([*args, "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
                         "--out", str(folder / "results"), "--format", "json"]) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -70,7 +71,8 @@ def finished_runs(folder: Path, experiment: str) -> pd.DataFrame:
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([experiment_id], "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'")
-    return pd.DataFrame([{"variant": r.data.tags["bench.variant"], **r.data.metrics} for r in runs])
+    return pd.DataFrame([{"variant": r.data.tags["bench.variant"], "seed": r.data.tags["bench.seed"], **r.data.metrics}
+                         for r in runs]).sort_values("seed", kind="stable")
 
 
 def test_table_matches_the_mlflow_runs(store, monkeypatch, capsys):
@@ -89,11 +91,13 @@ def test_table_matches_the_mlflow_runs(store, monkeypatch, capsys):
         assert row["top1_err_pct"] == pytest.approx(100 - 100 * group["test_acc"].mean())
         assert row["params"] == group["params"].iloc[0] and row["flops"] == group["flops"].iloc[0]
         assert row["train_seconds"] == pytest.approx(group["train_seconds"].mean())
-    a, b = (100 * runs.loc[runs["variant"] == v, "test_acc"] for v in ("vgg-a", "vgg-b"))
+    a, b = (100 * runs.loc[runs["variant"] == v, "test_acc"].to_numpy() for v in ("vgg-a", "vgg-b"))
     assert rows["vgg-a"]["verdict"] == "reference"
     assert rows["vgg-b"]["diff_pts"] == pytest.approx(b.mean() - a.mean())
-    if np.ptp(a) or np.ptp(b):
-        assert rows["vgg-b"]["p_value"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    # Both have seeds 0 and 1 (same split, same batch order): the paired test on per-seed differences.
+    assert rows["vgg-b"]["analysis"] == "paired" and "paired over seeds" in rows["vgg-b"]["verdict"]
+    if np.ptp(b - a):
+        assert rows["vgg-b"]["p_value"] == pytest.approx(stats.ttest_rel(b, a).pvalue)
     # The paper's figures sit beside ours, labelled as other data.
     assert (rows["vgg-b"]["paper_config"], rows["vgg-b"]["paper_top1_err_pct"]) == ("B", 28.7)
     assert {p["label"] for p in out["published"]} == {"ImageNet, different data"}
@@ -140,9 +144,10 @@ def test_compare_puts_several_studies_in_one_table(store, monkeypatch, capsys):
 
 
 def frame(samples: dict[str, list[float]]) -> pd.DataFrame:
-    rows = [{"variant": v, "seed": i, "model": v, "batch_norm": False, "params": 1.0, "flops": 1.0,
+    """Runs of each variant at seeds of their own (no pairs), so the two-sample test applies."""
+    rows = [{"variant": v, "seed": 100 * k + i, "model": v, "batch_norm": False, "params": 1.0, "flops": 1.0,
              "test_acc": acc, "best_val_acc": acc, "train_seconds": 1.0, "images_per_s": 1.0}
-            for v, accs in samples.items() for i, acc in enumerate(accs)]
+            for k, (v, accs) in enumerate(samples.items()) for i, acc in enumerate(accs)]
     return pd.DataFrame(rows)
 
 
@@ -156,7 +161,7 @@ def welch_by_hand(a, b, confidence=0.95):
 
 
 def test_welch_interval_and_p_value_on_a_known_case():
-    summary = report.summarize(frame({"ref": [0.90, 0.92, 0.94], "worse": [0.80, 0.82, 0.84]}), reference_name="ref")
+    summary = build.summarize(frame({"ref": [0.90, 0.92, 0.94], "worse": [0.80, 0.82, 0.84]}), reference_name="ref")
     row = summary.set_index("variant").loc["worse"]
     # Equal variances and n = 3: se = sqrt(4/3 + 4/3), df = 4, t = 6.124, t(0.975, 4) = 2.7764.
     assert row["diff_pts"] == pytest.approx(-10.0)
@@ -167,7 +172,7 @@ def test_welch_interval_and_p_value_on_a_known_case():
 
 def test_welch_uses_unequal_variances_and_sizes():
     a, ref = [0.70, 0.75, 0.90, 0.95], [0.80, 0.81, 0.82]
-    row = report.summarize(frame({"ref": ref, "a": a}), reference_name="ref").set_index("variant").loc["a"]
+    row = build.summarize(frame({"ref": ref, "a": a}), reference_name="ref").set_index("variant").loc["a"]
     diff, low, high, p = welch_by_hand(np.multiply(a, 100), np.multiply(ref, 100))
     assert (row["diff_pts"], row["ci_low_pts"], row["ci_high_pts"], row["p_value"]) == pytest.approx((diff, low, high, p))
     pooled = stats.ttest_ind(a, ref).pvalue  # Student's test would give another answer
@@ -176,14 +181,14 @@ def test_welch_uses_unequal_variances_and_sizes():
 
 
 def test_one_seed_or_no_spread_gives_no_interval():
-    summary = report.summarize(
+    summary = build.summarize(
         frame({"ref": [0.90, 0.90], "single": [0.93], "flat": [0.90, 0.90]}), reference_name="ref"
     ).set_index("variant")
     assert np.isnan(summary.loc["single", "ci_low_pts"]) and np.isnan(summary.loc["single", "p_value"])
     assert summary.loc["single", "diff_pts"] == pytest.approx(3.0)
     assert "no interval can be given (one seed, n=1 vs 2)" in summary.loc["single", "verdict"]
     assert "every seed gave the same accuracy" in summary.loc["flat", "verdict"]
-    headers, rows = report.display_rows(summary.reset_index())
+    headers, rows = render.display_rows(summary.reset_index())
     assert "+3.00 (no interval)" in rows[1]
 
 
@@ -200,8 +205,8 @@ def test_published_figures_match_the_paper_and_peers():
     assert bn == {reference.KUANGLIU: 92.64, reference.CHENGYANGFU: 93.86, reference.GIUNG2: 93.50}
     assert reference.peer_figures("vgg-d", True, "synthetic") == []
 
-    summary = report.summarize(frame({"vgg-b": [0.9, 0.91]}))
-    table = report.published(summary, "cifar10")
+    summary = build.summarize(frame({"vgg-b": [0.9, 0.91]}))
+    table = build.published(summary, "cifar10")
     assert set(table["label"]) == {"ImageNet, different data", reference.CHENGYANGFU_RECIPE, reference.GIUNG2_RECIPE}
     assert all(label.startswith("CIFAR-10, their recipe") for label in table["label"][1:])
     assert table.loc[table["source"] == reference.CHENGYANGFU, "theirs"].item() == "92.79"
@@ -231,7 +236,7 @@ def test_missing_store_is_an_error_not_created(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for uri in (f"sqlite:///{tmp_path}/x.db", str(tmp_path / "x.db"), None):  # None: sqlite:///mlflow.db here
         with pytest.raises(BenchError, match="does not exist"):
-            report.open_store(uri)
+            read.open_store(uri)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -248,13 +253,13 @@ def test_other_bad_input(store, monkeypatch):
     uri = ["--tracking-uri", f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]
     with pytest.raises(BenchError, match=r"no finished runs at budget full \(it has smoke on synthetic \(4 runs\)\); "
                                          r"run it with: python -m bench\.ablation --study depth --budget full"):
-        report.main(["--study", "depth", "--budget", "full", *uri])
+        command.main(["--study", "depth", "--budget", "full", *uri])
     with pytest.raises(BenchError, match="share no budget and dataset"):
-        report.main(["--compare", "depth", str(store / "bnmini.toml"), "--dataset", "cifar10", *uri])
+        command.main(["--compare", "depth", str(store / "bnmini.toml"), "--dataset", "cifar10", *uri])
     (store / "searchonly.toml").write_text(SEARCH_STUDY)
     with pytest.raises(BenchError, match="has no variants to report"):
-        report.main(["--study", str(store / "searchonly.toml"), *uri])
+        command.main(["--study", str(store / "searchonly.toml"), *uri])
     with pytest.raises(BenchError, match="names a study twice"):
-        report.main(["--compare", "depth", "depth", *uri])
+        command.main(["--compare", "depth", "depth", *uri])
     with pytest.raises(BenchError, match="say what to report"):
-        report.main(uri)
+        command.main(uri)
