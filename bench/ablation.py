@@ -23,10 +23,10 @@ from bench.progress import console, out
 from bench.report.read import runs_frame
 from bench.report.render import variant_table
 from bench.tracking import Tracker
-from bench.train import add_config_flags, given_settings
+from bench.train import add_config_flags, flops_per_image, given_settings
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
-NOT_OVERRIDES = ("seed", "budget")
+NOT_OVERRIDES = ("seed", "budget", "compute_scale")
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
 
 
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = RunConfig.typed({k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES})
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    points = study.grid(args.budget, overrides, seeds, variants)
+    points = study.grid(args.budget, overrides, seeds, variants,
+                        flops_per_image=lambda config: flops_per_image(config, args.data_dir))
     budget = study.budget(args.budget)
     label = points[0].config.budget
 
@@ -154,9 +155,19 @@ def announce(study: studies.Study, budget: studies.Budget, points: list[studies.
         f"[bold]{study.name}[/]: {study.description}\n"
         f"budget [bold]{escape(config.budget)}[/] ({origin}; others: {', '.join(others) or 'none'}): {budget.description}\n"
         f"{len(points)} runs = {len(variants)} variants x {len(points) // len(variants)} seeds on "
-        f"{config.dataset} (subset {config.subset or 'all'}, {config.epochs} epochs, width {config.width}, "
+        f"{config.dataset} (subset {config.subset or 'all'}, {epochs_text(points)}, width {config.width}, "
         f"batch {config.batch_size}, device {config.device})"
     )
+
+
+def epochs_text(points: list[studies.Point]) -> str:
+    """'5 epochs', or under equal compute each variant's share of the reference's training FLOPs."""
+    config = points[0].config
+    if config.compute == "epochs":
+        return f"{config.epochs} epochs"
+    each = {p.variant: p.config.train_epochs for p in points}
+    return (f"equal training FLOPs: the reference's {config.epochs} epochs; "
+            + ", ".join(f"{v} {e:.2f}" for v, e in each.items()) + " epochs")
 
 
 def studies_table() -> Table:

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import signal
 import socket
@@ -326,7 +327,7 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
 
-    with bars.run(run_name, config.epochs), Heartbeat(job.study, trial):
+    with bars.run(run_name, math.ceil(config.train_epochs)), Heartbeat(job.study, trial):
         try:
             result = fit(config, on_epoch=on_epoch, on_batch=bars.batch_done,
                          checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir)

@@ -14,7 +14,7 @@ import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.config import RunConfig
 from bench.errors import BenchError, choices
@@ -91,24 +91,48 @@ class Study:
         overrides: dict[str, Any] | None = None,
         seeds: tuple[int, ...] | None = None,
         variants: list[str] | None = None,
+        flops_per_image: Callable[[RunConfig], float] | None = None,
     ) -> list[Point]:
+        """Every variant at every seed. Under compute = 'flops', `flops_per_image` (a model's forward
+        FLOPs on one image of the data it trains on) sets each variant's compute_scale."""
         chosen = self.budget(budget)
-        shared, label = self.settings(budget, overrides)
         for name in variants or []:
             if name not in self.variants:
                 choices(f"variant of study {self.name!r}", name, self.variants)
         points = []
-        for variant, settings in self.variants.items():
+        for variant in self.variants:
             if variants and variant not in variants:
                 continue
             for seed in seeds if seeds is not None else chosen.seeds:
-                # A variant that switches a setting off ("none": transfer's scratch has no pretrained
-                # file) keeps it off: an override fills what the variants leave open.
-                pinned = {k: v for k, v in settings.items() if str(v).lower() == "none"}
-                values = {**shared, **settings, **(overrides or {}), **pinned, "seed": seed, "budget": label}
-                config = _config(self, f"variant {variant!r}", values)
-                points.append(Point(variant, seed, config))
+                points.append(Point(variant, seed, self._config_of(variant, seed, budget, overrides)))
+        if points and points[0].config.compute == "flops":
+            points = self._equal_flops(points, budget, overrides, flops_per_image)
         return points
+
+    def _config_of(self, variant: str, seed: int, budget: str | None, overrides: dict[str, Any] | None) -> RunConfig:
+        shared, label = self.settings(budget, overrides)
+        settings = self.variants[variant]
+        # A variant that switches a setting off ("none": transfer's scratch has no pretrained
+        # file) keeps it off: an override fills what the variants leave open.
+        pinned = {k: v for k, v in settings.items() if str(v).lower() == "none"}
+        values = {**shared, **settings, **(overrides or {}), **pinned, "seed": seed, "budget": label}
+        return _config(self, f"variant {variant!r}", values)
+
+    def _equal_flops(self, points: list[Point], budget: str | None, overrides: dict[str, Any] | None,
+                     flops_per_image: Callable[[RunConfig], float] | None) -> list[Point]:
+        """Each point with the training FLOPs of the reference variant at the same epochs: a model with
+        half the reference's FLOPs per image trains twice the steps (its schedule stretched to match)."""
+        if self.reference is None:
+            raise BenchError(f"{self.path}: compute = 'flops' gives every variant the training FLOPs of the "
+                             "reference variant, but the study names none: add reference = \"VARIANT\"")
+        if flops_per_image is None:
+            raise ValueError("compute = 'flops' needs the models' FLOPs per image (flops_per_image)")
+        reference = flops_per_image(self._config_of(self.reference, 0, budget, overrides))
+        scales: dict[str, float] = {}
+        for p in points:
+            if p.variant not in scales:
+                scales[p.variant] = reference / flops_per_image(p.config)
+        return [Point(p.variant, p.seed, p.config.replace(compute_scale=scales[p.variant])) for p in points]
 
 
 def names() -> list[str]:

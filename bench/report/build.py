@@ -37,9 +37,9 @@ def summarize(frame: pd.DataFrame, order: list[str] | None = None, reference_nam
     ref_runs = grouped.get(reference_name)
     percent = {name: runs["test_acc"].astype(float) * 100 for name, runs in grouped.items()}
     compared = [n for n in names if ref_runs is not None and n != reference_name]
-    comparisons = dict(zip(compared, stats.holm([
+    comparisons = dict(zip(compared, map(stats.with_power, stats.holm([
         stats.compare(percent[n], percent[reference_name], grouped[n]["seed"].tolist(), ref_runs["seed"].tolist())
-        for n in compared])))
+        for n in compared]))))
     convergence = {n: stats.convergence(curves[curves["variant"] == n]) for n in names} if curves is not None else {}
     rows = []
     for name in names:

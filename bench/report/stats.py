@@ -19,8 +19,8 @@ from statsmodels.stats.meta_analysis import effectsize_smd
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
+ALPHA = 0.05
+CONFIDENCE = 1 - ALPHA
 POWER = 0.8
 MAX_SEEDS = 10_000  # beyond this a difference is, for a benchmark, not there to detect
 
@@ -56,7 +56,8 @@ class Comparison:
     p_holm: float | None = None  # set once every comparison of the study is known
     comparisons: int = 1  # how many comparisons Holm's correction was over
     hedges_g: float | None = None
-    seeds_for_power: int | None = None  # per variant, to detect `diff` with POWER at ALPHA
+    effect: float | None = None  # standardised, as the test sees it: d_z paired, Hedges' g for Welch
+    seeds_for_power: int | None = None  # per variant, to detect `effect` with POWER at ALPHA (see with_power)
 
     @property
     def significant(self) -> bool:
@@ -95,9 +96,8 @@ def compare(values, reference_values, seeds=None, reference_seeds=None,
         warnings.simplefilter("ignore", RuntimeWarning)  # nearly equal seeds: scipy's precision note
         result = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
     interval = result.confidence_interval(confidence)
-    effect = _paired_effect(a - b) if paired else g
     return Comparison(diff, float(interval.low), float(interval.high), float(result.pvalue), len(a), len(b),
-                      analysis, hedges_g=g, seeds_for_power=seeds_needed(effect, paired))
+                      analysis, hedges_g=g, effect=_paired_effect(a - b) if paired else g)
 
 
 def hedges_g(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -114,19 +114,33 @@ def _paired_effect(differences: np.ndarray) -> float:
 
 
 def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA, power: float = POWER) -> int | None:
-    """Seeds per variant for the test used to detect `effect` with `power` (two-sided, uncorrected)."""
+    """Seeds per variant for the test used to detect `effect` with `power` (two-sided, uncorrected):
+    the smallest n at which statsmodels' power of that t-test reaches it, found by bisection (its
+    solve_power fails where the answer is a handful of seeds); None past MAX_SEEDS or for no effect."""
     if effect is None or not math.isfinite(effect) or effect == 0:
         return None
     solver = TTestPower() if paired else TTestIndPower()
-    try:
+
+    def enough(n: int) -> bool:
+        # statsmodels' noncentral t gives NaN deep in its upper tail, where the power is ~1.
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a root search that wanders is answered below
-            n = float(solver.solve_power(effect_size=abs(effect), alpha=alpha, power=power))
-    except (ValueError, RuntimeError):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return not solver.power(abs(effect), n, alpha) < power
+
+    if not enough(MAX_SEEDS):
         return None
-    if not math.isfinite(n) or n > MAX_SEEDS:
-        return None
-    return max(2, math.ceil(n))
+    low, high = 1, 2  # low: too few (one seed has no t-test); high: enough, once found
+    while not enough(high):
+        low, high = high, min(2 * high, MAX_SEEDS)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
+
+
+def with_power(c: Comparison) -> Comparison:
+    """The comparison with the seeds its test would need to detect the observed effect."""
+    return dataclasses.replace(c, seeds_for_power=seeds_needed(c.effect, c.analysis == "paired"))
 
 
 def holm(comparisons: list[Comparison]) -> list[Comparison]:
