@@ -19,6 +19,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPUTES = ("epochs", "flops")
+# Settings that came after runs were recorded: see RunConfig.hash.
+ADDED_LATER = ("compute", "compute_scale")
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,11 @@ class RunConfig:
     @property
     def hash(self) -> str:
         """A stable 12-hex-digit identity: same settings, same hash, on any machine."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        values = self.to_dict()
+        for name in ADDED_LATER:  # at their defaults they leave the hashes of recorded runs as they were
+            if values[name] == getattr(RunConfig, name):
+                del values[name]
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @classmethod

@@ -23,6 +23,7 @@ from scipy import stats
 
 from bench import reference
 from bench.report import build, command, read, render
+from bench.report import stats as report_stats
 from bench.errors import BenchError
 
 SMOKE = """
@@ -53,7 +54,8 @@ def store(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     (folder / "bnmini.toml").write_text(BN_STUDY)
     for args in (("--study", "depth", "--variants", "vgg-a,vgg-b", "--seeds", "2"),
-                 ("--study", str(folder / "bnmini.toml"), "--seeds", "1")):
+                 ("--study", str(folder / "bnmini.toml"), "--seeds", "1"),
+                 ("--study", "depth-equal-flops", "--variants", "vgg-a,vgg-e")):
         done = ablation(folder, *args)
         assert done.returncode == 0, done.stderr[-2000:]
     return folder
@@ -127,6 +129,18 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     logged = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
     assert logged == {md.name, csv.name, png.name}
 
+    # Each variant's convergence, in the md report and as the parent run's tags.
+    table = table.set_index("variant")
+    assert f"Convergence ({report_stats.CONVERGENCE_RULE}):" in text
+    tags = client.get_run(parent.info.run_id).data.tags
+    for variant in ("vgg-a", "vgg-b"):
+        assert f"- {variant}: {table.loc[variant, 'convergence']}" in text
+        assert tags[f"bench.convergence.{variant}"] == table.loc[variant, "convergence"]
+    failing = [v for v in ("vgg-a", "vgg-b") if table.loc[v, "converged"] == "no"]
+    assert tags["bench.not_converged"] == (", ".join(failing) or "none")
+    for variant in failing:
+        assert tags[f"bench.convergence.{variant}"].startswith(report_stats.NOT_CONVERGED)
+
 
 def test_compare_puts_several_studies_in_one_table(store, monkeypatch, capsys):
     out = run_report(store, monkeypatch, capsys, "--compare", "depth", str(store / "bnmini.toml"))
@@ -138,6 +152,41 @@ def test_compare_puts_several_studies_in_one_table(store, monkeypatch, capsys):
     assert bn["test_acc_pct"] == pytest.approx(100 * finished_runs(store, "bnmini")["test_acc"].item())
     assert bn["test_acc_pct_std"] is None  # one seed: no spread to show
     assert (store / "results" / "compare-depth-bnmini-synthetic-smoke.md").is_file()
+
+
+def test_equal_flops_study_is_labelled_and_trains_fewer_epochs_of_the_costlier_net(store, monkeypatch, capsys):
+    out = run_report(store, monkeypatch, capsys, "--study", "depth-equal-flops")
+    assert out["title"] == "depth-equal-flops [smoke] on synthetic at equal training FLOPs as the reference"
+    rows = {r["variant"]: r for r in out["variants"]}
+    assert {r["compute"] for r in rows.values()} == {"flops"}
+    ratio = rows["vgg-e"]["flops"] / rows["vgg-a"]["flops"]
+    assert rows["vgg-a"]["epochs_trained"] == 2
+    assert rows["vgg-e"]["epochs_trained"] == pytest.approx(2 / ratio)
+    text = (store / "results" / "depth-equal-flops-synthetic-smoke.md").read_text()
+    assert text.startswith(f"# {out['title']}") and "Compute: equal training FLOPs" in text
+    assert rows["vgg-a"]["target_val_acc_pct"] == 50  # the smoke budget's own target
+
+
+def test_terminal_table_says_which_variants_did_not_converge(store, monkeypatch, capsys):
+    monkeypatch.chdir(store)
+    uri = ["--tracking-uri", f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]
+    capsys.readouterr()
+    assert command.main(["--study", "depth", "--target-val-acc", "20", *uri]) == 0
+    shown = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    summary = run_report(store, monkeypatch, capsys, "--study", "depth", "--target-val-acc", "20")["variants"]
+    assert "each variant against the reference" in shown
+    for row in summary:
+        assert row["target_val_acc_pct"] == 20
+        if row["verdict"] == "reference":
+            if row["converged"] == "no":
+                assert " ".join(f"{row['variant']} (reference): {row['convergence']}".split()) in shown
+        else:
+            assert " ".join(row["verdict"].split()) in shown
+            ref_converged = summary[0]["converged"]
+            assert row["verdict"].endswith(report_stats.NOT_CONVERGED) == (
+                row["converged"] == "no" or ref_converged == "no")
+    with pytest.raises(BenchError, match=r"--target-val-acc: a validation accuracy target is a percentage"):
+        command.main(["--study", "depth", "--target-val-acc", "nan", *uri])
 
 
 # --- statistics on cases with known answers ---------------------------------------------------------

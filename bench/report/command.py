@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     out = console if console.is_terminal else Console(stderr=True, width=160)
     out.print(f"reporting budget {escape(report.header['budget'])}; also in MLflow: {escape(others)}")
     out.print(render.rich_table(*render.display_rows(report.summary), title=escape(report.title)))
+    comparisons = render.comparison_rows(report.summary)
+    if comparisons[1]:
+        out.print(render.rich_table(*comparisons, title="each variant against the reference"))
     for line in render.verdict_lines(report.summary):
         out.print(f"  {escape(line)}")
     if not report.published.empty:

@@ -13,11 +13,12 @@ from bench import reference
 from bench.report import stats
 from bench.report.build import COMPUTE_LABELS, Report, summarize
 
-TEXT_COLUMNS = ("study", "variant", "metric", "theirs", "source", "label", "converged", "test")
+TEXT_COLUMNS = ("study", "variant", "vs", "metric", "theirs", "source", "label", "converged", "test")
 
 
 def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """The summary as text cells, shared by the terminal table and the markdown file."""
+    """The summary as text cells, shared by the terminal table and the markdown file: cost, accuracy,
+    convergence and time to accuracy beside it, and the difference from the reference."""
     several = "study" in summary and summary["study"].nunique() > 1
     compared = summary["verdict"].ne("").any()
     judged = summary["converged"].notna().any()
@@ -27,12 +28,12 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     if summary["compute"].ne("epochs").any():
         headers += ["epochs"]
     if judged:
-        headers += ["converged (val pts/epoch)"]
+        headers += ["converged (val pts/ep)"]
     if len(targets):
-        target = f"{targets[0]:g} %" if len(targets) == 1 else "target"
+        target = f"{targets[0]:g}%" if len(targets) == 1 else "target"
         headers += [f"epochs to val {target}", f"train s to val {target}"]
     if compared:
-        headers += ["Δ test pts (95% CI)", "test", "p", "Holm p", "Hedges g", f"seeds for {stats.POWER:.0%} power"]
+        headers += ["Δ test pts (95% CI)", "Holm p"]
     rows = []
     for r in summary.itertuples():
         cells = ([r.study] if several else []) + [
@@ -48,9 +49,21 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         if len(targets):
             cells += time_to_target(r)
         if compared:
-            cells += [difference(r), "" if pd.isna(r.analysis) else r.analysis, p_text(r.p_value),
-                      p_text(r.p_holm), number(r.hedges_g, "+.2f"), number(r.seeds_for_power, ".0f")]
+            cells += [difference(r), p_text(r.p_holm)]
         rows.append(cells)
+    return headers, rows
+
+
+def comparison_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Each comparison with the reference in full: the test used, raw and Holm p, effect size, power."""
+    several = "study" in summary and summary["study"].nunique() > 1
+    headers = (["study"] if several else []) + ["variant", "vs", "Δ test pts (95% CI)", "test", "p", "Holm p",
+                                                "Hedges g", f"seeds for {stats.POWER:.0%} power"]
+    rows = []
+    for r in summary[summary["analysis"].notna()].itertuples():
+        rows.append(([r.study] if several else []) + [
+            r.variant, r.reference, difference(r), r.analysis, p_text(r.p_value), p_text(r.p_holm),
+            number(r.hedges_g, "+.2f"), number(r.seeds_for_power, ".0f")])
     return headers, rows
 
 
@@ -111,6 +124,16 @@ def verdict_lines(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+ANALYSIS = (
+    "a paired t-test on the per-seed differences where both have exactly the same seeds (a seed fixes the data "
+    "split and the batch order, so same-seed runs pair), Welch's t-test otherwise (the test column says which); "
+    f"{stats.CONFIDENCE:.0%} CI of the difference; p raw and Holm-adjusted over the study's comparisons (the verdict "
+    "uses Holm's p); Hedges' g (standardised difference, small-sample corrected); the seeds per variant that "
+    f"the same test would need to detect the observed difference with {stats.POWER:.0%} power at "
+    f"α={stats.ALPHA:.2f} (two-sided, uncorrected)."
+)
+
+
 def markdown(report: Report) -> str:
     summary = report.summary
     headers, rows = display_rows(summary)
@@ -126,6 +149,7 @@ def markdown(report: Report) -> str:
     verdicts = verdict_lines(summary)
     if summary["verdict"].ne("reference").any() and verdicts:
         lines += [f"Each variant against its study's reference on test accuracy over seeds: {ANALYSIS}", ""]
+        lines += [markdown_table(*comparison_rows(summary)), ""]
         lines += [f"- {_md(v)}" for v in verdicts] + [""]
     else:
         lines += ["No comparisons: the study names no reference variant, or it alone has runs.", ""]
@@ -145,16 +169,6 @@ def markdown(report: Report) -> str:
               "test accuracy; train s and img/s (last epoch) are means over seeds; MFLOPs are forward FLOPs for "
               "one image.", ""]
     return "\n".join(lines)
-
-
-ANALYSIS = (
-    "a paired t-test on the per-seed differences where both have exactly the same seeds (a seed fixes the data "
-    "split and the batch order, so same-seed runs pair), Welch's t-test otherwise (the test column says which); "
-    f"{stats.CONFIDENCE:.0%} CI of the difference; p raw and Holm-adjusted over the study's comparisons (the verdict "
-    "uses Holm's p); Hedges' g (standardised difference, small-sample corrected); the seeds per variant that "
-    f"the same test would need to detect the observed difference with {stats.POWER:.0%} power at "
-    f"α={stats.ALPHA:.2f} (two-sided, uncorrected)."
-)
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
