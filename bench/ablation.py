@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import optuna
-from optuna.trial import TrialState
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, report, runner, studies
+from bench import grid, report, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 from bench.progress import console, out
@@ -25,43 +22,6 @@ from bench.train import add_config_flags, given_settings
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
 NOT_OVERRIDES = ("seed", "budget")
-LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
-
-
-class AblationJob(runner.Job):
-    points: dict[str, studies.Point]
-
-    def claim(self) -> optuna.Trial | None:
-        return runner.pop_waiting(self.study, lambda t: t.user_attrs.get("point") in self.points)
-
-    def describe(self, trial: optuna.Trial):
-        point = self.points[trial.user_attrs["point"]]
-        tags = {"study": self.study_name, "variant": point.variant, "seed": point.seed}
-        return point.config, f"{point.variant} seed={point.seed}", tags
-
-    def top_up(self) -> int:
-        """Enqueue every point that has no complete, waiting or running trial (call under the lock)."""
-        present = {t.user_attrs.get("point") for t in self.study.get_trials(deepcopy=False, states=LIVE)}
-        missing = [key for key in self.points if key not in present]
-        for key in missing:
-            point = self.points[key]
-            self.study.enqueue_trial(
-                {}, user_attrs={"point": key, "variant": point.variant, "seed": point.seed}
-            )
-        return len(missing)
-
-    def completed(self) -> set[str]:
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return {t.user_attrs.get("point") for t in trials} & set(self.points)
-
-    def total(self) -> int:
-        return len(self.points)
-
-    def done(self) -> int:
-        return len(self.completed())
-
-    def all_finished(self) -> bool:
-        return self.completed() == set(self.points)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -99,20 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     label = points[0].config.budget
 
     # Everything that can be wrong is checked before anything is recorded.
-    check_data(points, args.data_dir)
+    grid.check_data(points, args.data_dir)
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)
     if not args.quiet:
         announce(study, budget, points, args)
-    with runner.storage_lock(args.storage):
-        optuna_study, experiment_id, parent_id = runner.open_study(
-            f"{study.name}-{label}", args.storage, tracker, study.name,
-            {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation"},
-            storage=storage,
-        )
-        job = AblationJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id)
-        job.points = {p.config.hash: p for p in points}
-        job.top_up()
+    job = grid.open_grid(study, points, tracker, args.storage, storage)
 
     helpers = runner.spawn_helpers("bench.ablation", argv, args.workers - 1)
     try:
@@ -123,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         return 0 if job.all_finished() else 1
 
-    frame = report.runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
+    frame = report.runs_frame(tracker, job.experiment_id, budget=label, hashes=set(job.points))
     out.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
                                        order=list(study.variants)))
     console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/]")
@@ -134,13 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]{missing} run(s) not complete[/]: run the same command again to resume them")
         return 1
     return 0
-
-
-def check_data(points: list[studies.Point], data_dir: str | None) -> None:
-    """Load each dataset the grid needs once, so a missing one fails before any run is recorded."""
-    needs = {(p.config.dataset, p.config.image_size, p.config.subset) for p in points}
-    for dataset, image_size, subset in sorted(needs, key=str):
-        data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)
 
 
 def announce(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args) -> None:
