@@ -15,6 +15,6 @@ steps (the default; bench.benchmark.steps)
 --tracking-overhead (tracking_overhead)
     What MLflow and Optuna add to each run of a study's smoke budget; the only mode that imports them.
 --suite gpu (gpu, with budgets and gpu_report)
-    Everything above that matters on a CUDA machine, in one run of at most ~9 minutes, written to
+    Everything above that matters on a CUDA machine, in one run of under 10 minutes, written to
     OUT/gpu-<device>.md and .json; runs without MLflow and Optuna. --smoke: the same at tiny sizes.
 """

@@ -69,13 +69,18 @@ def speed_key(config: RunConfig) -> str:
 
 
 def full_budget_configs(names: list[str]) -> dict[str, dict]:
-    """Each distinct speed config of the studies' full budgets: a representative config and who uses it."""
+    """Each distinct speed config of the studies' full budgets: a representative config and who uses it.
+
+    Only configs on a dataset of known size: an image folder's epoch cannot be scaled from Fashion-MNIST's.
+    """
     found: dict[str, dict] = {}
     for name in names:
         study = studies.load(name)
         if "full" not in study.budgets:
             continue
         for config in _configs(study):
+            if _train_images(config) is None:
+                continue
             entry = found.setdefault(speed_key(config), {"config": config, "studies": []})
             if name not in entry["studies"]:
                 entry["studies"].append(name)

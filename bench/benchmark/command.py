@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     suite.add_argument("--smoke", action="store_true", help="tiny sizes on any device: checks the code paths")
     suite.add_argument("--timm-models", metavar="A,B", help="timm's models to set beside ours (default vgg16,vgg16_bn,resnet18)")
     suite.add_argument("--time-limit", type=float, metavar="S",
-                       help="start nothing that would end past S seconds (default 540; the smoke run 600)")
+                       help="start nothing that would end past S seconds (default 520; the smoke run 600)")
     recipe = p.add_argument_group("run settings (model options for every mode; the rest for --end-to-end/--until)")
     add_config_flags(recipe, defaults=False, exclude=GRID)
     return p
