@@ -273,7 +273,7 @@ class Suite:
         classes = 10 if row.size == "small" else plan.large_classes
         head = "small" if row.size == "small" else "paper"
         settings = dict(batch_size=batch, precision=row.precision, channels_last=row.channels_last,
-                        compile=row.compile, device=str(self.device), image_size=image, weight_decay=5e-4)
+                        compile=row.compile, device=str(self.device), image_size=image)
         if row.source == "timm":
             if self.timm is None:
                 self.results["steps"].append({**_row_fields(row), "skipped": "timm is not installed here"})

@@ -145,7 +145,8 @@ def _steps_section(results: dict) -> list[str]:
              f"default); VGG-D-BN at {small[0]} px gets the whole precision x format x compile matrix; vgg-d at "
              f"{large[0]} px and timm's first model are also compiled; fp32 NCHW (the tutorials' setting) comes last, as time allows. MFU: "
              "3x forward FLOPs per image over the datasheet's dense bf16 peak and over an n x n matmul measured "
-             "in this run in the row's precision. A batch that ran out of memory was halved (last column).", ""]
+             "in this run in the row's precision. fp32 rows: cuDNN convolutions in TF32 (its default), matmuls "
+             "in full fp32. A batch that ran out of memory was halved (last column).", ""]
     for peak in results.get("peaks", []):
         sheet = peak["datasheet_bf16_flops"]
         lines.append(f"- peaks on {peak['device_name']}: {peak['precision']} matmul "

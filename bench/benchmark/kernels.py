@@ -19,9 +19,9 @@ from bench.benchmark.measure import synchronize
 # First match wins: kernel and operator names as cuDNN, cuBLAS, Triton (torch.compile) and ATen spell them.
 KINDS = (
     ("optimizer", r"foreach|multi_tensor|sgd|adam"),
-    ("convolution", r"conv|cudnn|implicit_gemm|xmma|wgrad|dgrad|fprop|winograd|mkldnn"),
-    ("matmul", r"gemm|matmul|addmm|\bmm\b|cutlass|cublas|linear"),
     ("normalisation", r"batch_?norm|bn_|welford|native_layer_norm"),
+    ("convolution", r"conv|cudnn|implicit_gemm|wgrad|dgrad|fprop|winograd|mkldnn"),  # before matmul: implicit gemm
+    ("matmul", r"gemm|matmul|addmm|\bmm\b|cutlass|cublas|linear"),
     ("pooling", r"pool"),
     ("layout copy", r"copy|nchw|nhwc|transpose|permute|contiguous"),
     ("loss", r"nll|softmax|cross_entropy"),
