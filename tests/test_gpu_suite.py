@@ -76,7 +76,8 @@ def test_the_smoke_suite_runs_every_part_without_mlflow_or_optuna(tmp_path, carr
 
     skipped = [r for r in results["steps"] if "skipped" in r]
     if importlib.util.find_spec("timm") is None:  # the peers' rows say why they are empty
-        assert skipped and {r["skipped"] for r in skipped} == {"timm is not installed here"}
+        assert results["timm_missing"] == "timm is not installed here"
+        assert skipped and {r["skipped"] for r in skipped} == {results["timm_missing"]}
         assert {r["source"] for r in skipped} == {"timm"}
     else:
         assert skipped == [] and results["timm"]

@@ -158,8 +158,8 @@ def rows(plan: Plan, models: tuple[str, ...], timm_models: tuple[str, ...]) -> l
 # --- checks before anything runs ------------------------------------------------------------------
 
 
-def check(args, plan: Plan) -> tuple[torch.device, tuple[str, ...], tuple[str, ...], object]:
-    """Device, our models, timm's models and the timm module (or None), or one line on what is wrong."""
+def check(args, plan: Plan) -> tuple[torch.device, tuple[str, ...], tuple[str, ...]]:
+    """Device, our models and timm's models to measure, or one line on what is wrong."""
     if not args.out:
         raise BenchError("--suite gpu needs --out DIR: where gpu-<device>.md and .json go (e.g. --out results)")
     if not args.data_dir:
@@ -181,22 +181,26 @@ def check(args, plan: Plan) -> tuple[torch.device, tuple[str, ...], tuple[str, .
     for name in models:
         if name not in model_names():
             choices("model", name, model_names())
-    timm, timm_models = _timm(), plan.timm_models
+    timm, _ = peer_library()
+    timm_models = plan.timm_models
     if args.timm_models is not None:
         timm_models = tuple(m.strip() for m in args.timm_models.split(",") if m.strip())
         known = timm.list_models() if timm is not None else None
         for name in timm_models:
             if known is not None and name not in known:
                 raise BenchError(f"unknown timm model {name!r}; see timm.list_models(), e.g. vgg16, resnet18")
-    return device, models, timm_models, timm
+    return device, models, timm_models
 
 
-def _timm():
+def peer_library():
+    """(the timm module, None), or (None, why it cannot be used here)."""
     try:
         import timm
     except ImportError:
-        return None
-    return timm
+        return None, "timm is not installed here"
+    except Exception as exc:  # noqa: BLE001 - a timm that does not fit this torch: its rows say so, the rest runs
+        return None, f"timm does not import here ({type(exc).__name__}: {str(exc)[:200]})"
+    return timm, None
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -206,7 +210,9 @@ class Suite:
     def __init__(self, plan: Plan, args, argv: list[str]):
         self.plan = plan
         self.args = args
-        self.device, self.models, self.timm_models, self.timm = check(args, plan)
+        self.device, self.models, self.timm_models = check(args, plan)
+        self.timm, self.timm_missing = peer_library()
+        self.estimate_names = list(plan.estimate_studies) if plan.estimate_studies else studies.names()
         self.began = time.perf_counter()
         self.limit = args.time_limit if args.time_limit is not None else plan.time_limit_s
         self.out = Path(args.out)
@@ -215,8 +221,9 @@ class Suite:
         self.base = f"gpu-{slug}" + ("-smoke" if plan.name == "smoke" else "")
         self.results = {
             "kind": "gpu-suite", **output.stamp(self.device, argv), "plan": asdict(plan), "time_limit_s": self.limit,
-            "timm": getattr(self.timm, "__version__", None), "steps": [], "race": None, "workers": None,
-            "peaks": [], "first_epochs": {}, "estimates": [], "skipped": [], "failed": [], "task_seconds": {}, "seconds": 0.0,
+            "timm": getattr(self.timm, "__version__", None), "timm_missing": self.timm_missing,
+            "peaks": [], "steps": [], "race": None, "workers": None, "first_epochs": {}, "estimates": [],
+            "skipped": [], "failed": [], "task_seconds": {}, "seconds": 0.0,
         }
 
     def left(self) -> float:
@@ -248,21 +255,20 @@ class Suite:
 
     def tasks(self) -> list[tuple[str, float, Callable[[], None]]]:
         step_rows = rows(self.plan, self.models, self.timm_models)
-        first, rest = step_rows[:4], step_rows[4:]
+        first = [r for r in step_rows if r.group.startswith("target")]
+        rest = [r for r in step_rows if r not in first]
         tasks = [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in first]
         tasks.append((f"time to {self.plan.target:.0%} test accuracy", 150.0, self.race))
         tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
                   if not r.compile and r.group != "fp32 NCHW (the tutorials' default)"]
         tasks.append((f"{self.plan.study} smoke study with {self.plan.study_workers} workers", 40.0, self.workers))
-        names = list(self.plan.estimate_studies) if self.plan.estimate_studies else studies.names()
-        configs = budgets.full_budget_configs(names)
+        configs = budgets.full_budget_configs(self.estimate_names)
         ordered = sorted(configs.items(), key=lambda item: self.plan.study not in item[1]["studies"])
         for key, entry in ordered:
             label = f"first epoch of {entry['config'].model} ({', '.join(entry['studies'])})"
             tasks.append((label, 12.0, lambda key=key, entry=entry: self.first_epoch(key, entry)))
         tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
                   if r.compile or r.group == "fp32 NCHW (the tutorials' default)"]
-        self._estimate_names = names
         return tasks
 
     # --- the tasks
@@ -276,7 +282,7 @@ class Suite:
                         compile=row.compile, device=str(self.device), image_size=image)
         if row.source == "timm":
             if self.timm is None:
-                self.results["steps"].append({**_row_fields(row), "skipped": "timm is not installed here"})
+                self.results["steps"].append({**_row_fields(row), "skipped": self.timm_missing})
                 return
             model = self.timm.create_model(row.model, pretrained=False, num_classes=classes, in_chans=3)
             config = RunConfig(**settings)  # execution settings and the optimizer only
@@ -295,6 +301,8 @@ class Suite:
                                     self.plan.tutorial_cap, self.left)
 
     def workers(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # the workers share the device: leave them what earlier rows cached
         self.results["workers"] = budgets.workers_share(self.plan.study, str(self.device), self.plan.study_workers,
                                                         self.args.data_dir)
 
@@ -302,7 +310,7 @@ class Suite:
         measured = budgets.first_epoch(entry["config"], self.args.data_dir, "fashion-mnist",
                                        {"device": str(self.device), **self.plan.estimate_overrides})
         self.results["first_epochs"][key] = {**measured, "studies": entry["studies"]}
-        self.results["estimates"] = budgets.estimates(self._estimate_names, self.results["first_epochs"])
+        self.results["estimates"] = budgets.estimates(self.estimate_names, self.results["first_epochs"])
 
     # --- output
 

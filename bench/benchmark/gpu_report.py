@@ -113,7 +113,7 @@ def markdown(results: dict, figure: Path | None) -> str:
     plan = results["plan"]
     lines = [f"# GPU check on {results['device']}", ""]
     lines += [f"- {key}: {_cell(results.get(key))}" for key in ("command", "date", "host", "torch", "python", "commit")]
-    lines += [f"- timm: {results['timm'] or 'not installed (its rows are skipped)'}",
+    lines += [f"- timm: {results['timm'] or results['timm_missing'] + ' (its rows are skipped)'}",
               f"- plan: {plan['name']} (width {plan['width']}); {results['seconds']:.0f} s of a "
               f"{results['time_limit_s']:.0f} s limit", ""]
     if plan["name"] == "smoke":
@@ -143,7 +143,8 @@ def _steps_section(results: dict) -> list[str]:
              f"The full cross product (12 models x 2 sizes x fp32/bf16 x NCHW/channels_last x eager/compiled) does "
              "not fit the time limit: every model runs at both sizes in bf16 channels_last eager (the engine's "
              f"default); VGG-D-BN at {small[0]} px gets the whole precision x format x compile matrix; vgg-d at "
-             f"{large[0]} px and timm's first model are also compiled; fp32 NCHW (the tutorials' setting) comes last, as time allows. MFU: "
+             f"{large[0]} px and timm's first model are also compiled; fp32 NCHW (the tutorials' setting) comes "
+             "last, as time allows. MFU: "
              "3x forward FLOPs per image over the datasheet's dense bf16 peak and over an n x n matmul measured "
              "in this run in the row's precision. fp32 rows: cuDNN convolutions in TF32 (its default), matmuls "
              "in full fp32. A batch that ran out of memory was halved (last column).", ""]

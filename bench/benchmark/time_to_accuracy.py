@@ -81,8 +81,8 @@ def race(config: RunConfig, target: float, data_dir: str | None, loader_workers:
     began = time.perf_counter()
     engine = Engine(config, data_dir)
     synchronize(engine.device)
-    engine_loop = Loop("bench.train", engine.train_epoch, engine.step_model, engine.optimizer, lambda: _engine_data_epoch(engine),
-                       time.perf_counter() - began)
+    engine_loop = Loop("bench.train", engine.train_epoch, engine.step_model, engine.optimizer,
+                       lambda: _engine_data_epoch(engine), time.perf_counter() - began)
     result = {"config": config.to_dict(), "target": target, "loader_workers": loader_workers,
               "cap_factor": cap_factor, "loops": []}
     first = _run(engine, engine_loop, target, config.epochs, None, time_left)
@@ -90,7 +90,8 @@ def race(config: RunConfig, target: float, data_dir: str | None, loader_workers:
     began = time.perf_counter()
     tutorial = TutorialLoop(engine, loader_workers)
     tutorial_loop = Loop("tutorial", lambda epoch, history, on_batch: tutorial.train_epoch(on_batch),
-                         tutorial.model, tutorial.optimizer, lambda: _loader_epoch(tutorial, engine.device), time.perf_counter() - began)
+                         tutorial.model, tutorial.optimizer, lambda: _loader_epoch(tutorial, engine.device),
+                         time.perf_counter() - began)
     cap = cap_factor * (first["seconds_to_target"] or first["train_seconds"])
     result["loops"].append(_run(engine, tutorial_loop, target, config.epochs, cap, time_left))
     engine_s, tutorial_s = (loop["seconds_to_target"] for loop in result["loops"])
