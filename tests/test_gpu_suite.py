@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.benchmark import command, gpu, measure
+from bench.benchmark import command, gpu, gpu_report, measure
 from bench.errors import BenchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,3 +178,27 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, carried, argv, mess
         command.main(["--suite", "gpu", "--smoke", "--out", str(tmp_path / "out"), *argv])
     assert message.format(tmp=tmp_path) in str(excinfo.value) and "\n" not in str(excinfo.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
+    profile = {"unit": "GPU kernel ms per step", "ms_per_step": {"convolution": 3.0, "normalisation": 1.0},
+               "total_ms": 4.0, "step_ms": 5.0, "busy_share": 0.8}
+    breakdown = {"setup_s": 2.0, "epoch_s": 2.0, "data_alone_epoch_s": 0.1, "step_epoch_s": 1.9, "eval_epoch_s": 0.3}
+    results = {"plan": {"target": 0.93}, "steps": [
+        {"group": "target: MFU", "precision": "bf16", "channels_last": True, "compile": True,
+         "mfu_datasheet_bf16": 0.30, "mfu_matmul": 0.45, "profile": profile},
+        {"group": "target: vs timm", "source": "bench", "model": "vgg-d", "train_images_per_s": 900.0, "image_size": 224},
+        {"group": "target: vs timm", "source": "timm", "model": "timm:vgg16", "train_images_per_s": 1000.0,
+         "image_size": 224},
+    ], "race": {"speedup": 3.4, "speedup_is_lower_bound": True, "loops": [
+        {"loop": "bench.train", "seconds_to_target": 70.0, "breakdown": breakdown},
+        {"loop": "tutorial", "seconds_to_target": None, "train_seconds": 238.0, "breakdown": breakdown}]}}
+    mfu, timm, race = gpu_report.targets(results)
+    assert mfu["met"] is False and mfu["gap"] == "short by 10.0 points (1.33x to go)"
+    assert "convolution 3.00" in mfu["where"][0] and "busy 80%" in mfu["where"][0]
+    assert timm["met"] is False and timm["gap"] == "10.0% slower than timm" and "0.90x" in timm["measured"]
+    assert race["met"] is False and race["gap"] == "10.0 s over" and ">= 3.40x" in race["measured"]
+    assert len(race["where"]) == 2 and "data alone 0.10 s" in race["where"][0]
+    results["steps"][0]["mfu_datasheet_bf16"] = 0.41
+    results["race"]["loops"][0]["seconds_to_target"] = 59.0
+    assert [t["met"] for t in gpu_report.targets(results)] == [True, False, True]

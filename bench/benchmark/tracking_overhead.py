@@ -64,8 +64,9 @@ def tracking_overhead(study_name: str, repeats: int, data_dir: str | None) -> tu
                                          runner.open_storage(storage_url))
                     runner.work(job, checkpoint_root=Path(".bench/checkpoints"), data_dir=data_dir, quiet=True)
                     tracked = time.perf_counter() - began
+                    finished = job.all_finished()  # here: the journal's path is relative to this folder
                     bar.advance(task)
-                if not job.all_finished():
+                if not finished:
                     raise BenchError(f"the tracked smoke run of study {study_name!r} did not finish; run "
                                      f"python -m bench.ablation --study {study_name} --budget smoke to see why")
                 rows.append({"repeat": repeat, "runs": len(points), "bare_s": bare, "tracked_s": tracked,
