@@ -121,14 +121,16 @@ class Row:
 
 def rows(plan: Plan, models: tuple[str, ...], timm_models: tuple[str, ...]) -> list[Row]:
     """The step rows in the order they run: first those the targets need, the extras last."""
-    def ours(size, precision="bf16", channels_last=True, compile=False, group="", model_list=models):
-        return [Row(group, "bench", m, bn, size, precision, channels_last, compile)
-                for m in model_list for bn in ((False, True) if m in VGGS else (True,))]
+    def ours(size: str, group: str, precision: str = "bf16", channels_last: bool = True) -> list[Row]:
+        return [Row(group, "bench", m, bn, size, precision, channels_last, False)
+                for m in models for bn in ((False, True) if m in VGGS else (True,))]
 
-    d_bn = lambda group, precision, cl, compiled, profile=False: Row(  # noqa: E731
-        group, "bench", "vgg-d", True, "small", precision, cl, compiled, profile)
-    peers = lambda size, precision, cl, compiled, names: [  # noqa: E731
-        Row("timm", "timm", name, False, size, precision, cl, compiled) for name in names]
+    def d_bn(group: str, precision: str, channels_last: bool, compiled: bool, profile: bool = False) -> Row:
+        return Row(group, "bench", "vgg-d", True, "small", precision, channels_last, compiled, profile)
+
+    def peers(precision: str, channels_last: bool, compiled: bool, names: tuple[str, ...]) -> list[Row]:
+        return [Row("timm", "timm", name, False, "large", precision, channels_last, compiled) for name in names]
+
     compiled = plan.compile
     planned = [
         d_bn("target: MFU", "bf16", True, False, profile=True),
@@ -136,15 +138,15 @@ def rows(plan: Plan, models: tuple[str, ...], timm_models: tuple[str, ...]) -> l
         Row("target: vs timm", "bench", "vgg-d", False, "large", "bf16", True, False, profile=True),
         *[Row("target: vs timm", "timm", name, False, "large", "bf16", True, False, profile=True)
           for name in timm_models[:1]],
-        *ours("small", group="all models, 32 px"),
-        *ours("large", group="all models, paper head"),
-        *peers("large", "bf16", True, False, timm_models),
-        *peers("large", "fp32", False, False, timm_models),
+        *ours("small", "all models, 32 px"),
+        *ours("large", "all models, paper head"),
+        *peers("bf16", True, False, timm_models),
+        *peers("fp32", False, False, timm_models),
         *[d_bn("VGG-D-BN matrix", p, cl, False) for p in ("bf16", "fp32") for cl in (True, False)],
         *([Row("compiled, paper head", "bench", "vgg-d", False, "large", "bf16", True, True),
-           *peers("large", "bf16", True, True, timm_models[:1])] if compiled else []),
+           *peers("bf16", True, True, timm_models[:1])] if compiled else []),
         *([d_bn("VGG-D-BN matrix", p, cl, True) for p in ("bf16", "fp32") for cl in (True, False)] if compiled else []),
-        *ours("small", "fp32", False, group="fp32 NCHW (the tutorials' default)"),
+        *ours("small", "fp32 NCHW (the tutorials' default)", "fp32", False),
     ]
     seen, unique = set(), []
     for row in planned:

@@ -90,6 +90,8 @@ def _profile_lines(row: dict) -> list[str]:
     profile = row.get("profile")
     if not profile:
         return []
+    if "error" in profile:
+        return [f"no profile: {profile['error']}"]
     kinds = ", ".join(f"{kind} {ms:.2f}" for kind, ms in profile["ms_per_step"].items() if ms >= 0.005)
     busy = (f"; the GPU is busy {profile['busy_share']:.0%} of the {profile['step_ms']:.2f} ms step"
             if profile.get("busy_share") is not None else "")

@@ -146,7 +146,10 @@ def measure_model(model: torch.nn.Module, name: str, options: dict[str, Any], co
         measured = {"train_s": train_s, "infer_s": infer_s, "warmup_s": warmup_s}
         if profile:
             step_model.train()
-            measured["profile"] = kernels.breakdown(train_step, device, 1e3 * train_s)
+            try:
+                measured["profile"] = kernels.breakdown(train_step, device, 1e3 * train_s)
+            except RuntimeError as exc:  # a profiler that cannot start here must not cost the row its numbers
+                measured["profile"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         return measured
 
     times, batch_size, out_of_memory = halving_on_oom(measure, config.batch_size, device)
