@@ -81,7 +81,7 @@ def race(config: RunConfig, target: float, data_dir: str | None, loader_workers:
     began = time.perf_counter()
     engine = Engine(config, data_dir)
     synchronize(engine.device)
-    engine_loop = Loop("bench.train", engine.train_epoch, engine.step_model, engine.optimizer,
+    engine_loop = Loop("bench.train", engine.train_epoch, engine.eval_model, engine.optimizer,
                        lambda: _engine_data_epoch(engine), time.perf_counter() - began)
     result = {"config": config.to_dict(), "target": target, "loader_workers": loader_workers,
               "cap_factor": cap_factor, "loops": []}
