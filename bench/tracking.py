@@ -195,7 +195,7 @@ class Tracker:
         for stats in result.history:
             if stats.epoch not in logged:
                 self.log_epoch(run_id, stats)
-        self.log_metrics(run_id, {
+        final = {
             "test_acc": result.test_acc,
             "test_loss": result.test_loss,
             "best_val_acc": result.best_val_acc,
@@ -203,7 +203,9 @@ class Tracker:
             "params": result.params,
             "flops": result.flops,
             "train_seconds": result.train_seconds,
-        })
+        }
+        kept = self.client.get_run(run_id).data.metrics  # by an attempt killed after logging them
+        self.log_metrics(run_id, {k: v for k, v in final.items() if k not in kept})
         self.client.log_batch(run_id, tags=[
             RunTag("bench.device", provenance.device_name(result.device)),
             RunTag("bench.precision", result.precision),
