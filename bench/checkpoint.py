@@ -22,6 +22,10 @@ from bench.errors import BenchError
 FORMAT = "vgg-bench/1"
 
 
+class Unreadable(BenchError):
+    """The file is not a checkpoint at all (torn, corrupt, foreign), as opposed to another run's."""
+
+
 def save(path: str | Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +46,7 @@ def read(path: str | Path, what: str, map_location="cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, corrupt, or a pickle that wants to run code
-        raise BenchError(f"{path} is not a readable {what} ({_reason(exc)})") from None
+        raise Unreadable(f"{path} is not a readable {what} ({_reason(exc)})") from None
 
 
 def _reason(exc: Exception) -> str:
@@ -61,7 +65,7 @@ def load(path: str | Path, *, config_hash: str | None = None, map_location="cpu"
         raise BenchError(f"checkpoint {path} does not exist")
     payload = read(path, "vgg-bench checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise BenchError(f"{path} is not a vgg-bench checkpoint (no '{FORMAT}' marker)")
+        raise Unreadable(f"{path} is not a vgg-bench checkpoint (no '{FORMAT}' marker)")
     if config_hash is not None and payload.get("config_hash") != config_hash:
         raise BenchError(
             f"{path} belongs to run {payload.get('config_hash')} ({payload.get('config', {}).get('model')}),"

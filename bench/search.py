@@ -446,6 +446,10 @@ class SearchJob(runner.Job):
     def total(self) -> int:
         return self.plan.wanted
 
+    def all_finished(self) -> bool:
+        """No trial failed, in this worker or any other (a pruned one is the search at work)."""
+        return not self.failures and not any(t.state == TrialState.FAIL for t in standing(self.study))
+
     def done(self) -> int:
         return sum(t.state.is_finished() for t in standing(self.study))
 

@@ -318,7 +318,7 @@ def fit(
     if last_path is not None and last_path.exists():
         try:
             state = checkpoint.load(last_path, config_hash=config.hash)
-        except BenchError as exc:  # torn by a crash, or not this run's: start over, keep the file
+        except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
             aside = checkpoint.set_aside(last_path)
             log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
         else:
