@@ -73,7 +73,7 @@ from rich.table import Table  # noqa: E402
 from bench import preflight, runner, studies  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.errors import BenchError, cli, redact  # noqa: E402
-from bench.progress import console  # noqa: E402
+from bench.progress import console, out  # noqa: E402
 from bench.tracking import Tracker  # noqa: E402
 from bench.train import add_config_flags, given_settings  # noqa: E402
 
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
         good, bad = studies.load_all()
-        console.print(searches_table(good))
+        out.print(searches_table(good))  # a table: stdout, as every result
         for problem in bad:
             console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
         return 0
