@@ -13,9 +13,9 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from bench import grid, report, runner, studies
+from bench import grid, preflight, report, runner, studies
 from bench.config import RunConfig
-from bench.errors import BenchError, cli
+from bench.errors import BenchError, cli, redact
 from bench.progress import console, out
 from bench.tracking import Tracker
 from bench.train import add_config_flags, given_settings
@@ -43,7 +43,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        out.print(studies_table())
+        good, bad = studies.load_all()
+        out.print(studies_table(good))
+        for problem in bad:
+            console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
         return 0
     if not args.study:
         raise BenchError("say which study to run: --study NAME (python -m bench.ablation --list shows them)")
@@ -61,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # Everything that can be wrong is checked before anything is recorded.
     runner.check_processes(points[0].config, args)
-    grid.check_data(points, args.data_dir)
+    preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)
     if not args.quiet:
         announce(study, budget, points, args)
-    job = grid.open_grid(study, points, tracker, args.storage, storage)
+    job, lost = grid.open_grid(study, points, tracker, args.storage, storage)
+    if lost:
+        console.print(f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(runner.describe_storage(args.storage))} "
+                      f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again")
 
     helpers = runner.spawn_helpers("bench.ablation", argv, args.workers - 1)
     try:
@@ -80,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = report.runs_frame(tracker, job.experiment_id, budget=label, hashes=set(job.points))
     out.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
                                        order=list(study.variants)))
-    console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/]")
+    console.print(f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{tracker.ui_command}[/]")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {failure}")
     if not job.all_finished():
@@ -104,12 +110,12 @@ def announce(study: studies.Study, budget: studies.Budget, points: list[studies.
     )
 
 
-def studies_table() -> Table:
+def studies_table(every: list[studies.Study]) -> Table:
     table = Table(title="studies (python -m bench.ablation --study NAME [--budget B])")
     for column in ("study", "variants", "budgets (default first)", "description"):
         table.add_column(column)
-    for name in studies.names():
-        study = studies.load(name)
+    for study in every:
+        name = study.path.stem
         budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
         kind = ", ".join(study.variants) if study.variants else "(search only)"
         table.add_row(name, kind, ", ".join(budgets), study.description)

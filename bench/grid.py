@@ -10,7 +10,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from bench import data, runner, studies
+from bench import runner, studies
 from bench.tracking import Tracker
 
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
@@ -27,20 +27,34 @@ class GridJob(runner.Job):
         tags = {"study": self.study_name, "variant": point.variant, "seed": point.seed}
         return point.config, f"{point.variant} seed={point.seed}", tags
 
-    def top_up(self) -> int:
-        """Enqueue every point that has no complete, waiting or running trial (call under the lock)."""
-        present = {t.user_attrs.get("point") for t in self.study.get_trials(deepcopy=False, states=LIVE)}
-        missing = [key for key in self.points if key not in present]
+    def top_up(self) -> tuple[int, int]:
+        """Enqueue every point with no complete, waiting or running trial (call under the lock).
+
+        A point Optuna holds complete but whose finished MLflow run is gone (the store was deleted
+        or replaced) is queued again, so the store ends up holding the whole study.
+        Returns (points enqueued, of which re-queued for a missing MLflow run).
+        """
+        latest = self.latest_trials()
+        in_mlflow = self.tracker.finished_hashes(self.experiment_id)
+        lost = [key for key, t in latest.items() if t.state == TrialState.COMPLETE and key not in in_mlflow]
+        missing = [key for key in self.points if key not in latest or latest[key].state not in LIVE] + lost
         for key in missing:
             point = self.points[key]
             self.study.enqueue_trial(
                 {}, user_attrs={"point": key, "variant": point.variant, "seed": point.seed}
             )
-        return len(missing)
+        return len(missing), len(lost)
+
+    def latest_trials(self) -> dict[str, optuna.trial.FrozenTrial]:
+        """Each point's newest trial: it alone says where the point stands."""
+        latest = {}
+        for trial in self.study.get_trials(deepcopy=False):  # in order of number
+            if trial.user_attrs.get("point") in self.points:
+                latest[trial.user_attrs["point"]] = trial
+        return latest
 
     def completed(self) -> set[str]:
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return {t.user_attrs.get("point") for t in trials} & set(self.points)
+        return {key for key, t in self.latest_trials().items() if t.state == TrialState.COMPLETE}
 
     def total(self) -> int:
         return len(self.points)
@@ -53,8 +67,11 @@ class GridJob(runner.Job):
 
 
 def open_grid(study: studies.Study, points: list[studies.Point], tracker: Tracker, storage_url: str | None,
-              storage=None) -> GridJob:
-    """The grid's Optuna study and MLflow parent run, created or loaded, with every missing point enqueued."""
+              storage=None) -> tuple[GridJob, int]:
+    """The grid's Optuna study and MLflow parent run, created or loaded, with every missing point enqueued.
+
+    Returns the job and how many points were queued again because their MLflow run is gone.
+    """
     label = points[0].config.budget
     with runner.storage_lock(storage_url):
         optuna_study, experiment_id, parent_id = runner.open_study(
@@ -64,12 +81,6 @@ def open_grid(study: studies.Study, points: list[studies.Point], tracker: Tracke
         )
         job = GridJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id)
         job.points = {p.config.hash: p for p in points}
-        job.top_up()
-    return job
+        _, lost = job.top_up()
+    return job, lost
 
-
-def check_data(points: list[studies.Point], data_dir: str | None) -> None:
-    """Load each dataset the grid needs once, so a missing one fails before any run is recorded."""
-    needs = {(p.config.dataset, p.config.image_size, p.config.subset) for p in points}
-    for dataset, image_size, subset in sorted(needs, key=str):
-        data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)

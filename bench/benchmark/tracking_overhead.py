@@ -31,10 +31,7 @@ def tracking_overhead(study_name: str, repeats: int, data_dir: str | None) -> tu
     timed: it is made once per machine, not per run. The first config is trained once untimed
     so neither pass pays warm-up.
     """
-    from bench import (  # here, not at the top: importing MLflow and Optuna costs seconds
-        grid,
-        runner,
-    )
+    from bench import grid, preflight, runner  # here, not at the top: importing MLflow and Optuna costs seconds
     from bench.tracking import Tracker
 
     study = studies.load(study_name)
@@ -59,8 +56,9 @@ def tracking_overhead(study_name: str, repeats: int, data_dir: str | None) -> tu
                     store = time.perf_counter() - store_began
                     began = time.perf_counter()
                     storage_url = ".bench/optuna.journal"
-                    grid.check_data(points, data_dir)
-                    job = grid.open_grid(study, points, Tracker("sqlite:///mlflow.db"), storage_url,
+                    preflight.check([p.config for p in points], data_dir=data_dir,
+                                    checkpoint_root=Path(".bench/checkpoints"))
+                    job, _ = grid.open_grid(study, points, Tracker("sqlite:///mlflow.db"), storage_url,
                                          runner.open_storage(storage_url))
                     runner.work(job, checkpoint_root=Path(".bench/checkpoints"), data_dir=data_dir, quiet=True)
                     tracked = time.perf_counter() - began
