@@ -8,10 +8,13 @@ running the command again skips what finished and resumes what was cut off.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from rich.markup import escape
 from rich.table import Table
@@ -20,22 +23,32 @@ from bench import data, report, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 from bench.progress import console, out
-from bench.tracking import Tracker
+from bench.tracking import Tracker, registry_name
 from bench.train import add_config_flags, given_settings
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
 NOT_OVERRIDES = ("seed", "budget")
+# The seed param's choices: fixed for every study, since an Optuna distribution cannot grow.
+SEEDS = tuple(range(100))
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
 
 
 class AblationJob(runner.Job):
-    points: dict[str, studies.Point]
+    """The grid as Optuna trials whose params are `variant` and `seed` (categorical, so that the
+    dashboard's history, slice and importance views work as for a search)."""
 
-    def claim(self) -> optuna.Trial | None:
-        return runner.pop_waiting(self.study, lambda t: t.user_attrs.get("point") in self.points)
+    points: dict[str, studies.Point]
+    variants: tuple[str, ...]  # every variant of the study file: one distribution for all trials
+    label: str  # the budget label
+    point_for: Any  # (variant, seed) -> Point: a point another worker queued, with these settings
+
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        return {"variant": CategoricalDistribution(self.variants), "seed": CategoricalDistribution(SEEDS)}
 
     def describe(self, trial: optuna.Trial):
-        point = self.points[trial.user_attrs["point"]]
+        variant = trial.suggest_categorical("variant", self.variants)
+        seed = trial.suggest_categorical("seed", SEEDS)
+        point = self.points.get(trial.user_attrs.get("point")) or self.point_for(variant, seed)
         tags = {"study": self.study_name, "variant": point.variant, "seed": point.seed}
         return point.config, f"{point.variant} seed={point.seed}", tags
 
@@ -46,9 +59,25 @@ class AblationJob(runner.Job):
         for key in missing:
             point = self.points[key]
             self.study.enqueue_trial(
-                {}, user_attrs={"point": key, "variant": point.variant, "seed": point.seed}
+                {"variant": point.variant, "seed": point.seed},
+                user_attrs={"point": key, "variant": point.variant, "seed": point.seed},
             )
         return len(missing)
+
+    def check_distributions(self, storage: str | None) -> None:
+        """An Optuna study keeps one distribution per param: a study file whose variants changed
+        since its trials ran cannot add trials to it (call before anything is recorded)."""
+        ours = self.distributions()
+        for trial in self.study.get_trials(deepcopy=False):
+            for name, recorded in trial.distributions.items():
+                if name in ours and recorded != ours[name]:
+                    raise BenchError(
+                        f"Optuna study {self.optuna_name} in {runner.describe_storage(storage)} was started "
+                        f"with {name} choices {list(recorded.choices)}, the study now has {list(ours[name].choices)}: "
+                        "run it under another --storage, or restore the study file's variants")
+
+    def run_finished(self) -> None:
+        self.tracker.log_variant_summary(self.parent_run_id, self.experiment_id, self.label, step=self.done())
 
     def completed(self) -> set[str]:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -75,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
     p.add_argument("--variants", help="comma-separated subset of the study's variants")
     runner.add_worker_flags(p, "runs")
+    p.add_argument("--report-dir", default=report.DEFAULT_OUT, help="where the study's report goes at the end (default: reports/)")
     group = p.add_argument_group("overrides (any run setting, applied to every variant)")
     add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
     return p
@@ -97,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     points = study.grid(args.budget, overrides, seeds, variants)
     budget = study.budget(args.budget)
     label = points[0].config.budget
+    outside = sorted({p.seed for p in points} - set(SEEDS))
+    if outside:
+        raise BenchError(f"seed {outside[0]} is outside 0..{SEEDS[-1]}, the seeds an ablation's Optuna study "
+                         "knows: choose seeds in that range")
+    command = "python -m bench.ablation " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     # Everything that can be wrong is checked before anything is recorded.
     check_data(points, args.data_dir)
@@ -110,8 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation"},
             storage=storage,
         )
-        job = AblationJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id)
+        job = AblationJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id,
+                          storage=storage, storage_url=args.storage, system_metrics=args.system_metrics)
         job.points = {p.config.hash: p for p in points}
+        job.variants, job.label = tuple(study.variants), label
+        job.point_for = lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0]
+        job.check_distributions(args.storage)
+        tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
         job.top_up()
 
     helpers = runner.spawn_helpers("bench.ablation", argv, args.workers - 1)
@@ -126,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     frame = report.runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
     out.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
                                        order=list(study.variants)))
+    if job.done():
+        finish(job, args, study, points, command)
     console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/]")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {failure}")
@@ -134,6 +176,38 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]{missing} run(s) not complete[/]: run the same command again to resume them")
         return 1
     return 0
+
+
+def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Point], command: str) -> None:
+    """The study's report (md, csv, png) into reports/ and onto the parent run; its best run's
+    model into the Model Registry as <study>-<budget>, alias `best`."""
+    config = points[0].config
+    built = report.build(job.tracker, [args.study], job.label, config.dataset, command, args.tracking_uri)
+    paths = report.write(built, Path(args.report_dir))
+    report.log_artifacts(job.tracker, built, paths)
+    console.print(f"report: {', '.join(map(str, paths))} (also on the parent run under report/)")
+    best = max(job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    name = registry_name(f"{study.name}-{job.label}")
+    version = job.tracker.register_best(name, best.user_attrs["mlflow_run_id"])
+    console.print(f"best run by validation accuracy: {escape(best.user_attrs.get('variant', ''))} seed "
+                  f"{best.user_attrs.get('seed', '')}, registered as [bold]models:/{escape(name)}@best[/] (version {version})")
+
+
+def parent_description(study: studies.Study, budget: studies.Budget, points: list[studies.Point], command: str) -> str:
+    variants = list(dict.fromkeys(p.variant for p in points))
+    seeds = sorted({p.seed for p in points})
+    return (f"**{study.name}**: {study.description}\n\n"
+            f"Budget `{points[0].config.budget}`: {budget.description}\n\n"
+            f"Variants: {', '.join(variants)}; seeds: {', '.join(map(str, seeds))} "
+            f"({len(points)} runs on {points[0].config.dataset}).\n\n"
+            f"Command: `{command}`")
+
+
+def shared_settings(points: list[studies.Point]) -> dict[str, Any]:
+    """The run settings every point of the grid has in common (the variants change the rest)."""
+    first = points[0].config.to_dict()
+    return {k: v for k, v in first.items()
+            if k != "seed" and all(p.config.to_dict()[k] == v for p in points[1:])}
 
 
 def check_data(points: list[studies.Point], data_dir: str | None) -> None:

@@ -403,18 +403,16 @@ def standing(study: optuna.Study) -> list[FrozenTrial]:
 class SearchJob(runner.Job):
     plan: Plan
     settings: dict[str, Any]  # every RunConfig value the trials share, the budget label included
-    storage_url: str | None
     deadline: float | None  # time.monotonic() after which no trial is claimed
 
     def claim(self) -> optuna.Trial | None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             return None
-        retry = runner.pop_waiting(self.study)  # a dead worker's trial, queued again: it goes first
-        if retry is not None:
-            return retry
-        # Count and ask as one step, so that workers together stop at exactly --trials.
+        # Count and ask as one step, so that workers together stop at exactly --trials. ask() pops
+        # a queued trial first (a dead worker's, queued again), else samples a new one.
         with runner.storage_lock(self.storage_url):
-            while len(standing(self.study)) < self.plan.wanted:
+            while (self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   or len(standing(self.study)) < self.plan.wanted):
                 trial = self.study.ask()
                 if not self.settle_repeat(trial):
                     return trial
@@ -512,22 +510,23 @@ def main(argv: list[str] | None = None) -> int:
     shared_config = RunConfig.from_dict(settings)  # what every trial has before sampling
 
     tracker = Tracker(args.tracking_uri)
-    runner.open_storage(args.storage)  # a bad URL fails here in one line, password hidden
+    storage = runner.open_storage(args.storage)  # a bad URL fails here in one line, password hidden
     name = f"{study.name}-search-{label}"
     with runner.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             name, args.storage, tracker, study.name,
             {"bench.budget": label, "bench.dataset": shared_config.dataset, "bench.kind": "search",
              "bench.space": "; ".join(p.text() for p in plan.space.values())},
-            sampler=plan.make_sampler(), pruner=plan.make_pruner(shared_config.epochs),
+            sampler=plan.make_sampler(), pruner=plan.make_pruner(shared_config.epochs), storage=storage,
         )
         _same_space(optuna_study, plan, args.storage)
         starts = optuna_study.user_attrs.get("worker_starts", 0)
         optuna_study.set_user_attr("worker_starts", starts + 1)
         if starts and plan.sampler.get("seed") is not None:
             optuna_study.sampler = plan.make_sampler(worker_start=starts)
-        job = SearchJob(study.name, name, optuna_study, tracker, experiment_id, parent_id, prune=True)
-        job.plan, job.settings, job.storage_url = plan, settings, args.storage
+        job = SearchJob(study.name, name, optuna_study, tracker, experiment_id, parent_id, prune=True,
+                        storage=storage, storage_url=args.storage, system_metrics=args.system_metrics)
+        job.plan, job.settings = plan, settings
         job.deadline = time.monotonic() + plan.timeout if plan.timeout else None
         present = len(standing(optuna_study))
     if not args.quiet:
@@ -619,7 +618,7 @@ def log_summary(job: SearchJob) -> list[str]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[f"best.{key}"] = value
         else:  # MLflow metrics are numbers; and params could not change when a resumed search finds better
-            tracker.client.set_tag(parent, f"best.{key}", str(value))
+            tracker.set_tags(parent, {f"best.{key}": value})
     importances = {}
     names = {k for t in complete for k in t.params}
     if len(complete) < 2 or len(names) < 2:
@@ -641,7 +640,7 @@ def log_summary(job: SearchJob) -> list[str]:
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
             figure.savefig(Path(tmp, f"{file}.png"), dpi=110, bbox_inches="tight")
             plt.close(figure)
-        tracker.client.log_artifacts(parent, tmp, "search")
+        tracker.log_artifacts(parent, sorted(Path(tmp).iterdir()), "search")
     return notes
 
 

@@ -25,11 +25,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, models
+from bench import checkpoint, data, models, serving
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 
 EVAL_BATCH = 512
+EXAMPLES = 4  # test images kept with a result: the logged model's input example
 
 
 @dataclass
@@ -64,6 +65,8 @@ class Result:
     classes: list[str] = field(default_factory=list)
     input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
     model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
+    examples: torch.Tensor | None = field(default=None, repr=False)  # a few test images, uint8, for the logged model
+    preprocessing: Any = field(default=None, repr=False)  # bench.serving.Preprocessing of the training split
 
 
 def resolve_device(name: str) -> torch.device:
@@ -355,6 +358,8 @@ def fit(
         classes=list(engine.splits.classes),
         input_shape=tuple(engine.splits.train_x.shape[1:]),
         model=engine.model,
+        examples=engine.splits.test_x[:EXAMPLES].cpu(),
+        preprocessing=serving.Preprocessing.from_splits(engine.splits),
     )
 
 
