@@ -104,12 +104,13 @@ def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | Non
 
 
 def tracker_for(run_id: str | None, uri: str | None = None):
-    """The MLflow gateway when a run is named, else None: MLflow is imported only when needed."""
+    """The MLflow gateway when a run is named, else None: MLflow is imported only when needed.
+    The store must exist: asking a path that holds none must not create an empty one."""
     if run_id is None:
         return None
-    from bench.tracking import Tracker
+    from bench.tracking import open_existing
 
-    return Tracker(uri)
+    return open_existing(uri)
 
 
 # --- from image files to model input ----------------------------------------------------------

@@ -90,27 +90,9 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
 
 def open_store(uri: str | None):
     """The Tracker for an existing store; a store that is not there is an error, never created empty."""
-    from bench.tracking import Tracker, resolve_uri
+    from bench.tracking import open_existing
 
-    uri = resolve_uri(uri)
-    path = _local_store_path(uri)
-    if path is not None and not path.exists():
-        raise BenchError(
-            f"MLflow store {redact(uri)} does not exist ({path.absolute()} not found): run the report where the study "
-            "ran, or pass --tracking-uri (or $MLFLOW_TRACKING_URI) naming the store it wrote to"
-        )
-    if "://" not in uri and path is not None and path.is_file():
-        uri = f"sqlite:///{path.resolve()}"  # a bare path to a database file means that sqlite store
-    return Tracker(uri)
-
-
-def _local_store_path(uri: str) -> Path | None:
-    """The file or folder a local tracking URI names; None for servers and in-memory stores."""
-    for scheme in ("sqlite:///", "file://"):
-        if uri.startswith(scheme):
-            rest = uri[len(scheme):].split("?", 1)[0]
-            return None if rest in ("", ":memory:") else Path(rest).expanduser()
-    return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
+    return open_existing(uri)
 
 
 @dataclass(frozen=True)

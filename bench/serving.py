@@ -204,6 +204,16 @@ def load(folder: str | Path) -> Servable:
     return Servable(model, preprocessing, config)
 
 
+def describe_input(preprocessing: Preprocessing) -> str:
+    """What the logged model takes, in words (its signature can only say "an array")."""
+    n, s = preprocessing.native_size, preprocessing.image_size
+    colour = "greyscale" if preprocessing.in_channels == 1 else "RGB"
+    return (f"{colour} images as arrays: uint8 0..255 or floats in [0, 1]; one HxW or HxWxC image, or a batch "
+            f"NxHxW, NxHxWxC or NxCxHxW; {n}x{n} as the dataset stores them"
+            + (f", {s}x{s} (the model's size)" if s != n else "")
+            + " or any size (resized to it); light-background images are inverted (param invert: auto|yes|no)")
+
+
 def native_examples(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
     """A few dataset images (uint8 at the model's size) as the dataset stores them, for an input
     example: the zero-padding undone (a resize cannot be; the model's size is accepted too)."""

@@ -345,6 +345,7 @@ class Tracker:
             RunTag("bench.precision", result.precision),
             *[RunTag(f"bench.data.{k}", str(v)) for k, v in result.data_info.items()],
         ])
+        self.log_dataset(run_id, result.data_info)
         with tempfile.TemporaryDirectory() as tmp:
             plots.learning_curves(result.history, Path(tmp, "learning_curves.png"), title)
             plots.confusion_matrix(result.labels, result.predictions, result.classes,
@@ -378,6 +379,12 @@ class Tracker:
                     params=ParamSchema([ParamSpec("invert", "string", "auto")]),
                 ),
                 input_example=examples,
+                metadata={
+                    "input": serving.describe_input(preprocessing),
+                    "classes": list(preprocessing.classes),
+                    "output": "per image: class, class_index, confidence, inverted, probabilities (class -> p)",
+                    "bare_network": "runs:/<run id>/module (mlflow.pytorch; normalised input, logits out)",
+                },
                 pip_requirements=requirements,
                 code_paths=code,
             )
@@ -452,6 +459,29 @@ class ServedModel(mlflow.pyfunc.PythonModel):
             return self.servable.predict(model_input, invert=(params or {}).get("invert", "auto"))
         except BenchError as exc:  # a 400 with our one line, not a server error
             raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from None
+
+
+def open_existing(uri: str | None) -> Tracker:
+    """The Tracker for an existing store; a store that is not there is an error, never created empty."""
+    uri = resolve_uri(uri)
+    path = _local_store_path(uri)
+    if path is not None and not path.exists():
+        raise BenchError(
+            f"MLflow store {redact(uri)} does not exist ({path.absolute()} not found): run the command where the "
+            "study ran, or pass --tracking-uri (or $MLFLOW_TRACKING_URI) naming the store it wrote to"
+        )
+    if "://" not in uri and path is not None and path.is_file():
+        uri = f"sqlite:///{path.resolve()}"  # a bare path to a database file means that sqlite store
+    return Tracker(uri)
+
+
+def _local_store_path(uri: str) -> Path | None:
+    """The file or folder a local tracking URI names; None for servers and in-memory stores."""
+    for scheme in ("sqlite:///", "file://"):
+        if uri.startswith(scheme):
+            rest = uri[len(scheme):].split("?", 1)[0]
+            return None if rest in ("", ":memory:") else Path(rest).expanduser()
+    return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
 
 
 def registry_name(name: str) -> str:
