@@ -109,7 +109,8 @@ def test_mlflow_models_serve_answers_raw_test_images_as_the_run_does(tiny_study)
     run_id = best_run_id(tiny_study)
     images, labels = raw_test_images(SERVED)
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_study.uri, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_study.uri, "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its uvicorn, as in an active venv
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
