@@ -53,6 +53,8 @@ import hashlib
 import inspect
 import json
 import math
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -73,8 +75,8 @@ from rich.table import Table  # noqa: E402
 from bench import runner, studies  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.errors import BenchError, cli, redact  # noqa: E402
-from bench.progress import console  # noqa: E402
-from bench.tracking import Tracker  # noqa: E402
+from bench.progress import console, out  # noqa: E402  (notes on stderr, results on stdout)
+from bench.tracking import Tracker, registry_name  # noqa: E402
 from bench.train import add_config_flags, given_settings  # noqa: E402
 
 OBJECTIVE = "val_acc"
@@ -490,7 +492,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        console.print(searches_table())
+        out.print(searches_table())
         return 0
     if not args.study:
         raise BenchError("say which study to search: --study NAME (python -m bench.search --list shows them)")
@@ -527,6 +529,12 @@ def main(argv: list[str] | None = None) -> int:
         job = SearchJob(study.name, name, optuna_study, tracker, experiment_id, parent_id, prune=True,
                         storage=storage, storage_url=args.storage, system_metrics=args.system_metrics)
         job.plan, job.settings = plan, settings
+        command = "python -m bench.search " + shlex.join(sys.argv[1:] if argv is None else argv)
+        tracker.describe_parent(parent_id, (
+            f"**{study.name}** search: {study.description}\n\nBudget `{label}`: {budget.description}\n\n"
+            f"Space: {'; '.join(p.text() for p in plan.space.values())}; {plan.wanted} trials, sampler "
+            f"{plan.sampler['name']}, pruner {plan.pruner['name']}, maximising validation accuracy.\n\n"
+            f"Command: `{command}`"), {k: v for k, v in shared_config.to_dict().items() if k not in plan.space})
         job.deadline = time.monotonic() + plan.timeout if plan.timeout else None
         present = len(standing(optuna_study))
     if not args.quiet:
@@ -547,13 +555,13 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"{len(busy)} trial(s) still running or queued elsewhere: the last worker to finish logs the summary")
     else:
         notes += log_summary(job)
-    console.print(top_trials_table(optuna_study, f"{name}: top trials by best validation accuracy"))
+    out.print(top_trials_table(optuna_study, f"{name}: top trials by best validation accuracy"))
     counts = tally(optuna_study)
-    console.print(f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+    out.print(f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
                   f"{counts[TrialState.FAIL]} failed of {plan.wanted} wanted")
     best = best_trial(optuna_study)
     if best is not None:
-        console.print(f"best: trial {best.number}, val acc [bold green]{best.value:.4f}[/], "
+        out.print(f"best: trial {best.number}, val acc [bold green]{best.value:.4f}[/], "
                       + escape(", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())))
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
@@ -629,12 +637,21 @@ def log_summary(job: SearchJob) -> list[str]:
         metrics.update({f"importance.{k}": v for k, v in importances.items()})
     # step = complete trials so far: a resumed search adds points instead of overwriting
     tracker.log_metrics(parent, metrics, step=len(complete))
+    trained = [t for t in complete if "mlflow_run_id" in t.user_attrs]  # a repeat has no run of its own
+    if trained:
+        best_run = max(trained, key=lambda t: t.value).user_attrs["mlflow_run_id"]
+        version = tracker.register_best(job.optuna_name, best_run)
+        notes.append(f"best trial's model registered as models:/{registry_name(job.optuna_name)}@best (version {version})")
 
     plots = {"optimization_history": optuna.visualization.matplotlib.plot_optimization_history,
              "parallel_coordinate": optuna.visualization.matplotlib.plot_parallel_coordinate}
     if importances:
         plots["param_importances"] = optuna.visualization.matplotlib.plot_param_importances
     with tempfile.TemporaryDirectory() as tmp:
+        # The search's report: every trial (csv) and the best ones in words (md), beside the plots.
+        study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs")).to_csv(
+            Path(tmp, "trials.csv"), index=False)
+        Path(tmp, "summary.md").write_text(summary_markdown(study, job.optuna_name))
         for file, plot in plots.items():
             axes = plot(study)
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
@@ -642,6 +659,19 @@ def log_summary(job: SearchJob) -> list[str]:
             plt.close(figure)
         tracker.log_artifacts(parent, sorted(Path(tmp).iterdir()), "search")
     return notes
+
+
+def summary_markdown(study: optuna.Study, name: str, rows: int = TOP_ROWS) -> str:
+    counts = tally(study)
+    lines = [f"# {name}", "",
+             f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+             f"{counts[TrialState.FAIL]} failed; objective: best validation accuracy.", "",
+             "| trial | val acc | params | MLflow run |", "|---:|---:|---|---|"]
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    for trial in complete[:rows]:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        lines.append(f"| {trial.number} | {trial.value:.4f} | {params} | {trial.user_attrs.get('mlflow_run_id', '')} |")
+    return "\n".join(lines) + "\n"
 
 
 def top_trials_table(study: optuna.Study, title: str, rows: int = TOP_ROWS) -> Table:

@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_dir=args.checkpoint_dir,
             data_dir=args.data_dir,
         )
-    progress.console.print(
+    progress.out.print(  # the result: stdout
         f"[bold]{config.model}[/] test acc [bold green]{result.test_acc:.4f}[/], best val acc "
         f"{result.best_val_acc:.4f} (epoch {result.best_epoch}), {result.train_seconds:.1f} s training, "
         f"{result.history[-1].images_per_s:.0f} img/s, {result.params:,} params, device {result.device}"
