@@ -42,11 +42,8 @@ class AblationJob(runner.Job):
     label: str  # the budget label
     point_for: Any  # (variant, seed) -> Point: a point another worker queued, with these settings
 
-    def distributions(self) -> dict[str, CategoricalDistribution]:
-        return {"variant": CategoricalDistribution(self.variants), "seed": CategoricalDistribution(SEEDS)}
-
     def describe(self, trial: optuna.Trial):
-        variant = trial.suggest_categorical("variant", self.variants)
+        variant = trial.suggest_categorical("variant", self.variants)  # the queued point's, fixed
         seed = trial.suggest_categorical("seed", SEEDS)
         point = self.points.get(trial.user_attrs.get("point")) or self.point_for(variant, seed)
         tags = {"study": self.study_name, "variant": point.variant, "seed": point.seed}
@@ -63,18 +60,6 @@ class AblationJob(runner.Job):
                 user_attrs={"point": key, "variant": point.variant, "seed": point.seed},
             )
         return len(missing)
-
-    def check_distributions(self, storage: str | None) -> None:
-        """An Optuna study keeps one distribution per param: a study file whose variants changed
-        since its trials ran cannot add trials to it (call before anything is recorded)."""
-        ours = self.distributions()
-        for trial in self.study.get_trials(deepcopy=False):
-            for name, recorded in trial.distributions.items():
-                if name in ours and recorded != ours[name]:
-                    raise BenchError(
-                        f"Optuna study {self.optuna_name} in {runner.describe_storage(storage)} was started "
-                        f"with {name} choices {list(recorded.choices)}, the study now has {list(ours[name].choices)}: "
-                        "run it under another --storage, or restore the study file's variants")
 
     def run_finished(self) -> None:
         self.tracker.log_variant_summary(self.parent_run_id, self.experiment_id, self.label, step=self.done())
@@ -137,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     check_data(points, args.data_dir)
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)
+    check_distributions(storage, f"{study.name}-{label}", args.storage, tuple(study.variants))
     if not args.quiet:
         announce(study, budget, points, args)
     with runner.storage_lock(args.storage):
@@ -150,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         job.points = {p.config.hash: p for p in points}
         job.variants, job.label = tuple(study.variants), label
         job.point_for = lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0]
-        job.check_distributions(args.storage)
         tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
         job.top_up()
 
@@ -168,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                                        order=list(study.variants)))
     if job.done():
         finish(job, args, study, points, command)
-    console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/]")
+    console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/], "
+                  f"then {tracker.runs_page(experiment_id)}")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {failure}")
     if not job.all_finished():
@@ -176,6 +162,21 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]{missing} run(s) not complete[/]: run the same command again to resume them")
         return 1
     return 0
+
+
+def check_distributions(storage, name: str, storage_url: str | None, variants: tuple[str, ...]) -> None:
+    """An Optuna study keeps one distribution per param: a study file whose variants changed
+    since its trials ran cannot add trials to it. Checked before anything is recorded."""
+    if name not in optuna.get_all_study_names(storage):
+        return
+    ours = {"variant": CategoricalDistribution(variants), "seed": CategoricalDistribution(SEEDS)}
+    for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+        for param, recorded in trial.distributions.items():
+            if param in ours and recorded != ours[param]:
+                raise BenchError(
+                    f"Optuna study {name} in {runner.describe_storage(storage_url)} was started with {param} "
+                    f"choices {list(recorded.choices)}, the study file now has {list(ours[param].choices)}: "
+                    "run it under another --storage, or restore the study file's variants")
 
 
 def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Point], command: str) -> None:

@@ -94,6 +94,11 @@ class Tracker:
             return f"open {redact(self.uri)} in a browser"
         return f"mlflow ui --backend-store-uri {redact(self.uri)}"
 
+    def runs_page(self, experiment_id: str) -> str:
+        """The experiment's runs in the UI, on its model-training view (MLflow 3 opens on GenAI)."""
+        base = redact(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
     # --- experiments and runs -----------------------------------------------------------------
 
     def experiment_id(self, name: str) -> str:

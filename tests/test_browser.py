@@ -28,7 +28,7 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,6000"):
         options.add_argument(flag)
     options.binary_location = CHROMIUM
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
@@ -76,5 +76,6 @@ def test_the_study_reads_in_the_mlflow_ui(tiny_study, mlflow_ui, browser):
 
     child = client.search_runs([experiment.experiment_id], "attributes.run_name = 'vgg-a seed=0'")[0]
     browser.get(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}/model-metrics?{MODEL_TRAINING}")
-    WebDriverWait(browser, 60).until(lambda _: "val_acc" in text())
-    assert "vgg-a seed=0 (val_acc)" in text()  # the per-epoch history chart, not only the last value
+    # The per-epoch history chart (a chart of steps is titled "<run> (<metric>)"), not only the last
+    # value; the window is tall because the page draws only the charts in view.
+    WebDriverWait(browser, 90).until(lambda _: "vgg-a seed=0 (val_acc)" in text())
