@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +292,10 @@ class Tracker:
         sizes = {k: info.get(k) for k in ("n_train", "n_val", "n_test")}
         frame = pd.DataFrame([{**sizes, "split_seed": info.get("split_seed"), "subset": info.get("subset"),
                                "image_size": info.get("image_size"), "split_hash": info.get("split_hash")}])
-        dataset = mlflow.data.from_pandas(frame, source=str(info.get("source", "unknown")),
-                                          name=str(info.get("dataset")), digest=str(info.get("split_hash"))[:36])
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, as meant
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=str(info.get("source", "unknown")),
+                                              name=str(info.get("dataset")), digest=str(info.get("split_hash"))[:36])
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[
             InputTag(MLFLOW_DATASET_CONTEXT, "train")])])
 
