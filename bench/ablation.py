@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     study = studies.load(args.study)
     if not study.variants:
         raise BenchError(f"study {study.name!r} has no variants, only a search: python -m bench.search --study {study.name}")
-    overrides = RunConfig.typed({k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES})
+    overrides = RunConfig.typed({**{k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES},
+                                 **runner.run_settings(args)})
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     points = study.grid(args.budget, overrides, seeds, variants)
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.ablation " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     # Everything that can be wrong is checked before anything is recorded.
+    runner.check_processes(points[0].config, args)
     check_data(points, args.data_dir)
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)
