@@ -19,9 +19,9 @@ from optuna.trial import TrialState
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, report, runner, studies
+from bench import preflight, report, runner, studies
 from bench.config import RunConfig
-from bench.errors import BenchError, cli
+from bench.errors import BenchError, cli, redact
 from bench.progress import console, out
 from bench.tracking import Tracker, registry_name
 from bench.train import add_config_flags, given_settings
@@ -49,24 +49,38 @@ class AblationJob(runner.Job):
         tags = {"study": self.study_name, "variant": point.variant, "seed": point.seed}
         return point.config, f"{point.variant} seed={point.seed}", tags
 
-    def top_up(self) -> int:
-        """Enqueue every point that has no complete, waiting or running trial (call under the lock)."""
-        present = {t.user_attrs.get("point") for t in self.study.get_trials(deepcopy=False, states=LIVE)}
-        missing = [key for key in self.points if key not in present]
+    def top_up(self) -> tuple[int, int]:
+        """Enqueue every point with no complete, waiting or running trial (call under the lock).
+
+        A point Optuna holds complete but whose finished MLflow run is gone (the store was deleted
+        or replaced) is queued again, so the store ends up holding the whole study.
+        Returns (points enqueued, of which re-queued for a missing MLflow run).
+        """
+        latest = self.latest_trials()
+        in_mlflow = self.tracker.finished_hashes(self.experiment_id)
+        lost = [key for key, t in latest.items() if t.state == TrialState.COMPLETE and key not in in_mlflow]
+        missing = [key for key in self.points if key not in latest or latest[key].state not in LIVE] + lost
         for key in missing:
             point = self.points[key]
             self.study.enqueue_trial(
                 {"variant": point.variant, "seed": point.seed},
                 user_attrs={"point": key, "variant": point.variant, "seed": point.seed},
             )
-        return len(missing)
+        return len(missing), len(lost)
+
+    def latest_trials(self) -> dict[str, optuna.trial.FrozenTrial]:
+        """Each point's newest trial: it alone says where the point stands."""
+        latest = {}
+        for trial in self.study.get_trials(deepcopy=False):  # in order of number
+            if trial.user_attrs.get("point") in self.points:
+                latest[trial.user_attrs["point"]] = trial
+        return latest
 
     def run_finished(self) -> None:
         self.tracker.log_variant_summary(self.parent_run_id, self.experiment_id, self.label, step=self.done())
 
     def completed(self) -> set[str]:
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return {t.user_attrs.get("point") for t in trials} & set(self.points)
+        return {key for key, t in self.latest_trials().items() if t.state == TrialState.COMPLETE}
 
     def total(self) -> int:
         return len(self.points)
@@ -98,7 +112,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        out.print(studies_table())
+        good, bad = studies.load_all()
+        out.print(studies_table(good))
+        for problem in bad:
+            console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
         return 0
     if not args.study:
         raise BenchError("say which study to run: --study NAME (python -m bench.ablation --list shows them)")
@@ -121,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Everything that can be wrong is checked before anything is recorded.
     runner.check_processes(points[0].config, args)
-    check_data(points, args.data_dir)
+    preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)
     check_distributions(storage, f"{study.name}-{label}", args.storage, tuple(study.variants))
@@ -139,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         job.variants, job.label = tuple(study.variants), label
         job.point_for = lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0]
         tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
-        job.top_up()
+        _, lost = job.top_up()
+    if lost:
+        console.print(f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(runner.describe_storage(args.storage))} "
+                      f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again")
 
     helpers = runner.spawn_helpers("bench.ablation", argv, args.workers - 1)
     try:
@@ -155,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                        order=list(study.variants)))
     if job.done():
         finish(job, args, study, points, command)
-    console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/], "
+    console.print(f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{tracker.ui_command}[/], "
                   f"then {tracker.runs_page(experiment_id)}")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {failure}")
@@ -213,13 +233,6 @@ def shared_settings(points: list[studies.Point]) -> dict[str, Any]:
             if k != "seed" and all(p.config.to_dict()[k] == v for p in points[1:])}
 
 
-def check_data(points: list[studies.Point], data_dir: str | None) -> None:
-    """Load each dataset the grid needs once, so a missing one fails before any run is recorded."""
-    needs = {(p.config.dataset, p.config.image_size, p.config.subset) for p in points}
-    for dataset, image_size, subset in sorted(needs, key=str):
-        data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)
-
-
 def announce(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args) -> None:
     config = points[0].config
     others = [b for b in study.budgets if b != budget.name]
@@ -234,12 +247,12 @@ def announce(study: studies.Study, budget: studies.Budget, points: list[studies.
     )
 
 
-def studies_table() -> Table:
+def studies_table(every: list[studies.Study]) -> Table:
     table = Table(title="studies (python -m bench.ablation --study NAME [--budget B])")
     for column in ("study", "variants", "budgets (default first)", "description"):
         table.add_column(column)
-    for name in studies.names():
-        study = studies.load(name)
+    for study in every:
+        name = study.path.stem
         budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
         kind = ", ".join(study.variants) if study.variants else "(search only)"
         table.add_row(name, kind, ", ".join(budgets), study.description)

@@ -597,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(python -m bench.ablation --list shows the studies)")
     if len(set(names)) != len(names):
         raise BenchError(f"--compare names a study twice: {' '.join(names)}")
-    command = "python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv)
+    # Stamped into the md, csv and png and logged to MLflow: never with a password in it.
+    command = redact("python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv))
     tracker = open_store(args.tracking_uri)
     report = build(tracker, names, args.budget, args.dataset, command, args.tracking_uri)
     paths = write(report, Path(args.out))

@@ -32,7 +32,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from bench import distributed, launch, progress as progress_ui
+from bench import distributed, journal, launch, progress as progress_ui
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
@@ -61,6 +61,10 @@ def open_storage(url: str | None):
     try:
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
+            kept = journal.repair(Path(url))
+            if kept is not None:
+                progress_ui.console.print(f"[yellow]note:[/] {url} had a torn line (a crash mid-write): "
+                                          f"removed it, the file as it was is kept as {kept}")
             return JournalStorage(JournalFileBackend(url))
         if url.startswith("sqlite:"):
             # sqlite has no row locks: wait on a busy database instead of failing at once
@@ -320,9 +324,11 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
     run_id = tracker.start_child(job.experiment_id, job.parent_run_id, config, run_name,
                                  {**tags, "trial": trial.number, "optuna_study": job.optuna_name})
     trial.set_user_attr("mlflow_run_id", run_id)
+    logged = tracker.logged_epochs(run_id)  # by an attempt whose checkpoint was then lost
 
     def on_epoch(stats) -> None:
-        tracker.log_epoch(run_id, stats)
+        if stats.epoch not in logged:  # a metric step is logged once, whatever the retries
+            tracker.log_epoch(run_id, stats)
         bars.epoch_done(stats)
         trial.report(stats.val_acc, stats.epoch)  # the dashboard's intermediate values, ablations too
         if job.prune:
@@ -388,6 +394,9 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     except KeyboardInterrupt:
         tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
         raise
+    except BaseException as exc:  # whatever stops this worker, the parent run must not stay RUNNING
+        tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
+        raise
     for helper in helpers or []:
         helper.wait()
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
@@ -442,13 +451,20 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
     helpers = []
     # Each worker's index and the count let a worker of torchrun groups pick its own GPUs (bench.launch).
     os.environ.update(BENCH_WORKERS=str(count + 1), BENCH_WORKER_INDEX="0")
-    for i in range(count):
-        log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
-        helpers.append(subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
-        ))
+    # Helpers ignore Ctrl-C (the ignored SIGINT is inherited through exec, and Python keeps it so):
+    # one that is still importing would die of it with a traceback in its log. This process
+    # stops them with SIGTERM instead (stop_helpers), which they handle as an interruption.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for i in range(count):
+            log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
+            helpers.append(subprocess.Popen(
+                [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
+            ))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return helpers
 
 

@@ -72,7 +72,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import runner, studies  # noqa: E402
+from bench import preflight, runner, studies  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.errors import BenchError, cli, redact  # noqa: E402
 from bench.progress import console, out  # noqa: E402  (notes on stderr, results on stdout)
@@ -304,7 +304,7 @@ def _range(low: Any, high: Any, kind: str, log: bool, where: str) -> tuple[float
 
 
 def _number(value: Any, kind: str, where: str) -> None:
-    ok = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
+    ok = isinstance(value, int) if kind == "int" else isinstance(value, (int, float)) and math.isfinite(value)
     if not ok or isinstance(value, bool):
         raise BenchError(f"{where} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
 
@@ -387,8 +387,8 @@ def _count(value: Any, where: str) -> int:
 def _seconds(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise BenchError(f"{where} must be a number of seconds above 0; got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise BenchError(f"{where} must be a finite number of seconds above 0; got {value!r}")
     return float(value)
 
 
@@ -446,6 +446,10 @@ class SearchJob(runner.Job):
     def total(self) -> int:
         return self.plan.wanted
 
+    def all_finished(self) -> bool:
+        """No trial failed, in this worker or any other (a pruned one is the search at work)."""
+        return not self.failures and not any(t.state == TrialState.FAIL for t in standing(self.study))
+
     def done(self) -> int:
         return sum(t.state.is_finished() for t in standing(self.study))
 
@@ -492,7 +496,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        out.print(searches_table())
+        good, bad = studies.load_all()
+        out.print(searches_table(good))  # a table: stdout, as every result
+        for problem in bad:
+            console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
         return 0
     if not args.study:
         raise BenchError("say which study to search: --study NAME (python -m bench.search --list shows them)")
@@ -512,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"or copy the study and take {searched[0]} out of its [search.space]")
     shared_config = RunConfig.from_dict(settings)  # what every trial has before sampling
     runner.check_processes(shared_config, args)
+    edges = [shared_config.replace(**{p.name: v}) for p in plan.space.values() for v in p.extremes()]
+    preflight.check([shared_config, *edges], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
 
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)  # a bad URL fails here in one line, password hidden
@@ -567,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                       + escape(", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())))
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{escape(tracker.ui_command)}[/]")
+    console.print(f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{escape(tracker.ui_command)}[/]")
     console.print(f"Optuna study {name}: [bold]{escape(dashboard_command(args.storage))}[/]")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {escape(failure)}")
@@ -713,12 +722,12 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def searches_table() -> Table:
+def searches_table(every: list[studies.Study]) -> Table:
     table = Table(title="searches (python -m bench.search --study NAME [--budget B] [--trials N])")
     for column in ("study", "space", "budgets (default first)", "description"):
         table.add_column(column)
-    for name in studies.names():
-        study = studies.load(name)
+    for study in every:
+        name = study.path.stem
         if study.search is None:
             continue
         budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]

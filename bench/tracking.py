@@ -27,6 +27,9 @@ from typing import Any
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# libpq's own connect timeout, for every PostgreSQL connection MLflow and Optuna open (default: none).
+os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
+CONNECT_TIMEOUT_S = 5  # the first connection, made here before MLflow's ten retries could start
 
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
@@ -137,6 +140,12 @@ class Tracker:
         return self.client.search_runs(
             [experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=5000
         )
+
+    def finished_hashes(self, experiment_id: str) -> set[str]:
+        """The config hashes of every finished child run of an experiment."""
+        runs = self.client.search_runs([experiment_id], "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'",
+                                       max_results=50000)
+        return {r.data.tags.get("bench.config_hash") for r in runs}
 
     def finished_run(self, experiment_id: str, config_hash: str):
         for run in self.child_runs(experiment_id, config_hash=config_hash):
@@ -339,7 +348,7 @@ class Tracker:
         for stats in result.history:
             if stats.epoch not in logged:
                 self.log_epoch(run_id, stats)
-        self.log_metrics(run_id, {
+        final = {
             "test_acc": result.test_acc,
             "test_loss": result.test_loss,
             "best_val_acc": result.best_val_acc,
@@ -347,7 +356,9 @@ class Tracker:
             "params": result.params,
             "flops": result.flops,
             "train_seconds": result.train_seconds,
-        })
+        }
+        kept = self.client.get_run(run_id).data.metrics  # by an attempt killed after logging them
+        self.log_metrics(run_id, {k: v for k, v in final.items() if k not in kept})
         self.client.log_batch(run_id, tags=[
             RunTag("bench.device", provenance.device_name(result.device)),
             RunTag("bench.precision", result.precision),
@@ -519,6 +530,29 @@ def check_reachable(uri: str) -> None:
         folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
         if not folder.is_dir():
             raise BenchError(f"MLflow store {uri}: folder {folder} does not exist")
+    elif uri.startswith(("postgresql", "mysql", "mssql")):
+        _check_database(uri)
+
+
+def _check_database(uri: str) -> None:
+    """Connect once with a short timeout: MLflow retries a failed database ten times over ~2 minutes,
+    with a warning each time, before it gives up."""
+    import sqlalchemy
+
+    timeout = {"connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout if uri.startswith(("postgresql", "mysql")) else {})
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ImportError as exc:
+        raise BenchError(f"MLflow store {redact(uri)} needs a driver that is not installed ({exc.name}): "
+                         "pip install 'vgg-bench[postgres]'") from None
+    except Exception as exc:
+        raise BenchError(f"cannot connect to the MLflow tracking database {redact(uri)} "
+                         f"({redact(_first_line(exc))}): check the URL, or create the database first") from None
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +33,7 @@ from bench.errors import BenchError, cli
 
 EVAL_BATCH = 512
 EXAMPLES = 4  # test images kept with a result: the logged model's input example
+log = logging.getLogger("bench.train")
 
 
 @dataclass
@@ -179,11 +181,14 @@ def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
 
 def load_pretrained(model: torch.nn.Module, path: str) -> None:
     """Load a torchvision-style state_dict, all but the last layer, which stays new for our classes."""
-    state = torch.load(path, map_location="cpu", weights_only=True) if Path(path).is_file() else None
-    if state is None:
+    if not Path(path).is_file():
         raise BenchError(f"pretrained file {path} does not exist: give the path of a saved state_dict")
+    state = checkpoint.read(path, "pretrained state_dict")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # one of our own checkpoints
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BenchError(f"pretrained file {path} holds a {type(state).__name__}, not a state_dict of tensors: "
+                         "save it with torch.save(model.state_dict(), path)")
     last = {f"{name}.{p}" for name, m in model.named_modules() if m is last_linear(model)
             for p in ("weight", "bias")}
     own = model.state_dict()
@@ -363,7 +368,14 @@ def fit(
     start, history, best = 0, [], {"val_acc": -1.0, "epoch": 0}
     best_weights = None
     if last_path is not None and last_path.exists():
-        start, history, best = engine.restore(checkpoint.load(last_path, config_hash=config.hash))
+        try:
+            state = checkpoint.load(last_path, config_hash=config.hash)
+        except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
+            if group.is_main:  # every rank starts over; one renames the file
+                aside = checkpoint.set_aside(last_path)
+                log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
+        else:
+            start, history, best = engine.restore(state)
 
     for epoch in range(start + 1, config.epochs + 1):
         began = time.perf_counter()
