@@ -27,11 +27,12 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, distributed, models
+from bench import checkpoint, data, distributed, models, serving
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 
 EVAL_BATCH = 512
+EXAMPLES = 4  # test images kept with a result: the logged model's input example
 log = logging.getLogger("bench.train")
 
 
@@ -67,16 +68,23 @@ class Result:
     classes: list[str] = field(default_factory=list)
     input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
     model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
+    examples: torch.Tensor | None = field(default=None, repr=False)  # a few test images, uint8, for the logged model
+    preprocessing: Any = field(default=None, repr=False)  # bench.serving.Preprocessing of the training split
 
     def record(self) -> dict[str, Any]:
         """Everything but the model, as JSON-able values (what rank 0 of a torchrun hands back)."""
         return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"},
-                "history": [asdict(h) for h in self.history]}
+                "history": [asdict(h) for h in self.history],
+                "examples": None if self.examples is None else self.examples.tolist(),
+                "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json()}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Result:
+        examples, preprocessing = record.get("examples"), record.get("preprocessing")
         return cls(**{**record, "history": [EpochStats(**h) for h in record["history"]],
-                      "input_shape": tuple(record["input_shape"])})
+                      "input_shape": tuple(record["input_shape"]),
+                      "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
+                      "preprocessing": None if preprocessing is None else serving.Preprocessing.from_json(preprocessing)})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -411,6 +419,8 @@ def fit(
         classes=list(engine.splits.classes),
         input_shape=tuple(engine.splits.train_x.shape[1:]),
         model=engine.model,
+        examples=engine.splits.test_x[:EXAMPLES].cpu(),
+        preprocessing=serving.Preprocessing.from_splits(engine.splits),
     )
 
 
@@ -480,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     events.write(result=result.record())
     if not group.is_main:
         return 0
-    progress.console.print(
+    progress.out.print(  # the result: stdout
         f"[bold]{config.model}[/] test acc [bold green]{result.test_acc:.4f}[/], best val acc "
         f"{result.best_val_acc:.4f} (epoch {result.best_epoch}), {result.train_seconds:.1f} s training, "
         f"{result.history[-1].images_per_s:.0f} img/s, {result.params:,} params, device {result.device}"

@@ -1,14 +1,17 @@
 """Tracking overhead: what MLflow and Optuna add to each run of a study's smoke budget.
 
-The only benchmark mode that touches them, so it imports them (through bench.grid, bench.runner
-and bench.tracking) inside its function: the other modes, the GPU suite among them, run where
-neither is installed.
+The tracked pass runs the ablation command as a person does (a command never imports another),
+less the start of that process, timed separately; bench.tracking is imported inside the function,
+so the other modes, the GPU suite among them, run where neither MLflow nor Optuna is installed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,22 +20,22 @@ import torch
 
 from bench import progress, studies
 from bench.errors import BenchError
+from bench.provenance import PROJECT_ROOT
 from bench.train import fit, resolve_device
 
 TARGET_S = 2.0  # seconds per run the tracking may add
 
 
 def tracking_overhead(study_name: str, repeats: int, data_dir: str | None) -> tuple[list[dict], dict, torch.device]:
-    """Seconds per run that a tracked grid (MLflow + Optuna) adds to bench.train.fit of the same configs.
+    """Seconds per run that a tracked study (MLflow + Optuna) adds to bench.train.fit of the same configs.
 
     Each repeat runs the study's smoke budget twice in a fresh temporary folder: bare (fit alone,
-    with the same per-epoch checkpoints the runner writes) and tracked (the ablation command's
-    grid through the runner, quiet). The MLflow store is created before the tracked pass is
-    timed: it is made once per machine, not per run. The first config is trained once untimed
-    so neither pass pays warm-up.
+    with the same per-epoch checkpoints the runner writes) and tracked (`python -m bench.ablation
+    --quiet`, less the seconds that starting that command takes: `--list` in the same folder).
+    The MLflow store is created before the tracked pass is timed: it is made once per machine,
+    not per run. The first config is trained once untimed so neither pass pays warm-up.
     """
-    from bench import grid, preflight, runner  # here, not at the top: importing MLflow and Optuna costs seconds
-    from bench.tracking import Tracker
+    from bench.tracking import Tracker  # here, not at the top: importing MLflow costs seconds
 
     study = studies.load(study_name)
     points = study.grid("smoke")
@@ -54,21 +57,26 @@ def tracking_overhead(study_name: str, repeats: int, data_dir: str | None) -> tu
                     store_began = time.perf_counter()
                     Tracker("sqlite:///mlflow.db")
                     store = time.perf_counter() - store_began
+                    command = [sys.executable, "-m", "bench.ablation"]
                     began = time.perf_counter()
-                    storage_url = ".bench/optuna.journal"
-                    preflight.check([p.config for p in points], data_dir=data_dir,
-                                    checkpoint_root=Path(".bench/checkpoints"))
-                    job, _ = grid.open_grid(study, points, Tracker("sqlite:///mlflow.db"), storage_url,
-                                         runner.open_storage(storage_url))
-                    runner.work(job, checkpoint_root=Path(".bench/checkpoints"), data_dir=data_dir, quiet=True)
-                    tracked = time.perf_counter() - began
-                    finished = job.all_finished()  # here: the journal's path is relative to this folder
+                    subprocess.run([*command, "--list"], capture_output=True, check=True,
+                                   env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                       filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))})
+                    start = time.perf_counter() - began
+                    began = time.perf_counter()
+                    done = subprocess.run([*command, "--study", study_name, "--budget", "smoke", "--quiet",
+                                           "--tracking-uri", "sqlite:///mlflow.db", "--storage", ".bench/optuna.journal",
+                                           *(["--data-dir", data_dir] if data_dir else [])], capture_output=True,
+                                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                              filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))})
+                    tracked = time.perf_counter() - began - start
+                    finished = done.returncode == 0
                     bar.advance(task)
                 if not finished:
                     raise BenchError(f"the tracked smoke run of study {study_name!r} did not finish; run "
                                      f"python -m bench.ablation --study {study_name} --budget smoke to see why")
                 rows.append({"repeat": repeat, "runs": len(points), "bare_s": bare, "tracked_s": tracked,
-                             "store_creation_s": store, "overhead_per_run_s": (tracked - bare) / len(points)})
+                             "store_creation_s": store, "command_start_s": start, "overhead_per_run_s": (tracked - bare) / len(points)})
     summary = {
         "study": study_name,
         "budget": "smoke",
