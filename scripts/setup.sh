@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: an unpinned resolve can pull a multi-GB CUDA build from the registry.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,postgres,export,dashboard]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev,postgres,export,dashboard,peers]'
 
 # Real data offline: Debian packages the full Fashion-MNIST.
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import benchmark, data, provenance
+from bench import data, provenance
+from bench.benchmark import command, measure
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.models import build, describe
@@ -29,7 +30,7 @@ TINY_DATA = ["--dataset", "synthetic", "--subset", "256", "--batch-size", "64"]
 
 
 def run_json(capsys, *argv: str, code: int = 0) -> dict:
-    assert benchmark.main([*argv, "--json"]) == code
+    assert command.main([*argv, "--json"]) == code
     return json.loads(capsys.readouterr().out)
 
 
@@ -63,18 +64,18 @@ def test_step_benchmark_reports_every_field_on_cpu(capsys):
 
 
 def test_grid_is_the_cartesian_product():
-    args = benchmark.parser().parse_args([
+    args = command.parser().parse_args([
         "--model", "vgg-a,resnet18", "--batch-size", "8,16", "--precision", "fp32,bf16",
         "--channels-last", "on,off", "--compile", "off", "--image-size", "32,64", "--width", "0.5",
     ])
-    configs = benchmark.expand_grid(args)
+    configs = command.expand_grid(args)
     points = [(c.model, c.batch_size, c.precision, c.channels_last, c.image_size) for c in configs]
     assert points == list(itertools.product(["vgg-a", "resnet18"], [8, 16], ["fp32", "bf16"], [True, False], [32, 64]))
     assert all(c.width == 0.5 and not c.compile for c in configs)
-    assert benchmark.expand_grid(benchmark.parser().parse_args([])) == [RunConfig()]
+    assert command.expand_grid(command.parser().parse_args([])) == [RunConfig()]
     flags = {"--no-channels-last": False, "--channels-last": True}
     for flag, expected in flags.items():
-        [config] = benchmark.expand_grid(benchmark.parser().parse_args([flag, "--compile"]))
+        [config] = command.expand_grid(command.parser().parse_args([flag, "--compile"]))
         assert config.channels_last is expected and config.compile is True
 
 
@@ -91,17 +92,17 @@ def test_a_grid_gives_a_row_each_and_a_stamped_csv(capsys, tmp_path):
 
 
 def test_peaks_and_mfu():
-    rate = benchmark.matmul_rate(torch.device("cpu"), torch.float32, n=128, repeats=3)
+    rate = measure.matmul_rate(torch.device("cpu"), torch.float32, n=128, repeats=3)
     assert positive(rate) and rate > 1e7  # any CPU multiplies faster than 10 MFLOP/s
-    assert benchmark.mfu(1_000_000_000, 100, 1.0, 3e11) == pytest.approx(1.0)
-    assert benchmark.mfu(1_000_000_000, 100, 1.0, None) is None
+    assert measure.mfu(1_000_000_000, 100, 1.0, 3e11) == pytest.approx(1.0)
+    assert measure.mfu(1_000_000_000, 100, 1.0, None) is None
     names = {"NVIDIA H100 80GB HBM3": 989.4, "NVIDIA H100 PCIe": 756.0, "NVIDIA H200": 989.4,
              "NVIDIA A100-SXM4-80GB": 312.0, "NVIDIA L40S": 362.0, "NVIDIA L4": 121.0, "NVIDIA A10": 125.0,
              "NVIDIA A10G": None, "Tesla T4": None, "Tesla V100-SXM2-16GB": None}
     for name, tflops in names.items():
-        assert benchmark.datasheet_peak(name) == (None if tflops is None else tflops * 1e12), name
+        assert measure.datasheet_peak(name) == (None if tflops is None else tflops * 1e12), name
     row = {"flops": 2_000_000, "batch_size": 50, "train_step_ms": 10.0}
-    columns = benchmark.utilisation(row, {"datasheet_bf16_flops": 6e10, "matmul_flops": 3e10})
+    columns = measure.utilisation(row, {"datasheet_bf16_flops": 6e10, "matmul_flops": 3e10})
     assert columns == pytest.approx({"train_flops_per_s": 3e10, "mfu_datasheet_bf16": 0.5, "mfu_matmul": 1.0})
 
 
@@ -211,5 +212,5 @@ def test_bad_input_exits_2_with_one_line(argv, message):
 ])
 def test_more_bad_input_is_refused_before_any_work(argv):
     with pytest.raises(BenchError) as excinfo:
-        benchmark.main(argv)
+        command.main(argv)
     assert "\n" not in str(excinfo.value)

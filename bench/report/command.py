@@ -1,5 +1,5 @@
 """python -m bench.report --study depth: a study's runs from MLflow, side by side with each other,
-the paper and the peers, as a terminal table and as results/<study>-<dataset>-<budget>.md|.csv|.png.
+the paper and the peers, as a terminal table and as reports/<study>-<dataset>-<budget>.md|.csv|.png.
 
 One budget and dataset at a time (runs of different sizes never mix): by default the one with the
 most finished runs. Each variant is compared with the study's reference variant on test accuracy
@@ -15,31 +15,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
 from bench import studies
-from bench.errors import BenchError
-from bench.progress import console
-from bench.report import build, figures, read, render
-
-
-def write(report: build.Report, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    md, csv = out / f"{report.name}.md", out / f"{report.name}.csv"
-    md.write_text(render.markdown(report))
-    csv.write_text(render.csv_text(report))
-    return [md, csv, figures.figure(report, out / f"{report.name}.png")]
-
-
-def log_to_parents(tracker, report: build.Report, paths: list[Path]) -> None:
-    """The report's files as artifacts of each study's parent run, under report/, and each variant's
-    convergence as the parent's tags."""
-    for study, run_id in report.parents.items():
-        tracker.set_tags(run_id, build.convergence_tags(report.summary[report.summary["study"] == study]))
-    for run_id in dict.fromkeys(report.parents.values()):
-        for path in paths:
-            tracker.log_file(run_id, path, "report")
+from bench.errors import BenchError, redact
+from bench.progress import console, out
+from bench.report import build, read, render
+from bench.report.publish import DEFAULT_OUT, log_to_parents, write
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
                    help="validation accuracy (%%) for time to accuracy (default: the study's target_val_acc_pct)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--format", choices=("md", "csv", "json"), help="print the report in this format to stdout")
-    p.add_argument("--out", default="results", help="folder for the .md, .csv and .png (default: results/)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the .md, .csv and .png (default: {DEFAULT_OUT}/; "
+                   "the reference reports in results/ change only when you name it)")
     return p
 
 
@@ -69,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         raise BenchError(f"--compare names a study twice: {' '.join(names)}")
     target = studies.percent(args.target_val_acc, "--target-val-acc")
-    command = "python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv)
+    # Stamped into the md, csv and png and logged to MLflow: never with a password in it.
+    command = redact("python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv))
     tracker = read.open_store(args.tracking_uri)
     report = build.build(tracker, names, args.budget, args.dataset, command, args.tracking_uri, target)
     paths = write(report, Path(args.out))
@@ -79,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print({"md": render.markdown, "csv": render.csv_text, "json": render.json_text}[args.format](report))
         return 0
     others = report.header["other budgets in MLflow"]
-    # Into a log file: full-width tables rather than rich's default squeeze to 80 columns.
-    out = console if console.is_terminal else Console(stderr=True, width=160)
-    out.print(f"reporting budget {escape(report.header['budget'])}; also in MLflow: {escape(others)}")
+    console.print(f"reporting budget {escape(report.header['budget'])}; also in MLflow: {escape(others)}")
     out.print(render.rich_table(*render.display_rows(report.summary), title=escape(report.title)))
     comparisons = render.comparison_rows(report.summary)
     if comparisons[1]:
@@ -91,5 +73,5 @@ def main(argv: list[str] | None = None) -> int:
     if not report.published.empty:
         out.print(render.rich_table(list(report.published.columns), report.published.astype(str).values.tolist(),
                                     title="published figures (different data or recipe, as labelled)"))
-    out.print(f"wrote {', '.join(map(str, paths))} (also logged to the study's parent run under report/)")
+    console.print(f"wrote {', '.join(map(str, paths))} (also logged to the study's parent run under report/)")
     return 0

@@ -3,9 +3,7 @@ budget and dataset to report, so that runs of different sizes never mix."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from rich.progress import track
@@ -43,7 +41,7 @@ CURVE_METRICS = {"val_acc": "val_acc", "epoch_seconds": "epoch_seconds"}
 
 def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: set[str] | None = None) -> pd.DataFrame:
     """One row per FINISHED child run: variant, seed, config hash, budget, dataset, settings, final metrics."""
-    runs = tracker.finished_runs_frame(experiment_id, budget)
+    runs = tracker.finished_runs([experiment_id], f"tags.`bench.budget` = '{budget}'" if budget is not None else "")
     if runs.empty:
         return pd.DataFrame(columns=RUN_COLUMNS)
     params = {name: runs.get(f"params.{name}", pd.Series(default, index=runs.index, dtype=object)).fillna(default)
@@ -65,27 +63,9 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
 
 def open_store(uri: str | None):
     """The Tracker for an existing store; a store that is not there is an error, never created empty."""
-    from bench.tracking import Tracker, resolve_uri
+    from bench.tracking import open_existing
 
-    uri = resolve_uri(uri)
-    path = _local_store_path(uri)
-    if path is not None and not path.exists():
-        raise BenchError(
-            f"MLflow store {redact(uri)} does not exist ({path.absolute()} not found): run the report where the study "
-            "ran, or pass --tracking-uri (or $MLFLOW_TRACKING_URI) naming the store it wrote to"
-        )
-    if "://" not in uri and path is not None and path.is_file():
-        uri = f"sqlite:///{path.resolve()}"  # a bare path to a database file means that sqlite store
-    return Tracker(uri)
-
-
-def _local_store_path(uri: str) -> Path | None:
-    """The file or folder a local tracking URI names; None for servers and in-memory stores."""
-    for scheme in ("sqlite:///", "file://"):
-        if uri.startswith(scheme):
-            rest = uri[len(scheme):].split("?", 1)[0]
-            return None if rest in ("", ":memory:") else Path(rest).expanduser()
-    return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
+    return open_existing(uri)
 
 
 @dataclass(frozen=True)
@@ -100,8 +80,8 @@ def study_runs(tracker, name: str, tracking_uri: str | None) -> StudyRuns:
     if not study.variants:
         raise BenchError(f"study {study.name!r} has no variants to report (it is a search): "
                          f"python -m bench.search --study {study.name}")
-    experiment = tracker.client.get_experiment_by_name(study.name)
-    runs = runs_frame(tracker, experiment.experiment_id) if experiment is not None else pd.DataFrame(columns=RUN_COLUMNS)
+    experiment_id = tracker.find_experiment(study.name)
+    runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=RUN_COLUMNS)
     runs = runs[runs["variant"].notna()]  # search trials in the same experiment have no variant
     if runs.empty:
         raise BenchError(f"study {study.name!r} has no finished runs in {redact(tracker.uri)}; run it with: "

@@ -1,0 +1,173 @@
+"""How long the studies take on this device, without MLflow or Optuna (the GPU suite's study part).
+
+`workers_share` trains a study's smoke budget through the engine (bench.train.fit) with N worker
+processes sharing the device, as `--workers N` would, timed against one worker. `first_epoch`
+times the first epoch of one run config at full width on the carried data; `estimates` turns
+those into the expected length of every study's `full` budget.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from bench import studies
+from bench.benchmark.measure import synchronize
+from bench.config import RunConfig
+from bench.train import Engine, fit
+
+# Official training-set sizes: the estimate scales the measured epoch to the study's dataset.
+TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "fashion-mnist": 60_000, "mnist": 60_000}
+# Settings that change neither the work of a step nor its speed, so configs differing only in them share a measurement.
+NOT_SPEED = ("dataset", "seed", "init", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
+             "step_epochs", "patience", "label_smoothing", "epochs", "subset", "val_fraction", "split_seed",
+             "budget", "dropout", "optimizer", "backbone_lr_scale", "pretrained")
+
+
+# --- a smoke study shared by worker processes --------------------------------------------------------
+
+
+def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], data_dir: str | None) -> dict:
+    """The study's smoke budget trained by each count of worker processes in turn, sharing `device`."""
+    points = studies.load(study_name).grid("smoke", {"device": device})
+    passes = []
+    for workers in worker_counts:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        began = time.perf_counter()
+        # spawn, not fork: CUDA cannot be used in a forked child of a process that has touched it.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(_train, [p.config.to_dict() for p in points], [threads] * len(points),
+                                 [data_dir] * len(points)))
+        wall = time.perf_counter() - began
+        for point, run in zip(points, runs):
+            run.update(variant=point.variant, seed=point.seed)
+        passes.append({"workers": workers, "wall_s": wall, "runs": runs,
+                       "processes": len({r["pid"] for r in runs})})
+    return {"study": study_name, "budget": "smoke", "device": device, "passes": passes}
+
+
+def _train(config: dict, threads: int, data_dir: str | None) -> dict:
+    """One run in a worker process (top level, so the spawned child can import it)."""
+    torch.set_num_threads(threads)
+    began = time.perf_counter()
+    result = fit(RunConfig.from_dict(config), data_dir=data_dir)
+    return {"pid": os.getpid(), "device": result.device, "seconds": time.perf_counter() - began,
+            "train_seconds": result.train_seconds, "test_acc": result.test_acc}
+
+
+# --- full budgets: first epochs and estimates ------------------------------------------------------
+
+
+def speed_key(config: RunConfig) -> str:
+    """The settings that decide a step's cost: runs that share them share one measured epoch."""
+    return ",".join(f"{k}={v}" for k, v in sorted(config.to_dict().items()) if k not in NOT_SPEED)
+
+
+def full_budget_configs(names: list[str]) -> dict[str, dict]:
+    """Each distinct speed config of the studies' full budgets: a representative config and who uses it.
+
+    Only configs on a dataset of known size: an image folder's epoch cannot be scaled from Fashion-MNIST's.
+    """
+    found: dict[str, dict] = {}
+    for name in names:
+        study = studies.load(name)
+        if "full" not in study.budgets:
+            continue
+        for config in _configs(study):
+            if _train_images(config) is None:
+                continue
+            entry = found.setdefault(speed_key(config), {"config": config, "studies": []})
+            if name not in entry["studies"]:
+                entry["studies"].append(name)
+    return found
+
+
+def _configs(study: studies.Study) -> list[RunConfig]:
+    if study.variants:
+        return [p.config for p in study.grid("full")]
+    settings, label = study.settings("full")
+    return [RunConfig.from_dict({**settings, "budget": label})]  # a search: its fixed settings
+
+
+def first_epoch(config: RunConfig, data_dir: str | None, dataset: str, overrides: dict) -> dict:
+    """The first training epoch of `config` on `dataset` (the carried one), and one validation pass.
+
+    The device is synchronised once a fifth of the way in, so the epoch splits into its start
+    (cuDNN's algorithm search, the first allocations) and the steady rate later epochs run at.
+    """
+    config = config.replace(dataset=dataset, **overrides)
+    began = time.perf_counter()
+    engine = Engine(config, data_dir)
+    setup_s = time.perf_counter() - began
+    marks = {}
+
+    def on_batch(done: int, total: int, loss) -> None:
+        if done == max(1, total // 5) and "steady" not in marks:
+            synchronize(engine.device)
+            marks["steady"], marks["steps"] = time.perf_counter(), total - done
+
+    began = time.perf_counter()
+    _, _, seen = engine.train_epoch(1, [], on_batch)
+    ended = time.perf_counter()
+    engine.evaluate("val")
+    val_s = time.perf_counter() - ended
+    steady_images = marks["steps"] * config.batch_size
+    return {"config": config.to_dict(), "setup_s": setup_s, "first_epoch_s": ended - began, "images": seen,
+            "steady_images_per_s": steady_images / (ended - marks["steady"]) if steady_images else seen / (ended - began),
+            "val_s": val_s, "val_images": len(engine.splits.val_y)}
+
+
+def estimates(names: list[str], measured: dict[str, dict]) -> list[dict]:
+    """Each study's full budget in hours: every run's epochs at the measured speed of its config.
+
+    A run of E epochs costs its first epoch (as measured, scaled to the dataset's size) plus E-1
+    epochs at the steady rate, plus a validation pass per epoch. A search counts every trial to
+    the end (pruning only shortens it).
+    """
+    rows = []
+    for name in names:
+        study = studies.load(name)
+        if "full" not in study.budgets:
+            continue
+        configs = _configs(study)
+        runs = len(configs)
+        note = ""
+        if not study.variants:
+            trials = (study.search or {}).get("budgets", {}).get("full", {}).get("trials")
+            if not isinstance(trials, int):
+                rows.append({"study": name, "runs": None, "hours": None,
+                             "note": "a search without a trial count in its full budget"})
+                continue
+            configs, runs, note = configs * trials, trials, f"{trials} trials, each to the end (no pruning counted)"
+        seconds, missing = 0.0, set()
+        for config in configs:
+            epoch = measured.get(speed_key(config))
+            train_images = _train_images(config)
+            if epoch is None or train_images is None:
+                missing.add(config.dataset if train_images is None else speed_key(config))
+                continue
+            scale = train_images / epoch["images"]
+            val_scale = train_images * config.val_fraction / (1 - config.val_fraction) / max(1, epoch["val_images"])
+            seconds += (epoch["first_epoch_s"] * scale + (config.epochs - 1) * train_images / epoch["steady_images_per_s"]
+                        + config.epochs * epoch["val_s"] * val_scale)
+        if missing:
+            what = "; ".join(sorted(missing))
+            rows.append({"study": name, "runs": runs, "hours": None,
+                         "note": f"not estimated: no measured epoch or dataset size for {what}"})
+            continue
+        rows.append({"study": name, "runs": runs, "epochs": configs[0].epochs, "dataset": configs[0].dataset,
+                     "hours": seconds / 3600, "note": note})
+    return rows
+
+
+def _train_images(config: RunConfig) -> int | None:
+    total = TRAIN_IMAGES.get(config.dataset)
+    if total is None:
+        return None
+    pool = min(total, config.subset) if config.subset else total
+    return pool - max(1, math.floor(pool * config.val_fraction))

@@ -1,0 +1,280 @@
+"""The GPU suite's results as markdown (+ a figure of the time-to-accuracy curves), targets judged.
+
+Everything here reads the suite's results dict only, so the file can be rendered again from the
+JSON (`markdown(json.load(...), figure)`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+MFU_TARGET = 0.40
+SECONDS_TARGET = 60.0
+SPEEDUP_TARGET = 3.0
+
+
+# --- targets ------------------------------------------------------------------------------------
+
+
+def _find(steps: list[dict], **wanted) -> dict | None:
+    return next((r for r in steps if "skipped" not in r and all(r.get(k) == v for k, v in wanted.items())), None)
+
+
+def targets(results: dict) -> list[dict]:
+    return [_mfu_target(results), _timm_target(results), _race_target(results)]
+
+
+def _mfu_target(results: dict) -> dict:
+    target = {"name": "VGG-D-BN 32 px bf16 channels_last compiled: train-step MFU (datasheet bf16 peak)",
+              "goal": f">= {MFU_TARGET:.0%}"}
+    common = dict(group="target: MFU", precision="bf16", channels_last=True)
+    row = _find(results["steps"], compile=True, **common)
+    note = ""
+    if row is None:
+        row = _find(results["steps"], compile=False, **common)
+        note = " (eager: the compiled row was not measured)"
+    if row is None or row.get("mfu_datasheet_bf16") is None:
+        return {**target, "measured": "not measured" if row is None else "no CUDA peak on this device", "met": None}
+    value = row["mfu_datasheet_bf16"]
+    measured = f"{value:.1%}{note} (vs the measured matmul: {_pct(row['mfu_matmul'])})"
+    met = value >= MFU_TARGET and not note
+    gap = "" if met else f"short by {100 * (MFU_TARGET - value):.1f} points ({MFU_TARGET / value:.2f}x to go)"
+    return {**target, "measured": measured, "met": met, "gap": gap, "where": _profile_lines(row)}
+
+
+def _timm_target(results: dict) -> dict:
+    ours = _find(results["steps"], group="target: vs timm", source="bench")
+    peer = _find(results["steps"], group="target: vs timm", source="timm")
+    target = {"name": "training images/s, paper head, bf16, channels_last, eager: our vgg-d vs timm's "
+                      + (peer["model"].removeprefix("timm:") if peer else "vgg16"), "goal": ">= 1.00x timm"}
+    if ours is None or peer is None:
+        missing = next((r for r in results["steps"] if r.get("source") == "timm" and "skipped" in r), None)
+        why = missing["skipped"] if missing else "not measured"
+        return {**target, "measured": why, "met": None}
+    ratio = ours["train_images_per_s"] / peer["train_images_per_s"]
+    measured = (f"{ratio:.2f}x ({ours['model']} {ours['train_images_per_s']:,.0f} img/s vs {peer['model']} "
+                f"{peer['train_images_per_s']:,.0f} img/s at {ours['image_size']} px)")
+    met = ratio >= 1.0
+    gap = "" if met else f"{(1 - ratio):.1%} slower than timm"
+    where = [f"ours: {line}" for line in _profile_lines(ours)] + [f"timm: {line}" for line in _profile_lines(peer)]
+    return {**target, "measured": measured, "met": met, "gap": gap, "where": where}
+
+
+def _race_target(results: dict) -> dict:
+    race = results.get("race")
+    plan = results["plan"]
+    target = {"name": f"VGG-D-BN to {plan['target']:.0%} Fashion-MNIST test accuracy (training seconds)",
+              "goal": f"<= {SECONDS_TARGET:.0f} s and >= {SPEEDUP_TARGET:.0f}x the tutorials' loop"}
+    if race is None:
+        return {**target, "measured": "not measured", "met": None}
+    ours, tutorial = race["loops"]
+    seconds = ours["seconds_to_target"]
+    if seconds is None:
+        measured = f"not reached in {ours['epochs']} epochs (best {ours['best_test_acc']:.2%})"
+        return {**target, "measured": measured, "met": False, "gap": "target accuracy not reached",
+                "where": _race_lines(race)}
+    speedup = race["speedup"]
+    bound = ">= " if race["speedup_is_lower_bound"] else ""
+    measured = f"{seconds:.1f} s; {bound}{speedup:.2f}x the tutorials' loop"
+    met = seconds <= SECONDS_TARGET and speedup >= SPEEDUP_TARGET
+    gaps = []
+    if seconds > SECONDS_TARGET:
+        gaps.append(f"{seconds - SECONDS_TARGET:.1f} s over")
+    if speedup < SPEEDUP_TARGET:
+        gaps.append(f"speed-up {SPEEDUP_TARGET - speedup:.2f}x short")
+    return {**target, "measured": measured, "met": met, "gap": "; ".join(gaps), "where": _race_lines(race)}
+
+
+def _profile_lines(row: dict) -> list[str]:
+    profile = row.get("profile")
+    if not profile:
+        return []
+    if "error" in profile:
+        return [f"no profile: {profile['error']}"]
+    kinds = ", ".join(f"{kind} {ms:.2f}" for kind, ms in profile["ms_per_step"].items() if ms >= 0.005)
+    busy = (f"; the GPU is busy {profile['busy_share']:.0%} of the {profile['step_ms']:.2f} ms step"
+            if profile.get("busy_share") is not None else "")
+    return [f"{profile['unit']}: {kinds}{busy}"]
+
+
+def _race_lines(race: dict) -> list[str]:
+    lines = []
+    for loop in race["loops"]:
+        b = loop["breakdown"]
+        lines.append(f"{loop['loop']}: setup {b['setup_s']:.1f} s; an epoch {b['epoch_s']:.2f} s, of which data alone "
+                     f"{b['data_alone_epoch_s']:.2f} s and the rest (steps, syncs) {b['step_epoch_s']:.2f} s; "
+                     f"evaluation {b['eval_epoch_s']:.2f} s an epoch (not in the training seconds)")
+    return lines
+
+
+# --- markdown -----------------------------------------------------------------------------------
+
+
+def markdown(results: dict, figure: Path | None) -> str:
+    plan = results["plan"]
+    lines = [f"# GPU check on {results['device']}", ""]
+    lines += [f"- {key}: {_cell(results.get(key))}" for key in ("command", "date", "host", "torch", "python", "commit")]
+    lines += [f"- timm: {results['timm'] or results['timm_missing'] + ' (its rows are skipped)'}",
+              f"- plan: {plan['name']} (width {plan['width']}); {results['seconds']:.0f} s of a "
+              f"{results['time_limit_s']:.0f} s limit", ""]
+    if plan["name"] == "smoke":
+        lines += ["**Smoke run**: tiny sizes that check the code paths; no figure here measures a target.", ""]
+    lines += ["## Targets", "", table(["target", "goal", "measured", "verdict"],
+                                      [[t["name"], t["goal"], t["measured"], _verdict(t)] for t in results["targets"]]), ""]
+    for t in results["targets"]:
+        if t.get("met") is False:
+            lines += [f"**{t['name']}**: missed, {t.get('gap', '')}. Where the time goes:", ""]
+            lines += [f"- {line}" for line in t.get("where", [])] + [""]
+    lines += _steps_section(results) + _race_section(results, figure) + _workers_section(results)
+    lines += _estimates_section(results)
+    if results["skipped"] or results["failed"]:
+        lines += ["## Not measured", ""]
+        lines += [f"- skipped for time: {s}" for s in results["skipped"]]
+        lines += [f"- failed: {f}" for f in results["failed"]] + [""]
+    return "\n".join(lines)
+
+
+def _steps_section(results: dict) -> list[str]:
+    plan = results["plan"]
+    small, large = plan["small"], plan["large"]
+    lines = ["## Train and inference steps", "",
+             f"Median of {plan['steps']} timed steps after {plan['warmup']} warm-up, on a fixed random batch on the "
+             f"device; SGD; width {plan['width']}. `small`: {small[0]} px, batch {small[1]}, the small head, 10 classes; "
+             f"`large`: {large[0]} px, batch {large[1]}, the paper's head (FC-4096 x2), {plan['large_classes']} classes. "
+             f"The full cross product (12 models x 2 sizes x fp32/bf16 x NCHW/channels_last x eager/compiled) does "
+             "not fit the time limit: every model runs at both sizes in bf16 channels_last eager (the engine's "
+             f"default); VGG-D-BN at {small[0]} px gets the whole precision x format x compile matrix; vgg-d at "
+             f"{large[0]} px and timm's first model are also compiled; fp32 NCHW (the tutorials' setting) comes "
+             "last, as time allows. MFU: "
+             "3x forward FLOPs per image over the datasheet's dense bf16 peak and over an n x n matmul measured "
+             "in this run in the row's precision. fp32 rows: cuDNN convolutions in TF32 (its default), matmuls "
+             "in full fp32. A batch that ran out of memory was halved (last column).", ""]
+    for peak in results.get("peaks", []):
+        sheet = peak["datasheet_bf16_flops"]
+        lines.append(f"- peaks on {peak['device_name']}: {peak['precision']} matmul "
+                     f"{peak['matmul_flops'] / 1e12:.0f} TFLOP/s; datasheet bf16 dense "
+                     + ("not in the table" if sheet is None else f"{sheet / 1e12:.0f} TFLOP/s"))
+    headers = ["group", "model", "size", "batch", "precision", "layout", "compile", "params M", "GFLOPs/img",
+               "train img/s", "step ms", "infer img/s", "peak MiB", "MFU datasheet", "MFU matmul", "OOM"]
+    body = []
+    for r in results["steps"]:
+        if "skipped" in r:
+            body.append([r["group"], r["label"], r["size"], *[""] * 12, r["skipped"]])
+            continue
+        body.append([r["group"], r["label"], f"{r['image_size']} px", r["batch_size"], r["precision"],
+                     "channels_last" if r["channels_last"] else "NCHW", "yes" if r["compile"] else "no",
+                     f"{r['params'] / 1e6:.1f}", f"{r['flops'] / 1e9:.2f}", _num(r["train_images_per_s"]),
+                     _num(r["train_step_ms"], 2), _num(r["infer_images_per_s"]), _num(r["peak_memory_bytes"] / 2**20),
+                     _pct(r["mfu_datasheet_bf16"]), _pct(r["mfu_matmul"]),
+                     "halved from " + ", ".join(map(str, r["out_of_memory_at"])) if r["out_of_memory_at"] else ""])
+    return [*lines, "", table(headers, body), ""]
+
+
+def _race_section(results: dict, figure: Path | None) -> list[str]:
+    race = results.get("race")
+    if race is None:
+        return []
+    config = race["config"]
+    lines = [f"## Time to {race['target']:.0%} test accuracy: bench.train vs the tutorials' loop", "",
+             f"VGG-D-BN width {config['width']}, {config['dataset']} (subset {config['subset'] or 'all'}), batch "
+             f"{config['batch_size']}, {config['optimizer']} lr {config['lr']} {config['schedule']} over "
+             f"{config['epochs']} epochs (warm-up {config['warmup_epochs']}), precision {config['precision']}, "
+             f"compile {config['compile']}. Test accuracy after every epoch; seconds are training time (evaluation "
+             f"excluded). The tutorial loop ({race['loader_workers']} DataLoader workers, PIL transforms per image, "
+             f"NCHW, loss read every step) stops at the target or once past {race['cap_factor']}x bench.train's time.",
+             ""]
+    for loop in race["loops"]:
+        reached = (f"reached in {loop['seconds_to_target']:.1f} s (wall with setup and evaluation "
+                   f"{loop['wall_seconds_to_target']:.1f} s)" if loop["seconds_to_target"] is not None
+                   else f"not reached (stopped by: {loop['stopped_by']}; best {loop['best_test_acc']:.2%})")
+        lines.append(f"- {loop['loop']}: {reached}; {loop['epochs']} epochs")
+    lines += ["", *[f"- {line}" for line in _race_lines(race)], ""]
+    headers = ["epoch"] + [f"{loop['loop']} {c}" for loop in race["loops"] for c in ("test acc", "s", "img/s")]
+    body = []
+    for epoch in range(1, max(loop["epochs"] for loop in race["loops"]) + 1):
+        cells = [epoch]
+        for loop in race["loops"]:
+            row = next((r for r in loop["rows"] if r["epoch"] == epoch), None)
+            cells += ([f"{row['test_acc']:.4f}", f"{row['train_seconds_total']:.1f}", _num(row["images_per_s"])]
+                      if row else ["", "", ""])
+        body.append(cells)
+    lines += [table(headers, body), ""]
+    if figure is not None:
+        lines += [f"![test accuracy against training seconds]({figure.name})", ""]
+    return lines
+
+
+def _workers_section(results: dict) -> list[str]:
+    shared = results.get("workers")
+    if shared is None:
+        return []
+    lines = [f"## The {shared['study']} study's smoke budget through the engine, worker processes sharing "
+             f"{shared['device']}", "", "No tracking (fit only), each pass a fresh pool of spawned processes.", ""]
+    body = [[p["workers"], p["processes"], len(p["runs"]), f"{p['wall_s']:.1f}",
+             f"{sum(r['seconds'] for r in p['runs']):.1f}",
+             ", ".join(f"{r['variant']} {r['test_acc']:.3f}" for r in p["runs"])] for p in shared["passes"]]
+    return [*lines, table(["workers", "processes used", "runs", "wall s", "sum of run s", "test acc"], body), ""]
+
+
+def _estimates_section(results: dict) -> list[str]:
+    epochs = results.get("first_epochs") or {}
+    if not epochs:
+        return []
+    lines = ["## Full budgets: first epochs measured, studies estimated", "",
+             "The first epoch of each distinct run config of the studies' `full` budgets, trained on the carried "
+             "Fashion-MNIST (1 channel; CIFAR-10's 3 channels change only the first conv), with the budget's own "
+             "settings otherwise" + (f" and {results['plan']['estimate_overrides']}" if results["plan"]["estimate_overrides"]
+                                     else "") + ". Steady img/s is measured after the first fifth of the epoch.", ""]
+    body = [[e["config"]["model"] + ("-bn" if e["config"]["batch_norm"] else ""), e["config"]["head"],
+             e["config"]["batch_size"], ", ".join(e["studies"]), f"{e['setup_s']:.1f}", f"{e['first_epoch_s']:.1f}",
+             _num(e["steady_images_per_s"]), f"{e['val_s']:.2f}"] for e in epochs.values()]
+    lines += [table(["model", "head", "batch", "studies", "setup s", "first epoch s", "steady img/s", "val pass s"],
+                    body), ""]
+    estimates = results.get("estimates") or []
+    if estimates:
+        rows = [[e["study"], e.get("runs") or "", e.get("dataset", ""), e.get("epochs", ""),
+                 "" if e["hours"] is None else f"{e['hours']:.1f}", e["note"]] for e in estimates]
+        lines += ["Each study's full budget on this device (one worker, every run to its last epoch):", "",
+                  table(["study", "runs", "dataset", "epochs", "hours", "note"], rows), ""]
+    return lines
+
+
+def curves_figure(results: dict, path: Path) -> Path | None:
+    race = results.get("race")
+    if race is None:
+        return None
+    from bench import plots  # matplotlib only when there is something to draw
+
+    fig, ax = plots.plt.subplots(figsize=(7, 4))
+    for loop in race["loops"]:
+        ax.plot([r["train_seconds_total"] for r in loop["rows"]], [r["test_acc"] for r in loop["rows"]], "o-",
+                label=loop["loop"])
+    ax.axhline(race["target"], color="grey", linestyle="--", label=f"target {race['target']:.0%}")
+    ax.set(xlabel="training seconds", ylabel="test accuracy", title=f"time to accuracy on {results['device']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return plots.save_figure(fig, path)
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    def line(cells):
+        return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("---" for _ in headers) + "|", *map(line, rows)])
+
+
+def _cell(value) -> str:
+    return str(value).replace("|", "\\|")
+
+
+def _verdict(target: dict) -> str:
+    return {True: "met", False: "missed", None: "not measured"}[target.get("met")]
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
