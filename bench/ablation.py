@@ -214,7 +214,10 @@ def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Po
     paths = write_report(built, Path(args.report_dir))
     log_to_parents(job.tracker, built, paths)
     console.print(f"report: {', '.join(map(str, paths))} (also on the parent run under report/)")
-    best = max(job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    # A trial whose MLflow run is gone (a replaced store, trained again since) cannot be registered.
+    recorded = [t for t in job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if job.tracker.run_exists(t.user_attrs.get("mlflow_run_id", ""))]
+    best = max(recorded, key=lambda t: t.value)
     name = registry_name(f"{study.name}-{job.label}")
     version = job.tracker.register_best(name, best.user_attrs["mlflow_run_id"])
     console.print(f"best run by validation accuracy: {escape(best.user_attrs.get('variant', ''))} seed "

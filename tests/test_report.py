@@ -172,7 +172,7 @@ def test_terminal_table_says_which_variants_did_not_converge(store, monkeypatch,
     uri = ["--tracking-uri", f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]
     capsys.readouterr()
     assert command.main(["--study", "depth", "--target-val-acc", "20", *uri]) == 0
-    shown = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    shown = " ".join(capsys.readouterr().out.split())  # tables and verdicts on stdout; rich wraps long lines
     summary = run_report(store, monkeypatch, capsys, "--study", "depth", "--target-val-acc", "20")["variants"]
     assert "each variant against the reference" in shown
     for row in summary:
