@@ -19,15 +19,19 @@ from optuna.trial import TrialState
 from rich.markup import escape
 from rich.table import Table
 
-from bench import preflight, report, runner, studies
+from bench import preflight, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, cli, redact
 from bench.progress import console, out
+from bench.report import build as report_build
+from bench.report.publish import DEFAULT_OUT as REPORT_DIR, log_to_parents, write as write_report
+from bench.report.read import runs_frame
+from bench.report.render import variant_table
 from bench.tracking import Tracker, registry_name
-from bench.train import add_config_flags, given_settings
+from bench.train import add_config_flags, flops_per_image, given_settings
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
-NOT_OVERRIDES = ("seed", "budget")
+NOT_OVERRIDES = ("seed", "budget", "compute_scale")
 # The seed param's choices: fixed for every study, since an Optuna distribution cannot grow.
 SEEDS = tuple(range(100))
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
@@ -103,7 +107,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
     p.add_argument("--variants", help="comma-separated subset of the study's variants")
     runner.add_worker_flags(p, "runs")
-    p.add_argument("--report-dir", default=report.DEFAULT_OUT, help="where the study's report goes at the end (default: reports/)")
+    p.add_argument("--report-dir", default=REPORT_DIR, help="where the study's report goes at the end (default: reports/)")
     group = p.add_argument_group("overrides (any run setting, applied to every variant)")
     add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
     return p
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                                  **runner.run_settings(args)})
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    points = study.grid(args.budget, overrides, seeds, variants)
+    points = study.grid(args.budget, overrides, seeds, variants,
+                        flops_per_image=lambda config: flops_per_image(config, args.data_dir))
     budget = study.budget(args.budget)
     label = points[0].config.budget
     outside = sorted({p.seed for p in points} - set(SEEDS))
@@ -170,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         return 0 if job.all_finished() else 1
 
-    frame = report.runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
-    out.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
+    frame = runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
+    out.print(variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
                                        order=list(study.variants)))
     if job.done():
         finish(job, args, study, points, command)
@@ -205,11 +210,14 @@ def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Po
     """The study's report (md, csv, png) into reports/ and onto the parent run; its best run's
     model into the Model Registry as <study>-<budget>, alias `best`."""
     config = points[0].config
-    built = report.build(job.tracker, [args.study], job.label, config.dataset, command, args.tracking_uri)
-    paths = report.write(built, Path(args.report_dir))
-    report.log_artifacts(job.tracker, built, paths)
+    built = report_build.build(job.tracker, [args.study], job.label, config.dataset, command, args.tracking_uri)
+    paths = write_report(built, Path(args.report_dir))
+    log_to_parents(job.tracker, built, paths)
     console.print(f"report: {', '.join(map(str, paths))} (also on the parent run under report/)")
-    best = max(job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    # A trial whose MLflow run is gone (a replaced store, trained again since) cannot be registered.
+    recorded = [t for t in job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if job.tracker.run_exists(t.user_attrs.get("mlflow_run_id", ""))]
+    best = max(recorded, key=lambda t: t.value)
     name = registry_name(f"{study.name}-{job.label}")
     version = job.tracker.register_best(name, best.user_attrs["mlflow_run_id"])
     console.print(f"best run by validation accuracy: {escape(best.user_attrs.get('variant', ''))} seed "
@@ -242,9 +250,19 @@ def announce(study: studies.Study, budget: studies.Budget, points: list[studies.
         f"[bold]{study.name}[/]: {study.description}\n"
         f"budget [bold]{escape(config.budget)}[/] ({origin}; others: {', '.join(others) or 'none'}): {budget.description}\n"
         f"{len(points)} runs = {len(variants)} variants x {len(points) // len(variants)} seeds on "
-        f"{config.dataset} (subset {config.subset or 'all'}, {config.epochs} epochs, width {config.width}, "
+        f"{config.dataset} (subset {config.subset or 'all'}, {epochs_text(points)}, width {config.width}, "
         f"batch {config.batch_size}, device {config.device})"
     )
+
+
+def epochs_text(points: list[studies.Point]) -> str:
+    """'5 epochs', or under equal compute each variant's share of the reference's training FLOPs."""
+    config = points[0].config
+    if config.compute == "epochs":
+        return f"{config.epochs} epochs"
+    each = {p.variant: p.config.train_epochs for p in points}
+    return (f"equal training FLOPs: the reference's {config.epochs} epochs; "
+            + ", ".join(f"{v} {e:.2f}" for v, e in each.items()) + " epochs")
 
 
 def studies_table(every: list[studies.Study]) -> Table:

@@ -19,7 +19,8 @@ from bench.errors import BenchError, choices
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LATER_SETTINGS = {"world_size", "sync_batch_norm"}  # see RunConfig.hash
+COMPUTES = ("epochs", "flops")
+LATER_SETTINGS = {"world_size", "sync_batch_norm", "compute", "compute_scale"}  # see RunConfig.hash
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,12 @@ class RunConfig:
     step_epochs: int = 30  # 'step' schedule: divide lr by 10 every this many epochs
     patience: int = 2  # 'plateau' schedule: epochs without val improvement before a drop
     label_smoothing: float = 0.0
+    # --- compute: how long each variant trains ---
+    # 'epochs': every variant trains `epochs`. 'flops': every variant trains the training FLOPs of the
+    # study's reference variant in `epochs`: its step count (and schedule) is epochs x steps per epoch x
+    # compute_scale, where the study sets compute_scale = reference FLOPs per image / this model's.
+    compute: str = "epochs"
+    compute_scale: float = 1.0
     # --- transfer learning ---
     pretrained: str | None = None  # a local torchvision state_dict file; its last layer is replaced
     freeze: int = 0  # keep the first N conv layers (and their BN) fixed at the pretrained values
@@ -85,6 +92,12 @@ class RunConfig:
         # epochs first: the warm-up range below is measured in epochs
         for name in ("epochs", "batch_size", "step_epochs", "patience", "world_size"):
             _check_range(name, getattr(self, name), 1, None)
+        if self.compute not in COMPUTES:
+            choices("compute", self.compute, COMPUTES)
+        _check_range("compute_scale", self.compute_scale, 0, 1000, low_open=True)
+        if self.compute == "epochs" and self.compute_scale != 1.0:
+            raise BenchError(f"setting 'compute_scale' = {self.compute_scale!r} needs compute = 'flops' (a study "
+                             "with compute = 'flops' sets it from the models' FLOPs; with 'epochs' it stays 1)")
         _check_range("width", self.width, 0, 4, low_open=True)
         _check_range("dropout", self.dropout, 0, 1, high_open=True)
         _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
@@ -114,6 +127,15 @@ class RunConfig:
         if self.head in ("paper", "light"):  # the heads with hidden layers to drop out of
             options["dropout"] = self.dropout
         return options
+
+    @property
+    def train_epochs(self) -> float:
+        """Epochs of training: `epochs`, scaled under equal compute (the last one may be partial)."""
+        return self.epochs * self.compute_scale
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole run, which the learning-rate schedule spans."""
+        return max(1, round(self.train_epochs * steps_per_epoch))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import signal
 import socket
@@ -336,7 +337,8 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
                 raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
 
     train = fit if config.world_size == 1 else launch.fit_in_processes  # torchrun of world_size processes
-    with bars.run(run_name, config.epochs), Heartbeat(job, trial), tracker.system_metrics(run_id, job.system_metrics):
+    with bars.run(run_name, math.ceil(config.train_epochs)), Heartbeat(job, trial), \
+            tracker.system_metrics(run_id, job.system_metrics):
         try:
             result = train(config, on_epoch=on_epoch, on_batch=bars.batch_done,
                            checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir)

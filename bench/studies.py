@@ -10,18 +10,22 @@ A study may also hold a [search] table (see bench.search); adding a study needs 
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.config import RunConfig
 from bench.errors import BenchError, choices
 from bench.provenance import PROJECT_ROOT
 
 STUDIES_DIR = PROJECT_ROOT / "studies"
-TOP_KEYS = {"name", "description", "reference", "default_budget", "base", "variants", "budgets", "search"}
-BUDGET_KEYS = {"description", "seeds"}
+TOP_KEYS = {"name", "description", "reference", "default_budget", "target_val_acc_pct", "base", "variants", "budgets",
+            "search"}
+# target_val_acc_pct: the validation accuracy (%) whose first reach the report times (time to accuracy);
+# a budget's own value wins over the study's, since budgets differ in data and size.
+BUDGET_KEYS = {"description", "seeds", "target_val_acc_pct"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Budget:
     description: str
     settings: dict[str, Any]
     seeds: tuple[int, ...]
+    target_val_acc_pct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,14 @@ class Study:
     variants: dict[str, dict[str, Any]]
     budgets: dict[str, Budget]
     search: dict[str, Any] | None  # validated by bench.search
+    target_val_acc_pct: float | None = None
+
+    def target_val_acc_pct_for(self, label: str) -> float | None:
+        """The time-to-accuracy target of a budget label (its name, maybe with '+overrides')."""
+        budget = self.budgets.get(label.split("+", 1)[0])
+        if budget is not None and budget.target_val_acc_pct is not None:
+            return budget.target_val_acc_pct
+        return self.target_val_acc_pct
 
     def budget(self, name: str | None) -> Budget:
         name = name or self.default_budget
@@ -78,24 +91,48 @@ class Study:
         overrides: dict[str, Any] | None = None,
         seeds: tuple[int, ...] | None = None,
         variants: list[str] | None = None,
+        flops_per_image: Callable[[RunConfig], float] | None = None,
     ) -> list[Point]:
+        """Every variant at every seed. Under compute = 'flops', `flops_per_image` (a model's forward
+        FLOPs on one image of the data it trains on) sets each variant's compute_scale."""
         chosen = self.budget(budget)
-        shared, label = self.settings(budget, overrides)
         for name in variants or []:
             if name not in self.variants:
                 choices(f"variant of study {self.name!r}", name, self.variants)
         points = []
-        for variant, settings in self.variants.items():
+        for variant in self.variants:
             if variants and variant not in variants:
                 continue
             for seed in seeds if seeds is not None else chosen.seeds:
-                # A variant that switches a setting off ("none": transfer's scratch has no pretrained
-                # file) keeps it off: an override fills what the variants leave open.
-                pinned = {k: v for k, v in settings.items() if str(v).lower() == "none"}
-                values = {**shared, **settings, **(overrides or {}), **pinned, "seed": seed, "budget": label}
-                config = _config(self, f"variant {variant!r}", values)
-                points.append(Point(variant, seed, config))
+                points.append(Point(variant, seed, self._config_of(variant, seed, budget, overrides)))
+        if points and points[0].config.compute == "flops":
+            points = self._equal_flops(points, budget, overrides, flops_per_image)
         return points
+
+    def _config_of(self, variant: str, seed: int, budget: str | None, overrides: dict[str, Any] | None) -> RunConfig:
+        shared, label = self.settings(budget, overrides)
+        settings = self.variants[variant]
+        # A variant that switches a setting off ("none": transfer's scratch has no pretrained
+        # file) keeps it off: an override fills what the variants leave open.
+        pinned = {k: v for k, v in settings.items() if str(v).lower() == "none"}
+        values = {**shared, **settings, **(overrides or {}), **pinned, "seed": seed, "budget": label}
+        return _config(self, f"variant {variant!r}", values)
+
+    def _equal_flops(self, points: list[Point], budget: str | None, overrides: dict[str, Any] | None,
+                     flops_per_image: Callable[[RunConfig], float] | None) -> list[Point]:
+        """Each point with the training FLOPs of the reference variant at the same epochs: a model with
+        half the reference's FLOPs per image trains twice the steps (its schedule stretched to match)."""
+        if self.reference is None:
+            raise BenchError(f"{self.path}: compute = 'flops' gives every variant the training FLOPs of the "
+                             "reference variant, but the study names none: add reference = \"VARIANT\"")
+        if flops_per_image is None:
+            raise ValueError("compute = 'flops' needs the models' FLOPs per image (flops_per_image)")
+        reference = flops_per_image(self._config_of(self.reference, 0, budget, overrides))
+        scales: dict[str, float] = {}
+        for p in points:
+            if p.variant not in scales:
+                scales[p.variant] = reference / flops_per_image(p.config)
+        return [Point(p.variant, p.seed, p.config.replace(compute_scale=scales[p.variant])) for p in points]
 
 
 def names() -> list[str]:
@@ -151,7 +188,9 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         if not isinstance(table, dict):
             raise BenchError(f"{where}: budgets.{name} must be a table")
         settings = {k: v for k, v in table.items() if k not in BUDGET_KEYS}
-        budgets[name] = Budget(name, str(table.get("description", "")), settings, _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"))
+        budgets[name] = Budget(name, str(table.get("description", "")), settings,
+                               _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"),
+                               percent(table.get("target_val_acc_pct"), f"{where}: budgets.{name}.target_val_acc_pct"))
     for name, settings in variants.items():
         if not isinstance(settings, dict):
             raise BenchError(f"{where}: variants.{name} must be a table of settings, e.g. {{ model = \"vgg-a\" }}")
@@ -171,6 +210,7 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         variants=variants,
         budgets=budgets,
         search=raw.get("search"),
+        target_val_acc_pct=percent(raw.get("target_val_acc_pct"), f"{where}: target_val_acc_pct"),
     )
     for budget in budgets.values():  # catch a bad setting now, not hours into a study
         for variant, settings in variants.items():
@@ -200,6 +240,19 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
             raise BenchError(f"{where}: seeds repeat: {value}")
         return tuple(value)
     raise BenchError(f"{where}: seeds must be a count or a non-empty list of non-negative integers, got {value!r}")
+
+
+def percent(value: Any, where: str) -> float | None:
+    """An accuracy in percent, (0, 100]; None stays None."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or not 0 < number <= 100:
+        raise BenchError(f"{where}: a validation accuracy target is a percentage in (0, 100], got {value!r}")
+    return number
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import math
@@ -109,7 +110,7 @@ def autocast(device: torch.device, precision: str):
 
 def lr_at(config: RunConfig, step: int, steps_per_epoch: int, plateau_drops: int) -> float:
     """Learning rate at optimizer step `step`: warm-up times the schedule's factor."""
-    total = config.epochs * steps_per_epoch
+    total = config.total_steps(steps_per_epoch)
     warmup = config.warmup_epochs * steps_per_epoch
     if step < warmup:
         ramp = 0.1 + 0.9 * step / warmup
@@ -175,6 +176,17 @@ def build_model(config: RunConfig, splits: data.Splits) -> torch.nn.Module:
     return model
 
 
+def flops_per_image(config: RunConfig, data_dir: str | None = None) -> int:
+    """Forward FLOPs of `config`'s model on one image of its data: what equal-compute studies equalise."""
+    splits = _shapes_of(config.dataset, config.image_size, config.subset, data_dir)
+    return models.describe(build_model(config, splits), tuple(splits.train_x.shape[1:])).flops
+
+
+@functools.lru_cache(maxsize=4)
+def _shapes_of(dataset: str, image_size: int | None, subset: int | None, data_dir: str | None) -> data.Splits:
+    return data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)
+
+
 def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
     return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
 
@@ -235,6 +247,8 @@ class Engine:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
+        self.steps_per_epoch = self.splits.num_batches("train", config.batch_size, drop_last=True)
+        self.epochs = math.ceil(config.total_steps(self.steps_per_epoch) / max(1, self.steps_per_epoch))
         # Several ranks: DDP averages the gradients of their shards (the whole batch's gradient), and
         # evaluation runs the bare module, since each rank sees a different number of eval batches.
         wrapped = group.wrap(self.model, self.device, config.sync_batch_norm)
@@ -255,7 +269,9 @@ class Engine:
 
     def train_epoch(self, epoch: int, history: list[EpochStats], on_batch=None) -> tuple[float, float, int]:
         config, model = self.config, self.step_model
-        steps = self.splits.num_batches("train", config.batch_size, drop_last=True)
+        steps = self.steps_per_epoch
+        # Under equal compute the run may end part-way through its last epoch.
+        this_epoch = min(steps, config.total_steps(steps) - (epoch - 1) * steps)
         drops = plateau_drops(config, [h.val_acc for h in history])
         generator = torch.Generator(device=self.device).manual_seed(config.seed * 100_003 + epoch)
         loss_sum = torch.zeros((), device=self.device)
@@ -268,7 +284,7 @@ class Engine:
             "train", config.batch_size, generator=generator, augment=config.augment,
             shuffle=True, drop_last=True, channels_last=config.channels_last,
         )
-        for i, (x, y) in enumerate(batches):
+        for i, (x, y) in zip(range(this_epoch), batches):
             x, y = self.group.shard(x, y)  # every rank draws the same global batch, then takes its rows
             lr = lr_at(config, (epoch - 1) * steps + i, steps, drops)
             for group in self.optimizer.param_groups:
@@ -284,7 +300,7 @@ class Engine:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if on_batch is not None and self.group.is_main:
-                on_batch(i + 1, steps, loss.detach())
+                on_batch(i + 1, this_epoch, loss.detach())
         if not seen:
             raise RuntimeError("no training batch: the training split is smaller than one batch")
         loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(seen, device=self.device))
@@ -377,7 +393,7 @@ def fit(
         else:
             start, history, best = engine.restore(state)
 
-    for epoch in range(start + 1, config.epochs + 1):
+    for epoch in range(start + 1, engine.epochs + 1):
         began = time.perf_counter()
         train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
         seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised

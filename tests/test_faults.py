@@ -17,7 +17,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 
-from bench import ablation, checkpoint, report, runner, search, studies
+from bench import ablation, checkpoint, runner, search, studies
+from bench.report import command as report
 from bench.config import RunConfig
 from bench.errors import BenchError, cli, redact
 from bench.tracking import Tracker

@@ -21,7 +21,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats
 
-from bench import reference, report
+from bench import reference
+from bench.report import build, command, read, render
+from bench.report import stats as report_stats
 from bench.errors import BenchError
 
 SMOKE = """
@@ -52,7 +54,8 @@ def store(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     (folder / "bnmini.toml").write_text(BN_STUDY)
     for args in (("--study", "depth", "--variants", "vgg-a,vgg-b", "--seeds", "2"),
-                 ("--study", str(folder / "bnmini.toml"), "--seeds", "1")):
+                 ("--study", str(folder / "bnmini.toml"), "--seeds", "1"),
+                 ("--study", "depth-equal-flops", "--variants", "vgg-a,vgg-e")):
         done = ablation(folder, *args)
         assert done.returncode == 0, done.stderr[-2000:]
     return folder
@@ -61,7 +64,7 @@ def store(tmp_path_factory) -> Path:
 def run_report(folder: Path, monkeypatch, capsys, *args: str) -> dict:
     monkeypatch.chdir(folder)
     capsys.readouterr()
-    assert report.main([*args, "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
+    assert command.main([*args, "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
                         "--out", str(folder / "results"), "--format", "json"]) == 0
     return json.loads(capsys.readouterr().out)
 
@@ -70,7 +73,8 @@ def finished_runs(folder: Path, experiment: str) -> pd.DataFrame:
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([experiment_id], "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'")
-    return pd.DataFrame([{"variant": r.data.tags["bench.variant"], **r.data.metrics} for r in runs])
+    return pd.DataFrame([{"variant": r.data.tags["bench.variant"], "seed": r.data.tags["bench.seed"], **r.data.metrics}
+                         for r in runs]).sort_values("seed", kind="stable")
 
 
 def test_table_matches_the_mlflow_runs(store, monkeypatch, capsys):
@@ -89,11 +93,13 @@ def test_table_matches_the_mlflow_runs(store, monkeypatch, capsys):
         assert row["top1_err_pct"] == pytest.approx(100 - 100 * group["test_acc"].mean())
         assert row["params"] == group["params"].iloc[0] and row["flops"] == group["flops"].iloc[0]
         assert row["train_seconds"] == pytest.approx(group["train_seconds"].mean())
-    a, b = (100 * runs.loc[runs["variant"] == v, "test_acc"] for v in ("vgg-a", "vgg-b"))
+    a, b = (100 * runs.loc[runs["variant"] == v, "test_acc"].to_numpy() for v in ("vgg-a", "vgg-b"))
     assert rows["vgg-a"]["verdict"] == "reference"
     assert rows["vgg-b"]["diff_pts"] == pytest.approx(b.mean() - a.mean())
-    if np.ptp(a) or np.ptp(b):
-        assert rows["vgg-b"]["p_value"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    # Both have seeds 0 and 1 (same split, same batch order): the paired test on per-seed differences.
+    assert rows["vgg-b"]["analysis"] == "paired" and "paired over seeds" in rows["vgg-b"]["verdict"]
+    if np.ptp(b - a):
+        assert rows["vgg-b"]["p_value"] == pytest.approx(stats.ttest_rel(b, a).pvalue)
     # The paper's figures sit beside ours, labelled as other data.
     assert (rows["vgg-b"]["paper_config"], rows["vgg-b"]["paper_top1_err_pct"]) == ("B", 28.7)
     assert {p["label"] for p in out["published"]} == {"ImageNet, different data"}
@@ -123,6 +129,18 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     logged = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
     assert logged == {md.name, csv.name, png.name}
 
+    # Each variant's convergence, in the md report and as the parent run's tags.
+    table = table.set_index("variant")
+    assert f"Convergence ({report_stats.CONVERGENCE_RULE}):" in text
+    tags = client.get_run(parent.info.run_id).data.tags
+    for variant in ("vgg-a", "vgg-b"):
+        assert f"- {variant}: {table.loc[variant, 'convergence']}" in text
+        assert tags[f"bench.convergence.{variant}"] == table.loc[variant, "convergence"]
+    failing = [v for v in ("vgg-a", "vgg-b") if table.loc[v, "converged"] == "no"]
+    assert tags["bench.not_converged"] == (", ".join(failing) or "none")
+    for variant in failing:
+        assert tags[f"bench.convergence.{variant}"].startswith(report_stats.NOT_CONVERGED)
+
 
 def test_compare_puts_several_studies_in_one_table(store, monkeypatch, capsys):
     out = run_report(store, monkeypatch, capsys, "--compare", "depth", str(store / "bnmini.toml"))
@@ -136,13 +154,49 @@ def test_compare_puts_several_studies_in_one_table(store, monkeypatch, capsys):
     assert (store / "results" / "compare-depth-bnmini-synthetic-smoke.md").is_file()
 
 
+def test_equal_flops_study_is_labelled_and_trains_fewer_epochs_of_the_costlier_net(store, monkeypatch, capsys):
+    out = run_report(store, monkeypatch, capsys, "--study", "depth-equal-flops")
+    assert out["title"] == "depth-equal-flops [smoke] on synthetic at equal training FLOPs as the reference"
+    rows = {r["variant"]: r for r in out["variants"]}
+    assert {r["compute"] for r in rows.values()} == {"flops"}
+    ratio = rows["vgg-e"]["flops"] / rows["vgg-a"]["flops"]
+    assert rows["vgg-a"]["epochs_trained"] == 2
+    assert rows["vgg-e"]["epochs_trained"] == pytest.approx(2 / ratio)
+    text = (store / "results" / "depth-equal-flops-synthetic-smoke.md").read_text()
+    assert text.startswith(f"# {out['title']}") and "Compute: equal training FLOPs" in text
+    assert rows["vgg-a"]["target_val_acc_pct"] == 50  # the smoke budget's own target
+
+
+def test_terminal_table_says_which_variants_did_not_converge(store, monkeypatch, capsys):
+    monkeypatch.chdir(store)
+    uri = ["--tracking-uri", f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]
+    capsys.readouterr()
+    assert command.main(["--study", "depth", "--target-val-acc", "20", *uri]) == 0
+    shown = " ".join(capsys.readouterr().out.split())  # tables and verdicts on stdout; rich wraps long lines
+    summary = run_report(store, monkeypatch, capsys, "--study", "depth", "--target-val-acc", "20")["variants"]
+    assert "each variant against the reference" in shown
+    for row in summary:
+        assert row["target_val_acc_pct"] == 20
+        if row["verdict"] == "reference":
+            if row["converged"] == "no":
+                assert " ".join(f"{row['variant']} (reference): {row['convergence']}".split()) in shown
+        else:
+            assert " ".join(row["verdict"].split()) in shown
+            ref_converged = summary[0]["converged"]
+            assert row["verdict"].endswith(report_stats.NOT_CONVERGED) == (
+                row["converged"] == "no" or ref_converged == "no")
+    with pytest.raises(BenchError, match=r"--target-val-acc: a validation accuracy target is a percentage"):
+        command.main(["--study", "depth", "--target-val-acc", "nan", *uri])
+
+
 # --- statistics on cases with known answers ---------------------------------------------------------
 
 
 def frame(samples: dict[str, list[float]]) -> pd.DataFrame:
-    rows = [{"variant": v, "seed": i, "model": v, "batch_norm": False, "params": 1.0, "flops": 1.0,
+    """Runs of each variant at seeds of their own (no pairs), so the two-sample test applies."""
+    rows = [{"variant": v, "seed": 100 * k + i, "model": v, "batch_norm": False, "params": 1.0, "flops": 1.0,
              "test_acc": acc, "best_val_acc": acc, "train_seconds": 1.0, "images_per_s": 1.0}
-            for v, accs in samples.items() for i, acc in enumerate(accs)]
+            for k, (v, accs) in enumerate(samples.items()) for i, acc in enumerate(accs)]
     return pd.DataFrame(rows)
 
 
@@ -156,7 +210,7 @@ def welch_by_hand(a, b, confidence=0.95):
 
 
 def test_welch_interval_and_p_value_on_a_known_case():
-    summary = report.summarize(frame({"ref": [0.90, 0.92, 0.94], "worse": [0.80, 0.82, 0.84]}), reference_name="ref")
+    summary = build.summarize(frame({"ref": [0.90, 0.92, 0.94], "worse": [0.80, 0.82, 0.84]}), reference_name="ref")
     row = summary.set_index("variant").loc["worse"]
     # Equal variances and n = 3: se = sqrt(4/3 + 4/3), df = 4, t = 6.124, t(0.975, 4) = 2.7764.
     assert row["diff_pts"] == pytest.approx(-10.0)
@@ -167,7 +221,7 @@ def test_welch_interval_and_p_value_on_a_known_case():
 
 def test_welch_uses_unequal_variances_and_sizes():
     a, ref = [0.70, 0.75, 0.90, 0.95], [0.80, 0.81, 0.82]
-    row = report.summarize(frame({"ref": ref, "a": a}), reference_name="ref").set_index("variant").loc["a"]
+    row = build.summarize(frame({"ref": ref, "a": a}), reference_name="ref").set_index("variant").loc["a"]
     diff, low, high, p = welch_by_hand(np.multiply(a, 100), np.multiply(ref, 100))
     assert (row["diff_pts"], row["ci_low_pts"], row["ci_high_pts"], row["p_value"]) == pytest.approx((diff, low, high, p))
     pooled = stats.ttest_ind(a, ref).pvalue  # Student's test would give another answer
@@ -176,14 +230,14 @@ def test_welch_uses_unequal_variances_and_sizes():
 
 
 def test_one_seed_or_no_spread_gives_no_interval():
-    summary = report.summarize(
+    summary = build.summarize(
         frame({"ref": [0.90, 0.90], "single": [0.93], "flat": [0.90, 0.90]}), reference_name="ref"
     ).set_index("variant")
     assert np.isnan(summary.loc["single", "ci_low_pts"]) and np.isnan(summary.loc["single", "p_value"])
     assert summary.loc["single", "diff_pts"] == pytest.approx(3.0)
     assert "no interval can be given (one seed, n=1 vs 2)" in summary.loc["single", "verdict"]
     assert "every seed gave the same accuracy" in summary.loc["flat", "verdict"]
-    headers, rows = report.display_rows(summary.reset_index())
+    headers, rows = render.display_rows(summary.reset_index())
     assert "+3.00 (no interval)" in rows[1]
 
 
@@ -200,8 +254,8 @@ def test_published_figures_match_the_paper_and_peers():
     assert bn == {reference.KUANGLIU: 92.64, reference.CHENGYANGFU: 93.86, reference.GIUNG2: 93.50}
     assert reference.peer_figures("vgg-d", True, "synthetic") == []
 
-    summary = report.summarize(frame({"vgg-b": [0.9, 0.91]}))
-    table = report.published(summary, "cifar10")
+    summary = build.summarize(frame({"vgg-b": [0.9, 0.91]}))
+    table = build.published(summary, "cifar10")
     assert set(table["label"]) == {"ImageNet, different data", reference.CHENGYANGFU_RECIPE, reference.GIUNG2_RECIPE}
     assert all(label.startswith("CIFAR-10, their recipe") for label in table["label"][1:])
     assert table.loc[table["source"] == reference.CHENGYANGFU, "theirs"].item() == "92.79"
@@ -231,7 +285,7 @@ def test_missing_store_is_an_error_not_created(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for uri in (f"sqlite:///{tmp_path}/x.db", str(tmp_path / "x.db"), None):  # None: sqlite:///mlflow.db here
         with pytest.raises(BenchError, match="does not exist"):
-            report.open_store(uri)
+            read.open_store(uri)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -248,13 +302,13 @@ def test_other_bad_input(store, monkeypatch):
     uri = ["--tracking-uri", f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]
     with pytest.raises(BenchError, match=r"no finished runs at budget full \(it has smoke on synthetic \(4 runs\)\); "
                                          r"run it with: python -m bench\.ablation --study depth --budget full"):
-        report.main(["--study", "depth", "--budget", "full", *uri])
+        command.main(["--study", "depth", "--budget", "full", *uri])
     with pytest.raises(BenchError, match="share no budget and dataset"):
-        report.main(["--compare", "depth", str(store / "bnmini.toml"), "--dataset", "cifar10", *uri])
+        command.main(["--compare", "depth", str(store / "bnmini.toml"), "--dataset", "cifar10", *uri])
     (store / "searchonly.toml").write_text(SEARCH_STUDY)
     with pytest.raises(BenchError, match="has no variants to report"):
-        report.main(["--study", str(store / "searchonly.toml"), *uri])
+        command.main(["--study", str(store / "searchonly.toml"), *uri])
     with pytest.raises(BenchError, match="names a study twice"):
-        report.main(["--compare", "depth", "depth", *uri])
+        command.main(["--compare", "depth", "depth", *uri])
     with pytest.raises(BenchError, match="say what to report"):
-        report.main(uri)
+        command.main(uri)

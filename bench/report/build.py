@@ -1,0 +1,206 @@
+"""The report as data: one row per variant (cost, accuracy, the comparison with the reference,
+convergence, time to accuracy), the published figures beside it, and its provenance."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from bench import provenance, reference
+from bench.errors import redact
+from bench.report import read, stats
+
+SUMMARY_COLUMNS = [
+    "variant", "model", "batch_norm", "runs", "seeds", "params", "flops", "compute", "epochs_trained",
+    "best_val_acc_pct", "best_val_acc_pct_std", "test_acc_pct", "test_acc_pct_std", "top1_err_pct",
+    "train_seconds", "images_per_s", "reference", "analysis", "diff_pts", "ci_low_pts", "ci_high_pts", "p_value",
+    "p_holm", "hedges_g", "seeds_for_power", "verdict", "converged", "convergence_slope", "convergence_ci_low",
+    "convergence_ci_high", "convergence", "target_val_acc_pct", "reached_target", "epochs_to_target",
+    "seconds_to_target", "paper_config", "paper_top1_err_pct", "paper_top5_err_pct",
+]
+FLOAT_COLUMNS = ("diff_pts", "ci_low_pts", "ci_high_pts", "p_value", "p_holm", "hedges_g", "seeds_for_power",
+                 "convergence_slope", "convergence_ci_low", "convergence_ci_high", "target_val_acc_pct",
+                 "epochs_to_target", "seconds_to_target")
+COMPUTE_LABELS = {"epochs": "equal epochs", "flops": "equal training FLOPs"}
+
+
+def summarize(frame: pd.DataFrame, order: list[str] | None = None, reference_name: str | None = None,
+              curves: pd.DataFrame | None = None, target_pct: float | None = None) -> pd.DataFrame:
+    """One row per variant of one study: seeds, cost, accuracy mean and std (percent), the reference
+    comparison (Holm-adjusted over the study's comparisons), convergence and time to `target_pct`."""
+    grouped = {name: runs for name, runs in frame.groupby("variant", sort=False)}
+    names = [v for v in (order or []) if v in grouped] + [v for v in grouped if v not in (order or [])]
+    ref_runs = grouped.get(reference_name)
+    percent = {name: runs["test_acc"].astype(float) * 100 for name, runs in grouped.items()}
+    compared = [n for n in names if ref_runs is not None and n != reference_name]
+    comparisons = dict(zip(compared, map(stats.with_power, stats.holm([
+        stats.compare(percent[n], percent[reference_name], grouped[n]["seed"].tolist(), ref_runs["seed"].tolist())
+        for n in compared]))))
+    convergence = {n: stats.convergence(curves[curves["variant"] == n]) for n in names} if curves is not None else {}
+    rows = []
+    for name in names:
+        runs = grouped[name]
+        test, val = percent[name], runs["best_val_acc"].astype(float) * 100
+        model, batch_norm = runs["model"].iloc[0], bool(runs["batch_norm"].iloc[0])
+        row = {
+            "variant": name,
+            "model": model,
+            "batch_norm": batch_norm,
+            "runs": len(runs),
+            "seeds": ",".join(sorted(map(str, runs["seed"]), key=lambda s: (len(s), s))),
+            "params": float(runs["params"].iloc[0]),
+            "flops": float(runs["flops"].iloc[0]),
+            "compute": runs["compute"].iloc[0] if "compute" in runs else "epochs",
+            "epochs_trained": float((runs["epochs"] * runs["compute_scale"]).mean()) if "epochs" in runs else np.nan,
+            "best_val_acc_pct": val.mean(),
+            "best_val_acc_pct_std": val.std(ddof=1),
+            "test_acc_pct": test.mean(),
+            "test_acc_pct_std": test.std(ddof=1),
+            "top1_err_pct": 100 - test.mean(),
+            "train_seconds": runs["train_seconds"].astype(float).mean(),
+            "images_per_s": runs["images_per_s"].astype(float).mean(),
+            "reference": reference_name,
+            "verdict": "",
+        }
+        if name == reference_name:
+            row["verdict"] = "reference"
+        elif reference_name is not None and ref_runs is None:
+            row["verdict"] = f"no finished runs of the reference {reference_name} to compare with"
+        elif name in comparisons:
+            c = comparisons[name]
+            row.update(analysis=c.analysis, diff_pts=c.diff, ci_low_pts=c.low, ci_high_pts=c.high, p_value=c.p,
+                       p_holm=c.p_holm, hedges_g=c.hedges_g, seeds_for_power=c.seeds_for_power,
+                       verdict=stats.verdict(name, reference_name, c) + convergence_note(name, reference_name,
+                                                                                          convergence))
+        if name in convergence:
+            k = convergence[name]
+            row.update(converged=k.label, convergence_slope=k.slope, convergence_ci_low=k.low,
+                       convergence_ci_high=k.high, convergence=k.text)
+        if target_pct is not None and curves is not None:
+            t = stats.time_to_accuracy(curves[curves["variant"] == name], target_pct)
+            row.update(target_val_acc_pct=target_pct, reached_target=t.reached_text, epochs_to_target=t.epochs,
+                       seconds_to_target=t.seconds)
+        paper = reference.paper_errors(model, batch_norm) or (None, np.nan, np.nan)
+        row["paper_config"], row["paper_top1_err_pct"], row["paper_top5_err_pct"] = paper
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({c: float for c in FLOAT_COLUMNS})
+
+
+def convergence_note(name: str, reference_name: str, convergence: dict[str, stats.Convergence]) -> str:
+    """What a verdict must add when either side of the comparison had not stopped improving."""
+    if name in convergence and convergence[name].converged is False:
+        return f"; {stats.NOT_CONVERGED}"
+    if reference_name in convergence and convergence[reference_name].converged is False:
+        return f"; the reference {reference_name} is {stats.NOT_CONVERGED}"
+    return ""
+
+
+def published(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The paper's Table 3 and the peers' figures for the variants in the summary, each labelled."""
+    several = "study" in summary and summary["study"].nunique() > 1
+    rows = []
+    for r in summary.itertuples():
+        first = {"study": r.study, "variant": r.variant} if several else {"variant": r.variant}
+        if r.paper_config:
+            rows.append({**first, "metric": "top-1 err %", "ours": f"{r.top1_err_pct:.2f}",
+                         "theirs": f"{r.paper_top1_err_pct:.1f} (top-5 {r.paper_top5_err_pct:.1f})",
+                         "source": f"{reference.PAPER_SOURCE}, config {r.paper_config}", "label": reference.PAPER_LABEL})
+        elif reference.paper_config(r.model):
+            rows.append({**first, "metric": "top-1 err %", "ours": f"{r.top1_err_pct:.2f}",
+                         "theirs": "none (the paper had no BatchNorm)", "source": reference.PAPER_SOURCE, "label": ""})
+        for figure in reference.peer_figures(r.model, r.batch_norm, dataset):
+            rows.append({**first, "metric": "test acc %", "ours": f"{r.test_acc_pct:.2f}",
+                         "theirs": f"{figure.test_acc_pct:.2f}", "source": figure.source, "label": figure.label})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Report:
+    studies: list[str]
+    budget: str
+    dataset: str
+    runs: pd.DataFrame       # the finished runs reported, one row each
+    summary: pd.DataFrame    # one row per study x variant
+    published: pd.DataFrame  # paper and peer figures beside them
+    curves: pd.DataFrame     # validation accuracy and training seconds per epoch of each run
+    others: pd.DataFrame     # the budgets and datasets in MLflow not reported here
+    parents: dict[str, str]  # study -> MLflow parent run the report is logged to
+    header: dict[str, str]   # provenance: who made this report, of what, how
+
+    @property
+    def name(self) -> str:
+        stem = self.studies[0] if len(self.studies) == 1 else "compare-" + "-".join(self.studies)
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{stem}-{self.dataset}-{self.budget}")
+
+    @property
+    def title(self) -> str:
+        text = f"{', '.join(self.studies)} [{self.budget}] on {self.dataset}"
+        equal = sorted(set(self.summary["compute"].dropna()) - {"epochs"})
+        if equal:  # say it in the title: such a table answers another question than equal epochs
+            text += " at " + ", ".join(COMPUTE_LABELS.get(c, c) for c in equal) + " as the reference"
+        return text
+
+
+def build(tracker, names: list[str], budget: str | None, dataset: str | None, command: str,
+          tracking_uri: str | None = None, target_pct: float | None = None) -> Report:
+    """The report of one or several studies at one budget and dataset; `target_pct` overrides the
+    studies' own validation accuracy target for time to accuracy."""
+    every = [read.study_runs(tracker, name, tracking_uri) for name in names]
+    chosen = budget is not None or dataset is not None
+    budget, dataset = read.choose_slice(every, budget, dataset, tracking_uri)
+    reported = [s.runs[(s.runs["budget"] == budget) & (s.runs["dataset"] == dataset)] for s in every]
+    runs = pd.concat(reported, ignore_index=True)
+    curves = read.curves(tracker, runs)
+    summaries = []
+    for s, study_runs in zip(every, reported):
+        target = target_pct if target_pct is not None else s.study.target_val_acc_pct_for(budget)
+        summaries.append(summarize(study_runs, list(s.study.variants), s.study.reference,
+                                   curves[curves["study"] == s.study.name], target).assign(study=s.study.name))
+    summary = pd.concat(summaries, ignore_index=True)
+    summary = summary[["study", *summary.columns.drop("study")]]
+    counts = read.slice_counts(pd.concat([s.runs for s in every]))
+    others = counts[(counts["budget"] != budget) | (counts["dataset"] != dataset)].reset_index(drop=True)
+    parents = {study: group["parent_run_id"].mode().iloc[0]
+               for study, group in runs.groupby("study") if group["parent_run_id"].notna().any()}
+    why = "chosen with --budget/--dataset" if chosen else "the one with the most finished runs"
+    which = f"{budget} on {dataset}, {len(runs)} finished runs ({why})"
+    return Report(
+        studies=[s.study.name for s in every], budget=budget, dataset=dataset, runs=runs, summary=summary,
+        published=published(summary, dataset), curves=curves, others=others, parents=parents,
+        header=provenance_header(runs, command, tracker.uri, which, others),
+    )
+
+
+def provenance_header(runs: pd.DataFrame, command: str, uri: str, which: str, others: pd.DataFrame) -> dict[str, str]:
+    here = provenance.stamp()
+    also = "; ".join(f"{r.study}: {r.budget} on {r.dataset} ({r.runs} runs)" for r in others.itertuples())
+
+    def distinct(column: str) -> str:
+        return ", ".join(sorted(runs[column].dropna().astype(str).unique())) or "unknown"
+
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "machine": f"{here['host']} ({here['device']}), python {here['python']}",
+        "project commit": here["commit"],
+        "runs trained on": distinct("device"),
+        "runs torch": distinct("torch"),
+        "runs commit": distinct("commit"),
+        "runs host": distinct("host"),
+        "budget": which,
+        "other budgets in MLflow": also or "none",
+        "MLflow store": redact(uri),
+    }
+
+
+def convergence_tags(summary: pd.DataFrame) -> dict[str, str]:
+    """Tags for a study's parent run: each variant's convergence, and which ones had not converged."""
+    tags = {f"bench.convergence.{r.variant}": r.convergence for r in summary.itertuples() if isinstance(r.convergence, str)}
+    if tags:
+        failing = [r.variant for r in summary.itertuples() if r.converged == "no"]
+        tags["bench.not_converged"] = ", ".join(failing) or "none"
+    return tags

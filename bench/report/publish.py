@@ -1,0 +1,28 @@
+"""Where a report goes: its files (md, csv, png) into a folder, and onto each study's parent run
+with the variants' convergence as the parent's tags. Used by `python -m bench.report` and at the
+end of a study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report import build, figures, render
+
+DEFAULT_OUT = "reports"  # git-ignored; results/ holds the committed reference reports
+
+
+def write(report: build.Report, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv = out / f"{report.name}.md", out / f"{report.name}.csv"
+    md.write_text(render.markdown(report))
+    csv.write_text(render.csv_text(report))
+    return [md, csv, figures.figure(report, out / f"{report.name}.png")]
+
+
+def log_to_parents(tracker, report: build.Report, paths: list[Path]) -> None:
+    """The report's files as artifacts of each study's parent run, under report/, and each variant's
+    convergence as the parent's tags."""
+    for study, run_id in report.parents.items():
+        tracker.set_tags(run_id, build.convergence_tags(report.summary[report.summary["study"] == study]))
+    for run_id in dict.fromkeys(report.parents.values()):
+        tracker.log_artifacts(run_id, paths, "report")

@@ -1,0 +1,143 @@
+"""Reading a study's runs from MLflow (through bench.tracking) into pandas, and choosing the one
+budget and dataset to report, so that runs of different sizes never mix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from rich.progress import track
+
+from bench import studies
+from bench.errors import BenchError, redact
+from bench.progress import console
+
+COLUMNS = {
+    "params": "metrics.params",
+    "flops": "metrics.flops",
+    "best_val_acc": "metrics.best_val_acc",
+    "test_acc": "metrics.test_acc",
+    "train_seconds": "metrics.train_seconds",
+    "images_per_s": "metrics.images_per_s",  # the last epoch's: past start-up costs
+}
+TAGS = {
+    "variant": "tags.bench.variant",
+    "seed": "tags.bench.seed",
+    "config_hash": "tags.bench.config_hash",
+    "budget": "tags.bench.budget",
+    "dataset": "tags.bench.dataset",
+    "model": "tags.bench.model",
+    "device": "tags.bench.device",
+    "torch": "tags.bench.torch",
+    "commit": "tags.bench.commit",
+    "host": "tags.bench.host",
+    "parent_run_id": "tags.mlflow.parentRunId",
+}
+# Run settings the report needs, with the value runs logged before the setting existed had.
+PARAMS = {"batch_norm": "False", "epochs": None, "compute": "epochs", "compute_scale": "1.0"}
+RUN_COLUMNS = ["run_id", *TAGS, *PARAMS, *COLUMNS]
+CURVE_METRICS = {"val_acc": "val_acc", "epoch_seconds": "epoch_seconds"}
+
+
+def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: set[str] | None = None) -> pd.DataFrame:
+    """One row per FINISHED child run: variant, seed, config hash, budget, dataset, settings, final metrics."""
+    runs = tracker.finished_runs([experiment_id], f"tags.`bench.budget` = '{budget}'" if budget is not None else "")
+    if runs.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    params = {name: runs.get(f"params.{name}", pd.Series(default, index=runs.index, dtype=object)).fillna(default)
+              for name, default in PARAMS.items()}
+    frame = pd.DataFrame({
+        "run_id": runs["run_id"],
+        **{name: runs.get(column) for name, column in TAGS.items()},
+        "batch_norm": params["batch_norm"].eq("True"),
+        "epochs": pd.to_numeric(params["epochs"], errors="coerce"),
+        "compute": params["compute"],
+        "compute_scale": pd.to_numeric(params["compute_scale"], errors="coerce"),
+        **{name: runs.get(column) for name, column in COLUMNS.items()},
+    })[RUN_COLUMNS]
+    if hashes is not None:
+        frame = frame[frame["config_hash"].isin(hashes)]
+    # Newest first (search_runs' order): a config trained twice counts once.
+    return frame.drop_duplicates("config_hash").reset_index(drop=True)
+
+
+def open_store(uri: str | None):
+    """The Tracker for an existing store; a store that is not there is an error, never created empty."""
+    from bench.tracking import open_existing
+
+    return open_existing(uri)
+
+
+@dataclass(frozen=True)
+class StudyRuns:
+    given: str  # as the person named it (a name or a TOML path), for the commands we suggest
+    study: studies.Study
+    runs: pd.DataFrame  # every finished variant run of the study, at every budget and dataset
+
+
+def study_runs(tracker, name: str, tracking_uri: str | None) -> StudyRuns:
+    study = studies.load(name)
+    if not study.variants:
+        raise BenchError(f"study {study.name!r} has no variants to report (it is a search): "
+                         f"python -m bench.search --study {study.name}")
+    experiment_id = tracker.find_experiment(study.name)
+    runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=RUN_COLUMNS)
+    runs = runs[runs["variant"].notna()]  # search trials in the same experiment have no variant
+    if runs.empty:
+        raise BenchError(f"study {study.name!r} has no finished runs in {redact(tracker.uri)}; run it with: "
+                         f"{run_command(name, None, tracking_uri)}")
+    return StudyRuns(name, study, runs.assign(study=study.name))
+
+
+def run_command(study: str, budget: str | None, tracking_uri: str | None, dataset: str | None = None) -> str:
+    command = f"python -m bench.ablation --study {study}"
+    if budget is not None and "+" not in budget:  # a label with overrides is not a --budget value
+        command += f" --budget {budget}"
+    if dataset is not None:
+        command += f" --dataset {dataset}"
+    if tracking_uri:
+        command += f" --tracking-uri {redact(tracking_uri)}"
+    return command
+
+
+def slice_counts(runs: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs per study, budget label and dataset."""
+    return runs.groupby(["study", "budget", "dataset"]).size().rename("runs").reset_index()
+
+
+def choose_slice(every: list[StudyRuns], budget: str | None, dataset: str | None,
+                 tracking_uri: str | None) -> tuple[str, str]:
+    """The budget and dataset to report: the one every study has, with the most finished runs."""
+    counts = slice_counts(pd.concat([s.runs for s in every]))
+    shared = counts.groupby(["budget", "dataset"]).agg(studies=("study", "nunique"), runs=("runs", "sum"))
+    shared = shared[shared["studies"] == len(every)].reset_index()
+    if budget is not None:
+        shared = shared[shared["budget"] == budget]
+    if dataset is not None:
+        shared = shared[shared["dataset"] == dataset]
+    if shared.empty:
+        if len(every) == 1:
+            name = every[0].given
+            held = "; ".join(f"{r.budget} on {r.dataset} ({r.runs} runs)" for r in counts.itertuples())
+            wanted = " ".join(x for x in (budget and f"at budget {budget}", dataset and f"on {dataset}") if x)
+            raise BenchError(f"study {every[0].study.name!r} has no finished runs {wanted} (it has {held}); "
+                             f"run it with: {run_command(name, budget, tracking_uri, dataset)}")
+        held = "; ".join(f"{r.study}: {r.budget} on {r.dataset} ({r.runs} runs)" for r in counts.itertuples())
+        raise BenchError(f"the studies share no budget and dataset with finished runs ({held}); "
+                         "run them at one budget, or pick one with --budget/--dataset")
+    best = shared.sort_values("runs", ascending=False, kind="stable").iloc[0]
+    return best["budget"], best["dataset"]
+
+
+def curves(tracker, runs: pd.DataFrame) -> pd.DataFrame:
+    """Validation accuracy and training seconds per epoch of each run (step = epoch)."""
+    columns = ["study", "variant", "seed", "epoch", *CURVE_METRICS]
+    frames = []
+    for run in track(list(runs.itertuples()), description="reading curves", console=console, transient=True):
+        per_metric = [pd.Series(dict(tracker.metric_history(run.run_id, key)), name=name, dtype=float)
+                      for name, key in CURVE_METRICS.items()]
+        frame = pd.concat(per_metric, axis=1).rename_axis("epoch").reset_index()
+        frames.append(frame.assign(study=run.study, variant=run.variant, seed=run.seed))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]

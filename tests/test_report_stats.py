@@ -1,0 +1,247 @@
+"""The report's statistics on synthetic run tables whose truth is known: error rates over many
+simulated studies, Holm against its definition, pairing, effect size, convergence and time to
+accuracy. No MLflow: these are the numbers the report's verdicts rest on."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
+
+from bench.report import build, render, stats
+
+@pytest.fixture(autouse=True)
+def no_full_collections(monkeypatch):
+    """statsmodels' multipletests runs gc.collect() on every call: 0.6 s in a process holding torch,
+    minutes over thousands of simulated studies. Skipping it changes no number."""
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+
+
+SIMULATED = 600  # studies per error-rate check: binomial SE of a 5 % rate is 0.9 %, of 80 % 1.6 %
+
+
+def runs(accuracies: dict[str, list[float]], seeds: dict[str, list[int]] | None = None) -> pd.DataFrame:
+    """A run table as bench.report.read gives it: test accuracies as fractions, one row per seed."""
+    return pd.DataFrame([
+        {"variant": v, "seed": (seeds or {}).get(v, range(len(accs)))[i], "model": "vgg-a", "batch_norm": False,
+         "params": 1.0, "flops": 1.0, "test_acc": acc / 100, "best_val_acc": acc / 100, "train_seconds": 1.0,
+         "images_per_s": 1.0}
+        for v, accs in accuracies.items() for i, acc in enumerate(accs)])
+
+
+def simulated_study(rng, variants: int, seeds: int, planted: float, seed_sd: float, noise_sd: float,
+                    shared: bool = True):
+    """Test accuracies (points) of a reference and `variants` others: a seed's split and batch order
+    shift a run by seed_sd (alike for every variant at that seed when `shared`, as in this harness), each
+    run adds its own noise (noise_sd); the first variant is better by `planted` points, the others equal."""
+    def seed_effect():
+        return common if shared else rng.normal(0, seed_sd, seeds)
+
+    common = rng.normal(0, seed_sd, seeds)
+    reference = 85 + seed_effect() + rng.normal(0, noise_sd, seeds)
+    others = [85 + (planted if k == 0 else 0) + seed_effect() + rng.normal(0, noise_sd, seeds)
+              for k in range(variants)]
+    return reference, others
+
+
+def study_comparisons(reference, others, paired: bool) -> list[stats.Comparison]:
+    seeds = list(range(len(reference)))
+    other_seeds = seeds if paired else [s + 1000 for s in seeds]  # no seed in common: Welch
+    return stats.holm([stats.compare(o, reference, other_seeds, seeds) for o in others])
+
+
+# --- error rates over many simulated studies ------------------------------------------------------
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "welch"])
+def test_absent_differences_are_found_at_most_at_the_stated_rate(paired):
+    rng = np.random.default_rng(1)
+    raw_hits = family_hits = 0
+    for _ in range(SIMULATED):
+        # Welch's test is for seeds that do not pair: the truth it is checked on has none.
+        reference, others = simulated_study(rng, variants=4, seeds=5, planted=0.0, seed_sd=0.5, noise_sd=0.3,
+                                            shared=paired)
+        comparisons = study_comparisons(reference, others, paired)
+        assert all(c.analysis == ("paired" if paired else "Welch") for c in comparisons)
+        raw_hits += sum(c.p < stats.ALPHA for c in comparisons)
+        family_hits += any(c.significant for c in comparisons)
+    # Each raw test is calibrated (about alpha of the null comparisons reach p < alpha)...
+    raw_rate = raw_hits / (4 * SIMULATED)
+    assert abs(raw_rate - stats.ALPHA) < 3 * np.sqrt(stats.ALPHA * (1 - stats.ALPHA) / (4 * SIMULATED))
+    # ...and Holm keeps the chance of any false verdict in a study of 4 comparisons at alpha or below,
+    # where four uncorrected tests would give about 1 - 0.95^4 = 19 %.
+    assert family_hits / SIMULATED <= stats.ALPHA + 3 * np.sqrt(stats.ALPHA * (1 - stats.ALPHA) / SIMULATED)
+
+
+def test_a_planted_difference_is_found_with_the_stated_power_at_the_stated_seeds():
+    planted, seed_sd, noise_sd = 0.6, 0.5, 0.3
+    # The truth: per-seed differences have sd noise_sd * sqrt(2), so d_z = planted / that.
+    seeds = stats.seeds_needed(planted / (noise_sd * np.sqrt(2)), paired=True)
+    assert 4 <= seeds <= 12
+    rng = np.random.default_rng(2)
+    found = 0
+    for _ in range(SIMULATED):
+        reference, (better,) = simulated_study(rng, variants=1, seeds=seeds, planted=planted, seed_sd=seed_sd,
+                                               noise_sd=noise_sd)
+        (c,) = study_comparisons(reference, [better], paired=True)
+        found += c.significant and c.diff > 0
+    # At least the promised power (the count rounds up), and not wildly above it.
+    assert stats.POWER - 3 * 0.016 <= found / SIMULATED <= 0.95
+
+
+def test_pairing_finds_what_welch_misses_when_seeds_share_noise():
+    """The same planted difference under strong seed-to-seed noise shared by the variants: each test
+    finds it at the rate its own power promises, and the paired one, which the shared split and batch
+    order license, far more often."""
+    planted, seed_sd, noise_sd, seeds, studies = 0.5, 1.0, 0.2, 5, 400
+    rng = np.random.default_rng(3)
+    paired_found = welch_found = 0
+    for _ in range(studies):
+        reference, (better,) = simulated_study(rng, variants=1, seeds=seeds, planted=planted, seed_sd=seed_sd,
+                                               noise_sd=noise_sd)
+        paired_found += study_comparisons(reference, [better], paired=True)[0].significant
+        welch_found += study_comparisons(reference, [better], paired=False)[0].significant
+    paired_power = TTestPower().power(planted / (noise_sd * np.sqrt(2)), seeds, stats.ALPHA)
+    assert abs(paired_found / studies - paired_power) < 3 * np.sqrt(paired_power * (1 - paired_power) / studies)
+    # Welch's test sees the seed noise as spread (and, its samples being correlated, is conservative).
+    welch_power = TTestIndPower().power(planted / np.hypot(seed_sd, noise_sd), seeds, stats.ALPHA)
+    assert welch_found / studies < welch_power + 3 * np.sqrt(welch_power * (1 - welch_power) / studies) < 0.3
+    assert paired_power > 0.8
+
+
+# --- which analysis, and the library's numbers ------------------------------------------------------
+
+
+def test_paired_only_where_every_seed_is_present_for_both():
+    ref, var = [84.0, 85.5, 83.2], [84.9, 86.1, 84.5]
+    same = build.summarize(runs({"ref": ref, "v": var}), reference_name="ref").set_index("variant").loc["v"]
+    assert same["analysis"] == "paired"
+    assert same["p_value"] == pytest.approx(scipy_stats.ttest_rel(var, ref).pvalue)
+    low, high = scipy_stats.ttest_rel(var, ref).confidence_interval(0.95)
+    assert (same["ci_low_pts"], same["ci_high_pts"]) == pytest.approx((low, high))
+    assert "paired over seeds" in same["verdict"]
+    # Seeds given in another order still pair seed with seed.
+    shuffled = build.summarize(runs({"ref": ref, "v": var[::-1]}, {"v": [2, 1, 0]}), reference_name="ref")
+    assert shuffled.set_index("variant").loc["v", "p_value"] == pytest.approx(same["p_value"])
+    # One seed missing from the variant: no complete pairs, so Welch's test on what there is.
+    partial = build.summarize(runs({"ref": ref, "v": var[:2]}), reference_name="ref").set_index("variant").loc["v"]
+    assert partial["analysis"] == "Welch"
+    assert partial["p_value"] == pytest.approx(scipy_stats.ttest_ind(var[:2], ref, equal_var=False).pvalue)
+
+
+def test_holm_adjusts_as_its_definition_says():
+    p = [0.01, 0.04, 0.03, 0.005, 0.5]
+    comparisons = stats.holm([stats.Comparison(0.0, 0.0, 0.0, q, 3, 3, "Welch") for q in p])
+    adjusted = [c.p_holm for c in comparisons]
+    assert adjusted == pytest.approx(multipletests(p, method="holm")[1])
+    # By the definition: sort ascending, multiply the i-th smallest (from 0) by m - i, keep the running
+    # maximum, cap at 1, and put each back in its place.
+    m, order = len(p), np.argsort(p)
+    by_hand = np.minimum(1, np.maximum.accumulate([(m - i) * p[j] for i, j in enumerate(order)]))
+    expected = np.empty(m)
+    expected[order] = by_hand
+    assert adjusted == pytest.approx(expected)
+    assert [c.comparisons for c in comparisons] == [5] * 5
+    # 0.04 and 0.03 are significant alone but not after the correction.
+    assert [c.significant for c in comparisons] == [True, False, False, True, False]
+
+
+def test_the_study_table_shows_raw_and_holm_p_and_judges_by_holm():
+    ref = [85.0, 85.4, 84.8, 85.2]
+    table = build.summarize(runs({"ref": ref, "a": [85.6, 85.9, 85.3, 85.8], "b": [85.1, 85.3, 84.9, 85.2],
+                                  "c": [84.9, 85.6, 84.7, 85.4]}), reference_name="ref").set_index("variant")
+    p = table.loc[["a", "b", "c"], "p_value"].tolist()
+    assert table.loc[["a", "b", "c"], "p_holm"].tolist() == pytest.approx(multipletests(p, method="holm")[1])
+    assert "Holm p=" in table.loc["a", "verdict"] and "over 3 comparisons" in table.loc["a", "verdict"]
+    headers, _rows = render.display_rows(table.reset_index())
+    assert {"p", "Holm p", "Hedges g", "test"} <= set(render.comparison_rows(table.reset_index())[0])
+    assert "Holm p" in headers
+
+
+def test_hedges_g_and_the_seeds_a_difference_needs():
+    a, b = np.array([85.0, 86.0, 87.0]), np.array([84.0, 85.0, 86.0])
+    pooled = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    correction = 1 - 3 / (4 * (len(a) + len(b) - 2) - 1)  # Hedges' small-sample factor
+    assert stats.hedges_g(a, b) == pytest.approx((a.mean() - b.mean()) / pooled * correction)
+    # The seeds needed give the stated power and one seed fewer would not (paired test, d_z = 1).
+    n = stats.seeds_needed(1.0, paired=True)
+    power = TTestPower().power(effect_size=1.0, nobs=n, alpha=stats.ALPHA)
+    assert power >= stats.POWER > TTestPower().power(effect_size=1.0, nobs=n - 1, alpha=stats.ALPHA)
+    assert stats.seeds_needed(0.0, paired=False) is None  # no difference: no number of seeds finds it
+    assert stats.seeds_needed(1e-4, paired=False) is None  # beyond any benchmark's reach
+
+
+# --- convergence --------------------------------------------------------------------------------------
+
+
+def curves(variant_slopes: dict[str, float], epochs: int = 8, seeds: int = 3, noise: float = 0.05,
+           seconds: float = 10.0, start: float = 70.0, seed: int = 0) -> pd.DataFrame:
+    """Validation curves (fractions) that rise by the given points per epoch, with noise."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame([
+        {"variant": v, "seed": s, "epoch": e, "val_acc": (start + slope * e + rng.normal(0, noise)) / 100,
+         "epoch_seconds": seconds}
+        for v, slope in variant_slopes.items() for s in range(seeds) for e in range(1, epochs + 1)])
+
+
+def test_a_still_rising_curve_is_flagged_and_a_flat_one_is_not():
+    rising = stats.convergence(curves({"v": 1.0}, noise=0.3))
+    assert rising.converged is False and rising.slope == pytest.approx(1.0, abs=0.3)
+    assert rising.text.startswith(stats.NOT_CONVERGED) and rising.window == 3
+    flat = stats.convergence(curves({"v": 0.0}))
+    assert flat.converged is True and flat.high < stats.CONVERGENCE_SLOPE
+    # Below the threshold on average, but too noisy across seeds to tell: neither verdict is claimed.
+    seeds_apart = pd.concat([curves({"v": slope}, seeds=1, noise=0).assign(seed=k) for k, slope in enumerate((-0.2, 0.1, 0.4))])
+    unsure = stats.convergence(seeds_apart)  # mean slope 0.1, but one seed still climbs 0.4 points/epoch
+    assert unsure.converged is None and unsure.text.startswith("convergence uncertain")
+    # The window is the last third of a long run, so an early climb does not count against a plateau.
+    long = curves({"v": 0.0}, epochs=30)
+    long.loc[long["epoch"] <= 10, "val_acc"] -= 0.05
+    assert stats.convergence(long).converged is True and stats.convergence(long).window == 10
+
+
+def test_verdicts_of_unconverged_variants_say_so():
+    accuracies = {"ref": [85.0, 85.2, 84.9], "slow": [85.3, 85.1, 85.4], "fine": [85.1, 85.0, 85.3]}
+    table = build.summarize(runs(accuracies), reference_name="ref",
+                            curves=curves({"ref": 0.0, "slow": 1.0, "fine": 0.0})).set_index("variant")
+    assert table.loc["slow", "converged"] == "no"
+    assert table.loc["slow", "verdict"].endswith(f"; {stats.NOT_CONVERGED}")
+    assert stats.NOT_CONVERGED not in table.loc["fine", "verdict"] and table.loc["fine", "converged"] == "yes"
+    headers, rows = render.display_rows(table.reset_index())
+    column = headers.index("converged (val pts/ep)")
+    assert [r[column].split(" ")[0] for r in rows] == ["yes", "no", "yes"]
+    assert any(stats.NOT_CONVERGED in line for line in render.verdict_lines(table.reset_index()))
+    assert build.convergence_tags(table.reset_index())["bench.not_converged"] == "slow"
+
+    # An unconverged reference puts every comparison in doubt, and its own line says so.
+    table = build.summarize(runs(accuracies), reference_name="ref",
+                            curves=curves({"ref": 1.0, "slow": 1.0, "fine": 0.0})).set_index("variant")
+    assert table.loc["fine", "verdict"].endswith(f"the reference ref is {stats.NOT_CONVERGED}")
+    assert render.verdict_lines(table.reset_index())[0].startswith(f"ref (reference): {stats.NOT_CONVERGED}")
+
+
+# --- time to accuracy -----------------------------------------------------------------------------------
+
+
+def test_time_to_accuracy_is_the_first_epoch_at_the_target():
+    table = pd.DataFrame({
+        "seed": [0] * 4 + [1] * 4 + [2] * 4,
+        "epoch": [1, 2, 3, 4] * 3,
+        "val_acc": [0.70, 0.79, 0.81, 0.80, 0.75, 0.78, 0.79, 0.83, 0.60, 0.65, 0.70, 0.72],
+        "epoch_seconds": [10.0, 12.0, 11.0, 10.0] * 3,
+    })
+    t = stats.time_to_accuracy(table, 80.0)
+    assert (t.reached, t.seeds) == (2, 3)
+    assert t.epochs == pytest.approx((3 + 4) / 2)  # seed 0 at epoch 3 (dipping after), seed 1 at epoch 4
+    assert t.seconds == pytest.approx((33 + 43) / 2)
+    assert stats.time_to_accuracy(table, 90.0).epochs is None
+
+    summary = build.summarize(runs({"v": [80.0, 81.0, 79.0]}), curves=table.assign(variant="v"), target_pct=80.0)
+    headers, rows = render.display_rows(summary)
+    assert rows[0][headers.index("epochs to val 80%")] == "3.5 (2/3 seeds)"
+    assert rows[0][headers.index("train s to val 80%")] == "38 (2/3 seeds)"
