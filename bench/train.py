@@ -139,7 +139,7 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def build_model(config: RunConfig, splits: data.Splits) -> torch.nn.Module:
+def build_model(config: RunConfig, splits: data.Splits | data.StreamSplits) -> torch.nn.Module:
     model = models.build(
         config.model,
         num_classes=splits.num_classes,
@@ -190,18 +190,10 @@ class Engine:
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
-        self.splits = data.load(
-            config.dataset,
-            data_dir=data_dir,
-            image_size=config.image_size,
-            subset=config.subset,
-            val_fraction=config.val_fraction,
-            split_seed=config.split_seed,
-            device=self.device,
-        )
+        self.splits = data.open_run(config, data_dir=data_dir, device=self.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.splits).to(self.device)
-        self.description = models.describe(self.model, self.splits.train_x.shape[1:])
+        self.description = models.describe(self.model, self.splits.input_shape)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
@@ -351,9 +343,9 @@ def fit(
         data_info=engine.splits.info,
         best_checkpoint=str(best_path) if best_path is not None and best_path.exists() else None,
         predictions=predictions,
-        labels=engine.splits.test_y.tolist(),
+        labels=engine.splits.labels("test").tolist(),
         classes=list(engine.splits.classes),
-        input_shape=tuple(engine.splits.train_x.shape[1:]),
+        input_shape=engine.splits.input_shape,
         model=engine.model,
     )
 
