@@ -194,6 +194,7 @@ class Tracker:
             "params": result.params,
             "flops": result.flops,
             "train_seconds": result.train_seconds,
+            **result.evaluations,  # top-1 / top-5 of the paper's evaluation modes, when asked for
         })
         self.client.log_batch(run_id, tags=[
             RunTag("bench.device", provenance.device_name(result.device)),

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, models
+from bench import checkpoint, data, evaluation, models
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 
@@ -64,6 +64,7 @@ class Result:
     classes: list[str] = field(default_factory=list)
     input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
     model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
+    evaluations: dict[str, float] = field(default_factory=dict)  # the paper's eval modes (bench.evaluation)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -328,6 +329,10 @@ def fit(
     if best_weights is not None:
         engine.model.load_state_dict(best_weights)
     test_loss, test_acc, predictions = engine.evaluate("test", engine.model, keep_predictions=True)
+    evaluations = {}
+    if config.train_scale is not None:
+        evaluations = evaluation.evaluate(engine.model, engine.splits, config.eval_mode_list,
+                                          config.test_scale_list, engine.autocast, config.channels_last)
     return Result(
         config_hash=config.hash,
         history=history,
@@ -347,6 +352,7 @@ def fit(
         classes=list(engine.splits.classes),
         input_shape=engine.splits.input_shape,
         model=engine.model,
+        evaluations=evaluations,
     )
 
 

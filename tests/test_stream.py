@@ -92,7 +92,7 @@ def test_auto_holder_follows_the_estimated_size(tree, monkeypatch):
 
 
 def test_training_resumes_on_a_streamed_folder(tree, tmp_path):
-    cfg = config(tree, data_holder="stream")
+    cfg = config(tree, data_holder="stream", test_scales="224,288", eval_modes="centre,dense+multi-crop")
     straight = fit(cfg, checkpoint_dir=tmp_path / "straight")
 
     def stop_after_one(stats):
@@ -105,6 +105,8 @@ def test_training_resumes_on_a_streamed_folder(tree, tmp_path):
     assert [h.val_loss for h in resumed.history] == [h.val_loss for h in straight.history]
     assert resumed.test_acc == straight.test_acc and resumed.input_shape == (3, 32, 32)
     assert straight.data_info["holder"] == "stream"
+    assert resumed.evaluations == straight.evaluations and len(straight.evaluations) == 2 * 3 * 2
+    assert "test_top5_dense_and_multi-crop_multiscale" in straight.evaluations
 
 
 def test_bad_files_stop_with_one_line_naming_them(tree, tmp_path):
