@@ -32,7 +32,13 @@ class AblationJob(runner.Job):
     points: dict[str, studies.Point]
 
     def claim(self) -> optuna.Trial | None:
-        return runner.pop_waiting(self.study, lambda t: t.user_attrs.get("point") in self.points)
+        done = self.completed()
+
+        def ready(trial) -> bool:  # an init_from_a run waits until its vgg-a run has finished
+            point = self.points.get(trial.user_attrs.get("point"))
+            return point is not None and (not point.config.init_from_a or point.config.a_config.hash in done)
+
+        return runner.pop_waiting(self.study, ready)
 
     def describe(self, trial: optuna.Trial):
         point = self.points[trial.user_attrs["point"]]
@@ -94,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = RunConfig.typed({k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES})
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    points = study.grid(args.budget, overrides, seeds, variants)
     budget = study.budget(args.budget)
+    budget.check_needs(overrides)
+    points = a_runs_first(study.grid(args.budget, overrides, seeds, variants))
     label = points[0].config.budget
 
     # Everything that can be wrong is checked before anything is recorded.
@@ -136,11 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def a_runs_first(points: list[studies.Point]) -> list[studies.Point]:
+    """The grid with the vgg-a runs that init_from_a runs start from put first; each must be in it."""
+    hashes = {p.config.hash for p in points}
+    needed = {p.config.a_config.hash: p for p in points if p.config.init_from_a}
+    for a_hash, point in needed.items():
+        if a_hash not in hashes:
+            raise BenchError(f"{point.key} starts from a trained vgg-a (init_from_a), but that run is not in "
+                             "this grid: add vgg-a (without init_from_a) to the study's variants or to --variants")
+    return sorted(points, key=lambda p: p.config.hash not in needed)
+
+
 def check_data(points: list[studies.Point], data_dir: str | None) -> None:
     """Load each dataset the grid needs once, so a missing one fails before any run is recorded."""
-    needs = {(p.config.dataset, p.config.image_size, p.config.subset) for p in points}
-    for dataset, image_size, subset in sorted(needs, key=str):
-        data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)
+    data_fields = ("dataset", "image_size", "subset", "train_scale", "test_scales", "data_holder")
+    needs = {tuple(getattr(p.config, f) for f in data_fields): p.config for p in points}
+    for config in needs.values():
+        data.open_run(config.replace(loader_workers=0), data_dir=data_dir)
 
 
 def announce(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args) -> None:
@@ -164,6 +183,7 @@ def studies_table() -> Table:
     for name in studies.names():
         study = studies.load(name)
         budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
+        budgets = [f"{b} (needs {study.budgets[b].needs})" if study.budgets[b].needs else b for b in budgets]
         kind = ", ".join(study.variants) if study.variants else "(search only)"
         table.add_row(name, kind, ", ".join(budgets), study.description)
     return table

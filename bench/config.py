@@ -20,6 +20,7 @@ SCHEDULES = ("constant", "cosine", "step", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
 DATA_HOLDERS = ("auto", "memory", "stream")
+IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
 
@@ -64,6 +65,7 @@ class RunConfig:
     # --- transfer learning ---
     pretrained: str | None = None  # a local torchvision state_dict file; its last layer is replaced
     freeze: int = 0  # keep the first N conv layers (and their BN) fixed at the pretrained values
+    init_from_a: bool = False  # the paper's 3.1: start B..E from a trained A of the same study and seed
     backbone_lr_scale: float = 1.0  # lr multiplier for everything but the new last layer
     # --- execution: these change speed, and in the case of precision the numbers too ---
     precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, fp32 on CPU
@@ -101,6 +103,11 @@ class RunConfig:
         if self.image_size is not None:
             _check_range("image_size", self.image_size, 8, 1024)
         self._check_scales()
+        if self.init_from_a and self.model not in ("vgg-b", "vgg-c", "vgg-d", "vgg-e"):
+            raise BenchError(f"init_from_a starts a deeper VGG (vgg-b, vgg-c, vgg-d, vgg-e) from a trained "
+                             f"vgg-a; {self.model} is not one: drop --init-from-a")
+        if self.init_from_a and self.pretrained is not None:
+            raise BenchError("init_from_a and pretrained both set the starting weights: choose one")
         _check_range("loader_workers", self.loader_workers, 0, 64)
         if self.data_holder not in DATA_HOLDERS:
             choices("data holder", self.data_holder, DATA_HOLDERS)
@@ -120,8 +127,10 @@ class RunConfig:
         if self.train_scale is None and (self.test_scales is not None or modes != ("centre",)):
             raise BenchError("test_scales and eval_modes other than centre need train_scale (the paper's scale "
                              "protocol, e.g. --train-scale 256); set it too")
-        if self.train_scale is not None and not self.dataset.startswith("imagefolder:"):
-            raise BenchError(f"train_scale needs an image folder (--dataset imagefolder:PATH), not {self.dataset!r}")
+        folder = self.dataset.startswith(IMAGE_FOLDERS)
+        if self.train_scale is not None and not folder:
+            raise BenchError(f"train_scale needs an image folder (--dataset imagefolder:PATH or synthetic-images), "
+                             f"not {self.dataset!r}")
         if self.train_scale is not None:
             s = _scales("train_scale", self.train_scale)
             if len(s) > 2:
@@ -129,13 +138,18 @@ class RunConfig:
             if s[0] > s[-1]:
                 raise BenchError(f"train_scale range {s[0]},{s[-1]} has min > max; give S_min,S_max with "
                                  "S_min <= S_max (e.g. 256,512)")
-        if self.data_holder != "auto" and not self.dataset.startswith("imagefolder:"):
+        if self.data_holder != "auto" and not folder:
             raise BenchError(f"data_holder {self.data_holder!r} applies to image folders only; "
                              f"{self.dataset!r} is always held in memory: leave it at auto")
         dense = [m for m in modes if "dense" in m]
         if dense and not self.model.startswith("vgg"):
             raise BenchError(f"evaluation mode {dense[0]!r} needs a VGG whose classifier can become convolutions; "
                              f"{self.model} ends in global pooling: use centre or multi-crop")
+
+    @property
+    def a_config(self) -> RunConfig | None:
+        """The A run this run starts from (init_from_a): the same settings with model vgg-a."""
+        return self.replace(model="vgg-a", init_from_a=False) if self.init_from_a else None
 
     @property
     def scale_range(self) -> tuple[int, int] | None:

@@ -21,7 +21,7 @@ from bench.provenance import PROJECT_ROOT
 
 STUDIES_DIR = PROJECT_ROOT / "studies"
 TOP_KEYS = {"name", "description", "reference", "default_budget", "base", "variants", "budgets", "search"}
-BUDGET_KEYS = {"description", "seeds"}
+BUDGET_KEYS = {"description", "seeds", "needs"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class Budget:
     description: str
     settings: dict[str, Any]
     seeds: tuple[int, ...]
+    needs: str = ""  # what a person must supply on the command line (e.g. --dataset imagefolder:PATH)
+
+    def check_needs(self, overrides: dict[str, Any]) -> None:
+        """A budget that needs a setting (`needs` names it as a flag) refuses to run without it."""
+        flag = self.needs.split()[0] if self.needs else ""
+        if flag.startswith("--") and flag[2:].replace("-", "_") not in overrides:
+            raise BenchError(f"budget {self.name!r} needs {self.needs}")
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,9 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         if not isinstance(table, dict):
             raise BenchError(f"{where}: budgets.{name} must be a table")
         settings = {k: v for k, v in table.items() if k not in BUDGET_KEYS}
-        budgets[name] = Budget(name, str(table.get("description", "")), settings, _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"))
+        budgets[name] = Budget(name, str(table.get("description", "")), settings,
+                               _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"),
+                               str(table.get("needs", "")))
     for name, settings in variants.items():
         if not isinstance(settings, dict):
             raise BenchError(f"{where}: variants.{name} must be a table of settings, e.g. {{ model = \"vgg-a\" }}")

@@ -140,19 +140,31 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def build_model(config: RunConfig, splits: data.Splits | data.StreamSplits) -> torch.nn.Module:
-    model = models.build(
-        config.model,
-        num_classes=splits.num_classes,
-        in_channels=splits.in_channels,
-        image_size=splits.image_size,
-        **config.model_options,
-    )
+def build_model(config: RunConfig, splits: data.Splits | data.StreamSplits,
+                init_from: str | Path | None = None) -> torch.nn.Module:
+    def build(name: str) -> torch.nn.Module:
+        return models.build(name, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                            image_size=splits.image_size, **config.model_options)
+
+    model = build(config.model)
+    if config.init_from_a:
+        start_from_a(model, build("vgg-a"), config, init_from)
     if config.pretrained is not None:
         load_pretrained(model, config.pretrained)
     if config.freeze:
         freeze_convs(model, config.freeze)
     return model
+
+
+def start_from_a(model: torch.nn.Module, a_model: torch.nn.Module, config: RunConfig, path) -> None:
+    """Section 3.1: A's first four convs and three FC layers into `model`, from A's best checkpoint."""
+    a_hash = config.a_config.hash
+    if path is None or not Path(path).is_file():
+        raise BenchError(f"init_from_a needs the trained vgg-a run {a_hash} (same settings and seed) first; "
+                         f"its checkpoint {path or 'best.pt'} is missing: train that vgg-a run, then this one")
+    state = checkpoint.load(Path(path), config_hash=a_hash)
+    checkpoint.load_weights(a_model, state["model"], f"vgg-a checkpoint {path}")
+    models.vgg.init_from_a(model, a_model)
 
 
 def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
@@ -187,13 +199,13 @@ def freeze_convs(model: torch.nn.Module, count: int) -> None:
 class Engine:
     """The pieces of one run that the step loop, evaluation and checkpointing share."""
 
-    def __init__(self, config: RunConfig, data_dir: str | None = None):
+    def __init__(self, config: RunConfig, data_dir: str | None = None, init_from: str | Path | None = None):
         self.config = config
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.splits = data.open_run(config, data_dir=data_dir, device=self.device)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, self.splits).to(self.device)
+        self.model = build_model(config, self.splits, init_from).to(self.device)
         self.description = models.describe(self.model, self.splits.input_shape)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -294,9 +306,13 @@ def fit(
     on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     data_dir: str | None = None,
+    init_from: str | Path | None = None,
 ) -> Result:
-    """Train `config` to the end (or resume it) and return its history and final test numbers."""
-    engine = Engine(config, data_dir)
+    """Train `config` to the end (or resume it) and return its history and final test numbers.
+
+    `init_from`: the best checkpoint of the vgg-a run that an init_from_a run starts from.
+    """
+    engine = Engine(config, data_dir, init_from)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     last_path = ckpt_dir / "last.pt" if ckpt_dir else None
     best_path = ckpt_dir / "best.pt" if ckpt_dir else None
