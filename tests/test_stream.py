@@ -15,6 +15,7 @@ from bench.data import stream, views
 from bench.data.generate import make_tree
 from bench.errors import BenchError
 from bench.train import fit
+from conftest import stop_after
 
 
 @pytest.fixture(autouse=True)
@@ -95,12 +96,8 @@ def test_training_resumes_on_a_streamed_folder(tree, tmp_path):
     cfg = config(tree, data_holder="stream", test_scales="224,288", eval_modes="centre,dense+multi-crop")
     straight = fit(cfg, checkpoint_dir=tmp_path / "straight")
 
-    def stop_after_one(stats):
-        if stats.epoch == 1:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, checkpoint_dir=tmp_path / "cut", on_epoch=stop_after_one)
+        fit(cfg, checkpoint_dir=tmp_path / "cut", on_epoch=stop_after(1))
     resumed = fit(cfg, checkpoint_dir=tmp_path / "cut")
     assert [h.val_loss for h in resumed.history] == [h.val_loss for h in straight.history]
     assert resumed.test_acc == straight.test_acc and resumed.input_shape == (3, 32, 32)

@@ -13,6 +13,7 @@ from bench import checkpoint
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.train import fit, lr_at, plateau_drops
+from conftest import stop_after
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 TINY = dict(model="vgg-a", batch_norm=True, width=0.0625, dataset="synthetic", subset=512,
@@ -70,12 +71,8 @@ def test_resume_after_interruption_gives_the_same_numbers(tmp_path):
     config = RunConfig(**TINY)
     straight = fit(config, checkpoint_dir=tmp_path / "straight")
 
-    def stop_after_two(stats):
-        if stats.epoch == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(config, checkpoint_dir=tmp_path / "cut", on_epoch=stop_after_two)
+        fit(config, checkpoint_dir=tmp_path / "cut", on_epoch=stop_after(2))
     seen = []
     resumed = fit(config, checkpoint_dir=tmp_path / "cut", on_epoch=lambda s: seen.append(s.epoch))
     assert seen == [3]  # only the missing epoch was trained
