@@ -25,6 +25,12 @@ PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
 
 
+# Settings added after runs were first recorded, with their defaults: at the default they are left
+# out of the hash, so that every run recorded before them keeps its identity (and is not retrained).
+LATER_SETTINGS = {"train_scale": None, "test_scales": None, "eval_modes": "centre", "data_holder": "auto",
+                  "loader_workers": 2, "init_from_a": False}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # --- model: passed to bench.models.build (the baselines take only width; they always have BN) ---
@@ -189,7 +195,8 @@ class RunConfig:
     @property
     def hash(self) -> str:
         """A stable 12-hex-digit identity: same settings, same hash, on any machine."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        values = {k: v for k, v in self.to_dict().items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @classmethod
