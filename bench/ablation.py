@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     study = studies.load(args.study)
     if not study.variants:
         raise BenchError(f"study {study.name!r} has no variants, only a search: python -m bench.search --study {study.name}")
-    overrides = RunConfig.typed({k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES})
+    overrides = RunConfig.typed({**{k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES},
+                                 **runner.run_settings(args)})
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     budget = study.budget(args.budget)
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     label = points[0].config.budget
 
     # Everything that can be wrong is checked before anything is recorded.
+    runner.check_processes(points[0].config, args)
     check_data(points, args.data_dir)
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)

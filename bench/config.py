@@ -23,12 +23,8 @@ DATA_HOLDERS = ("auto", "memory", "stream")
 IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
-
-
-# Settings added after runs were first recorded, with their defaults: at the default they are left
-# out of the hash, so that every run recorded before them keeps its identity (and is not retrained).
-LATER_SETTINGS = {"train_scale": None, "test_scales": None, "eval_modes": "centre", "data_holder": "auto",
-                  "loader_workers": 2, "init_from_a": False}
+LATER_SETTINGS = {"world_size", "sync_batch_norm",  # see RunConfig.hash
+                  "train_scale", "test_scales", "eval_modes", "data_holder", "loader_workers", "init_from_a"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +74,9 @@ class RunConfig:
     channels_last: bool = True  # +20 % on this project's CPUs, more on tensor-core GPUs
     compile: bool = False  # torch.compile pays ~1 min up front; worth it for long runs
     device: str = "auto"  # auto: cuda if available, else cpu
+    # --- several processes per run (torchrun): a different world size may give different numbers ---
+    world_size: int = 1  # processes that share each global batch; set by torchrun / --gpus-per-run
+    sync_batch_norm: bool = False  # BatchNorm statistics over the whole global batch (GPUs only)
     # --- bookkeeping: runs of different budgets must never be mixed in a report ---
     budget: str = "custom"
 
@@ -102,8 +101,11 @@ class RunConfig:
         _check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
         _check_range("backbone_lr_scale", self.backbone_lr_scale, 0, 10)
         _check_range("freeze", self.freeze, 0, None)
-        for name in ("epochs", "batch_size", "step_epochs", "patience"):
+        for name in ("epochs", "batch_size", "step_epochs", "patience", "world_size"):
             _check_range(name, getattr(self, name), 1, None)
+        if self.batch_size % self.world_size:
+            raise BenchError(f"batch size {self.batch_size} is not a multiple of the world size "
+                             f"{self.world_size}: choose a batch size divisible by {self.world_size}")
         if self.subset is not None:
             _check_range("subset", self.subset, 1, None)
         if self.image_size is not None:
@@ -194,8 +196,13 @@ class RunConfig:
 
     @property
     def hash(self) -> str:
-        """A stable 12-hex-digit identity: same settings, same hash, on any machine."""
-        values = {k: v for k, v in self.to_dict().items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+        """A stable 12-hex-digit identity: same settings, same hash, on any machine.
+
+        A setting added after runs were first recorded counts only when it is not at its default,
+        so the runs recorded before it existed keep their identity (a rerun still skips them).
+        """
+        defaults = {f.name: f.default for f in fields(self)}
+        values = {k: v for k, v in self.to_dict().items() if k not in LATER_SETTINGS or v != defaults[k]}
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

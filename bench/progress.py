@@ -21,9 +21,12 @@ class RunProgress:
     Used alone by `bench.train`, or nested under a study bar by passing that study's Progress.
     """
 
-    def __init__(self, progress: Progress | None = None, label: str = "run", epochs: int | None = None):
+    def __init__(self, progress: Progress | None = None, label: str = "run", epochs: int | None = None,
+                 quiet: bool = False):
         self._own = progress is None
         self.progress = progress or make_progress()
+        if self._own:
+            self.progress.disable = quiet  # e.g. the ranks of a torchrun other than rank 0
         self.label = label
         self.epochs = self.progress.add_task(f"{escape(label)} epochs", total=epochs, info="")
         self.batches = self.progress.add_task("  batches", total=None, info="")

@@ -32,7 +32,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from bench import progress as progress_ui
+from bench import distributed, launch, progress as progress_ui
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
@@ -326,11 +326,12 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
 
+    train = fit if config.world_size == 1 else launch.fit_in_processes  # torchrun of world_size processes
     with bars.run(run_name, config.epochs), Heartbeat(job.study, trial):
         try:
-            result = fit(config, on_epoch=on_epoch, on_batch=bars.batch_done,
-                         checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir,
-                         init_from=a_checkpoint(job, config, checkpoint_root))
+            result = train(config, on_epoch=on_epoch, on_batch=bars.batch_done,
+                           checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir,
+                           init_from=a_checkpoint(job, config, checkpoint_root))
         except optuna.TrialPruned as pruned:
             tracker.set_status(run_id, "KILLED", state="pruned", pruned=str(pruned))
             job.study.tell(trial, state=TrialState.PRUNED)
@@ -405,6 +406,9 @@ def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--gpus-per-run", type=int, default=1, metavar="N",
+                        help="train each run over N processes with torchrun (DDP): N GPUs each, or N CPU "
+                             "processes where there is no GPU; --workers counts such groups (default 1)")
     parser.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
     parser.add_argument("--checkpoint-root", default=str(STATE_DIR / "checkpoints"),
                         help=f"per-run checkpoint folders, used to resume cut-off {unit}")
@@ -414,6 +418,19 @@ def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
 def check_workers(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    if args.gpus_per_run < 1:
+        raise BenchError(f"--gpus-per-run must be at least 1, got {args.gpus_per_run}")
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings the worker flags imply: the world size of --gpus-per-run (an override, so
+    runs over several processes carry it in their budget label and never mix with others)."""
+    return {"world_size": args.gpus_per_run} if args.gpus_per_run > 1 else {}
+
+
+def check_processes(config: RunConfig, args: argparse.Namespace) -> None:
+    """What --workers x --gpus-per-run asks of this machine, checked before anything is recorded."""
+    distributed.check(config.world_size, config.device, config.sync_batch_norm, groups=args.workers)
 
 
 def spawn_helpers(module: str, argv: list[str] | None, count: int,
@@ -429,12 +446,14 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
         torch.set_num_threads(int(threads))
     log_dir.mkdir(parents=True, exist_ok=True)
     helpers = []
+    # Each worker's index and the count let a worker of torchrun groups pick its own GPUs (bench.launch).
+    os.environ.update(BENCH_WORKERS=str(count + 1), BENCH_WORKER_INDEX="0")
     for i in range(count):
         log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
         helpers.append(subprocess.Popen(
             [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "OMP_NUM_THREADS": threads},
+            env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
         ))
     return helpers
 

@@ -500,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     study = studies.load(args.study)
     if study.search is None:
         raise BenchError(f"study {study.name!r} has no [search] table, only variants: python -m bench.ablation --study {study.name}")
-    overrides = RunConfig.typed({k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES})
+    overrides = RunConfig.typed({**{k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES},
+                                 **runner.run_settings(args)})
     shared, label = study.settings(args.budget, overrides)
     budget = study.budget(args.budget)
     settings = {**shared, **overrides, "budget": label}  # a trial trains one seed: the settings' (0 unless set)
@@ -510,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--{searched[0].replace('_', '-')} is sampled by this search; drop the flag, "
                          f"or copy the study and take {searched[0]} out of its [search.space]")
     shared_config = RunConfig.from_dict(settings)  # what every trial has before sampling
+    runner.check_processes(shared_config, args)
 
     tracker = Tracker(args.tracking_uri)
     runner.open_storage(args.storage)  # a bad URL fails here in one line, password hidden

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -25,7 +26,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, evaluation, models
+from bench import checkpoint, data, distributed, evaluation, models
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 
@@ -65,6 +66,16 @@ class Result:
     input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
     model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
     evaluations: dict[str, float] = field(default_factory=dict)  # the paper's eval modes (bench.evaluation)
+
+    def record(self) -> dict[str, Any]:
+        """Everything but the model, as JSON-able values (what rank 0 of a torchrun hands back)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"},
+                "history": [asdict(h) for h in self.history]}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Result:
+        return cls(**{**record, "history": [EpochStats(**h) for h in record["history"]],
+                      "input_shape": tuple(record["input_shape"])})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -199,9 +210,15 @@ def freeze_convs(model: torch.nn.Module, count: int) -> None:
 class Engine:
     """The pieces of one run that the step loop, evaluation and checkpointing share."""
 
-    def __init__(self, config: RunConfig, data_dir: str | None = None, init_from: str | Path | None = None):
+    def __init__(self, config: RunConfig, data_dir: str | None = None,
+                 group: distributed.Group = distributed.SINGLE, init_from: str | Path | None = None):
+        if config.world_size != group.world:
+            raise BenchError(f"the run is set for world size {config.world_size} but runs in {group.world} "
+                             "process(es): start it with torchrun --nproc-per-node "
+                             f"{config.world_size} (or --gpus-per-run in a study)")
         self.config = config
-        self.device = resolve_device(config.device)
+        self.group = group
+        self.device = group.device(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
         self.splits = data.open_run(config, data_dir=data_dir, device=self.device)
         torch.manual_seed(config.seed)
@@ -210,7 +227,14 @@ class Engine:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
-        self.step_model = torch.compile(self.model) if config.compile else self.model
+        # Several ranks: DDP averages the gradients of their shards (the whole batch's gradient), and
+        # evaluation runs the bare module, since each rank sees a different number of eval batches.
+        wrapped = group.wrap(self.model, self.device, config.sync_batch_norm)
+        self.step_model = torch.compile(wrapped) if config.compile else wrapped
+        self.eval_model = self.step_model if not group.active else (
+            torch.compile(self.model) if config.compile else self.model)
+        if group.active:  # one init (DDP broadcasts rank 0's weights), but each rank its own dropout
+            torch.manual_seed(config.seed * 1_000_003 + group.rank)
         # Frozen layers keep their pretrained BatchNorm statistics too, not only their weights.
         self.frozen_norms = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)
                              and not any(p.requires_grad for p in m.parameters())]
@@ -237,6 +261,7 @@ class Engine:
             shuffle=True, drop_last=True, channels_last=config.channels_last,
         )
         for i, (x, y) in enumerate(batches):
+            x, y = self.group.shard(x, y)  # every rank draws the same global batch, then takes its rows
             lr = lr_at(config, (epoch - 1) * steps + i, steps, drops)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
@@ -250,18 +275,26 @@ class Engine:
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            if on_batch is not None:
+            if on_batch is not None and self.group.is_main:
                 on_batch(i + 1, steps, loss.detach())
         if not seen:
             raise RuntimeError("no training batch: the training split is smaller than one batch")
+        loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(seen, device=self.device))
+        seen = int(total)
         return loss_sum.item() / seen, correct.item() / seen, seen
 
     @torch.no_grad()
     def evaluate(self, part: str, model=None, keep_predictions=False):
-        model = model or self.step_model
+        """Loss and accuracy on a split; the ranks of a group share its batches and add up exactly."""
+        model = model or self.eval_model
         model.eval()
-        loss_sum, correct, n, predictions = 0.0, 0, 0, []
-        for x, y in self.splits.batches(part, EVAL_BATCH, channels_last=self.config.channels_last):
+        self.group.sync_buffers(self.model)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        n, predictions = 0, []
+        for i, (x, y) in enumerate(self.splits.batches(part, EVAL_BATCH, channels_last=self.config.channels_last)):
+            if not self.group.owns(i):
+                continue
             with self.autocast():
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -269,10 +302,12 @@ class Engine:
             correct += (pred == y).sum()
             n += len(y)
             if keep_predictions:
-                predictions.append(pred)
-        loss, acc = float(loss_sum) / n, float(correct) / n
+                predictions.append((i, pred.tolist()))
+        loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(n, device=self.device))
+        loss, acc = float(loss_sum) / int(total), float(correct) / int(total)
         if keep_predictions:
-            return loss, acc, torch.cat(predictions).tolist()
+            batches = sorted(b for rank in self.group.gather(predictions) for b in rank)
+            return loss, acc, [p for _, batch in batches for p in batch]
         return loss, acc
 
     def state(self, epoch: int, history: list[EpochStats], best: dict[str, Any]) -> dict[str, Any]:
@@ -287,13 +322,15 @@ class Engine:
             "best": best,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            # Every rank's own generator (dropout differs per rank), so a resumed run goes on identically.
+            "rng_ranks": self.group.gather(torch.get_rng_state()) if self.group.active else [],
         }
 
     def restore(self, state: dict[str, Any]) -> tuple[int, list[EpochStats], dict[str, Any]]:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
+        torch.set_rng_state(state["rng_ranks"][self.group.rank] if self.group.active else state["rng_cpu"])
         if state["rng_cuda"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         return state["epoch"], [EpochStats(**h) for h in state["history"]], state["best"]
@@ -306,13 +343,18 @@ def fit(
     on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
     checkpoint_dir: str | Path | None = None,
     data_dir: str | None = None,
+    group: distributed.Group = distributed.SINGLE,
     init_from: str | Path | None = None,
 ) -> Result:
     """Train `config` to the end (or resume it) and return its history and final test numbers.
 
-    `init_from`: the best checkpoint of the vgg-a run that an init_from_a run starts from.
+    In a group of processes (torchrun), every rank calls fit; rank 0 alone calls the callbacks and
+    writes the checkpoints, which every rank resumes from. `init_from`: the best checkpoint of the
+    vgg-a run that an init_from_a run starts from.
     """
-    engine = Engine(config, data_dir, init_from)
+    engine = Engine(config, data_dir, group, init_from)
+    if not group.is_main:
+        on_epoch = on_batch = None
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     last_path = ckpt_dir / "last.pt" if ckpt_dir else None
     best_path = ckpt_dir / "best.pt" if ckpt_dir else None
@@ -334,9 +376,9 @@ def fit(
             best = {"val_acc": val_acc, "epoch": epoch}
             best_weights = copy.deepcopy(engine.model.state_dict())
             if best_path is not None:
-                checkpoint.save(best_path, {**engine.state(epoch, history, best), "optimizer": {}})
+                _save(group, best_path, {**engine.state(epoch, history, best), "optimizer": {}})
         if last_path is not None:
-            checkpoint.save(last_path, engine.state(epoch, history, best))
+            _save(group, last_path, engine.state(epoch, history, best))
         if on_epoch is not None:
             on_epoch(stats)
 
@@ -372,13 +414,24 @@ def fit(
     )
 
 
+def _save(group: distributed.Group, path: Path, state: dict[str, Any]) -> None:
+    """Rank 0 writes; the others wait, so that no rank resumes from a file still being written."""
+    if group.is_main:
+        checkpoint.save(path, state)
+    group.barrier()
+
+
 # --- command line: every RunConfig field is a flag ---------------------------------------------
+
+
+# The world size is how the run was started (torchrun's, or a study's --gpus-per-run), not a flag.
+NOT_FLAGS = ("world_size",)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, *, defaults: bool = True, exclude=()) -> None:
     """One flag per RunConfig field (--batch-size, --bn/--no-bn, ...); values are coerced later."""
     for f in fields(RunConfig):
-        if f.name in exclude:
+        if f.name in exclude or f.name in NOT_FLAGS:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if defaults else None
@@ -395,28 +448,58 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train one run; under `torchrun --nproc-per-node N -m bench.train ...`, one run over N processes."""
     from bench import progress
 
     parser = argparse.ArgumentParser(prog="python -m bench.train", description="Train one model.")
     add_config_flags(parser, defaults=False)
+    parser.add_argument("--config-json", help="the run's settings as a JSON object file (flags override it)")
     parser.add_argument("--data-dir", help="where the dataset files are (default: $BENCH_DATA, system, download)")
     parser.add_argument("--checkpoint-dir", help="write per-epoch checkpoints here and resume from them")
+    parser.add_argument("--dist-backend", default="auto", choices=distributed.BACKENDS,
+                        help="under torchrun: nccl on GPUs, gloo on CPUs (auto: by the device)")
+    parser.add_argument("--init-from", help="with --init-from-a: the best.pt checkpoint of the vgg-a run to start from")
+    parser.add_argument("--events", help="append each epoch and the result as JSON lines to this file (rank 0)")
     args = parser.parse_args(argv)
-    config = RunConfig.from_dict(given_settings(args))
-    with progress.RunProgress() as bar:
-        result = fit(
-            config,
-            on_epoch=bar.epoch_done,
-            on_batch=bar.batch_done,
-            checkpoint_dir=args.checkpoint_dir,
-            data_dir=args.data_dir,
-        )
+    settings = json.loads(Path(args.config_json).read_text()) if args.config_json else {}
+    group = distributed.join(args.dist_backend)
+    config = RunConfig.from_dict({**settings, **given_settings(args), "world_size": group.world})
+    distributed.check(config.world_size, config.device, config.sync_batch_norm)
+    events = _EventLog(args.events if group.is_main else None)
+    try:
+        with progress.RunProgress(quiet=not group.is_main) as bar:
+            result = fit(
+                config,
+                on_epoch=lambda stats: (bar.epoch_done(stats), events.write(epoch=asdict(stats))),
+                on_batch=bar.batch_done,
+                checkpoint_dir=args.checkpoint_dir,
+                data_dir=args.data_dir,
+                group=group,
+                init_from=args.init_from,
+            )
+    finally:
+        group.close()
+    events.write(result=result.record())
+    if not group.is_main:
+        return 0
     progress.console.print(
         f"[bold]{config.model}[/] test acc [bold green]{result.test_acc:.4f}[/], best val acc "
         f"{result.best_val_acc:.4f} (epoch {result.best_epoch}), {result.train_seconds:.1f} s training, "
         f"{result.history[-1].images_per_s:.0f} img/s, {result.params:,} params, device {result.device}"
     )
     return 0
+
+
+class _EventLog:
+    """JSON lines that a launching worker reads while the run goes on (bench.launch)."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+
+    def write(self, **event: Any) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as f:  # one write of one whole line: the reader never sees half
+                f.write(json.dumps(event) + "\n")
 
 
 if __name__ == "__main__":
