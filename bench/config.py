@@ -272,7 +272,7 @@ def _scales(name: str, text: str) -> tuple[int, ...]:
         raise BenchError(f"setting {name!r} needs one or more integers, e.g. 256 or 256,512")
     values = []
     for item in items:
-        if not item.isdigit():  # refuses nan, inf, fractions and negatives in one go
+        if not (item.isascii() and item.isdigit()):  # refuses nan, inf, fractions and negatives in one go
             raise BenchError(f"setting {name!r} must be whole pixel sizes like 256 or 256,512, got {text!r}")
         value = int(item)
         if value < PAPER_CROP:
