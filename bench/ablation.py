@@ -8,28 +8,39 @@ running the command again skips what finished and resumes what was cut off.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, report, runner, studies
+from bench import preflight, report, runner, studies
 from bench.config import RunConfig
-from bench.errors import BenchError, cli
+from bench.errors import BenchError, cli, redact
 from bench.progress import console, out
-from bench.tracking import Tracker
+from bench.tracking import Tracker, registry_name
 from bench.train import add_config_flags, given_settings
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
 NOT_OVERRIDES = ("seed", "budget")
+# The seed param's choices: fixed for every study, since an Optuna distribution cannot grow.
+SEEDS = tuple(range(100))
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
 
 
 class AblationJob(runner.Job):
+    """The grid as Optuna trials whose params are `variant` and `seed` (categorical, so that the
+    dashboard's history, slice and importance views work as for a search)."""
+
     points: dict[str, studies.Point]
+    variants: tuple[str, ...]  # every variant of the study file: one distribution for all trials
+    label: str  # the budget label
+    point_for: Any  # (variant, seed) -> Point: a point another worker queued, with these settings
 
     def claim(self) -> optuna.Trial | None:
         done = self.completed()
@@ -41,24 +52,44 @@ class AblationJob(runner.Job):
         return runner.pop_waiting(self.study, ready)
 
     def describe(self, trial: optuna.Trial):
-        point = self.points[trial.user_attrs["point"]]
+        variant = trial.suggest_categorical("variant", self.variants)  # the queued point's, fixed
+        seed = trial.suggest_categorical("seed", SEEDS)
+        point = self.points.get(trial.user_attrs.get("point")) or self.point_for(variant, seed)
         tags = {"study": self.study_name, "variant": point.variant, "seed": point.seed}
         return point.config, f"{point.variant} seed={point.seed}", tags
 
-    def top_up(self) -> int:
-        """Enqueue every point that has no complete, waiting or running trial (call under the lock)."""
-        present = {t.user_attrs.get("point") for t in self.study.get_trials(deepcopy=False, states=LIVE)}
-        missing = [key for key in self.points if key not in present]
+    def top_up(self) -> tuple[int, int]:
+        """Enqueue every point with no complete, waiting or running trial (call under the lock).
+
+        A point Optuna holds complete but whose finished MLflow run is gone (the store was deleted
+        or replaced) is queued again, so the store ends up holding the whole study.
+        Returns (points enqueued, of which re-queued for a missing MLflow run).
+        """
+        latest = self.latest_trials()
+        in_mlflow = self.tracker.finished_hashes(self.experiment_id)
+        lost = [key for key, t in latest.items() if t.state == TrialState.COMPLETE and key not in in_mlflow]
+        missing = [key for key in self.points if key not in latest or latest[key].state not in LIVE] + lost
         for key in missing:
             point = self.points[key]
             self.study.enqueue_trial(
-                {}, user_attrs={"point": key, "variant": point.variant, "seed": point.seed}
+                {"variant": point.variant, "seed": point.seed},
+                user_attrs={"point": key, "variant": point.variant, "seed": point.seed},
             )
-        return len(missing)
+        return len(missing), len(lost)
+
+    def latest_trials(self) -> dict[str, optuna.trial.FrozenTrial]:
+        """Each point's newest trial: it alone says where the point stands."""
+        latest = {}
+        for trial in self.study.get_trials(deepcopy=False):  # in order of number
+            if trial.user_attrs.get("point") in self.points:
+                latest[trial.user_attrs["point"]] = trial
+        return latest
+
+    def run_finished(self) -> None:
+        self.tracker.log_variant_summary(self.parent_run_id, self.experiment_id, self.label, step=self.done())
 
     def completed(self) -> set[str]:
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return {t.user_attrs.get("point") for t in trials} & set(self.points)
+        return {key for key, t in self.latest_trials().items() if t.state == TrialState.COMPLETE}
 
     def total(self) -> int:
         return len(self.points)
@@ -81,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
     p.add_argument("--variants", help="comma-separated subset of the study's variants")
     runner.add_worker_flags(p, "runs")
+    p.add_argument("--report-dir", default=report.DEFAULT_OUT, help="where the study's report goes at the end (default: reports/)")
     group = p.add_argument_group("overrides (any run setting, applied to every variant)")
     add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
     return p
@@ -89,7 +121,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        out.print(studies_table())
+        good, bad = studies.load_all()
+        out.print(studies_table(good))
+        for problem in bad:
+            console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
         return 0
     if not args.study:
         raise BenchError("say which study to run: --study NAME (python -m bench.ablation --list shows them)")
@@ -105,12 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     budget.check_needs(overrides)
     points = a_runs_first(study.grid(args.budget, overrides, seeds, variants))
     label = points[0].config.budget
+    outside = sorted({p.seed for p in points} - set(SEEDS))
+    if outside:
+        raise BenchError(f"seed {outside[0]} is outside 0..{SEEDS[-1]}, the seeds an ablation's Optuna study "
+                         "knows: choose seeds in that range")
+    command = "python -m bench.ablation " + shlex.join(sys.argv[1:] if argv is None else argv)
 
     # Everything that can be wrong is checked before anything is recorded.
     runner.check_processes(points[0].config, args)
-    check_data(points, args.data_dir)
+    preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
     tracker = Tracker(args.tracking_uri)
     storage = runner.open_storage(args.storage)
+    check_distributions(storage, f"{study.name}-{label}", args.storage, tuple(study.variants))
     if not args.quiet:
         announce(study, budget, points, args)
     with runner.storage_lock(args.storage):
@@ -119,9 +160,16 @@ def main(argv: list[str] | None = None) -> int:
             {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation"},
             storage=storage,
         )
-        job = AblationJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id)
+        job = AblationJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id,
+                          storage=storage, storage_url=args.storage, system_metrics=args.system_metrics)
         job.points = {p.config.hash: p for p in points}
-        job.top_up()
+        job.variants, job.label = tuple(study.variants), label
+        job.point_for = lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0]
+        tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
+        _, lost = job.top_up()
+    if lost:
+        console.print(f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(runner.describe_storage(args.storage))} "
+                      f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again")
 
     helpers = runner.spawn_helpers("bench.ablation", argv, args.workers - 1)
     try:
@@ -135,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     frame = report.runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
     out.print(report.variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
                                        order=list(study.variants)))
-    console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{tracker.ui_command}[/]")
+    if job.done():
+        finish(job, args, study, points, command)
+    console.print(f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{tracker.ui_command}[/], "
+                  f"then {tracker.runs_page(experiment_id)}")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {failure}")
     if not job.all_finished():
@@ -156,12 +207,51 @@ def a_runs_first(points: list[studies.Point]) -> list[studies.Point]:
     return sorted(points, key=lambda p: p.config.hash not in needed)
 
 
-def check_data(points: list[studies.Point], data_dir: str | None) -> None:
-    """Load each dataset the grid needs once, so a missing one fails before any run is recorded."""
-    data_fields = ("dataset", "image_size", "subset", "train_scale", "test_scales", "data_holder")
-    needs = {tuple(getattr(p.config, f) for f in data_fields): p.config for p in points}
-    for config in needs.values():
-        data.open_run(config.replace(loader_workers=0), data_dir=data_dir)
+def check_distributions(storage, name: str, storage_url: str | None, variants: tuple[str, ...]) -> None:
+    """An Optuna study keeps one distribution per param: a study file whose variants changed
+    since its trials ran cannot add trials to it. Checked before anything is recorded."""
+    if name not in optuna.get_all_study_names(storage):
+        return
+    ours = {"variant": CategoricalDistribution(variants), "seed": CategoricalDistribution(SEEDS)}
+    for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+        for param, recorded in trial.distributions.items():
+            if param in ours and recorded != ours[param]:
+                raise BenchError(
+                    f"Optuna study {name} in {runner.describe_storage(storage_url)} was started with {param} "
+                    f"choices {list(recorded.choices)}, the study file now has {list(ours[param].choices)}: "
+                    "run it under another --storage, or restore the study file's variants")
+
+
+def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Point], command: str) -> None:
+    """The study's report (md, csv, png) into reports/ and onto the parent run; its best run's
+    model into the Model Registry as <study>-<budget>, alias `best`."""
+    config = points[0].config
+    built = report.build(job.tracker, [args.study], job.label, config.dataset, command, args.tracking_uri)
+    paths = report.write(built, Path(args.report_dir))
+    report.log_artifacts(job.tracker, built, paths)
+    console.print(f"report: {', '.join(map(str, paths))} (also on the parent run under report/)")
+    best = max(job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value)
+    name = registry_name(f"{study.name}-{job.label}")
+    version = job.tracker.register_best(name, best.user_attrs["mlflow_run_id"])
+    console.print(f"best run by validation accuracy: {escape(best.user_attrs.get('variant', ''))} seed "
+                  f"{best.user_attrs.get('seed', '')}, registered as [bold]models:/{escape(name)}@best[/] (version {version})")
+
+
+def parent_description(study: studies.Study, budget: studies.Budget, points: list[studies.Point], command: str) -> str:
+    variants = list(dict.fromkeys(p.variant for p in points))
+    seeds = sorted({p.seed for p in points})
+    return (f"**{study.name}**: {study.description}\n\n"
+            f"Budget `{points[0].config.budget}`: {budget.description}\n\n"
+            f"Variants: {', '.join(variants)}; seeds: {', '.join(map(str, seeds))} "
+            f"({len(points)} runs on {points[0].config.dataset}).\n\n"
+            f"Command: `{command}`")
+
+
+def shared_settings(points: list[studies.Point]) -> dict[str, Any]:
+    """The run settings every point of the grid has in common (the variants change the rest)."""
+    first = points[0].config.to_dict()
+    return {k: v for k, v in first.items()
+            if k != "seed" and all(p.config.to_dict()[k] == v for p in points[1:])}
 
 
 def announce(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args) -> None:
@@ -178,12 +268,12 @@ def announce(study: studies.Study, budget: studies.Budget, points: list[studies.
     )
 
 
-def studies_table() -> Table:
+def studies_table(every: list[studies.Study]) -> Table:
     table = Table(title="studies (python -m bench.ablation --study NAME [--budget B])")
     for column in ("study", "variants", "budgets (default first)", "description"):
         table.add_column(column)
-    for name in studies.names():
-        study = studies.load(name)
+    for study in every:
+        name = study.path.stem
         budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
         budgets = [f"{b} (needs {study.budgets[b].needs})" if study.budgets[b].needs else b for b in budgets]
         kind = ", ".join(study.variants) if study.variants else "(search only)"

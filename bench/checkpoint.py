@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,10 @@ import torch
 from bench.errors import BenchError
 
 FORMAT = "vgg-bench/1"
+
+
+class Unreadable(BenchError):
+    """The file is not a checkpoint at all (torn, corrupt, foreign), as opposed to another run's."""
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:
@@ -35,26 +41,45 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def read(path: str | Path, what: str, map_location="cpu") -> Any:
+    """torch.load(weights_only=True), any failure told in one line naming the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or a pickle that wants to run code
+        raise Unreadable(f"{path} is not a readable {what} ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only" in text:
+        # torch's own text suggests weights_only=False, which would let the file run code: never that
+        return "it holds Python objects, not only tensors; re-save it with torch.save(model.state_dict(), path)"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"corrupt, truncated or foreign: {textwrap.shorten(first, 160, placeholder=' ...')}"
+
+
 def load(path: str | Path, *, config_hash: str | None = None, map_location="cpu") -> dict[str, Any]:
     """Load a checkpoint written by `save`; with `config_hash`, insist that it belongs to that run."""
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, corrupt, or a pickle that wants to run code
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise BenchError(
-            f"{path} is not a readable vgg-bench checkpoint (corrupt, truncated or foreign: {reason})"
-        ) from None
+    payload = read(path, "vgg-bench checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise BenchError(f"{path} is not a vgg-bench checkpoint (no '{FORMAT}' marker)")
+        raise Unreadable(f"{path} is not a vgg-bench checkpoint (no '{FORMAT}' marker)")
     if config_hash is not None and payload.get("config_hash") != config_hash:
         raise BenchError(
             f"{path} belongs to run {payload.get('config_hash')} ({payload.get('config', {}).get('model')}),"
             f" not to run {config_hash}: delete it or point to the right checkpoint"
         )
     return payload
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename an unusable checkpoint so it is never read again but stays there to be looked at."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

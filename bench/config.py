@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any, get_args, get_type_hints
 
@@ -91,6 +92,13 @@ class RunConfig:
             choices("schedule", self.schedule, SCHEDULES)
         if self.precision not in PRECISIONS:
             choices("precision", self.precision, PRECISIONS)
+        for f in fields(self):  # NaN slips through every comparison below, and inf is no setting
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise BenchError(f"setting {f.name!r} = {value!r} is not a finite number: give a real value")
+        # epochs first: the warm-up range below is measured in epochs
+        for name in ("epochs", "batch_size", "step_epochs", "patience", "world_size"):
+            _check_range(name, getattr(self, name), 1, None)
         _check_range("width", self.width, 0, 4, low_open=True)
         _check_range("dropout", self.dropout, 0, 1, high_open=True)
         _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
@@ -101,8 +109,6 @@ class RunConfig:
         _check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
         _check_range("backbone_lr_scale", self.backbone_lr_scale, 0, 10)
         _check_range("freeze", self.freeze, 0, None)
-        for name in ("epochs", "batch_size", "step_epochs", "patience", "world_size"):
-            _check_range(name, getattr(self, name), 1, None)
         if self.batch_size % self.world_size:
             raise BenchError(f"batch size {self.batch_size} is not a multiple of the world size "
                              f"{self.world_size}: choose a batch size divisible by {self.world_size}")

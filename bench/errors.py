@@ -8,6 +8,7 @@ showing a traceback.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from typing import Callable, NoReturn
@@ -35,7 +36,7 @@ def cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     try:
         code = main(argv)
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -47,15 +48,11 @@ def _interrupt(signum, frame) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def redact(url: str) -> str:
-    """Hide the password of a URL (postgresql://user:secret@host/db -> postgresql://user:***@host/db)."""
-    from urllib.parse import urlsplit, urlunsplit
+# scheme://user:password@host: the password runs to the last "@" before the host, as urlsplit reads it.
+_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*):(?P<password>[^\s/?#]*)@")
 
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+
+def redact(text: str) -> str:
+    """Hide the password of every URL in `text` (a URL, a command line, an error message):
+    postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
+    return _CREDENTIALS.sub(lambda m: f"{m['head']}:***@", text)

@@ -52,7 +52,7 @@ from torch.nn.utils import prune
 
 from bench.errors import BenchError, cli
 from bench.predict import Trained, load_trained, normalise, test_predictions, tracker_for
-from bench.progress import console, make_progress
+from bench.progress import console, make_progress, out
 
 DEFAULT_PRUNE = (0.3, 0.5, 0.7)
 THROUGHPUT_BATCH = 256
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         if derived is not None:
             tracker.set_status(derived, "FAILED")
         raise
-    console.print(table(variants, f"{trained.source}: compression and export on CPU ({threads} threads)"))
+    out.print(table(variants, f"{trained.source}: compression and export on CPU ({threads} threads)"))
     for note in notes(variants):
         console.print(f"  {escape(note)}")
     console.print(f"files in {out_dir}" + (f"; logged as run {derived} under run {trained.run_id}" if derived else ""))

@@ -3,13 +3,17 @@
     python -m bench.predict --run RUN_ID shirt.png boot.jpg     # class and confidence per image
     python -m bench.predict --checkpoint best.pt --grid 16      # test images, true vs predicted (PNG)
     python -m bench.predict --run RUN_ID --confusion            # confusion matrix, per-class accuracy
+    python -m bench.predict --model models:/depth-cpu@best shirt.png   # a study's registered best model
 
-The model comes from a finished run's `checkpoints/best.pt` artifact or from a checkpoint file;
+PNG files go to reports/ (git-ignored) unless --out-dir says otherwise; tables go to stdout.
+The model comes from a finished run's `checkpoints/best.pt` artifact (of the run a registered
+model version was logged by, for --model) or from a checkpoint file;
 its RunConfig (inside the checkpoint) rebuilds the architecture and reloads the dataset with the
 same subset and split seed, so the normalisation statistics and class names are the training run's
 own. Everything runs on the CPU.
 
-How a user's image becomes model input, so that it goes through the training images' own path:
+How a user's image becomes model input, so that it goes through the training images' own path
+(bench.serving, the same code as the run's logged pyfunc model):
 - colour: converted to greyscale ("L") for a 1-channel model, to RGB for a 3-channel one (alpha
   dropped), as bench.data decodes image folders;
 - geometry: for imagefolder and synthetic models, the shorter side is resized to the model's image
@@ -17,11 +21,12 @@ How a user's image becomes model input, so that it goes through the training ima
   MNIST, CIFAR) the image is first brought to the dataset's native size the same way (28 px / 32 px)
   and then given the run's treatment of native images: the zero-padding 28 -> 32, or the resize to
   `image_size`. So a dataset image saved as a PNG comes back as exactly its training tensor (tested);
-- values: normalised with the training split's per-channel mean and std, through bench.data's
-  batching code itself.
-What no pipeline can do for you: Fashion-MNIST and MNIST are light objects on a black background,
-centred and filling the frame. Crop a photo to the object, and pass --invert for a dark object on a
-light background; otherwise the model sees something unlike anything it was trained on.
+- values: normalised with the training split's per-channel mean and std (tested equal to
+  bench.data's batching);
+- background: Fashion-MNIST and MNIST are light objects on a black background. An image whose
+  border is light (a photo of a dark garment on a white table) is inverted first, and the table
+  says so; --no-auto-invert turns that off, --invert inverts every image.
+What no pipeline can do for you: crop a photo to the object, centred and filling the frame.
 """
 
 from __future__ import annotations
@@ -34,17 +39,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench import checkpoint, data, plots
+from bench import checkpoint, data, plots, serving
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
-from bench.progress import console, make_progress
+from bench.progress import console, make_progress, out
 from bench.train import EVAL_BATCH, build_model
 
 CHECKPOINT_ARTIFACT = "checkpoints/best.pt"
+OUT_DIR = "reports"  # git-ignored, under the working directory
 
 
 @dataclass
@@ -56,6 +61,11 @@ class Trained:
     splits: data.Splits  # reloaded as in training: same subset, split seed, mean and std
     source: str  # "run <id>" or the checkpoint's path, for messages and titles
     run_id: str | None  # the MLflow run, when the model came from one
+
+    @property
+    def servable(self) -> serving.Servable:
+        """The model with the preprocessing its logged pyfunc model carries."""
+        return serving.Servable(self.model, serving.Preprocessing.from_splits(self.splits), self.config)
 
     @property
     def tag(self) -> str:
@@ -94,29 +104,37 @@ def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | Non
 
 
 def tracker_for(run_id: str | None, uri: str | None = None):
-    """The MLflow gateway when a run is named, else None: MLflow is imported only when needed."""
+    """The MLflow gateway when a run is named, else None: MLflow is imported only when needed.
+    The store must exist: asking a path that holds none must not create an empty one."""
     if run_id is None:
         return None
-    from bench.tracking import Tracker
+    from bench.tracking import open_existing
 
-    return Tracker(uri)
+    return open_existing(uri)
 
 
 # --- from image files to model input ----------------------------------------------------------
 
 
-def preprocess(trained: Trained, path: str | Path, invert: bool = False) -> torch.Tensor:
+def preprocess(trained: Trained, path: str | Path, invert: str = "auto") -> torch.Tensor:
     """One image file as the model's normalised float input [C, H, W] (see the module docstring)."""
-    splits = trained.splits
-    image = read_image(Path(path), "L" if splits.in_channels == 1 else "RGB", splits, invert)
-    return normalise(splits, image[None])[0]
+    images, _ = prepare(trained, [path], invert)
+    return trained.servable.preprocessing.normalise(images)[0]
 
 
-def read_image(path: Path, mode: str, splits: data.Splits, invert: bool = False) -> torch.Tensor:
-    """uint8 [C, H, W] at the model's size, through bench.data's own decoding and resizing.
+def prepare(trained: Trained, paths: list[str | Path], invert: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images at the model's size, which were inverted) for image files, through
+    bench.serving: the logged model's own preprocessing."""
+    preprocessing = trained.servable.preprocessing
+    mode = "L" if preprocessing.in_channels == 1 else "RGB"
+    # Files are decoded by bench.data's own decoder at the dataset's native size (imagefolder:
+    # the model's size), as its images were; the run's padding or resize comes after, in serving.
+    decoded = [read_image(Path(path), mode, preprocessing.native_size) for path in paths]
+    return preprocessing.prepare(torch.stack(decoded).numpy(), invert)
 
-    Inverting comes before any padding, so that the padded border stays black as in training.
-    """
+
+def read_image(path: Path, mode: str, size: int) -> torch.Tensor:
+    """uint8 [C, H, W] at `size`, or one line saying why the file is not an image."""
     from PIL import Image
 
     if not path.is_file():
@@ -128,15 +146,7 @@ def read_image(path: Path, mode: str, splits: data.Splits, invert: bool = False)
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise BenchError(f"{path} is not an image that PIL can read ({reason}); give a PNG, JPEG, BMP, "
                          "GIF or TIFF file") from None
-    info = splits.info
-    if "resize" not in info:  # imagefolder, synthetic: decoded straight to the model's size
-        image = data.decode_image(path, mode, splits.image_size)
-        return 255 - image if invert else image
-    # A file dataset: first the native size (28 / 32 px), then the run's own padding or resize.
-    native = data.decode_image(path, mode, info["native_size"])[None]
-    if invert:
-        native = 255 - native
-    return data.fit_size(native, native, info["native_size"], splits.image_size)[0][0]
+    return data.decode_image(path, mode, size)
 
 
 def normalise(splits: data.Splits, images: torch.Tensor) -> torch.Tensor:
@@ -211,16 +221,17 @@ def per_class_table(trained: Trained, predictions: torch.Tensor) -> Table:
     return table
 
 
-def image_table(trained: Trained, paths: list[str], probs: torch.Tensor) -> Table:
+def image_table(trained: Trained, paths: list[str], probs: torch.Tensor, inverted: torch.Tensor) -> Table:
     classes = trained.splits.classes
     table = Table(title=escape(f"{trained.source} ({trained.config.model}, {trained.config.dataset})"))
     table.add_column("image", overflow="fold")  # a long path wraps whole rather than losing its name
-    for column in ("class", "confidence", "runner-up"):
+    for column in ("class", "confidence", "runner-up", "inverted"):
         table.add_column(column, justify="right" if column == "confidence" else "left")
     top = probs.topk(min(2, probs.shape[1]), dim=1)
-    for path, values, indices in zip(paths, top.values, top.indices):
+    for path, values, indices, flipped in zip(paths, top.values, top.indices, inverted.tolist()):
         runner_up = f"{classes[indices[1]]} ({values[1]:.1%})" if len(indices) > 1 else ""
-        table.add_row(escape(str(path)), escape(classes[indices[0]]), f"{values[0]:.1%}", escape(runner_up))
+        table.add_row(escape(str(path)), escape(classes[indices[0]]), f"{values[0]:.1%}", escape(runner_up),
+                      "yes" if flipped else "")
     return table
 
 
@@ -232,14 +243,19 @@ def parser() -> argparse.ArgumentParser:
                                 description="Predict images with a trained model; show its test predictions.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to classify")
     p.add_argument("--run", help="a finished MLflow run id (its checkpoints/best.pt is used)")
+    p.add_argument("--model", metavar="URI", help="a registered model: models:/NAME@ALIAS (e.g. models:/depth-cpu@best) "
+                   "or models:/NAME/VERSION")
     p.add_argument("--checkpoint", help="a checkpoint file written by bench.train (best.pt / last.pt)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--data-dir", help="where the model's dataset files are (default: $BENCH_DATA, system, download)")
-    p.add_argument("--invert", action="store_true",
-                   help="invert the images' pixel values first (a dark object on a light background for an MNIST-style model)")
+    flip = p.add_mutually_exclusive_group()
+    flip.add_argument("--invert", action="store_true", help="invert every image's pixel values first")
+    flip.add_argument("--no-auto-invert", action="store_true",
+                      help="never invert; by default a light-background image is inverted for a model trained on "
+                           "light-on-dark images (Fashion-MNIST, MNIST), and the table says so")
     p.add_argument("--grid", type=int, metavar="N", help="save a grid of the first N test images, true vs predicted")
     p.add_argument("--confusion", action="store_true", help="confusion matrix and per-class accuracy on the test set")
-    p.add_argument("--out-dir", default=".", help="where the PNG files go (default: the current folder)")
+    p.add_argument("--out-dir", default=OUT_DIR, help=f"where the PNG files go (default: {OUT_DIR}/)")
     return p
 
 
@@ -249,20 +265,31 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError("nothing to do: give IMAGE files, --grid N or --confusion")
     if args.grid is not None and args.grid < 1:
         raise BenchError(f"--grid takes a positive number of test images, got {args.grid}")
-    tracker = tracker_for(args.run, args.tracking_uri)
-    trained = load_trained(run_id=args.run, checkpoint_path=args.checkpoint, tracker=tracker, data_dir=args.data_dir)
+    if sum(x is not None for x in (args.run, args.model, args.checkpoint)) > 1:
+        raise BenchError("say which model once: --run RUN_ID, --model models:/NAME@ALIAS or --checkpoint PATH")
+    run_id = args.run
+    tracker = tracker_for(args.run or args.model, args.tracking_uri)
+    if args.model is not None:
+        run_id = tracker.resolve_model(args.model)
+    trained = load_trained(run_id=run_id, checkpoint_path=args.checkpoint, tracker=tracker, data_dir=args.data_dir)
+    if args.model is not None:
+        trained = dataclasses.replace(trained, source=f"{args.model} (run {run_id})")
     out_dir = Path(args.out_dir)
     written = []
 
     if args.images:
-        inputs = torch.stack([preprocess(trained, path, args.invert) for path in args.images])
-        Console().print(image_table(trained, args.images, probabilities(trained.model, inputs)))
+        invert = "yes" if args.invert else "no" if args.no_auto_invert else "auto"
+        images, inverted = prepare(trained, args.images, invert)
+        out.print(image_table(trained, args.images, trained.servable.probabilities(images), inverted))
+        if invert == "auto" and inverted.any():
+            console.print(f"note: {int(inverted.sum())} image(s) with a light background were inverted, as the model "
+                          "was trained on light objects on a dark background; --no-auto-invert turns that off")
     if args.grid:
         count = min(args.grid, len(trained.splits.test_y))
         written.append(prediction_grid(trained, count, out_dir / f"predictions-{trained.tag}.png"))
     if args.confusion:
         predictions = test_predictions(trained.model, trained.splits)
-        Console().print(per_class_table(trained, predictions))
+        out.print(per_class_table(trained, predictions))
         written.append(plots.confusion_matrix(
             trained.splits.test_y.tolist(), predictions.tolist(), trained.splits.classes,
             out_dir / f"confusion-{trained.tag}.png", f"{trained.source}: test set"))

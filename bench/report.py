@@ -26,7 +26,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.progress import track  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -34,7 +33,7 @@ from scipy import stats  # noqa: E402
 
 from bench import provenance, reference, studies  # noqa: E402
 from bench.errors import BenchError, cli, redact  # noqa: E402
-from bench.progress import console  # noqa: E402
+from bench.progress import console, out  # noqa: E402  (notes on stderr, tables on stdout)
 
 COLUMNS = {
     "params": "metrics.params",
@@ -66,6 +65,7 @@ SUMMARY_COLUMNS = [
 ]
 TEXT_COLUMNS = ("study", "variant", "metric", "theirs", "source", "label")
 ALPHA = 1 - CONFIDENCE
+DEFAULT_OUT = "reports"  # git-ignored; results/ holds the committed reference reports
 
 
 # --- reading MLflow -------------------------------------------------------------------------------
@@ -73,12 +73,7 @@ ALPHA = 1 - CONFIDENCE
 
 def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: set[str] | None = None) -> pd.DataFrame:
     """One row per FINISHED child run: variant, seed, config hash, budget, dataset, final metrics."""
-    import mlflow
-
-    query = "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'"
-    if budget is not None:
-        query += f" and tags.`bench.budget` = '{budget}'"
-    runs = mlflow.search_runs([experiment_id], filter_string=query, max_results=50000)
+    runs = tracker.finished_runs([experiment_id], f"tags.`bench.budget` = '{budget}'" if budget is not None else "")
     if runs.empty:
         return pd.DataFrame(columns=RUN_COLUMNS)
     frame = pd.DataFrame({
@@ -95,27 +90,9 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
 
 def open_store(uri: str | None):
     """The Tracker for an existing store; a store that is not there is an error, never created empty."""
-    from bench.tracking import Tracker, resolve_uri
+    from bench.tracking import open_existing
 
-    uri = resolve_uri(uri)
-    path = _local_store_path(uri)
-    if path is not None and not path.exists():
-        raise BenchError(
-            f"MLflow store {redact(uri)} does not exist ({path.absolute()} not found): run the report where the study "
-            "ran, or pass --tracking-uri (or $MLFLOW_TRACKING_URI) naming the store it wrote to"
-        )
-    if "://" not in uri and path is not None and path.is_file():
-        uri = f"sqlite:///{path.resolve()}"  # a bare path to a database file means that sqlite store
-    return Tracker(uri)
-
-
-def _local_store_path(uri: str) -> Path | None:
-    """The file or folder a local tracking URI names; None for servers and in-memory stores."""
-    for scheme in ("sqlite:///", "file://"):
-        if uri.startswith(scheme):
-            rest = uri[len(scheme):].split("?", 1)[0]
-            return None if rest in ("", ":memory:") else Path(rest).expanduser()
-    return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
+    return open_existing(uri)
 
 
 @dataclass(frozen=True)
@@ -130,8 +107,8 @@ def study_runs(tracker, name: str, tracking_uri: str | None) -> StudyRuns:
     if not study.variants:
         raise BenchError(f"study {study.name!r} has no variants to report (it is a search): "
                          f"python -m bench.search --study {study.name}")
-    experiment = tracker.client.get_experiment_by_name(study.name)
-    runs = runs_frame(tracker, experiment.experiment_id) if experiment is not None else pd.DataFrame(columns=RUN_COLUMNS)
+    experiment_id = tracker.find_experiment(study.name)
+    runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=RUN_COLUMNS)
     runs = runs[runs["variant"].notna()]  # search trials in the same experiment have no variant
     if runs.empty:
         raise BenchError(f"study {study.name!r} has no finished runs in {redact(tracker.uri)}; run it with: "
@@ -183,8 +160,8 @@ def val_curves(tracker, runs: pd.DataFrame) -> pd.DataFrame:
     """Validation accuracy per epoch of each run (step = epoch)."""
     rows = []
     for run in track(list(runs.itertuples()), description="reading curves", console=console, transient=True):
-        for metric in tracker.client.get_metric_history(run.run_id, "val_acc"):
-            rows.append((run.study, run.variant, run.seed, metric.step, metric.value))
+        for step, value in tracker.metric_history(run.run_id, "val_acc"):
+            rows.append((run.study, run.variant, run.seed, step, value))
     return pd.DataFrame(rows, columns=["study", "variant", "seed", "epoch", "val_acc"])
 
 
@@ -589,8 +566,7 @@ def write(report: Report, out: Path) -> list[Path]:
 def log_artifacts(tracker, report: Report, paths: list[Path]) -> None:
     """The report's files as artifacts of each study's parent run, under report/."""
     for run_id in dict.fromkeys(report.parents.values()):
-        for path in paths:
-            tracker.client.log_artifact(run_id, str(path), "report")
+        tracker.log_artifacts(run_id, paths, "report")
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -608,7 +584,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="the dataset to report (default: the one with the most finished runs)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--format", choices=("md", "csv", "json"), help="print the report in this format to stdout")
-    p.add_argument("--out", default="results", help="folder for the .md, .csv and .png (default: results/)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the .md, .csv and .png (default: {DEFAULT_OUT}/; "
+                   "the reference reports in results/ change only when you name it)")
     return p
 
 
@@ -620,7 +597,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(python -m bench.ablation --list shows the studies)")
     if len(set(names)) != len(names):
         raise BenchError(f"--compare names a study twice: {' '.join(names)}")
-    command = "python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv)
+    # Stamped into the md, csv and png and logged to MLflow: never with a password in it.
+    command = redact("python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv))
     tracker = open_store(args.tracking_uri)
     report = build(tracker, names, args.budget, args.dataset, command, args.tracking_uri)
     paths = write(report, Path(args.out))
@@ -630,9 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         print({"md": markdown, "csv": csv_text, "json": json_text}[args.format](report))
         return 0
     others = report.header["other budgets in MLflow"]
-    # Into a log file: full-width tables rather than rich's default squeeze to 80 columns.
-    out = console if console.is_terminal else Console(stderr=True, width=160)
-    out.print(f"reporting budget {escape(report.header['budget'])}; also in MLflow: {escape(others)}")
+    console.print(f"reporting budget {escape(report.header['budget'])}; also in MLflow: {escape(others)}")
     out.print(rich_table(*display_rows(report.summary), title=escape(title(report))))
     for line in report.summary["verdict"]:
         if line and line != "reference":
@@ -640,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     if not report.published.empty:
         out.print(rich_table(list(report.published.columns), report.published.astype(str).values.tolist(),
                              title="published figures (different data or recipe, as labelled)"))
-    out.print(f"wrote {', '.join(map(str, paths))} (also logged to the study's parent run under report/)")
+    console.print(f"wrote {', '.join(map(str, paths))} (also logged to the study's parent run under report/)")
     return 0
 
 

@@ -32,7 +32,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from bench import distributed, launch, progress as progress_ui
+from bench import distributed, journal, launch, progress as progress_ui
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
@@ -48,6 +48,7 @@ GRACE_S = 60
 POLL_S = 2.0  # how often an idle worker looks again while others still run
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+OBJECTIVE = "val_acc"  # every trial's value: its best validation accuracy
 
 
 # --- storage ------------------------------------------------------------------------------------
@@ -60,6 +61,10 @@ def open_storage(url: str | None):
     try:
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
+            kept = journal.repair(Path(url))
+            if kept is not None:
+                progress_ui.console.print(f"[yellow]note:[/] {url} had a torn line (a crash mid-write): "
+                                          f"removed it, the file as it was is kept as {kept}")
             return JournalStorage(JournalFileBackend(url))
         if url.startswith("sqlite:"):
             # sqlite has no row locks: wait on a busy database instead of failing at once
@@ -166,9 +171,15 @@ class Job:
     parent_run_id: str
     prune: bool = False  # whether intermediate values may stop a trial (searches)
     failures: list[str] = field(default_factory=list)
+    storage: Any = None  # the opened Optuna storage (its public heartbeat API)
+    storage_url: str | None = None
+    system_metrics: bool = True  # MLflow's CPU/memory/GPU sampler on every child run
 
     def claim(self) -> optuna.Trial | None:
-        return pop_waiting(self.study)
+        return claim_waiting(self)
+
+    def run_finished(self) -> None:
+        """Called after each run finishes (an ablation updates its parent's summary)."""
 
     def describe(self, trial: optuna.Trial) -> tuple[RunConfig, str, dict[str, Any]]:
         raise NotImplementedError
@@ -188,22 +199,17 @@ class Job:
         return ""
 
 
-def pop_waiting(study: optuna.Study, wanted=lambda trial: True) -> optuna.Trial | None:
+def claim_waiting(job: Job) -> optuna.Trial | None:
     """Claim a WAITING trial, or nothing.
 
-    Study.ask() would also pop one, but creates a fresh trial when the queue is empty, and an
-    ablation must never run a point outside its grid. Claiming is the storage's atomic
-    RUNNING transition, as in Optuna's own queue.
+    Study.ask() pops the queue atomically, but samples a fresh trial when the queue is empty, and
+    an ablation must never run a point outside its grid: so look first, and ask under the storage
+    lock, which every worker holds to claim, so that no other one empties the queue in between.
     """
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if not wanted(frozen):
-            continue
-        try:
-            if study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(study, frozen._trial_id)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return None
+    with storage_lock(job.storage_url):
+        if not job.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return None
+        return job.study.ask()
 
 
 def open_study(name: str, storage_url: str | None, tracker: Tracker, study_name: str,
@@ -217,13 +223,12 @@ def open_study(name: str, storage_url: str | None, tracker: Tracker, study_name:
     storage = storage or open_storage(storage_url)
     study = optuna.create_study(study_name=name, storage=storage, direction=direction,
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
+    if study.metric_names is None:  # the dashboard's axis: "val_acc", not "Objective 0"
+        study.set_metric_names([OBJECTIVE])
     experiment_id = tracker.experiment_id(study_name)
     parent_id = study.user_attrs.get("mlflow_parent_run_id")
-    if parent_id is not None:
-        try:
-            tracker.client.get_run(parent_id)
-        except Exception:  # the MLflow store was replaced: start a new parent there
-            parent_id = None
+    if parent_id is not None and not tracker.run_exists(parent_id):
+        parent_id = None  # the MLflow store was replaced: start a new parent there
     if parent_id is None:
         parent_id = tracker.create_parent(experiment_id, name, {
             "bench.study": study_name, "bench.optuna_study": name,
@@ -274,12 +279,14 @@ def _alive(pid: int) -> bool:
 class Heartbeat:
     """Keep a database storage's heartbeat for one trial while it trains."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial):
-        storage = study._storage
-        # Optuna wraps an RDBStorage in a cache that has the getter, not a heartbeat_interval attribute.
+    def __init__(self, job: Job, trial: optuna.Trial):
+        storage = job.storage
+        # Only database storages beat (BaseHeartbeat's public methods); a journal has none.
         interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
         self._beat = storage.record_heartbeat if interval else None
-        self._trial_id = trial._trial_id
+        if self._beat is not None:
+            study_id = storage.get_study_id_from_name(job.study.study_name)
+            self._trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -317,17 +324,19 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
     run_id = tracker.start_child(job.experiment_id, job.parent_run_id, config, run_name,
                                  {**tags, "trial": trial.number, "optuna_study": job.optuna_name})
     trial.set_user_attr("mlflow_run_id", run_id)
+    logged = tracker.logged_epochs(run_id)  # by an attempt whose checkpoint was then lost
 
     def on_epoch(stats) -> None:
-        tracker.log_epoch(run_id, stats)
+        if stats.epoch not in logged:  # a metric step is logged once, whatever the retries
+            tracker.log_epoch(run_id, stats)
         bars.epoch_done(stats)
+        trial.report(stats.val_acc, stats.epoch)  # the dashboard's intermediate values, ablations too
         if job.prune:
-            trial.report(stats.val_acc, stats.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
 
     train = fit if config.world_size == 1 else launch.fit_in_processes  # torchrun of world_size processes
-    with bars.run(run_name, config.epochs), Heartbeat(job.study, trial):
+    with bars.run(run_name, config.epochs), Heartbeat(job, trial), tracker.system_metrics(run_id, job.system_metrics):
         try:
             result = train(config, on_epoch=on_epoch, on_batch=bars.batch_done,
                            checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir,
@@ -353,9 +362,10 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             job.failures.append(f"{run_name}: {type(exc).__name__}: {message}")
             logging.getLogger("bench").exception("run %s failed", run_name)
             return
-    tracker.log_result(run_id, result, run_name)
+    tracker.log_result(run_id, config, result, run_name)
     tracker.set_status(run_id, "FINISHED", state="complete")
     job.study.tell(trial, result.best_val_acc)
+    job.run_finished()
 
 
 def a_checkpoint(job: Job, config: RunConfig, checkpoint_root: Path) -> Path | None:
@@ -396,6 +406,9 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     except KeyboardInterrupt:
         tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
         raise
+    except BaseException as exc:  # whatever stops this worker, the parent run must not stay RUNNING
+        tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
+        raise
     for helper in helpers or []:
         helper.wait()
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
@@ -412,6 +425,8 @@ def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
     parser.add_argument("--checkpoint-root", default=str(STATE_DIR / "checkpoints"),
                         help=f"per-run checkpoint folders, used to resume cut-off {unit}")
+    parser.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
+                        help="do not sample CPU, memory and GPU use into each run (MLflow's system/ metrics)")
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -448,13 +463,20 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
     helpers = []
     # Each worker's index and the count let a worker of torchrun groups pick its own GPUs (bench.launch).
     os.environ.update(BENCH_WORKERS=str(count + 1), BENCH_WORKER_INDEX="0")
-    for i in range(count):
-        log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
-        helpers.append(subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
-        ))
+    # Helpers ignore Ctrl-C (the ignored SIGINT is inherited through exec, and Python keeps it so):
+    # one that is still importing would die of it with a traceback in its log. This process
+    # stops them with SIGTERM instead (stop_helpers), which they handle as an interruption.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for i in range(count):
+            log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
+            helpers.append(subprocess.Popen(
+                [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
+            ))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return helpers
 
 

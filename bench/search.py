@@ -53,6 +53,8 @@ import hashlib
 import inspect
 import json
 import math
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -70,11 +72,11 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench import runner, studies  # noqa: E402
+from bench import preflight, runner, studies  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.errors import BenchError, cli, redact  # noqa: E402
-from bench.progress import console  # noqa: E402
-from bench.tracking import Tracker  # noqa: E402
+from bench.progress import console, out  # noqa: E402  (notes on stderr, results on stdout)
+from bench.tracking import Tracker, registry_name  # noqa: E402
 from bench.train import add_config_flags, given_settings  # noqa: E402
 
 OBJECTIVE = "val_acc"
@@ -302,7 +304,7 @@ def _range(low: Any, high: Any, kind: str, log: bool, where: str) -> tuple[float
 
 
 def _number(value: Any, kind: str, where: str) -> None:
-    ok = isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
+    ok = isinstance(value, int) if kind == "int" else isinstance(value, (int, float)) and math.isfinite(value)
     if not ok or isinstance(value, bool):
         raise BenchError(f"{where} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
 
@@ -385,8 +387,8 @@ def _count(value: Any, where: str) -> int:
 def _seconds(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise BenchError(f"{where} must be a number of seconds above 0; got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise BenchError(f"{where} must be a finite number of seconds above 0; got {value!r}")
     return float(value)
 
 
@@ -403,18 +405,16 @@ def standing(study: optuna.Study) -> list[FrozenTrial]:
 class SearchJob(runner.Job):
     plan: Plan
     settings: dict[str, Any]  # every RunConfig value the trials share, the budget label included
-    storage_url: str | None
     deadline: float | None  # time.monotonic() after which no trial is claimed
 
     def claim(self) -> optuna.Trial | None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             return None
-        retry = runner.pop_waiting(self.study)  # a dead worker's trial, queued again: it goes first
-        if retry is not None:
-            return retry
-        # Count and ask as one step, so that workers together stop at exactly --trials.
+        # Count and ask as one step, so that workers together stop at exactly --trials. ask() pops
+        # a queued trial first (a dead worker's, queued again), else samples a new one.
         with runner.storage_lock(self.storage_url):
-            while len(standing(self.study)) < self.plan.wanted:
+            while (self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   or len(standing(self.study)) < self.plan.wanted):
                 trial = self.study.ask()
                 if not self.settle_repeat(trial):
                     return trial
@@ -445,6 +445,10 @@ class SearchJob(runner.Job):
 
     def total(self) -> int:
         return self.plan.wanted
+
+    def all_finished(self) -> bool:
+        """No trial failed, in this worker or any other (a pruned one is the search at work)."""
+        return not self.failures and not any(t.state == TrialState.FAIL for t in standing(self.study))
 
     def done(self) -> int:
         return sum(t.state.is_finished() for t in standing(self.study))
@@ -492,7 +496,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        console.print(searches_table())
+        good, bad = studies.load_all()
+        out.print(searches_table(good))  # a table: stdout, as every result
+        for problem in bad:
+            console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
         return 0
     if not args.study:
         raise BenchError("say which study to search: --study NAME (python -m bench.search --list shows them)")
@@ -512,24 +519,33 @@ def main(argv: list[str] | None = None) -> int:
                          f"or copy the study and take {searched[0]} out of its [search.space]")
     shared_config = RunConfig.from_dict(settings)  # what every trial has before sampling
     runner.check_processes(shared_config, args)
+    edges = [shared_config.replace(**{p.name: v}) for p in plan.space.values() for v in p.extremes()]
+    preflight.check([shared_config, *edges], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
 
     tracker = Tracker(args.tracking_uri)
-    runner.open_storage(args.storage)  # a bad URL fails here in one line, password hidden
+    storage = runner.open_storage(args.storage)  # a bad URL fails here in one line, password hidden
     name = f"{study.name}-search-{label}"
     with runner.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             name, args.storage, tracker, study.name,
             {"bench.budget": label, "bench.dataset": shared_config.dataset, "bench.kind": "search",
              "bench.space": "; ".join(p.text() for p in plan.space.values())},
-            sampler=plan.make_sampler(), pruner=plan.make_pruner(shared_config.epochs),
+            sampler=plan.make_sampler(), pruner=plan.make_pruner(shared_config.epochs), storage=storage,
         )
         _same_space(optuna_study, plan, args.storage)
         starts = optuna_study.user_attrs.get("worker_starts", 0)
         optuna_study.set_user_attr("worker_starts", starts + 1)
         if starts and plan.sampler.get("seed") is not None:
             optuna_study.sampler = plan.make_sampler(worker_start=starts)
-        job = SearchJob(study.name, name, optuna_study, tracker, experiment_id, parent_id, prune=True)
-        job.plan, job.settings, job.storage_url = plan, settings, args.storage
+        job = SearchJob(study.name, name, optuna_study, tracker, experiment_id, parent_id, prune=True,
+                        storage=storage, storage_url=args.storage, system_metrics=args.system_metrics)
+        job.plan, job.settings = plan, settings
+        command = "python -m bench.search " + shlex.join(sys.argv[1:] if argv is None else argv)
+        tracker.describe_parent(parent_id, (
+            f"**{study.name}** search: {study.description}\n\nBudget `{label}`: {budget.description}\n\n"
+            f"Space: {'; '.join(p.text() for p in plan.space.values())}; {plan.wanted} trials, sampler "
+            f"{plan.sampler['name']}, pruner {plan.pruner['name']}, maximising validation accuracy.\n\n"
+            f"Command: `{command}`"), {k: v for k, v in shared_config.to_dict().items() if k not in plan.space})
         job.deadline = time.monotonic() + plan.timeout if plan.timeout else None
         present = len(standing(optuna_study))
     if not args.quiet:
@@ -550,17 +566,17 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"{len(busy)} trial(s) still running or queued elsewhere: the last worker to finish logs the summary")
     else:
         notes += log_summary(job)
-    console.print(top_trials_table(optuna_study, f"{name}: top trials by best validation accuracy"))
+    out.print(top_trials_table(optuna_study, f"{name}: top trials by best validation accuracy"))
     counts = tally(optuna_study)
-    console.print(f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+    out.print(f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
                   f"{counts[TrialState.FAIL]} failed of {plan.wanted} wanted")
     best = best_trial(optuna_study)
     if best is not None:
-        console.print(f"best: trial {best.number}, val acc [bold green]{best.value:.4f}[/], "
+        out.print(f"best: trial {best.number}, val acc [bold green]{best.value:.4f}[/], "
                       + escape(", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())))
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    console.print(f"MLflow store: {tracker.uri}; browse it with: [bold]{escape(tracker.ui_command)}[/]")
+    console.print(f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{escape(tracker.ui_command)}[/]")
     console.print(f"Optuna study {name}: [bold]{escape(dashboard_command(args.storage))}[/]")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {escape(failure)}")
@@ -621,7 +637,7 @@ def log_summary(job: SearchJob) -> list[str]:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics[f"best.{key}"] = value
         else:  # MLflow metrics are numbers; and params could not change when a resumed search finds better
-            tracker.client.set_tag(parent, f"best.{key}", str(value))
+            tracker.set_tags(parent, {f"best.{key}": value})
     importances = {}
     names = {k for t in complete for k in t.params}
     if len(complete) < 2 or len(names) < 2:
@@ -632,19 +648,41 @@ def log_summary(job: SearchJob) -> list[str]:
         metrics.update({f"importance.{k}": v for k, v in importances.items()})
     # step = complete trials so far: a resumed search adds points instead of overwriting
     tracker.log_metrics(parent, metrics, step=len(complete))
+    trained = [t for t in complete if "mlflow_run_id" in t.user_attrs]  # a repeat has no run of its own
+    if trained:
+        best_run = max(trained, key=lambda t: t.value).user_attrs["mlflow_run_id"]
+        version = tracker.register_best(job.optuna_name, best_run)
+        notes.append(f"best trial's model registered as models:/{registry_name(job.optuna_name)}@best (version {version})")
 
     plots = {"optimization_history": optuna.visualization.matplotlib.plot_optimization_history,
              "parallel_coordinate": optuna.visualization.matplotlib.plot_parallel_coordinate}
     if importances:
         plots["param_importances"] = optuna.visualization.matplotlib.plot_param_importances
     with tempfile.TemporaryDirectory() as tmp:
+        # The search's report: every trial (csv) and the best ones in words (md), beside the plots.
+        study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs")).to_csv(
+            Path(tmp, "trials.csv"), index=False)
+        Path(tmp, "summary.md").write_text(summary_markdown(study, job.optuna_name))
         for file, plot in plots.items():
             axes = plot(study)
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
             figure.savefig(Path(tmp, f"{file}.png"), dpi=110, bbox_inches="tight")
             plt.close(figure)
-        tracker.client.log_artifacts(parent, tmp, "search")
+        tracker.log_artifacts(parent, sorted(Path(tmp).iterdir()), "search")
     return notes
+
+
+def summary_markdown(study: optuna.Study, name: str, rows: int = TOP_ROWS) -> str:
+    counts = tally(study)
+    lines = [f"# {name}", "",
+             f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+             f"{counts[TrialState.FAIL]} failed; objective: best validation accuracy.", "",
+             "| trial | val acc | params | MLflow run |", "|---:|---:|---|---|"]
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    for trial in complete[:rows]:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        lines.append(f"| {trial.number} | {trial.value:.4f} | {params} | {trial.user_attrs.get('mlflow_run_id', '')} |")
+    return "\n".join(lines) + "\n"
 
 
 def top_trials_table(study: optuna.Study, title: str, rows: int = TOP_ROWS) -> Table:
@@ -684,12 +722,12 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def searches_table() -> Table:
+def searches_table(every: list[studies.Study]) -> Table:
     table = Table(title="searches (python -m bench.search --study NAME [--budget B] [--trials N])")
     for column in ("study", "space", "budgets (default first)", "description"):
         table.add_column(column)
-    for name in studies.names():
-        study = studies.load(name)
+    for study in every:
+        name = study.path.stem
         if study.search is None:
             continue
         budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]

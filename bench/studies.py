@@ -119,10 +119,26 @@ def load(name: str) -> Study:
     elif not path.is_file():
         raise BenchError(f"study file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path}: not UTF-8 text (byte {exc.start}): save the study file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"{path}: malformed TOML: {exc}") from None
     return parse(raw, path)
+
+
+def load_all() -> tuple[list[Study], list[str]]:
+    """Every study in studies/ that loads, and one line for each file that does not.
+
+    For listings: one broken file must not hide the others.
+    """
+    good, bad = [], []
+    for name in names():
+        try:
+            good.append(load(name))
+        except BenchError as exc:
+            bad.append(str(exc))
+    return good, bad
 
 
 def parse(raw: dict[str, Any], path: Path) -> Study:

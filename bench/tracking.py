@@ -12,26 +12,41 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import socket
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail in seconds, not minutes
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# libpq's own connect timeout, for every PostgreSQL connection MLflow and Optuna open (default: none).
+os.environ.setdefault("PGCONNECT_TIMEOUT", "10")
+CONNECT_TIMEOUT_S = 5  # the first connection, made here before MLflow's ten retries could start
 
 import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from mlflow.entities import Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.models import ModelSignature  # noqa: E402
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE  # noqa: E402
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec  # noqa: E402
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # noqa: E402
+from mlflow.types.schema import Map  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from bench import plots, provenance  # noqa: E402
+from bench import plots, provenance, serving  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.errors import BenchError, redact  # noqa: E402
 
@@ -44,6 +59,10 @@ EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "second
 # 'seconds' per epoch is logged as epoch_seconds so it reads unambiguously next to train_seconds.
 METRIC_NAMES = {"seconds": "epoch_seconds"}
 ACTIVE = ("RUNNING", "SCHEDULED")
+EXPERIMENT_KIND = "mlflow.experimentKind"  # read by the UI (MLflow 3) to choose the experiment's view
+DESCRIPTION = "mlflow.note.content"  # a run's description in the UI
+BEST_ALIAS = "best"
+SYSTEM_METRICS_INTERVAL_S = 5.0
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -79,6 +98,11 @@ class Tracker:
             return f"open {redact(self.uri)} in a browser"
         return f"mlflow ui --backend-store-uri {redact(self.uri)}"
 
+    def runs_page(self, experiment_id: str) -> str:
+        """The experiment's runs in the UI, on its model-training view (MLflow 3 opens on GenAI)."""
+        base = redact(self.uri).rstrip("/") if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
     # --- experiments and runs -----------------------------------------------------------------
 
     def experiment_id(self, name: str) -> str:
@@ -88,9 +112,15 @@ class Tracker:
                 self.client.restore_experiment(experiment.experiment_id)
             return experiment.experiment_id
         try:
-            return self.client.create_experiment(name, artifact_location=self._artifact_location(name))
+            # Marked as model training, so the UI opens on runs, not on its GenAI (traces) view.
+            return self.client.create_experiment(name, artifact_location=self._artifact_location(name),
+                                                 tags={EXPERIMENT_KIND: "custom_model_development"})
         except Exception:  # another worker created it first
             return self.client.get_experiment_by_name(name).experiment_id
+
+    def find_experiment(self, name: str) -> str | None:
+        experiment = self.client.get_experiment_by_name(name)
+        return None if experiment is None else experiment.experiment_id
 
     def _artifact_location(self, name: str) -> str | None:
         """Beside a sqlite store (its mlruns/ folder), whatever folder the command runs in."""
@@ -110,6 +140,12 @@ class Tracker:
         return self.client.search_runs(
             [experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=5000
         )
+
+    def finished_hashes(self, experiment_id: str) -> set[str]:
+        """The config hashes of every finished child run of an experiment."""
+        runs = self.client.search_runs([experiment_id], "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'",
+                                       max_results=50000)
+        return {r.data.tags.get("bench.config_hash") for r in runs}
 
     def finished_run(self, experiment_id: str, config_hash: str):
         for run in self.child_runs(experiment_id, config_hash=config_hash):
@@ -174,6 +210,132 @@ class Tracker:
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
+
+    def run_exists(self, run_id: str) -> bool:
+        try:
+            self.client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - deleted, or the store was replaced
+            return False
+        return True
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def describe_parent(self, run_id: str, description: str, params: dict[str, Any]) -> None:
+        """The study's text as the run's description, and the settings every child shares as params
+        (logged once: MLflow params never change, and a resumed study has the same ones)."""
+        self.set_tags(run_id, {DESCRIPTION: description})
+        logged = self.client.get_run(run_id).data.params
+        new = [Param(k, str(v)) for k, v in sorted(params.items()) if k not in logged]
+        if new:
+            self.client.log_batch(run_id, params=new)
+
+    def finished_runs(self, experiment_ids: list[str], query: str = ""):
+        """FINISHED child runs (tag bench.role = run) as a pandas frame, newest first."""
+        where = "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'" + (f" and {query}" if query else "")
+        return mlflow.search_runs(experiment_ids, filter_string=where, max_results=50000)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+    def log_variant_summary(self, parent_id: str, experiment_id: str, budget: str, step: int) -> dict[str, dict]:
+        """Mean and std of test accuracy and the count of runs per variant, on the parent run;
+        stepped by the number of finished runs, so the UI shows them grow as children finish."""
+        runs = self.finished_runs([experiment_id], f"tags.`bench.budget` = '{budget}'")
+        if runs.empty or "tags.bench.variant" not in runs:
+            return {}
+        runs = runs.drop_duplicates("tags.bench.config_hash")
+        summary = {}
+        for variant, group in runs.groupby("tags.bench.variant"):
+            acc = group["metrics.test_acc"].dropna()
+            summary[variant] = {"test_acc_mean": float(acc.mean()), "test_acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                                "n": len(acc)}
+        self.log_metrics(parent_id, {f"{key}.{variant}": value for variant, values in summary.items()
+                                     for key, value in values.items()}, step=step)
+        return summary
+
+    def log_artifacts(self, run_id: str, paths: list[str | Path], folder: str) -> None:
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), folder)
+
+    # --- the Model Registry ------------------------------------------------------------------------
+
+    def register_best(self, name: str, run_id: str) -> int:
+        """Register `run_id`'s pyfunc model as `name` with the alias `best`; a new version only when
+        the best run changed. Returns the version the alias points at."""
+        name = registry_name(name)
+        try:
+            try:
+                current = self.client.get_model_version_by_alias(name, BEST_ALIAS)
+            except MlflowException:
+                current = None
+            if current is not None and current.run_id == run_id:
+                return int(current.version)
+            with contextlib.redirect_stdout(sys.stderr):  # MLflow prints "Created version ..." on stdout
+                version = mlflow.register_model(f"runs:/{run_id}/model", name).version
+            self.client.set_registered_model_alias(name, BEST_ALIAS, version)
+        except MlflowException as exc:
+            raise BenchError(f"cannot register the best model as {name!r} in {redact(self.uri)}: "
+                             f"{_first_line(exc)}") from None
+        return int(version)
+
+    def resolve_model(self, uri: str) -> str:
+        """The run id behind models:/NAME@ALIAS or models:/NAME/VERSION, or one line saying why not."""
+        if not uri.startswith("models:/"):
+            raise BenchError(f"--model takes models:/NAME@ALIAS or models:/NAME/VERSION, got {uri!r}")
+        rest = uri[len("models:/"):]
+        name, alias = rest.split("@", 1) if "@" in rest else (rest.rsplit("/", 1) + [""])[:2]
+        try:
+            if "@" in rest:
+                version = self.client.get_model_version_by_alias(name, alias)
+            elif alias.isdigit():
+                version = self.client.get_model_version(name, alias)
+            else:
+                raise BenchError(f"{uri}: say which version, models:/{rest}@best or models:/{rest}/1")
+        except MlflowException as exc:
+            known = self._registered_names()
+            hint = f"registered models: {', '.join(known)}" if known else "no model is registered there yet"
+            raise BenchError(f"no model {uri} in {redact(self.uri)} ({_first_line(exc)}); {hint}") from None
+        return version.run_id
+
+    def _registered_names(self) -> list[str]:
+        try:
+            return sorted(m.name for m in self.client.search_registered_models(max_results=50))
+        except MlflowException:
+            return []
+
+    # --- datasets and system metrics ---------------------------------------------------------------
+
+    def log_dataset(self, run_id: str, info: dict[str, Any]) -> None:
+        """The run's data as an MLflow dataset input (the runs table's Dataset column): its name,
+        a digest of the recorded split, where it came from, and its sizes."""
+        sizes = {k: info.get(k) for k in ("n_train", "n_val", "n_test")}
+        frame = pd.DataFrame([{**sizes, "split_seed": info.get("split_seed"), "subset": info.get("subset"),
+                               "image_size": info.get("image_size"), "split_hash": info.get("split_hash")}])
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, as meant
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(frame, source=str(info.get("source", "unknown")),
+                                              name=str(info.get("dataset")), digest=str(info.get("split_hash"))[:36])
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[
+            InputTag(MLFLOW_DATASET_CONTEXT, "train")])])
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, enabled: bool = True):
+        """MLflow's own CPU, memory, disk, network (and GPU) sampler on a run while the block runs.
+
+        Runs here are made by the client, not by mlflow.start_run, so the monitor is started by
+        hand, as start_run(log_system_metrics=True) would."""
+        if not enabled:
+            yield
+            return
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
+                                       resume_logging=True, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
     # --- metrics and artifacts ------------------------------------------------------------------
 
     def log_epoch(self, run_id: str, stats) -> None:
@@ -191,13 +353,13 @@ class Tracker:
     def logged_epochs(self, run_id: str) -> set[int]:
         return {m.step for m in self.client.get_metric_history(run_id, "val_acc")}
 
-    def log_result(self, run_id: str, result, title: str) -> None:
+    def log_result(self, run_id: str, config: RunConfig, result, title: str) -> None:
         """Final numbers, the epochs a kill kept from MLflow, plots, checkpoint and the servable model."""
         logged = self.logged_epochs(run_id)
         for stats in result.history:
             if stats.epoch not in logged:
                 self.log_epoch(run_id, stats)
-        self.log_metrics(run_id, {
+        final = {
             "test_acc": result.test_acc,
             "test_loss": result.test_loss,
             "best_val_acc": result.best_val_acc,
@@ -206,12 +368,15 @@ class Tracker:
             "flops": result.flops,
             "train_seconds": result.train_seconds,
             **result.evaluations,  # top-1 / top-5 of the paper's evaluation modes, when asked for
-        })
+        }
+        kept = self.client.get_run(run_id).data.metrics  # by an attempt killed after logging them
+        self.log_metrics(run_id, {k: v for k, v in final.items() if k not in kept})
         self.client.log_batch(run_id, tags=[
             RunTag("bench.device", provenance.device_name(result.device)),
             RunTag("bench.precision", result.precision),
             *[RunTag(f"bench.data.{k}", str(v)) for k, v in result.data_info.items()],
         ])
+        self.log_dataset(run_id, result.data_info)
         with tempfile.TemporaryDirectory() as tmp:
             plots.learning_curves(result.history, Path(tmp, "learning_curves.png"), title)
             plots.confusion_matrix(result.labels, result.predictions, result.classes,
@@ -219,25 +384,52 @@ class Tracker:
             self.client.log_artifacts(run_id, tmp, "plots")
         if result.best_checkpoint:
             self.client.log_artifact(run_id, result.best_checkpoint, "checkpoints")
-        self.log_model(run_id, result.model, result.input_shape)
+        self.log_model(run_id, config, result)
 
-    def log_model(self, run_id: str, model: torch.nn.Module, input_shape: tuple[int, ...]) -> None:
-        """Log the model so that mlflow.pytorch.load_model and `mlflow models serve` give it back."""
-        model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-        example = torch.zeros(1, *input_shape)
-        with torch.no_grad():
-            output = model(example).numpy()
-        signature = mlflow.models.infer_signature(example.numpy(), output)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(
-                model,
+    def log_model(self, run_id: str, config: RunConfig, result) -> None:
+        """Two models: `model`, the pyfunc that takes images as a person has them (preprocessing
+        inside, see bench.serving) and answers with class names; `module`, the bare network for
+        mlflow.pytorch.load_model (normalised float input at the model's size, logits out)."""
+        preprocessing = result.preprocessing
+        servable = serving.Servable(result.model, preprocessing)
+        examples = serving.native_examples(result.examples, preprocessing)
+        requirements = [f"torch=={torch.__version__.split('+')[0]}",  # given: inferring costs ~14 s a run
+                        f"torchvision=={torchvision.__version__.split('+')[0]}", f"pandas=={pd.__version__}"]
+        code = [str(provenance.PROJECT_ROOT / "bench")]
+        with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+            folder = serving.save(Path(tmp, "servable"), servable.model, preprocessing, config)
+            mlflow.pyfunc.log_model(
                 name="model",
-                signature=signature,
+                python_model=str(Path(serving.__file__).with_name("served_model.py")),
+                artifacts={"servable": str(folder)},
+                signature=ModelSignature(
+                    inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
+                    outputs=Schema([ColSpec("string", "class"), ColSpec("long", "class_index"),
+                                    ColSpec("double", "confidence"), ColSpec("boolean", "inverted"),
+                                    ColSpec(Map(DataType.double), "probabilities")]),
+                    params=ParamSchema([ParamSpec("invert", "string", "auto")]),
+                ),
+                input_example=examples,
+                metadata={
+                    "input": serving.describe_input(preprocessing),
+                    "classes": list(preprocessing.classes),
+                    "output": "per image: class, class_index, confidence, inverted, probabilities (class -> p)",
+                    "bare_network": "runs:/<run id>/module (mlflow.pytorch; normalised input, logits out)",
+                },
+                pip_requirements=requirements,
+                code_paths=code,
+            )
+            network = servable.model
+            example = torch.as_tensor(preprocessing.normalise(result.examples[:1]))
+            with torch.no_grad():
+                logits = network(example).numpy()
+            mlflow.pytorch.log_model(
+                network,
+                name="module",
+                signature=mlflow.models.infer_signature(example.numpy(), logits),
                 input_example=example.numpy(),
-                # Given explicitly: inferring them costs ~14 s a run.
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"torchvision=={torchvision.__version__.split('+')[0]}"],
-                code_paths=[str(provenance.PROJECT_ROOT / "bench")],
+                pip_requirements=requirements,
+                code_paths=code,
                 serialization_format="pickle",  # loads anywhere torch and bench import; no export tracing
             )
         self.client.update_run(run_id, status="RUNNING")  # the fluent end_run marked it FINISHED
@@ -282,6 +474,57 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), folder)
 
 
+class ServedModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc face of a bench.serving.Servable: what `mlflow models serve` and
+    mlflow.pyfunc.load_model run. Param `invert`: auto (default), yes or no."""
+
+    # The signature is given explicitly (the input takes several layouts, see bench.serving), not
+    # inferred from type hints; this tells MLflow not to ask for them.
+    _skip_type_hint_validation = True
+
+    def load_context(self, context) -> None:
+        self.servable = serving.load(context.artifacts["servable"])
+
+    def predict(self, context, model_input, params=None):
+        try:
+            return self.servable.predict(model_input, invert=(params or {}).get("invert", "auto"))
+        except BenchError as exc:  # a 400 with our one line, not a server error
+            raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from None
+
+
+def open_existing(uri: str | None) -> Tracker:
+    """The Tracker for an existing store; a store that is not there is an error, never created empty."""
+    uri = resolve_uri(uri)
+    path = _local_store_path(uri)
+    if path is not None and not path.exists():
+        raise BenchError(
+            f"MLflow store {redact(uri)} does not exist ({path.absolute()} not found): run the command where the "
+            "study ran, or pass --tracking-uri (or $MLFLOW_TRACKING_URI) naming the store it wrote to"
+        )
+    if "://" not in uri and path is not None and path.is_file():
+        uri = f"sqlite:///{path.resolve()}"  # a bare path to a database file means that sqlite store
+    return Tracker(uri)
+
+
+def _local_store_path(uri: str) -> Path | None:
+    """The file or folder a local tracking URI names; None for servers and in-memory stores."""
+    for scheme in ("sqlite:///", "file://"):
+        if uri.startswith(scheme):
+            rest = uri[len(scheme):].split("?", 1)[0]
+            return None if rest in ("", ":memory:") else Path(rest).expanduser()
+    return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
+
+
+def registry_name(name: str) -> str:
+    """A registered model's name: MLflow refuses '/', ':' and '%' (a budget label may hold a path)."""
+    return re.sub(r"[/:%]", "_", name)
+
+
+def serve_from_code() -> None:
+    """Called by bench/served_model.py when MLflow loads the pyfunc model."""
+    mlflow.models.set_model(ServedModel())
+
+
 def check_reachable(uri: str) -> None:
     """Fail in one line, before anything runs, if the tracking store cannot be used."""
     if uri.startswith(("http://", "https://")):
@@ -299,6 +542,29 @@ def check_reachable(uri: str) -> None:
         folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
         if not folder.is_dir():
             raise BenchError(f"MLflow store {uri}: folder {folder} does not exist")
+    elif uri.startswith(("postgresql", "mysql", "mssql")):
+        _check_database(uri)
+
+
+def _check_database(uri: str) -> None:
+    """Connect once with a short timeout: MLflow retries a failed database ten times over ~2 minutes,
+    with a warning each time, before it gives up."""
+    import sqlalchemy
+
+    timeout = {"connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout if uri.startswith(("postgresql", "mysql")) else {})
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except ImportError as exc:
+        raise BenchError(f"MLflow store {redact(uri)} needs a driver that is not installed ({exc.name}): "
+                         "pip install 'vgg-bench[postgres]'") from None
+    except Exception as exc:
+        raise BenchError(f"cannot connect to the MLflow tracking database {redact(uri)} "
+                         f"({redact(_first_line(exc))}): check the URL, or create the database first") from None
 
 
 @contextlib.contextmanager

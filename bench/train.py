@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -26,11 +27,13 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, distributed, evaluation, models
+from bench import checkpoint, data, distributed, evaluation, models, serving
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 
 EVAL_BATCH = 512
+EXAMPLES = 4  # test images kept with a result: the logged model's input example
+log = logging.getLogger("bench.train")
 
 
 @dataclass
@@ -66,16 +69,23 @@ class Result:
     input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
     model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
     evaluations: dict[str, float] = field(default_factory=dict)  # the paper's eval modes (bench.evaluation)
+    examples: torch.Tensor | None = field(default=None, repr=False)  # a few test images, uint8, for the logged model
+    preprocessing: Any = field(default=None, repr=False)  # bench.serving.Preprocessing of the training split
 
     def record(self) -> dict[str, Any]:
         """Everything but the model, as JSON-able values (what rank 0 of a torchrun hands back)."""
         return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"},
-                "history": [asdict(h) for h in self.history]}
+                "history": [asdict(h) for h in self.history],
+                "examples": None if self.examples is None else self.examples.tolist(),
+                "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json()}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Result:
+        examples, preprocessing = record.get("examples"), record.get("preprocessing")
         return cls(**{**record, "history": [EpochStats(**h) for h in record["history"]],
-                      "input_shape": tuple(record["input_shape"])})
+                      "input_shape": tuple(record["input_shape"]),
+                      "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
+                      "preprocessing": None if preprocessing is None else serving.Preprocessing.from_json(preprocessing)})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,11 +194,14 @@ def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
 
 def load_pretrained(model: torch.nn.Module, path: str) -> None:
     """Load a torchvision-style state_dict, all but the last layer, which stays new for our classes."""
-    state = torch.load(path, map_location="cpu", weights_only=True) if Path(path).is_file() else None
-    if state is None:
+    if not Path(path).is_file():
         raise BenchError(f"pretrained file {path} does not exist: give the path of a saved state_dict")
+    state = checkpoint.read(path, "pretrained state_dict")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # one of our own checkpoints
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BenchError(f"pretrained file {path} holds a {type(state).__name__}, not a state_dict of tensors: "
+                         "save it with torch.save(model.state_dict(), path)")
     last = {f"{name}.{p}" for name, m in model.named_modules() if m is last_linear(model)
             for p in ("weight", "bias")}
     own = model.state_dict()
@@ -362,7 +375,14 @@ def fit(
     start, history, best = 0, [], {"val_acc": -1.0, "epoch": 0}
     best_weights = None
     if last_path is not None and last_path.exists():
-        start, history, best = engine.restore(checkpoint.load(last_path, config_hash=config.hash))
+        try:
+            state = checkpoint.load(last_path, config_hash=config.hash)
+        except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
+            if group.is_main:  # every rank starts over; one renames the file
+                aside = checkpoint.set_aside(last_path)
+                log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
+        else:
+            start, history, best = engine.restore(state)
 
     for epoch in range(start + 1, config.epochs + 1):
         began = time.perf_counter()
@@ -411,6 +431,8 @@ def fit(
         input_shape=engine.splits.input_shape,
         model=engine.model,
         evaluations=evaluations,
+        examples=engine.splits.examples(EXAMPLES),
+        preprocessing=serving.Preprocessing.from_splits(engine.splits),
     )
 
 
@@ -482,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     events.write(result=result.record())
     if not group.is_main:
         return 0
-    progress.console.print(
+    progress.out.print(  # the result: stdout
         f"[bold]{config.model}[/] test acc [bold green]{result.test_acc:.4f}[/], best val acc "
         f"{result.best_val_acc:.4f} (epoch {result.best_epoch}), {result.train_seconds:.1f} s training, "
         f"{result.history[-1].images_per_s:.0f} img/s, {result.params:,} params, device {result.device}"

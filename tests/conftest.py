@@ -1,9 +1,12 @@
-"""Shared fixtures: fresh PostgreSQL databases on the server that $BENCH_TEST_POSTGRES_URL names."""
+"""Shared fixtures: fresh PostgreSQL databases on the server that $BENCH_TEST_POSTGRES_URL names,
+and a small real study on Fashion-MNIST whose records several test files read."""
 
 from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -63,3 +66,64 @@ def postgres():
     server = Postgres(url)
     yield server
     server.close()
+
+
+# --- a small real study, shared by the tests of what a study leaves behind ----------------------
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+TINY_STUDY = """
+name = "tiny"
+description = "VGG-A with and without BatchNorm on real Fashion-MNIST, small enough for tests."
+reference = "vgg-a"
+default_budget = "cpu"
+
+[base]
+dataset = "fashion-mnist"
+model = "vgg-a"
+width = 0.125
+subset = 2000
+epochs = 2
+batch_size = 128
+optimizer = "adamw"
+lr = 0.002
+weight_decay = 0.05
+
+[variants]
+vgg-a = {}
+vgg-a-bn = { batch_norm = true }
+
+[budgets.cpu]
+description = "seconds a run: 2000 images, 2 epochs, width 1/8, two seeds"
+seeds = [0, 1]
+"""
+
+
+@dataclass
+class TinyStudy:
+    root: Path
+    toml: Path
+    uri: str  # the sqlite MLflow store
+    journal: Path  # the Optuna journal
+    argv: list[str]  # the ablation command's arguments
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> TinyStudy:
+    """`python -m bench.ablation` on the tiny study: 4 real runs into a real store and journal."""
+    if not Path(FASHION_DIR).is_dir():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    from bench import ablation
+
+    root = tmp_path_factory.mktemp("tiny-study")
+    toml = root / "tiny.toml"
+    toml.write_text(TINY_STUDY)
+    study = TinyStudy(root, toml, f"sqlite:///{root / 'mlflow.db'}", root / "optuna.journal", [])
+    study.argv = ["--study", str(toml), "--tracking-uri", study.uri, "--storage", str(study.journal),
+                  "--checkpoint-root", str(root / "checkpoints"), "--report-dir",
+                  str(root / "reports")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # runs of seconds get samples
+        assert ablation.main(study.argv) == 0
+    return study

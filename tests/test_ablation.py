@@ -68,8 +68,10 @@ def test_study_end_to_end_then_rerun_skips(workdir):
         assert artifacts == {"plots/learning_curves.png", "plots/confusion_matrix.png"}
         assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.pt"]
 
-    model = mlflow.pytorch.load_model(f"runs:/{runs[0].info.run_id}/model")
-    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    module = mlflow.pytorch.load_model(f"runs:/{runs[0].info.run_id}/module")  # the bare network
+    assert module(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    answers = mlflow.pyfunc.load_model(f"runs:/{runs[0].info.run_id}/model").predict(torch.zeros(2, 32, 32).numpy())
+    assert list(answers.columns[:3]) == ["class", "class_index", "confidence"]  # preprocessing inside
 
     started = time.time()
     assert ablation.main(SMOKE) == 0  # everything finished: nothing trains again

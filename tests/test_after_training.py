@@ -55,7 +55,7 @@ def trained_run(tmp_path_factory):
         parent = tracker.create_parent(experiment, "study", {})
         run_id = tracker.start_child(experiment, parent, TRAINED, "vgg-a seed=0", {})
         result = fit(TRAINED, checkpoint_dir=root / "checkpoints")
-        tracker.log_result(run_id, result, "vgg-a")
+        tracker.log_result(run_id, TRAINED, result, "vgg-a")
         tracker.set_status(run_id, "FINISHED")
     return dict(uri=tracker.uri, run_id=run_id, checkpoint=Path(result.best_checkpoint), result=result,
                 root=root)
@@ -154,7 +154,7 @@ def test_a_fashion_mnist_image_goes_through_the_padding_and_statistics_of_its_ru
     # --invert flips the 28 px image, not the black border that padding adds afterwards.
     flipped = padded.clone()
     flipped[:, 2:30, 2:30] = 255 - flipped[:, 2:30, 2:30]
-    assert torch.equal(predict.preprocess(trained, native, invert=True), predict.normalise(splits, flipped[None])[0])
+    assert torch.equal(predict.preprocess(trained, native, invert="yes"), predict.normalise(splits, flipped[None])[0])
     # A colour photo of any size becomes one channel at 32 px.
     photo = Image.fromarray(padded[0, 2:30, 2:30].numpy()).convert("RGB").resize((84, 112))
     photo.save(tmp_path / "photo.jpg")

@@ -90,8 +90,12 @@ def test_search_prunes_logs_every_trial_and_resumes_to_the_total(place):
     assert parent.data.metrics["best.trial"] == study.best_trial.number
     assert parent.data.metrics["best.lr"] == pytest.approx(study.best_params["lr"])
     assert {"importance.lr", "importance.weight_decay"} <= set(parent.data.metrics)
-    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
-    assert plots == {f"search/{n}.png" for n in ("optimization_history", "parallel_coordinate", "param_importances")}
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
+    assert logged == {f"search/{n}.png" for n in ("optimization_history", "parallel_coordinate", "param_importances")} | {
+        "search/trials.csv", "search/summary.md"}
+    assert f"python -m bench.search --study lr-wd" in parent.data.tags["mlflow.note.content"]
+    best_run = study.best_trial.user_attrs["mlflow_run_id"]
+    assert client.get_model_version_by_alias(STUDY, "best").run_id == best_run  # registered as <study>-<budget>
 
     # --timeout: past it, a worker claims nothing more, whatever --trials says.
     assert search.main(["--study", "lr-wd", "--budget", "smoke", "--trials", "9", "--timeout", "0.001", *place["args"]]) == 0

@@ -1,0 +1,255 @@
+"""A trained model with its preprocessing: images as a person has them in, named classes out.
+
+The logged MLflow model of every run (bench.tracking wraps a `Servable` as a pyfunc model) and
+`bench.predict` both go through this module, so a served model and the command line give the
+same answer for the same pixels. What it accepts:
+
+- values: uint8 (or any integers) in 0..255, or floats in [0, 1] (floats above 1 and up to 255
+  are read as 0..255: JSON has no uint8, so served integers may arrive as floats);
+- layout: one image HxW or HxWxC, or a batch NxHxW, NxHxWxC or NxCxHxW (C = 1 or 3); colour
+  images become greyscale for a greyscale model (PIL's weights) and greyscale becomes RGB;
+- size: the dataset's native size (28x28 for Fashion-MNIST) gets the run's own treatment (the
+  zero-padding 28 -> 32, or its resize); the model's own input size is taken as is; any other size
+  is first brought to the native size (shorter side resized, centre cropped) as bench.data
+  decodes image files;
+- background: the MNIST family is light objects on black. Images whose border is light are
+  inverted first (`invert="auto"`, reported per image); "yes" / "no" force it either way.
+
+Out comes, per image: the class name, its index, the confidence, whether it was inverted, and
+every class's probability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from bench import checkpoint, data
+from bench.config import RunConfig
+from bench.errors import BenchError
+
+SPEC_FILE = "preprocessing.json"
+WEIGHTS_FILE = "weights.pt"
+INVERT_CHOICES = ("auto", "yes", "no")
+# Training sets darker than this on average are light-on-dark (Fashion-MNIST 0.29, MNIST 0.13;
+# CIFAR 0.47): only for them does a light border mean "invert me".
+DARK_MEAN = 0.35
+LIGHT_BORDER = 127.5
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything between a person's pixels and the network's input, from the training split."""
+
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per channel, 0..1 scale
+    std: tuple[float, ...]
+    in_channels: int
+    image_size: int  # what the network takes
+    native_size: int  # what the dataset stores (28 for Fashion-MNIST)
+
+    @classmethod
+    def from_splits(cls, splits: data.Splits) -> Preprocessing:
+        """The training split's own statistics (unrounded) and the dataset's sizes."""
+        info = splits.info
+        return cls(tuple(splits.classes), tuple(splits.mean), tuple(splits.std), splits.in_channels,
+                   splits.image_size, int(info.get("native_size") or splits.image_size))
+
+    @property
+    def num_classes(self) -> int:  # the attributes train.build_model reads from a split
+        return len(self.classes)
+
+    @property
+    def dark_background(self) -> bool:
+        return sum(self.mean) / len(self.mean) < DARK_MEAN
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Preprocessing:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+    # --- pixels to network input -----------------------------------------------------------
+
+    def to_uint8(self, values: Any) -> torch.Tensor:
+        """Any accepted array as uint8 [N, C, H, W] with the model's channels (module docstring)."""
+        array = _numbers(values)
+        if array.ndim == 2:
+            array = array[None, None]
+        elif array.ndim == 3:
+            array = array.transpose(2, 0, 1)[None] if array.shape[-1] in (1, 3) else array[:, None]
+        elif array.ndim == 4:
+            if array.shape[1] not in (1, 3):
+                if array.shape[-1] not in (1, 3):
+                    raise BenchError(f"images of shape {array.shape}: a batch is NxHxW, NxHxWxC or NxCxHxW "
+                                     "with C = 1 or 3")
+                array = array.transpose(0, 3, 1, 2)
+        else:
+            raise BenchError(f"images of shape {array.shape}: give HxW, HxWxC, or a batch NxHxW, "
+                             "NxHxWxC or NxCxHxW")
+        if min(array.shape) == 0:
+            raise BenchError(f"no pixels in images of shape {array.shape}")
+        images = torch.from_numpy(_as_0_255(array))
+        if images.shape[1] == 3 and self.in_channels == 1:
+            images = TF.rgb_to_grayscale(images)
+        elif images.shape[1] == 1 and self.in_channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        return images.contiguous()
+
+    def light_background(self, images: torch.Tensor) -> torch.Tensor:
+        """Per image: whether its border is light, for a model trained on light-on-dark images."""
+        if not self.dark_background:
+            return torch.zeros(len(images), dtype=torch.bool)
+        h, w = images.shape[-2:]
+        k = max(1, min(h, w) // 14)  # a 2-pixel frame on 28x28
+        frame = torch.cat([images[..., :k, :].flatten(1), images[..., -k:, :].flatten(1),
+                           images[..., :, :k].flatten(1), images[..., :, -k:].flatten(1)], dim=1)
+        return frame.float().mean(1) > LIGHT_BORDER
+
+    def to_model_size(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] of any size -> the network's size, as the run treated its images."""
+        h, w = images.shape[-2:]
+        if h == w == self.image_size:
+            return images
+        native = self.native_size
+        if (h, w) != (native, native):
+            # As bench.data decodes image files: shorter side to the size, centre crop.
+            images = TF.center_crop(TF.resize(images, native, antialias=True), [native, native])
+        return data.fit_size(images, images[:0], native, self.image_size)[0]
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 -> the float input the network was trained on, with Splits.batches' arithmetic to
+        the last bit (x * 1/(255 s) - m/s), so that served answers equal the run's own."""
+        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32).view(1, -1, 1, 1)
+        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32).view(1, -1, 1, 1)
+        return images.float().mul_(scale).sub_(shift)
+
+    def prepare(self, values: Any, invert: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images at the model's size, which were inverted) for any accepted input.
+
+        Inverting comes before padding, so that the padded border stays black as in training.
+        """
+        if invert not in INVERT_CHOICES:
+            raise BenchError(f"invert must be one of {', '.join(INVERT_CHOICES)}, got {invert!r}")
+        images = self.to_uint8(values)
+        if invert == "auto":
+            flipped = self.light_background(images)
+        else:
+            flipped = torch.full((len(images),), invert == "yes")
+        images = torch.where(flipped.view(-1, 1, 1, 1), 255 - images, images)
+        return self.to_model_size(images), flipped
+
+
+class Servable:
+    """A network on the CPU with its preprocessing: images in, named classes out."""
+
+    def __init__(self, model: torch.nn.Module, preprocessing: Preprocessing, config: RunConfig | None = None):
+        self.model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+        self.preprocessing = preprocessing
+        self.config = config
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """Class probabilities of uint8 images already at the model's size."""
+        inputs = self.preprocessing.normalise(images)
+        return torch.cat([self.model(x).float().softmax(1) for x in inputs.split(batch)])
+
+    def predict(self, values: Any, invert: str = "auto") -> pd.DataFrame:
+        images, inverted = self.preprocessing.prepare(values, invert)
+        probs = self.probabilities(images)
+        classes = self.preprocessing.classes
+        confidence, index = probs.max(1)
+        return pd.DataFrame({
+            "class": [classes[i] for i in index.tolist()],
+            "class_index": index.numpy(),
+            "confidence": confidence.numpy().astype(float),
+            "inverted": inverted.numpy(),
+            "probabilities": [dict(zip(classes, map(float, row))) for row in probs.tolist()],
+        })
+
+
+# --- on disk: a folder the pyfunc model carries -------------------------------------------------
+
+
+def save(folder: str | Path, model: torch.nn.Module, preprocessing: Preprocessing, config: RunConfig) -> Path:
+    """The weights (a state_dict, read back with weights_only) and the settings that rebuild them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, folder / WEIGHTS_FILE)
+    spec = {"preprocessing": preprocessing.to_json(), "config": config.to_dict()}
+    (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1))
+    return folder
+
+
+def load(folder: str | Path) -> Servable:
+    from bench.train import build_model
+
+    folder = Path(folder)
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    preprocessing = Preprocessing.from_json(spec["preprocessing"])
+    config = RunConfig.from_dict(spec["config"])
+    model = build_model(config.replace(pretrained=None, freeze=0), preprocessing)
+    state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    checkpoint.load_weights(model, state, f"weights in {folder}")
+    return Servable(model, preprocessing, config)
+
+
+def describe_input(preprocessing: Preprocessing) -> str:
+    """What the logged model takes, in words (its signature can only say "an array")."""
+    n, s = preprocessing.native_size, preprocessing.image_size
+    colour = "greyscale" if preprocessing.in_channels == 1 else "RGB"
+    return (f"{colour} images as arrays: uint8 0..255 or floats in [0, 1]; one HxW or HxWxC image, or a batch "
+            f"NxHxW, NxHxWxC or NxCxHxW; {n}x{n} as the dataset stores them"
+            + (f", {s}x{s} (the model's size)" if s != n else "")
+            + " or any size (resized to it); light-background images are inverted (param invert: auto|yes|no)")
+
+
+def native_examples(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:
+    """A few dataset images (uint8 at the model's size) as the dataset stores them, for an input
+    example: the zero-padding undone (a resize cannot be; the model's size is accepted too)."""
+    pad = (preprocessing.image_size - preprocessing.native_size) // 2
+    if pad > 0:
+        inner = images[..., pad:-pad, pad:-pad]
+        if inner.sum() == images.sum():  # the frame is all zeros: padding, not picture
+            images = inner
+    array = images.cpu().numpy()
+    return array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
+
+
+def _numbers(values: Any) -> np.ndarray:
+    if isinstance(values, pd.DataFrame):
+        values = values.to_numpy()
+    array = np.asarray(values)
+    if array.dtype == object:  # served JSON under an untyped signature: nested lists of numbers
+        try:
+            array = np.asarray(array.tolist())  # integers stay integers: 0..255, never [0, 1]
+        except ValueError:
+            raise BenchError("images must be arrays of numbers of one size each (nested lists of "
+                             "pixel values); got values that are not numbers or rows of different "
+                             "lengths") from None
+    if array.dtype.kind not in "uif":
+        raise BenchError(f"images must be numbers (uint8 0..255 or floats in [0, 1]), got {array.dtype}")
+    return array
+
+
+def _as_0_255(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise BenchError("images contain NaN or infinity: give pixel values in 0..255 or [0, 1]")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise BenchError(f"pixel values run from {low:g} to {high:g}: give uint8 0..255 or floats in [0, 1]")
+    if array.dtype.kind == "f" and high <= 1.0:
+        array = array * 255.0
+    return np.ascontiguousarray(np.rint(array).astype(np.uint8))

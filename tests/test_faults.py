@@ -1,0 +1,310 @@
+"""Trying to break a study: each defect found that way, reproduced for real (real MLflow store, real
+Optuna journal, real PostgreSQL where it matters) and checked to be fixed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
+
+from bench import ablation, checkpoint, report, runner, search, studies
+from bench.config import RunConfig
+from bench.errors import BenchError, cli, redact
+from bench.tracking import Tracker
+
+ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
+TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def runs(client: MlflowClient, role: str = "run") -> list:
+    experiment = client.get_experiment_by_name("depth")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], f"tags.`bench.role` = '{role}'", max_results=1000)
+
+
+def local_client(workdir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+
+
+def journal_trials(workdir: Path, name: str = "depth-smoke") -> list:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / ".bench" / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def one_line_exit_2(main, argv: list[str], capsys) -> str:
+    """Run a command's main as `python -m` does (through cli); return its one error line."""
+    previous = signal.getsignal(signal.SIGTERM)  # cli() installs its own SIGTERM handler
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli(main, argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+# --- 2. passwords ----------------------------------------------------------------------------------
+
+
+def test_redact_hides_every_password_in_a_text():
+    text = ("python -m bench.report --tracking-uri postgresql://bench:pa@ss@db:5432/mlflow "
+            "--storage=mysql+pymysql://u:p%40w@h/db?x=1 http://h:5000 sqlite:///mlflow.db postgresql://bench@db/x")
+    assert redact(text) == ("python -m bench.report --tracking-uri postgresql://bench:***@db:5432/mlflow "
+                            "--storage=mysql+pymysql://u:***@h/db?x=1 http://h:5000 sqlite:///mlflow.db "
+                            "postgresql://bench@db/x")
+
+
+def test_a_tracking_password_appears_nowhere(postgres, workdir, capsys):
+    password = "Pw-" + os.urandom(6).hex()
+    role = postgres.role(password)
+    uri = make_url(postgres.database(owner=role)).set(password=password).render_as_string(hide_password=False)
+    assert ablation.main([*ONE, "--epochs", "1", "--tracking-uri", uri]) == 0
+    assert report.main(["--study", "depth", "--tracking-uri", uri, "--out", "out"]) == 0
+    printed = capsys.readouterr()
+    assert "MLflow store: postgresql://" in printed.err and ":***@" in printed.err
+    written = [p.read_bytes() for p in (workdir / "out").iterdir()]
+    assert len(written) == 3  # md, csv, png (its metadata holds the command)
+    client = MlflowClient(uri)
+    records = []
+    for run in runs(client, "run") + runs(client, "study"):
+        records += [str(run.data.tags), str(run.data.params)]
+        folder = workdir / "artifacts" / run.info.run_id
+        folder.mkdir(parents=True)
+        if client.list_artifacts(run.info.run_id, "report"):
+            client.download_artifacts(run.info.run_id, "report", str(folder))
+            records += [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
+    assert any("python -m bench.report" in r for r in records)  # the stamped command was checked
+    for text in [printed.out, printed.err, *[w.decode("latin-1") for w in written], *records]:
+        assert password not in text
+
+
+# --- 3. a corrupt checkpoint ----------------------------------------------------------------------
+
+
+def test_a_corrupt_checkpoint_is_set_aside_and_the_study_goes_on(workdir, caplog):
+    [first, second] = studies.load("depth").grid("smoke", variants=["vgg-a", "vgg-b"])
+    torn = workdir / ".bench" / "checkpoints" / first.config.hash / "last.pt"
+    checkpoint.save(torn, {"config_hash": first.config.hash, "model": {"w": torch.ones(1000)}})
+    torn.write_bytes(torn.read_bytes()[:300])  # what a crash of the disk or a bad copy leaves
+
+    assert ablation.main(TWO) == 0
+    client = local_client(workdir)
+    assert sorted(r.info.status for r in runs(client)) == ["FINISHED", "FINISHED"]
+    assert [r.info.status for r in runs(client, "study")] == ["FINISHED"]
+    [aside] = torn.parent.glob("last.pt.corrupt-*")
+    assert aside.stat().st_size == 300  # kept, not deleted
+    [note] = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert str(aside.relative_to(workdir)) in note and "\n" not in note
+    [run] = [r for r in runs(client) if r.data.tags["bench.config_hash"] == first.config.hash]
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc"))
+    assert steps == list(range(1, first.config.epochs + 1))
+
+
+# --- 4. a deleted MLflow store --------------------------------------------------------------------
+
+
+def test_a_deleted_store_is_filled_again_from_the_journal(workdir):
+    assert ablation.main(TWO) == 0
+    (workdir / "mlflow.db").unlink()
+    shutil.rmtree(workdir / "mlruns")
+
+    # A new process, as a person would run it (this one's MLflow keeps the deleted file open).
+    again = subprocess.run([sys.executable, "-m", "bench.ablation", *TWO], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "COLUMNS": "300"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 run(s) complete in Optuna" in again.stderr
+    client = local_client(workdir)
+    children = runs(client)
+    assert sorted(r.info.run_name for r in children) == ["vgg-a seed=0", "vgg-b seed=0"]
+    assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in children)
+    for run in children:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2]
+    assert [r.info.status for r in runs(client, "study")] == ["FINISHED"]
+    latest = {}
+    for trial in journal_trials(workdir):
+        latest[trial.user_attrs["point"]] = trial.state
+    assert list(latest.values()) == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+# --- 5. the parent's status -----------------------------------------------------------------------
+
+
+def test_an_error_that_ends_a_worker_fails_the_parent(workdir, monkeypatch):
+    def broken_disk(config, **kwargs):
+        raise BenchError("disk full")  # an error that no check before the study could have seen
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "fit", broken_disk)
+        with pytest.raises(BenchError, match="disk full"):
+            ablation.main(ONE)
+    client = local_client(workdir)
+    assert [r.info.status for r in runs(client)] == ["FAILED"]
+    assert [r.info.status for r in runs(client, "study")] == ["FAILED"]
+
+    assert ablation.main(ONE) == 0  # run again, it resumes and the parent ends true
+    assert [r.info.status for r in runs(client)] == ["FINISHED"]
+    assert [r.info.status for r in runs(client, "study")] == ["FINISHED"]
+
+
+# --- 6. a torn journal ----------------------------------------------------------------------------
+
+
+def test_a_torn_journal_line_is_set_aside_and_the_study_goes_on(workdir, capsys):
+    assert ablation.main(ONE) == 0
+    journal = workdir / ".bench" / "optuna.journal"
+    whole = journal.read_bytes()
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code":5,"worker_id":"9f3c-')  # a log cut short by a crash
+    capsys.readouterr()
+
+    assert ablation.main(TWO) == 0  # appends many logs after the torn one
+    err = capsys.readouterr().err
+    [kept] = journal.parent.glob("optuna.journal.torn-*")
+    assert f"{journal.relative_to(workdir)} had a torn line" in err and kept.name in err
+    assert kept.read_bytes() == whole + b'{"op_code":5,"worker_id":"9f3c-'
+    assert journal.read_bytes().startswith(whole)
+    assert [t.state for t in journal_trials(workdir)] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_a_log_glued_onto_a_torn_one_is_kept(workdir):
+    from bench import journal
+
+    path = workdir / "j.journal"
+    path.write_bytes(b'{"op_code":0,"a":1}\n{"op_co{"op_code":4,"b":2}\n{"op_code":5,"c":3}\n')
+    assert journal.repair(path) is not None
+    assert path.read_bytes() == b'{"op_code":0,"a":1}\n{"op_code":4,"b":2}\n{"op_code":5,"c":3}\n'
+    assert journal.repair(path) is None  # whole now: left alone
+
+
+# --- 7, 11. settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_setting_refuses_nan_and_infinity(value):
+    floats = [name for name, hint in RunConfig.__annotations__.items() if hint == "float"]
+    assert {"lr", "width", "warmup_epochs", "momentum"} <= set(floats)
+    for name in floats:
+        with pytest.raises(BenchError, match=f"'{name}' = .* is not a finite number"):
+            RunConfig.from_dict({name: value})
+
+
+def test_nan_on_the_command_line_is_one_line_before_anything(workdir, capsys):
+    assert "'lr' = nan" in one_line_exit_2(ablation.main, [*ONE, "--lr", "nan"], capsys)
+    assert "--timeout" in one_line_exit_2(search.main, ["--study", "lr-wd", "--budget", "smoke",
+                                                        "--timeout", "nan"], capsys)
+    assert not (workdir / "mlflow.db").exists() and not (workdir / ".bench" / "optuna.journal").exists()
+
+
+def test_zero_epochs_is_reported_against_epochs():
+    with pytest.raises(BenchError, match="setting 'epochs' = 0 is out of range"):
+        RunConfig.from_dict({"epochs": 0, "warmup_epochs": 0.5})  # the smoke budgets' warm-up
+
+
+# --- 8. checked before the first run --------------------------------------------------------------
+
+
+def test_what_would_fail_inside_a_run_fails_before_any_is_recorded(workdir, capsys):
+    (workdir / "a-file").write_text("not a folder")
+    corrupt = workdir / "corrupt.pth"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), corrupt)
+    corrupt.write_bytes(corrupt.read_bytes()[:200])
+    foreign = workdir / "foreign.pth"
+    torch.save({"weights": Path("/etc/passwd")}, foreign)  # a pickled object: loading it runs code
+    other = workdir / "other.pth"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), other)
+    cases = [
+        (["--batch-size", "100000", "--subset", "1000"], "batch size 100000 is larger than the training split"),
+        (["--checkpoint-root", "a-file/checkpoints"], "--checkpoint-root a-file/checkpoints is not a writable folder"),
+        (["--pretrained", str(corrupt)], "corrupt.pth is not a readable pretrained state_dict (corrupt"),
+        (["--pretrained", str(foreign)], "re-save it with torch.save(model.state_dict(), path)"),
+        (["--pretrained", str(other)], "does not fit this architecture"),
+        (["--pretrained", "missing.pth"], "pretrained file missing.pth does not exist"),
+    ]
+    for argv, message in cases:
+        err = one_line_exit_2(ablation.main, [*ONE, *argv], capsys)
+        assert message in err and "weights_only=False" not in err, err
+    err = one_line_exit_2(search.main, ["--study", "lr-wd", "--budget", "smoke", "--batch-size", "5000",
+                                        "--subset", "512"], capsys)
+    assert "batch size 5000 is larger" in err
+    assert not (workdir / "mlflow.db").exists() and not (workdir / ".bench" / "optuna.journal").exists()
+
+
+# --- 9. study files -------------------------------------------------------------------------------
+
+
+def test_a_bad_study_file_is_named_and_the_others_still_listed(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "studies"
+    shutil.copytree(studies.STUDIES_DIR, folder)
+    (folder / "latin1.toml").write_bytes('description = "caf\xe9"\n'.encode("latin-1"))
+    (folder / "broken.toml").write_text("[variants\n")
+    monkeypatch.setattr(studies, "STUDIES_DIR", folder)
+
+    assert "latin1.toml: not UTF-8 text" in one_line_exit_2(ablation.main, ["--study", "latin1"], capsys)
+    assert ablation.main(["--list"]) == 0
+    listed = capsys.readouterr()
+    assert "depth" in listed.out and "bn" in listed.out
+    assert "latin1.toml: not UTF-8" in listed.err and "broken.toml: malformed TOML" in listed.err
+    assert search.main(["--list"]) == 0
+    listed = capsys.readouterr()
+    assert "lr-wd" in listed.out and "optimizer" in listed.out
+    assert "latin1.toml" in listed.err and "broken.toml" in listed.err
+
+
+# --- 10. a database that does not exist -----------------------------------------------------------
+
+
+def test_a_missing_tracking_database_fails_in_seconds(postgres):
+    url = make_url(postgres.database()).set(database="bench_no_such_db", password="Secret-9")
+    started = time.monotonic()
+    with pytest.raises(BenchError) as error:
+        Tracker(url.render_as_string(hide_password=False))
+    assert time.monotonic() - started < 15
+    message = str(error.value)
+    assert "bench_no_such_db" in message and "does not exist" in message
+    assert "Secret-9" not in redact(message) and "\n" not in message
+
+
+# --- 12. Ctrl-C while a helper starts -------------------------------------------------------------
+
+
+def test_ctrl_c_while_a_helper_imports_leaves_no_traceback(workdir):
+    log = workdir / ".bench" / "logs" / "ablation-worker-1.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, "-m", "bench.ablation", *ONE, "--epochs", "30", "--workers", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # its own process group, as a terminal gives it
+    try:
+        deadline = time.monotonic() + 120
+        while not log.exists():
+            assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read()[-2000:]
+            time.sleep(0.05)
+        time.sleep(0.5)  # the helper is importing torch and MLflow (several seconds)
+        os.killpg(parent.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        parent.wait(timeout=120)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait()
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert parent.returncode == 130

@@ -1,0 +1,347 @@
+"""What a study leaves behind reads on its own: the logged model served on raw images, the Model
+Registry, the parent run, datasets and system metrics, the Optuna study and its dashboard.
+
+All of it from one real tiny study on Fashion-MNIST (conftest.tiny_study).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from optuna.distributions import CategoricalDistribution
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from PIL import Image
+
+from bench import ablation, data, predict
+from bench.errors import cli
+from bench.train import EVAL_BATCH
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+SERVED = 256
+
+
+def client(study) -> MlflowClient:
+    return MlflowClient(study.uri)
+
+
+def children(study) -> list:
+    c = client(study)
+    experiment = c.get_experiment_by_name("tiny")
+    return c.search_runs([experiment.experiment_id], "tags.`bench.role` = 'run'")
+
+
+def parent(study):
+    c = client(study)
+    experiment = c.get_experiment_by_name("tiny")
+    [run] = c.search_runs([experiment.experiment_id], "tags.`bench.role` = 'study'")
+    return run
+
+
+def raw_test_images(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first test images exactly as the dataset stores them: uint8 28x28, and their labels."""
+    images = data.read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:count].numpy()
+    labels = data.read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:count].numpy()
+    return images, labels
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {process.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+def post_json(url: str, payload) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def best_run_id(study) -> str:
+    return max(children(study), key=lambda r: r.data.metrics["best_val_acc"]).info.run_id
+
+
+def run_accuracy_on(run_id: str, study, count: int) -> float:
+    """The run's own model on its own data path (training batches), on the first `count` test images."""
+    from bench.tracking import Tracker
+
+    trained = predict.load_trained(run_id=run_id, tracker=Tracker(study.uri))
+    predictions = torch.cat([trained.model(x).argmax(1) for x, _ in trained.splits.batches("test", EVAL_BATCH)])
+    return float((predictions[:count] == trained.splits.test_y[:count]).float().mean())
+
+
+# --- 1. the logged model ---------------------------------------------------------------------------
+
+
+def test_mlflow_models_serve_answers_raw_test_images_as_the_run_does(tiny_study):
+    run_id = best_run_id(tiny_study)
+    images, labels = raw_test_images(SERVED)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_study.uri, "PYTHONPATH": str(ROOT),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its uvicorn, as in an active venv
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tiny_study.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", server)
+        status, body = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": images.tolist()})
+        assert status == 200, body
+        answers = body["predictions"]
+        # A request that is not images gets a 400 with our one line, not a server error.
+        bad_status, bad = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": [["a", "b"], ["c", "d"]]})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    assert len(answers) == SERVED
+    classes = set(data.FASHION_CLASSES)
+    assert {a["class"] for a in answers} <= classes and len({a["class"] for a in answers}) >= 5
+    first = answers[0]
+    assert set(first["probabilities"]) == classes
+    assert sum(first["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert first["confidence"] == pytest.approx(max(first["probabilities"].values()))
+    assert not any(a["inverted"] for a in answers)  # dataset images are dark-background: never flipped
+    served = float(np.mean([a["class_index"] for a in answers] == labels))
+    assert served > 0.5  # far above chance (0.1): the preprocessing is the run's
+    assert served == pytest.approx(run_accuracy_on(run_id, tiny_study, SERVED), abs=0.005)
+    assert bad_status == 400 and "images must be" in bad["message"]
+
+
+def test_the_pyfunc_model_takes_images_as_people_have_them(tiny_study):
+    run_id = best_run_id(tiny_study)
+    mlflow.set_tracking_uri(tiny_study.uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    images, labels = raw_test_images(32)
+    expected = model.predict(images)["class_index"].to_numpy()
+    assert (expected == labels).mean() > 0.3  # chance is 0.1 (the served test checks 256 exactly)
+
+    floats = images.astype(np.float32) / 255
+    rgb = np.repeat(images[..., None], 3, axis=-1)
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))  # the model's own size, 32x32
+    for form in (floats, floats[:, None], rgb, rgb.transpose(0, 3, 1, 2), padded):
+        assert (model.predict(form)["class_index"].to_numpy() == expected).all()
+    single = model.predict(images[3])  # one HxW image
+    assert len(single) == 1 and single["class_index"][0] == expected[3]
+    bigger = np.asarray(Image.fromarray(images[3]).resize((56, 56), Image.Resampling.BILINEAR))
+    assert model.predict(bigger)["class"][0] in data.FASHION_CLASSES
+
+    # A dark garment on a light background is inverted (and says so) unless told not to.
+    light = 255 - images
+    flipped = model.predict(light)
+    assert flipped["inverted"].all() and (flipped["class_index"].to_numpy() == expected).all()
+    assert not model.predict(light, params={"invert": "no"})["inverted"].any()
+
+    # The signature and example describe that input; the input example is real test images.
+    info = model.metadata
+    assert info.signature.params.to_dict()[0]["name"] == "invert"
+    example = json.loads(Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/input_example.json")).read_text())
+    assert np.array_equal(np.asarray(example["inputs"] if isinstance(example, dict) else example), raw_test_images(4)[0])
+    assert "28x28" in info.metadata["input"] and info.metadata["classes"] == list(data.FASHION_CLASSES)
+
+    # The bare network stays available for those who want it: normalised 32x32 input, logits out.
+    module = mlflow.pytorch.load_model(f"runs:/{run_id}/module")
+    assert isinstance(module, torch.nn.Module)
+
+
+# --- 2. the Model Registry -----------------------------------------------------------------------
+
+
+def test_the_best_run_is_registered_with_alias_best_and_predict_uses_it(tiny_study, tmp_path, capsys):
+    version = client(tiny_study).get_model_version_by_alias("tiny-cpu", "best")
+    assert version.run_id == best_run_id(tiny_study)
+
+    images, labels = raw_test_images(2)
+    Image.fromarray(images[0]).save(tmp_path / "garment.png")
+    Image.fromarray(255 - images[1]).save(tmp_path / "photo.png")  # dark on light, as a photo
+    assert predict.main(["--model", "models:/tiny-cpu@best", "--tracking-uri", tiny_study.uri,
+                         str(tmp_path / "garment.png"), str(tmp_path / "photo.png")]) == 0
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if ".png" in line]
+    assert len(rows) == 2 and "yes" in rows[1] and "yes" not in rows[0]
+    assert "inverted" in captured.err and "--no-auto-invert" in captured.err
+
+    # The same study run again trains nothing and registers no new version.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tiny_study.root)
+        assert ablation.main(tiny_study.argv) == 0
+    versions = client(tiny_study).search_model_versions("name = 'tiny-cpu'")
+    assert [v.version for v in versions] == [version.version]
+
+
+def cli_error(*argv: str) -> str:
+    """One command's stderr, which must be one line, with exit code 2."""
+    process = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert process.returncode == 2, process.stderr
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), process.stderr
+    return lines[0]
+
+
+def test_bad_models_and_images_get_one_line(tiny_study, tmp_path):
+    store = tiny_study.root / "mlflow.db"
+    before = store.read_bytes()
+    image = tmp_path / "x.png"
+    Image.fromarray(raw_test_images(1)[0][0]).save(image)
+    uri = ["--tracking-uri", tiny_study.uri]
+    assert "registered models: tiny-cpu" in cli_error("bench.predict", "--model", "models:/nope@best", *uri, str(image))
+    assert "no model models:/tiny-cpu@worst" in cli_error("bench.predict", "--model", "models:/tiny-cpu@worst", *uri, str(image))
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("not an image")
+    assert "is not an image" in cli_error("bench.predict", "--model", "models:/tiny-cpu@best", *uri, str(not_image))
+    message = cli_error("bench.predict", "--run", parent(tiny_study).info.run_id, *uri, str(image))
+    assert "has no artifact checkpoints/best.pt" in message
+    empty = tmp_path / "empty.db"  # a store with no registry: not created by asking it
+    assert "does not exist" in cli_error("bench.predict", "--model", "models:/tiny-cpu@best",
+                                         "--tracking-uri", f"sqlite:///{empty}", str(image))
+    assert not empty.exists()
+    assert store.read_bytes() == before
+
+
+# --- 3. the parent run ---------------------------------------------------------------------------
+
+
+def test_the_parent_run_carries_the_study(tiny_study):
+    run = parent(tiny_study)
+    description = run.data.tags["mlflow.note.content"]
+    assert "VGG-A with and without BatchNorm" in description and "`cpu`" in description
+    assert f"python -m bench.ablation --study {tiny_study.toml}" in description
+    params = run.data.params
+    assert params["width"] == "0.125" and params["subset"] == "2000" and params["epochs"] == "2"
+    assert "batch_norm" not in params and "seed" not in params  # what differs is not shared
+
+    c = client(tiny_study)
+    runs = children(tiny_study)
+    for variant in ("vgg-a", "vgg-a-bn"):
+        accs = [r.data.metrics["test_acc"] for r in runs if r.data.tags["bench.variant"] == variant]
+        assert run.data.metrics[f"n.{variant}"] == 2
+        assert run.data.metrics[f"test_acc_mean.{variant}"] == pytest.approx(np.mean(accs))
+        assert run.data.metrics[f"test_acc_std.{variant}"] == pytest.approx(np.std(accs, ddof=1))
+    # updated as children finished: one point per finished run
+    counts = [m.value for m in c.get_metric_history(run.info.run_id, "n.vgg-a")]
+    assert len(c.get_metric_history(run.info.run_id, "n.vgg-a-bn")) + len(counts) >= 3 and counts[-1] == 2
+    report = {a.path for a in c.list_artifacts(run.info.run_id, "report")}
+    assert report == {f"report/tiny-fashion-mnist-cpu.{ext}" for ext in ("md", "csv", "png")}
+    assert (tiny_study.root / "reports" / "tiny-fashion-mnist-cpu.md").is_file()
+
+
+# --- 4. datasets and system metrics ----------------------------------------------------------------
+
+
+def test_child_runs_log_their_dataset_and_system_metrics(tiny_study):
+    c = client(tiny_study)
+    for run in children(tiny_study):
+        [dataset_input] = run.inputs.dataset_inputs
+        dataset = dataset_input.dataset
+        assert dataset.name == "fashion-mnist"
+        assert dataset.digest == run.data.tags["bench.data.split_hash"]
+        assert "fashion-mnist" in dataset.source
+        profile = json.loads(dataset.profile)
+        assert profile["num_rows"] == 1
+        schema = json.dumps(json.loads(dataset.schema))
+        assert "n_train" in schema
+        system = [k for k in run.data.metrics if k.startswith("system/")]
+        assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
+        assert c.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+
+
+def test_no_system_metrics_flag(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    args = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a", "--epochs", "1", "--no-system-metrics"]
+    assert ablation.main(args) == 0
+    c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = c.search_runs([c.get_experiment_by_name("depth").experiment_id], "tags.`bench.role` = 'run'")
+    assert run.data.metrics["test_acc"] >= 0 and not [k for k in run.data.metrics if k.startswith("system/")]
+
+
+# --- 5. the Optuna study -------------------------------------------------------------------------
+
+
+def test_optuna_shows_the_ablation_with_params_and_curves(tiny_study):
+    storage = JournalStorage(JournalFileBackend(str(tiny_study.journal)))  # as the README says
+    study = optuna.load_study(study_name="tiny-cpu", storage=storage)
+    assert study.metric_names == ["val_acc"]
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert sorted((t.params["variant"], t.params["seed"]) for t in trials) == [
+        ("vgg-a", 0), ("vgg-a", 1), ("vgg-a-bn", 0), ("vgg-a-bn", 1)]
+    run_ids = {r.info.run_id for r in children(tiny_study)}
+    for trial in trials:
+        assert trial.distributions["variant"] == CategoricalDistribution(("vgg-a", "vgg-a-bn"))
+        assert isinstance(trial.distributions["seed"], CategoricalDistribution)
+        assert sorted(trial.intermediate_values) == [1, 2]
+        assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
+        assert trial.user_attrs["mlflow_run_id"] in run_ids
+    importances = optuna.importance.get_param_importances(study)
+    assert set(importances) == {"variant", "seed"}
+
+    # optuna-dashboard's own API, served on a free loopback port.
+    from optuna_dashboard import wsgi
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = make_server("127.0.0.1", 0, wsgi(storage), handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with urllib.request.urlopen(f"{base}/api/studies") as response:
+            [summary] = [s for s in json.loads(response.read())["study_summaries"] if s["study_name"] == "tiny-cpu"]
+        study_id = summary["study_id"]
+        with urllib.request.urlopen(f"{base}/api/studies/{study_id}") as response:
+            detail = json.loads(response.read())
+        with urllib.request.urlopen(f"{base}/api/studies/{study_id}/param_importances") as response:
+            answer = json.loads(response.read())
+    finally:
+        server.shutdown()
+    assert detail["objective_names"] == ["val_acc"]  # the dashboard's axis, not "Objective 0"
+    assert {p["name"] for p in detail["union_search_space"]} == {"variant", "seed"}
+    assert all(len(t["intermediate_values"]) == 2 for t in detail["trials"])
+    assert {i["name"] for i in answer["param_importances"][0]} == {"variant", "seed"}
+
+
+def test_an_ablation_refuses_a_study_file_whose_variants_changed(tiny_study, tmp_path):
+    changed = tmp_path / "tiny.toml"
+    changed.write_text(tiny_study.toml.read_text().replace("vgg-a-bn = { batch_norm = true }",
+                                                          "vgg-a-bn = { batch_norm = true }\nvgg-b = { model = \"vgg-b\" }"))
+    before = tiny_study.journal.read_bytes()
+    argv = [a if a != str(tiny_study.toml) else str(changed) for a in tiny_study.argv]
+    message = cli_error("bench.ablation", *argv)
+    assert "variant choices" in message and "--storage" in message
+    assert tiny_study.journal.read_bytes() == before
