@@ -46,6 +46,15 @@ class AblationJob(runner.Job):
     label: str  # the budget label
     point_for: Any  # (variant, seed) -> Point: a point another worker queued, with these settings
 
+    def claim(self) -> optuna.Trial | None:
+        done = self.completed()
+
+        def ready(trial) -> bool:  # an init_from_a run waits until its vgg-a run has finished
+            point = self.points.get(trial.user_attrs.get("point"))
+            return point is not None and (not point.config.init_from_a or point.config.a_config.hash in done)
+
+        return runner.pop_waiting(self.study, ready)
+
     def describe(self, trial: optuna.Trial):
         variant = trial.suggest_categorical("variant", self.variants)  # the queued point's, fixed
         seed = trial.suggest_categorical("seed", SEEDS)
@@ -131,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
                                  **runner.run_settings(args)})
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    points = study.grid(args.budget, overrides, seeds, variants,
-                        flops_per_image=lambda config: flops_per_image(config, args.data_dir))
     budget = study.budget(args.budget)
+    budget.check_needs(overrides)
+    points = a_runs_first(study.grid(args.budget, overrides, seeds, variants,
+                                     flops_per_image=lambda config: flops_per_image(config, args.data_dir)))
     label = points[0].config.budget
     outside = sorted({p.seed for p in points} - set(SEEDS))
     if outside:
@@ -189,6 +199,17 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]{missing} run(s) not complete[/]: run the same command again to resume them")
         return 1
     return 0
+
+
+def a_runs_first(points: list[studies.Point]) -> list[studies.Point]:
+    """The grid with the vgg-a runs that init_from_a runs start from put first; each must be in it."""
+    hashes = {p.config.hash for p in points}
+    needed = {p.config.a_config.hash: p for p in points if p.config.init_from_a}
+    for a_hash, point in needed.items():
+        if a_hash not in hashes:
+            raise BenchError(f"{point.key} starts from a trained vgg-a (init_from_a), but that run is not in "
+                             "this grid: add vgg-a (without init_from_a) to the study's variants or to --variants")
+    return sorted(points, key=lambda p: p.config.hash not in needed)
 
 
 def check_distributions(storage, name: str, storage_url: str | None, variants: tuple[str, ...]) -> None:
@@ -272,6 +293,7 @@ def studies_table(every: list[studies.Study]) -> Table:
     for study in every:
         name = study.path.stem
         budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
+        budgets = [f"{b} (needs {study.budgets[b].needs})" if study.budgets[b].needs else b for b in budgets]
         kind = ", ".join(study.variants) if study.variants else "(search only)"
         table.add_row(name, kind, ", ".join(budgets), study.description)
     return table

@@ -20,7 +20,13 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPUTES = ("epochs", "flops")
-LATER_SETTINGS = {"world_size", "sync_batch_norm", "compute", "compute_scale"}  # see RunConfig.hash
+EVAL_MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
+DATA_HOLDERS = ("auto", "memory", "stream")
+IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
+PAPER_CROP = 224  # scales are given at the paper's crop
+MAX_SCALE = 2048
+LATER_SETTINGS = {"world_size", "sync_batch_norm", "compute", "compute_scale",  # see RunConfig.hash
+                  "train_scale", "test_scales", "eval_modes", "data_holder", "loader_workers", "init_from_a"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,13 @@ class RunConfig:
     val_fraction: float = 0.1  # held out from training for model selection and pruning
     split_seed: int = 0  # fixes the train/val split separately from the training seed
     augment: bool = True  # random crop (pad 4) + horizontal flip on whole batches
+    # --- the paper's scale protocol (image folders); scales are given for the paper's 224 crop and
+    # applied in proportion to image_size, so one study file serves a 32 px CPU run and a 224 px GPU run ---
+    train_scale: str | None = None  # S: '256' fixed or '256,512' drawn per image (jittering); None: pad-4 crops
+    test_scales: str | None = None  # Q: '256' or '224,256,288'; None: S, or (S_min + S_max) / 2 when jittered
+    eval_modes: str = "centre"  # final test: any of centre, dense, multi-crop, dense+multi-crop (comma list)
+    data_holder: str = "auto"  # image folders: memory (decoded once), stream (decoded per batch), auto: by size
+    loader_workers: int = 2  # worker processes decoding an image folder's batches
     # --- optimisation ---
     seed: int = 0  # weights, batch order, augmentation, dropout
     epochs: int = 10
@@ -62,6 +75,7 @@ class RunConfig:
     # --- transfer learning ---
     pretrained: str | None = None  # a local torchvision state_dict file; its last layer is replaced
     freeze: int = 0  # keep the first N conv layers (and their BN) fixed at the pretrained values
+    init_from_a: bool = False  # the paper's 3.1: start B..E from a trained A of the same study and seed
     backbone_lr_scale: float = 1.0  # lr multiplier for everything but the new last layer
     # --- execution: these change speed, and in the case of precision the numbers too ---
     precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, fp32 on CPU
@@ -115,8 +129,76 @@ class RunConfig:
             _check_range("subset", self.subset, 1, None)
         if self.image_size is not None:
             _check_range("image_size", self.image_size, 8, 1024)
+        self._check_scales()
+        if self.init_from_a and self.model not in ("vgg-b", "vgg-c", "vgg-d", "vgg-e"):
+            raise BenchError(f"init_from_a starts a deeper VGG (vgg-b, vgg-c, vgg-d, vgg-e) from a trained "
+                             f"vgg-a; {self.model} is not one: drop --init-from-a")
+        if self.init_from_a and self.pretrained is not None:
+            raise BenchError("init_from_a and pretrained both set the starting weights: choose one")
+        _check_range("loader_workers", self.loader_workers, 0, 64)
+        if self.data_holder not in DATA_HOLDERS:
+            choices("data holder", self.data_holder, DATA_HOLDERS)
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise BenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+
+    def _check_scales(self) -> None:
+        modes = tuple(m.strip() for m in self.eval_modes.split(","))
+        for mode in modes:
+            if mode not in EVAL_MODES:
+                choices("evaluation mode", mode, EVAL_MODES)
+        canonical = {"train_scale": self.train_scale and ",".join(map(str, _scales("train_scale", self.train_scale))),
+                     "test_scales": self.test_scales and ",".join(map(str, _scales("test_scales", self.test_scales))),
+                     "eval_modes": ",".join(dict.fromkeys(modes))}
+        for name, value in canonical.items():  # one spelling per meaning, so equal runs hash equal
+            object.__setattr__(self, name, value)
+        if self.train_scale is None and (self.test_scales is not None or modes != ("centre",)):
+            raise BenchError("test_scales and eval_modes other than centre need train_scale (the paper's scale "
+                             "protocol, e.g. --train-scale 256); set it too")
+        folder = self.dataset.startswith(IMAGE_FOLDERS)
+        if self.train_scale is not None and not folder:
+            raise BenchError(f"train_scale needs an image folder (--dataset imagefolder:PATH or synthetic-images), "
+                             f"not {self.dataset!r}")
+        if self.train_scale is not None:
+            s = _scales("train_scale", self.train_scale)
+            if len(s) > 2:
+                raise BenchError(f"train_scale is S or S_min,S_max, got {self.train_scale!r}")
+            if s[0] > s[-1]:
+                raise BenchError(f"train_scale range {s[0]},{s[-1]} has min > max; give S_min,S_max with "
+                                 "S_min <= S_max (e.g. 256,512)")
+        if self.data_holder != "auto" and not folder:
+            raise BenchError(f"data_holder {self.data_holder!r} applies to image folders only; "
+                             f"{self.dataset!r} is always held in memory: leave it at auto")
+        dense = [m for m in modes if "dense" in m]
+        if dense and not self.model.startswith("vgg"):
+            raise BenchError(f"evaluation mode {dense[0]!r} needs a VGG whose classifier can become convolutions; "
+                             f"{self.model} ends in global pooling: use centre or multi-crop")
+
+    @property
+    def a_config(self) -> RunConfig | None:
+        """The A run this run starts from (init_from_a): the same settings with model vgg-a."""
+        return self.replace(model="vgg-a", init_from_a=False) if self.init_from_a else None
+
+    @property
+    def scale_range(self) -> tuple[int, int] | None:
+        """(S_min, S_max) at the paper's 224 crop; None without the scale protocol."""
+        if self.train_scale is None:
+            return None
+        s = _scales("train_scale", self.train_scale)
+        return s[0], s[-1]
+
+    @property
+    def test_scale_list(self) -> tuple[int, ...] | None:
+        """The test scales Q at the paper's 224 crop (default: S, or the middle of the S range)."""
+        if self.train_scale is None:
+            return None
+        if self.test_scales is not None:
+            return _scales("test_scales", self.test_scales)
+        low, high = self.scale_range
+        return ((low + high) // 2,)
+
+    @property
+    def eval_mode_list(self) -> tuple[str, ...]:
+        return tuple(self.eval_modes.split(","))
 
     @property
     def model_options(self) -> dict[str, Any]:
@@ -209,3 +291,23 @@ def _check_range(name, value, low, high, *, low_open=False, high_open=False) -> 
         left = "(" if low_open else "["
         right = ("inf)" if high is None else f"{high})" if high_open else f"{high}]")
         raise BenchError(f"setting {name!r} = {value!r} is out of range {left}{low}, {right}")
+
+
+def _scales(name: str, text: str) -> tuple[int, ...]:
+    """'256', '256,512', '[256, 512]' -> integers in [224, 2048] (a scale below the crop cannot be cropped)."""
+    items = [p.strip() for p in str(text).strip("[]() ").split(",") if p.strip()]
+    if not items:
+        raise BenchError(f"setting {name!r} needs one or more integers, e.g. 256 or 256,512")
+    values = []
+    for item in items:
+        if not (item.isascii() and item.isdigit()):  # refuses nan, inf, fractions and negatives in one go
+            raise BenchError(f"setting {name!r} must be whole pixel sizes like 256 or 256,512, got {text!r}")
+        value = int(item)
+        if value < PAPER_CROP:
+            what = "test scale Q" if name == "test_scales" else "training scale S"
+            raise BenchError(f"{what} {value} is smaller than the crop ({PAPER_CROP} at the paper's scale): "
+                             f"use {PAPER_CROP} or more")
+        if value > MAX_SCALE:
+            raise BenchError(f"setting {name!r} value {value} is larger than {MAX_SCALE}")
+        values.append(value)
+    return tuple(values)

@@ -36,6 +36,7 @@ def fit_in_processes(
     checkpoint_dir: str | Path,
     data_dir: str | None = None,
     backend: str = "auto",
+    init_from: str | Path | None = None,
 ) -> Result:
     """Run `config` (its world_size processes) to the end and return rank 0's result with the model.
 
@@ -55,6 +56,7 @@ def fit_in_processes(
             "--config-json", str(settings), "--events", str(events),
             "--checkpoint-dir", str(checkpoint_dir), "--dist-backend", backend,
             *(["--data-dir", data_dir] if data_dir else []),
+            *(["--init-from", str(init_from)] if init_from else []),
         ]
         with open(log_path, "a") as log:
             # A session of its own, so that stopping the run stops torchrun and every rank together.

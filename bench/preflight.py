@@ -19,17 +19,16 @@ from bench.train import build_model
 
 def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Path) -> None:
     check_writable(checkpoint_root)
-    loaded: dict[tuple, data.Splits] = {}
+    loaded: dict[tuple, data.Splits | data.StreamSplits] = {}
     built: set[tuple] = set()
     for config in configs:
-        key = (config.dataset, config.image_size, config.subset, config.val_fraction, config.split_seed)
+        key = (config.dataset, config.image_size, config.subset, config.val_fraction, config.split_seed,
+               config.train_scale, config.test_scales, config.data_holder)
         if key not in loaded:  # each dataset and split once, however many runs share it
-            loaded[key] = data.load(config.dataset, data_dir=data_dir, image_size=config.image_size,
-                                    subset=config.subset, val_fraction=config.val_fraction,
-                                    split_seed=config.split_seed)
+            loaded[key] = data.open_run(config.replace(loader_workers=0), data_dir=data_dir)
         splits = loaded[key]
         if splits.num_batches("train", config.batch_size, drop_last=True) == 0:
-            train_size = len(splits.part("train")[1])
+            train_size = len(splits.labels("train"))
             raise BenchError(
                 f"batch size {config.batch_size} is larger than the training split of {config.dataset} "
                 f"({train_size} images with subset {config.subset or 'all'} and val_fraction {config.val_fraction}): "

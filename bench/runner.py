@@ -341,7 +341,8 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             tracker.system_metrics(run_id, job.system_metrics):
         try:
             result = train(config, on_epoch=on_epoch, on_batch=bars.batch_done,
-                           checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir)
+                           checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir,
+                           init_from=a_checkpoint(job, config, checkpoint_root))
         except optuna.TrialPruned as pruned:
             tracker.set_status(run_id, "KILLED", state="pruned", pruned=str(pruned))
             job.study.tell(trial, state=TrialState.PRUNED)
@@ -367,6 +368,17 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
     tracker.set_status(run_id, "FINISHED", state="complete")
     job.study.tell(trial, result.best_val_acc)
     job.run_finished()
+
+
+def a_checkpoint(job: Job, config: RunConfig, checkpoint_root: Path) -> Path | None:
+    """For an init_from_a run: the best checkpoint of its vgg-a run, on this machine or from MLflow."""
+    if not config.init_from_a:
+        return None
+    a_hash = config.a_config.hash
+    local = checkpoint_root / a_hash / "best.pt"
+    if local.is_file():
+        return local
+    return job.tracker.fetch_best_checkpoint(job.experiment_id, a_hash, checkpoint_root / a_hash / "from-mlflow")
 
 
 # --- the worker loop -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ TOP_KEYS = {"name", "description", "reference", "default_budget", "target_val_ac
             "search"}
 # target_val_acc_pct: the validation accuracy (%) whose first reach the report times (time to accuracy);
 # a budget's own value wins over the study's, since budgets differ in data and size.
-BUDGET_KEYS = {"description", "seeds", "target_val_acc_pct"}
+BUDGET_KEYS = {"description", "seeds", "target_val_acc_pct", "needs"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,13 @@ class Budget:
     settings: dict[str, Any]
     seeds: tuple[int, ...]
     target_val_acc_pct: float | None = None
+    needs: str = ""  # what a person must supply on the command line (e.g. --dataset imagefolder:PATH)
+
+    def check_needs(self, overrides: dict[str, Any]) -> None:
+        """A budget that needs a setting (`needs` names it as a flag) refuses to run without it."""
+        flag = self.needs.split()[0] if self.needs else ""
+        if flag.startswith("--") and flag[2:].replace("-", "_") not in overrides:
+            raise BenchError(f"budget {self.name!r} needs {self.needs}")
 
 
 @dataclass(frozen=True)
@@ -190,7 +197,8 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         settings = {k: v for k, v in table.items() if k not in BUDGET_KEYS}
         budgets[name] = Budget(name, str(table.get("description", "")), settings,
                                _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"),
-                               percent(table.get("target_val_acc_pct"), f"{where}: budgets.{name}.target_val_acc_pct"))
+                               percent(table.get("target_val_acc_pct"), f"{where}: budgets.{name}.target_val_acc_pct"),
+                               str(table.get("needs", "")))
     for name, settings in variants.items():
         if not isinstance(settings, dict):
             raise BenchError(f"{where}: variants.{name} must be a table of settings, e.g. {{ model = \"vgg-a\" }}")

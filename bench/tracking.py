@@ -153,6 +153,17 @@ class Tracker:
                 return run
         return None
 
+    def fetch_best_checkpoint(self, experiment_id: str, config_hash: str, dest: Path) -> Path | None:
+        """The best checkpoint logged by the finished run of `config_hash`, downloaded into `dest`."""
+        run = self.finished_run(experiment_id, config_hash)
+        if run is None:
+            return None
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(run.info.run_id, "checkpoints/best.pt", str(dest)))
+        except Exception:  # noqa: BLE001 - logged without a checkpoint: the caller says what is missing
+            return None
+
     def start_child(
         self, experiment_id: str, parent_id: str, config: RunConfig, name: str, tags: dict[str, Any]
     ) -> str:
@@ -356,6 +367,7 @@ class Tracker:
             "params": result.params,
             "flops": result.flops,
             "train_seconds": result.train_seconds,
+            **result.evaluations,  # top-1 / top-5 of the paper's evaluation modes, when asked for
         }
         kept = self.client.get_run(run_id).data.metrics  # by an attempt killed after logging them
         self.log_metrics(run_id, {k: v for k, v in final.items() if k not in kept})

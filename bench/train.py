@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, distributed, models, serving
+from bench import checkpoint, data, distributed, evaluation, models, serving
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 
@@ -69,6 +69,7 @@ class Result:
     classes: list[str] = field(default_factory=list)
     input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
     model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
+    evaluations: dict[str, float] = field(default_factory=dict)  # the paper's eval modes (bench.evaluation)
     examples: torch.Tensor | None = field(default=None, repr=False)  # a few test images, uint8, for the logged model
     preprocessing: Any = field(default=None, repr=False)  # bench.serving.Preprocessing of the training split
 
@@ -161,14 +162,15 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def build_model(config: RunConfig, splits: data.Splits) -> torch.nn.Module:
-    model = models.build(
-        config.model,
-        num_classes=splits.num_classes,
-        in_channels=splits.in_channels,
-        image_size=splits.image_size,
-        **config.model_options,
-    )
+def build_model(config: RunConfig, splits: data.Splits | data.StreamSplits,
+                init_from: str | Path | None = None) -> torch.nn.Module:
+    def build(name: str) -> torch.nn.Module:
+        return models.build(name, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                            image_size=splits.image_size, **config.model_options)
+
+    model = build(config.model)
+    if config.init_from_a:
+        start_from_a(model, build("vgg-a"), config, init_from)
     if config.pretrained is not None:
         load_pretrained(model, config.pretrained)
     if config.freeze:
@@ -185,6 +187,17 @@ def flops_per_image(config: RunConfig, data_dir: str | None = None) -> int:
 @functools.lru_cache(maxsize=4)
 def _shapes_of(dataset: str, image_size: int | None, subset: int | None, data_dir: str | None) -> data.Splits:
     return data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)
+
+
+def start_from_a(model: torch.nn.Module, a_model: torch.nn.Module, config: RunConfig, path) -> None:
+    """Section 3.1: A's first four convs and three FC layers into `model`, from A's best checkpoint."""
+    a_hash = config.a_config.hash
+    if path is None or not Path(path).is_file():
+        raise BenchError(f"init_from_a needs the trained vgg-a run {a_hash} (same settings and seed) first; "
+                         f"its checkpoint {path or 'best.pt'} is missing: train that vgg-a run, then this one")
+    state = checkpoint.load(Path(path), config_hash=a_hash)
+    checkpoint.load_weights(a_model, state["model"], f"vgg-a checkpoint {path}")
+    models.vgg.init_from_a(model, a_model)
 
 
 def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
@@ -223,7 +236,7 @@ class Engine:
     """The pieces of one run that the step loop, evaluation and checkpointing share."""
 
     def __init__(self, config: RunConfig, data_dir: str | None = None,
-                 group: distributed.Group = distributed.SINGLE):
+                 group: distributed.Group = distributed.SINGLE, init_from: str | Path | None = None):
         if config.world_size != group.world:
             raise BenchError(f"the run is set for world size {config.world_size} but runs in {group.world} "
                              "process(es): start it with torchrun --nproc-per-node "
@@ -232,18 +245,10 @@ class Engine:
         self.group = group
         self.device = group.device(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
-        self.splits = data.load(
-            config.dataset,
-            data_dir=data_dir,
-            image_size=config.image_size,
-            subset=config.subset,
-            val_fraction=config.val_fraction,
-            split_seed=config.split_seed,
-            device=self.device,
-        )
+        self.splits = data.open_run(config, data_dir=data_dir, device=self.device)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, self.splits).to(self.device)
-        self.description = models.describe(self.model, self.splits.train_x.shape[1:])
+        self.model = build_model(config, self.splits, init_from).to(self.device)
+        self.description = models.describe(self.model, self.splits.input_shape)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, self.model)
@@ -368,13 +373,15 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     data_dir: str | None = None,
     group: distributed.Group = distributed.SINGLE,
+    init_from: str | Path | None = None,
 ) -> Result:
     """Train `config` to the end (or resume it) and return its history and final test numbers.
 
     In a group of processes (torchrun), every rank calls fit; rank 0 alone calls the callbacks and
-    writes the checkpoints, which every rank resumes from.
+    writes the checkpoints, which every rank resumes from. `init_from`: the best checkpoint of the
+    vgg-a run that an init_from_a run starts from.
     """
-    engine = Engine(config, data_dir, group)
+    engine = Engine(config, data_dir, group, init_from)
     if not group.is_main:
         on_epoch = on_batch = None
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -416,6 +423,10 @@ def fit(
     if best_weights is not None:
         engine.model.load_state_dict(best_weights)
     test_loss, test_acc, predictions = engine.evaluate("test", engine.model, keep_predictions=True)
+    evaluations = {}
+    if config.train_scale is not None:
+        evaluations = evaluation.evaluate(engine.model, engine.splits, config.eval_mode_list,
+                                          config.test_scale_list, engine.autocast, config.channels_last)
     return Result(
         config_hash=config.hash,
         history=history,
@@ -431,11 +442,12 @@ def fit(
         data_info=engine.splits.info,
         best_checkpoint=str(best_path) if best_path is not None and best_path.exists() else None,
         predictions=predictions,
-        labels=engine.splits.test_y.tolist(),
+        labels=engine.splits.labels("test").tolist(),
         classes=list(engine.splits.classes),
-        input_shape=tuple(engine.splits.train_x.shape[1:]),
+        input_shape=engine.splits.input_shape,
         model=engine.model,
-        examples=engine.splits.test_x[:EXAMPLES].cpu(),
+        evaluations=evaluations,
+        examples=engine.splits.examples(EXAMPLES),
         preprocessing=serving.Preprocessing.from_splits(engine.splits),
     )
 
@@ -484,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", help="write per-epoch checkpoints here and resume from them")
     parser.add_argument("--dist-backend", default="auto", choices=distributed.BACKENDS,
                         help="under torchrun: nccl on GPUs, gloo on CPUs (auto: by the device)")
+    parser.add_argument("--init-from", help="with --init-from-a: the best.pt checkpoint of the vgg-a run to start from")
     parser.add_argument("--events", help="append each epoch and the result as JSON lines to this file (rank 0)")
     args = parser.parse_args(argv)
     settings = json.loads(Path(args.config_json).read_text()) if args.config_json else {}
@@ -500,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint_dir=args.checkpoint_dir,
                 data_dir=args.data_dir,
                 group=group,
+                init_from=args.init_from,
             )
     finally:
         group.close()

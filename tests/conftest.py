@@ -12,6 +12,14 @@ import pytest
 from sqlalchemy.engine import make_url
 
 
+def stop_after(epoch: int):
+    """An on_epoch callback that interrupts a run as Ctrl-C would, once `epoch` is done."""
+    def on_epoch(stats) -> None:
+        if stats.epoch == epoch:
+            raise KeyboardInterrupt
+    return on_epoch
+
+
 class Postgres:
     """Creates databases and roles for a test session, and drops them all at its end."""
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import data
+from bench.data import files
 from bench.data import Splits, crop_flip, load
 from bench.errors import BenchError
 
@@ -27,7 +28,7 @@ def isolated_env(monkeypatch, tmp_path):
     monkeypatch.delenv("BENCH_DATA", raising=False)
     monkeypatch.delenv("BENCH_OFFLINE", raising=False)
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "bench-cache"))
-    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(files, "DOWNLOAD_TIMEOUT_S", 3.0)
 
 
 def single_line_error(excinfo) -> str:
@@ -184,7 +185,7 @@ def test_download_path_moves_files_into_place(tmp_path, monkeypatch):
     s = load("mnist", data_dir=str(tmp_path / "d"))
     assert len(calls) == 1
     assert sorted(p.name for p in (tmp_path / "d" / "mnist").iterdir()) == sorted(
-        f"{stem}.gz" for stem in data._IDX_FILES.values())
+        f"{stem}.gz" for stem in data.IDX_FILES.values())
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["mnist"]  # the temporary folder is gone
     assert (len(s.train_y) + len(s.val_y), len(s.test_y)) == (60, 20) and s.classes == data.MNIST_CLASSES
     load("mnist", data_dir=str(tmp_path / "d"))  # found now: no second download
@@ -234,6 +235,44 @@ def test_cifar_pickles_are_read(tmp_path):
     assert torch.equal(s.test_x, torch.from_numpy(batches["test_batch"][0]).view(8, 3, 32, 32))
     assert s.test_y.tolist() == [int(v) for v in batches["test_batch"][1]]
     assert len(s.mean) == 3 and len(s.std) == 3
+
+
+class _RunsCommand:
+    """Unpickling this calls os.system(command): what a hostile batches.meta would hold."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+        return os.system, (self.command,)
+
+
+def test_cifar_pickles_that_run_code_are_refused(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / f, "wb") as fh:
+            pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, fh)
+    witness = tmp_path / "pwned"
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": _RunsCommand(f"touch {witness}")}, fh)
+    with pytest.raises(BenchError) as excinfo:
+        load("cifar10", data_dir=str(tmp_path))
+    msg = single_line_error(excinfo)
+    assert str(folder / "batches.meta") in msg and "system" in msg
+    assert not witness.exists()
+
+    env = {**__import__("os").environ, "BENCH_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bench.train", "--dataset", "cifar10", "--data-dir", str(tmp_path),
+                           "--epochs", "1"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read ") and "batches.meta" in lines[0]
+    assert not witness.exists()
 
 
 def test_bad_arguments_are_one_line_errors():
@@ -443,6 +482,7 @@ def test_imagefolder_single_tree_split_and_cache(tmp_path, monkeypatch):
         raise AssertionError("decoded again despite the cache")
 
     monkeypatch.setattr(PIL.Image, "open", no_decoding)
+    monkeypatch.setattr(data.images, "decode_bytes", no_decoding)
     again = load(f"imagefolder:{root}", image_size=16, split_seed=0)
     assert again.info["cache"] == "hit"
     assert torch.equal(again.train_x, s.train_x) and torch.equal(again.test_y, s.test_y)

@@ -18,7 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench import checkpoint
-from bench.config import RunConfig
+from bench.config import LATER_SETTINGS, RunConfig
 from bench.errors import BenchError
 from bench.train import fit
 
@@ -72,7 +72,7 @@ def test_world_size_is_part_of_the_run():
     two = one.replace(world_size=2)
     assert one.hash != two.hash
     # Runs recorded before the setting existed keep their identity: at its default it does not count.
-    before = {k: v for k, v in one.to_dict().items() if k not in ("world_size", "sync_batch_norm")}
+    before = {k: v for k, v in one.to_dict().items() if k not in LATER_SETTINGS}
     text = json.dumps(before, sort_keys=True, separators=(",", ":"))
     assert one.hash == hashlib.sha256(text.encode()).hexdigest()[:12]
     with pytest.raises(BenchError, match="batch size 64 is not a multiple of the world size 3"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,10 @@ import pytest
 import torch
 
 from bench import checkpoint
-from bench.config import RunConfig
+from bench.config import LATER_SETTINGS, RunConfig
 from bench.errors import BenchError
 from bench.train import fit, lr_at, plateau_drops
+from conftest import stop_after
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 TINY = dict(model="vgg-a", batch_norm=True, width=0.0625, dataset="synthetic", subset=512,
@@ -25,6 +28,10 @@ def test_config_hash_is_stable_and_names_the_settings():
     assert a.hash != a.replace(seed=1).hash
     assert a.hash != a.replace(budget="cpu").hash
     assert len(a.hash) == 12
+    # Settings added later leave the hashes of runs recorded before them alone while at their defaults.
+    before = {k: v for k, v in a.to_dict().items() if k not in LATER_SETTINGS}
+    assert a.hash == hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert a.replace(loader_workers=0).hash != a.hash
 
 
 @pytest.mark.parametrize("values, fragment", [
@@ -70,12 +77,8 @@ def test_resume_after_interruption_gives_the_same_numbers(tmp_path):
     config = RunConfig(**TINY)
     straight = fit(config, checkpoint_dir=tmp_path / "straight")
 
-    def stop_after_two(stats):
-        if stats.epoch == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(config, checkpoint_dir=tmp_path / "cut", on_epoch=stop_after_two)
+        fit(config, checkpoint_dir=tmp_path / "cut", on_epoch=stop_after(2))
     seen = []
     resumed = fit(config, checkpoint_dir=tmp_path / "cut", on_epoch=lambda s: seen.append(s.epoch))
     assert seen == [3]  # only the missing epoch was trained

@@ -125,3 +125,44 @@ def _initialise(model: nn.Module, init: str) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+# Section 3.1: deeper nets started from a trained A's "first four convolutional layers and the last
+# three fully-connected layers". A's first four convs are the first of blocks 1 and 2 and both of block
+# 3; the deeper nets' convs at those places (block, position in block) have the same shapes.
+A_CONVS = ((0, 0), (1, 0), (2, 0), (2, 1))
+
+
+def conv_places(model: VGG) -> dict[tuple[int, int], list[str]]:
+    """(block, position in block) -> the state-dict prefixes of that conv and of a BatchNorm right after it."""
+    places: dict[tuple[int, int], list[str]] = {}
+    block, position, last = 0, 0, None
+    for index, layer in enumerate(model.features):
+        if isinstance(layer, nn.Conv2d):
+            last = (block, position)
+            places[last] = [f"features.{index}"]
+            position += 1
+        elif isinstance(layer, nn.BatchNorm2d) and last is not None:
+            places[last].append(f"features.{index}")
+        elif isinstance(layer, nn.MaxPool2d):
+            block, position, last = block + 1, 0, None
+    return places
+
+
+def init_from_a(model: VGG, a_model: VGG) -> list[str]:
+    """Copy A's first four convs (and their BN) and its classifier into `model`; returns the names copied."""
+    ours, theirs = conv_places(model), conv_places(a_model)
+    pairs = [(mine, a) for place in A_CONVS for mine, a in zip(ours[place], theirs[place])]
+    source, target = a_model.state_dict(), model.state_dict()
+    copied = []
+    for mine, a in [*pairs, ("classifier", "classifier")]:
+        for key, value in source.items():
+            if key.startswith(a + "."):
+                name = mine + key[len(a):]
+                if name not in target or target[name].shape != value.shape:
+                    raise ValueError(f"{name}: A's {key} has shape {tuple(value.shape)}, the net "
+                                     f"{tuple(target[name].shape) if name in target else 'no such layer'}")
+                target[name] = value.clone()
+                copied.append(name)
+    model.load_state_dict(target)
+    return copied
