@@ -44,16 +44,24 @@ class AblationJob(runner.Job):
     points: dict[str, studies.Point]
     variants: tuple[str, ...]  # every variant of the study file: one distribution for all trials
     label: str  # the budget label
+    deferred: set[str]  # init_from_a points held back until their vgg-a run is complete (set by top_up)
     point_for: Any  # (variant, seed) -> Point: a point another worker queued, with these settings
 
     def claim(self) -> optuna.Trial | None:
-        done = self.completed()
+        if self.deferred:  # init_from_a points join the queue once their vgg-a run is complete
+            with runner.storage_lock(self.storage_url):
+                latest, done = self.latest_trials(), self.completed()
+                for key in sorted(self.deferred):
+                    if self.ready(key, done):
+                        self.deferred.discard(key)
+                        if key not in latest or latest[key].state not in LIVE:  # not queued by another worker
+                            self.enqueue(key)
+        return runner.claim_waiting(self)
 
-        def ready(trial) -> bool:  # an init_from_a run waits until its vgg-a run has finished
-            point = self.points.get(trial.user_attrs.get("point"))
-            return point is not None and (not point.config.init_from_a or point.config.a_config.hash in done)
-
-        return runner.pop_waiting(self.study, ready)
+    def ready(self, key: str, done: set[str]) -> bool:
+        """Whether a point can train now: an init_from_a run needs its vgg-a run (when in the grid) done."""
+        config = self.points[key].config
+        return not config.init_from_a or config.a_config.hash not in self.points or config.a_config.hash in done
 
     def describe(self, trial: optuna.Trial):
         variant = trial.suggest_categorical("variant", self.variants)  # the queued point's, fixed
@@ -73,13 +81,19 @@ class AblationJob(runner.Job):
         in_mlflow = self.tracker.finished_hashes(self.experiment_id)
         lost = [key for key, t in latest.items() if t.state == TrialState.COMPLETE and key not in in_mlflow]
         missing = [key for key in self.points if key not in latest or latest[key].state not in LIVE] + lost
+        done = {key for key, t in latest.items() if t.state == TrialState.COMPLETE} - set(lost)
+        self.deferred = {key for key in missing if not self.ready(key, done)}
         for key in missing:
-            point = self.points[key]
-            self.study.enqueue_trial(
-                {"variant": point.variant, "seed": point.seed},
-                user_attrs={"point": key, "variant": point.variant, "seed": point.seed},
-            )
+            if key not in self.deferred:
+                self.enqueue(key)
         return len(missing), len(lost)
+
+    def enqueue(self, key: str) -> None:
+        point = self.points[key]
+        self.study.enqueue_trial(
+            {"variant": point.variant, "seed": point.seed},
+            user_attrs={"point": key, "variant": point.variant, "seed": point.seed},
+        )
 
     def latest_trials(self) -> dict[str, optuna.trial.FrozenTrial]:
         """Each point's newest trial: it alone says where the point stands."""
