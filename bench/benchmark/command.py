@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     suite.add_argument("--time-limit", type=float, metavar="S",
                        help="start nothing that would end past S seconds (default 520; the smoke run 600)")
     recipe = p.add_argument_group("run settings (model options for every mode; the rest for --end-to-end/--until)")
-    add_config_flags(recipe, defaults=False, exclude=GRID)
+    # --loader-workers above serves both loops of a comparison (the tutorials' and a streamed run's).
+    add_config_flags(recipe, defaults=False, exclude=(*GRID, "loader_workers"))
     return p
 
 
