@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if outside:
         raise BenchError(f"seed {outside[0]} is outside 0..{SEEDS[-1]}, the seeds an ablation's Optuna study "
                          "knows: choose seeds in that range")
-    command = "python -m bench.ablation " + shlex.join(sys.argv[1:] if argv is None else argv)
+    # Stamped into the parent run and the report: never with a password in it.
+    command = redact("python -m bench.ablation " + shlex.join(sys.argv[1:] if argv is None else argv))
 
     # Everything that can be wrong is checked before anything is recorded.
     runner.check_processes(points[0].config, args)

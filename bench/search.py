@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         job = SearchJob(study.name, name, optuna_study, tracker, experiment_id, parent_id, prune=True,
                         storage=storage, storage_url=args.storage, system_metrics=args.system_metrics)
         job.plan, job.settings = plan, settings
-        command = "python -m bench.search " + shlex.join(sys.argv[1:] if argv is None else argv)
+        command = redact("python -m bench.search " + shlex.join(sys.argv[1:] if argv is None else argv))
         tracker.describe_parent(parent_id, (
             f"**{study.name}** search: {study.description}\n\nBudget `{label}`: {budget.description}\n\n"
             f"Space: {'; '.join(p.text() for p in plan.space.values())}; {plan.wanted} trials, sampler "
