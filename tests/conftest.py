@@ -12,6 +12,18 @@ import pytest
 from sqlalchemy.engine import make_url
 
 
+@pytest.fixture(autouse=True)
+def _own_tracking_uri():
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: without this, a test that sets it
+    would send every later test's commands (subprocesses inherit the environment) to its store."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def stop_after(epoch: int):
     """An on_epoch callback that interrupts a run as Ctrl-C would, once `epoch` is done."""
     def on_epoch(stats) -> None:

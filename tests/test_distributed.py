@@ -138,11 +138,17 @@ def test_study_with_two_processes_per_run_records_each_run_once(tmp_path):
             assert sorted(steps) == [1, 2]  # once each: rank 1 logged nothing
         assert "test_acc" in run.data.metrics
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"plots", "checkpoints"}
+    # runs:/ URIs resolve against the global tracking URI (conftest restores the environment after).
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    model = mlflow.pytorch.load_model(f"runs:/{found[0].info.run_id}/module")  # rank 0's best weights
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{found[0].info.run_id}/module")  # rank 0's best weights
+        # The pyfunc model's preprocessing came back from rank 0 with its result.
+        served = mlflow.pyfunc.load_model(f"runs:/{found[0].info.run_id}/model").predict(
+            torch.zeros(2, 32, 32).numpy())
+    finally:
+        mlflow.set_tracking_uri(previous)
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
-    # The pyfunc model's preprocessing came back from rank 0 with its result.
-    served = mlflow.pyfunc.load_model(f"runs:/{found[0].info.run_id}/model").predict(torch.zeros(2, 32, 32).numpy())
     assert len(served) == 2 and served["class"][0]
 
 
