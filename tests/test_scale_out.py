@@ -239,7 +239,7 @@ def test_ablation_grid_runs_once_and_the_killed_run_is_redone(scenario, server, 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(server.uri)  # runs:/ URIs resolve against the global tracking URI
     try:
-        model = mlflow.pytorch.load_model(f"runs:/{scenario.killed_run}/model", dst_path=str(tmp_path))
+        model = mlflow.pytorch.load_model(f"runs:/{scenario.killed_run}/module", dst_path=str(tmp_path))
     finally:
         mlflow.set_tracking_uri(previous)
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
