@@ -44,6 +44,17 @@ def cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     sys.exit(code or 0)
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message as one line of at most `limit` characters (its type name if empty).
+
+    For messages that quote a third party's error (a driver, a decoder, a server) inside ours.
+    """
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _interrupt(signum, frame) -> NoReturn:
     raise KeyboardInterrupt
 
