@@ -1,7 +1,9 @@
 """Studies are data: studies/NAME.toml names variants, seeds, a dataset and budgets.
 
 A variant is a set of RunConfig settings over the study's [base]; a budget is another set
-(smoke for tests, cpu for a laptop, full for a GPU) plus its seeds. Settings stack as
+(smoke for tests, cpu for a laptop, full for a GPU) plus its seeds. Every study has the budgets of
+studies/_defaults.toml (the shared smoke budget) except those it writes itself: its own table of
+that name replaces the shared one whole. Settings stack as
 base < budget < variant < command-line overrides (except that a variant's "none" stays none),
 and the budget's name together with any override becomes the runs' `budget` label, so runs of
 different sizes never mix in a report.
@@ -21,6 +23,7 @@ from bench.errors import BenchError, choices
 from bench.provenance import PROJECT_ROOT
 
 STUDIES_DIR = PROJECT_ROOT / "studies"
+SHARED_FILE = "_defaults.toml"  # in STUDIES_DIR: [budgets.NAME] tables that every study inherits
 TOP_KEYS = {"name", "description", "reference", "default_budget", "target_val_acc_pct", "base", "variants", "budgets",
             "search"}
 # target_val_acc_pct: the validation accuracy (%) whose first reach the report times (time to accuracy);
@@ -143,7 +146,7 @@ class Study:
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.toml") if not p.name.startswith("_"))
 
 
 def load(name: str) -> Study:
@@ -151,17 +154,31 @@ def load(name: str) -> Study:
     path = Path(name)
     if path.suffix != ".toml":
         path = STUDIES_DIR / f"{name}.toml"
-        if not path.is_file():
+        if name not in names():
             choices("study", name, names())
     elif not path.is_file():
         raise BenchError(f"study file {path} does not exist")
+    return parse(_read(path), path)
+
+
+def shared_budgets() -> dict[str, Budget]:
+    """The budgets every study inherits (studies/_defaults.toml; none without the file)."""
+    path = STUDIES_DIR / SHARED_FILE
+    if not path.is_file():
+        return {}
+    raw = _read(path)
+    if set(raw) - {"budgets"}:
+        raise BenchError(f"{path}: unknown key {sorted(set(raw) - {'budgets'})[0]!r}; it holds only [budgets.NAME] tables")
+    return {name: _budget(name, table, str(path)) for name, table in _table(raw, "budgets", str(path)).items()}
+
+
+def _read(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise BenchError(f"{path}: not UTF-8 text (byte {exc.start}): save the study file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise BenchError(f"{path}: malformed TOML: {exc}") from None
-    return parse(raw, path)
 
 
 def load_all() -> tuple[list[Study], list[str]]:
@@ -174,7 +191,8 @@ def load_all() -> tuple[list[Study], list[str]]:
         try:
             good.append(load(name))
         except BenchError as exc:
-            bad.append(str(exc))
+            if str(exc) not in bad:  # a broken shared file breaks every study: say it once
+                bad.append(str(exc))
     return good, bad
 
 
@@ -189,16 +207,10 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
     if not variants and "search" not in raw:
         raise BenchError(f"{where}: a study needs a [variants] table (or a [search] table)")
     if not budgets_raw:
-        raise BenchError(f"{where}: a study needs at least one budget, e.g. [budgets.smoke]")
-    budgets = {}
-    for name, table in budgets_raw.items():
-        if not isinstance(table, dict):
-            raise BenchError(f"{where}: budgets.{name} must be a table")
-        settings = {k: v for k, v in table.items() if k not in BUDGET_KEYS}
-        budgets[name] = Budget(name, str(table.get("description", "")), settings,
-                               _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"),
-                               percent(table.get("target_val_acc_pct"), f"{where}: budgets.{name}.target_val_acc_pct"),
-                               str(table.get("needs", "")))
+        raise BenchError(f"{where}: a study needs at least one budget of its own, e.g. [budgets.cpu]")
+    budgets = {name: _budget(name, table, where) for name, table in budgets_raw.items()}
+    inherited = {name: budget for name, budget in shared_budgets().items() if name not in budgets}
+    budgets.update(inherited)
     for name, settings in variants.items():
         if not isinstance(settings, dict):
             raise BenchError(f"{where}: variants.{name} must be a table of settings, e.g. {{ model = \"vgg-a\" }}")
@@ -221,11 +233,24 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         target_val_acc_pct=percent(raw.get("target_val_acc_pct"), f"{where}: target_val_acc_pct"),
     )
     for budget in budgets.values():  # catch a bad setting now, not hours into a study
+        what = f"budget {budget.name!r}"
+        if budget.name in inherited:
+            what += f" (shared: {STUDIES_DIR / SHARED_FILE})"
         for variant, settings in variants.items():
-            _config(study, f"budget {budget.name!r}, variant {variant!r}", {**base, **budget.settings, **settings})
+            _config(study, f"{what}, variant {variant!r}", {**base, **budget.settings, **settings})
         if not variants:
-            _config(study, f"budget {budget.name!r}", {**base, **budget.settings})
+            _config(study, what, {**base, **budget.settings})
     return study
+
+
+def _budget(name: str, table: Any, where: str) -> Budget:
+    if not isinstance(table, dict):
+        raise BenchError(f"{where}: budgets.{name} must be a table")
+    settings = {k: v for k, v in table.items() if k not in BUDGET_KEYS}
+    return Budget(name, str(table.get("description", "")), settings,
+                  _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"),
+                  percent(table.get("target_val_acc_pct"), f"{where}: budgets.{name}.target_val_acc_pct"),
+                  str(table.get("needs", "")))
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
