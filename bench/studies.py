@@ -167,8 +167,9 @@ def shared_budgets() -> dict[str, Budget]:
     if not path.is_file():
         return {}
     raw = _read(path)
-    if set(raw) - {"budgets"}:
-        raise BenchError(f"{path}: unknown key {sorted(set(raw) - {'budgets'})[0]!r}; it holds only [budgets.NAME] tables")
+    unknown = set(raw) - {"budgets"}
+    if unknown:
+        raise BenchError(f"{path}: unknown key {sorted(unknown)[0]!r}; it holds only [budgets.NAME] tables")
     return {name: _budget(name, table, str(path)) for name, table in _table(raw, "budgets", str(path)).items()}
 
 

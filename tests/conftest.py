@@ -1,15 +1,34 @@
 """Shared fixtures: fresh PostgreSQL databases on the server that $BENCH_TEST_POSTGRES_URL names,
-and a small real study on Fashion-MNIST whose records several test files read."""
+and a small real study on Fashion-MNIST whose records several test files read. Shared checks
+(`from conftest import ...`): a refused command's one error line, a study's runs in an MLflow
+store, waiting for a run's epochs or a server's answer."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 from sqlalchemy.engine import make_url
+
+from bench.errors import cli
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +41,106 @@ def _own_tracking_uri():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+# --- bad input: one line, exit 2 ------------------------------------------------------------------
+
+
+def error_line(returncode: int | None, stderr: str) -> str:
+    """A refused command: exit 2 and a single 'error: ...' line on stderr, no traceback; that line."""
+    lines = stderr.strip().splitlines()
+    assert returncode == 2, (returncode, stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr[-2000:]
+    return lines[0]
+
+
+def command_error(*argv: str, **options) -> str:
+    """`python -m *argv` refused (see error_line); `options` go to subprocess.run (cwd, env, timeout)."""
+    # Without the store that mlflow.set_tracking_uri exported in this process, unless env says otherwise.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
+                          **{"env": env, "timeout": 120, **options})
+    return error_line(done.returncode, done.stderr)
+
+
+def main_error(main: Callable, argv: list[str], capsys) -> str:
+    """A command's main refused in this process, run as `python -m` runs it (through cli)."""
+    previous = signal.getsignal(signal.SIGTERM)  # cli() installs its own SIGTERM handler
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli(main, argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return error_line(exit_.value.code, capsys.readouterr().err)
+
+
+# --- what a study leaves in MLflow, and waiting for it -----------------------------------------------
+
+
+def study_runs(client: MlflowClient, experiment: str, role: str = "run", where: str = "") -> list:
+    """A study's runs in its experiment: role 'run' for its child runs, 'study' for its parent run;
+    `where` adds to the filter. None before the experiment exists."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.`bench.role` = '{role}'" + (f" and {where}" if where else "")
+    return client.search_runs([found.experiment_id], query, max_results=1000)
+
+
+def journal_trials(folder: Path, name: str = "depth-smoke") -> list:
+    """The trials of an Optuna study in a command's default journal (.bench/optuna.journal) under `folder`."""
+    import optuna
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def wait_for_epochs(client: MlflowClient, experiment: str, epochs: int, workers: list[subprocess.Popen],
+                    timeout: float, pids: set[int] | None = None,
+                    output: Callable[[subprocess.Popen], str] = lambda worker: worker.stderr.read() if worker.stderr else ""):
+    """The first child run in training that has logged `epochs` epochs (by a worker in `pids`, when
+    given); every worker must still run meanwhile, else `output` of the one that stopped is shown."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for worker in workers:
+            assert worker.poll() is None, f"a worker stopped early:\n{output(worker)[-3000:]}"
+        for run in study_runs(client, experiment):
+            if run.info.status == "RUNNING" and (pids is None or int(run.data.tags.get("bench.pid", -1)) in pids) \
+                    and len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs:
+                return run
+        time.sleep(0.3)
+    raise AssertionError(f"no run reached epoch {epochs} in {timeout} s")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen | None = None, timeout: float = 120,
+             output: Callable[[], str] | None = None) -> None:
+    """Until `url` answers; `process` (the server) must not exit meanwhile: `output` (default: its
+    stdout) says why it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            said = output() if output else process.stdout.read()
+            raise AssertionError(f"server exited with {process.returncode}: {said[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout} s" + (f":\n{output()[-3000:]}" if output else ""))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """The test's own working folder: a command's default store (mlflow.db, .bench/) lands there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def stop_after(epoch: int):
@@ -82,7 +201,6 @@ def postgres():
 
 # --- a small real study, shared by the tests of what a study leaves behind ----------------------
 
-FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 TINY_STUDY = """
 name = "tiny"
 description = "VGG-A with and without BatchNorm on real Fashion-MNIST, small enough for tests."
@@ -122,7 +240,7 @@ class TinyStudy:
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> TinyStudy:
     """`python -m bench.ablation` on the tiny study: 4 real runs into a real store and journal."""
-    if not Path(FASHION_DIR).is_dir():
+    if not FASHION_DIR.is_dir():
         pytest.skip("apt-get install dataset-fashion-mnist")
     from bench import ablation
 

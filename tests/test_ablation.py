@@ -15,20 +15,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench import ablation
+from bench import ablation, studies
 from bench.config import RunConfig
+from conftest import command_error, study_runs, wait_for_epochs
 
 SMOKE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
-
-
-def children(client: MlflowClient) -> list:
-    experiment = client.get_experiment_by_name("depth")
-    return client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'run'", max_results=1000)
-
-
-def parents(client: MlflowClient) -> list:
-    experiment = client.get_experiment_by_name("depth")
-    return client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'study'")
 
 
 def bench_cmd(*args: str) -> list[str]:
@@ -40,17 +31,11 @@ def env(threads: int = 1) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_study_end_to_end_then_rerun_skips(workdir):
     assert ablation.main(SMOKE) == 0
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    [parent] = parents(client)
-    runs = children(client)
+    [parent] = study_runs(client, "depth", "study")
+    runs = study_runs(client, "depth")
     assert parent.info.status == "FINISHED"
     assert sorted(r.info.run_name for r in runs) == ["vgg-a seed=0", "vgg-b seed=0"]
     for run in runs:
@@ -75,21 +60,8 @@ def test_study_end_to_end_then_rerun_skips(workdir):
 
     started = time.time()
     assert ablation.main(SMOKE) == 0  # everything finished: nothing trains again
-    assert len(children(client)) == 2
-    assert all(r.info.end_time / 1000 < started for r in children(client))
-
-
-def wait_for_epochs(client: MlflowClient, epochs: int, proc: subprocess.Popen, timeout: float = 240) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        experiment = client.get_experiment_by_name("depth")
-        if experiment is not None:
-            for run in children(client):
-                if run.info.status == "RUNNING" and len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs:
-                    return run.info.run_id
-        time.sleep(0.3)
-    raise AssertionError("no run reached the epoch to interrupt at")
+    assert len(study_runs(client, "depth")) == 2
+    assert all(r.info.end_time / 1000 < started for r in study_runs(client, "depth"))
 
 
 @pytest.mark.parametrize("sig, expected", [(signal.SIGTERM, "KILLED"), (signal.SIGKILL, "RUNNING")])
@@ -99,7 +71,7 @@ def test_interrupted_run_is_marked_and_resumed(workdir, sig, expected):
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     client.search_experiments()  # create the store here, not concurrently with the worker
     proc = subprocess.Popen(bench_cmd(*args), env=env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    run_id = wait_for_epochs(client, 2, proc)
+    run_id = wait_for_epochs(client, "depth", 2, [proc], timeout=240).info.run_id
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert client.get_run(run_id).info.status == expected  # SIGKILL leaves it RUNNING: nobody could say
@@ -108,14 +80,14 @@ def test_interrupted_run_is_marked_and_resumed(workdir, sig, expected):
     result = subprocess.run(bench_cmd(*args), env=env(2), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     run = client.get_run(run_id)  # the same run, resumed, not a new one
-    assert [r.info.run_id for r in children(client)] == [run_id]
+    assert [r.info.run_id for r in study_runs(client, "depth")] == [run_id]
     assert run.info.status == "FINISHED" and run.data.tags["bench.resumed"] == "true"
     if sig == signal.SIGKILL:
         assert "died" in run.data.tags["bench.recovered"]
     steps = sorted(m.step for m in client.get_metric_history(run_id, "val_acc"))
     assert steps == list(range(1, 26))  # resumed from its checkpoint, no epoch lost or repeated
     assert done_before >= 2
-    assert parents(client)[0].info.status == "FINISHED"
+    assert study_runs(client, "depth", "study")[0].info.status == "FINISHED"
 
 
 def test_two_workers_split_the_grid(workdir):
@@ -126,7 +98,7 @@ def test_two_workers_split_the_grid(workdir):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    runs = children(client)
+    runs = study_runs(client, "depth")
     assert len(runs) == 6
     assert len({r.data.tags["bench.config_hash"] for r in runs}) == 6
     assert {r.data.tags["bench.pid"] for r in runs} == {str(p.pid) for p in procs}  # both worked
@@ -139,7 +111,7 @@ def test_two_workers_split_the_grid(workdir):
 def test_list_shows_the_studies(capsys):
     assert ablation.main(["--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("depth", "lrn", "conv1", "bn", "baselines", "head", "init", "paper"):
+    for name in studies.names():  # every file in studies/
         assert name in out
 
 
@@ -163,10 +135,6 @@ def test_bad_input_is_one_line_and_touches_nothing(workdir):
     (workdir / "broken.toml").write_text('name = "broken"\n[variants\nvgg-a = 1\n')
     cases = [*BAD, (["--study", "broken.toml"], "line 2")]
     for args, fragment in cases:
-        proc = subprocess.run(bench_cmd(*args), env={**env(), "BENCH_OFFLINE": "1"},
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2, (args, proc.stderr[-500:])
-        assert "Traceback" not in proc.stderr
-        assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0, proc.stderr
-        assert fragment in proc.stderr, (fragment, proc.stderr)
+        message = command_error("bench.ablation", *args, env={**env(), "BENCH_OFFLINE": "1"})
+        assert fragment in message, (fragment, message)
     assert (workdir / "mlflow.db").read_bytes() == before

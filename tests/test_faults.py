@@ -20,48 +20,16 @@ from sqlalchemy.engine import make_url
 from bench import ablation, checkpoint, runner, search, studies
 from bench.report import command as report
 from bench.config import RunConfig
-from bench.errors import BenchError, cli, redact
+from bench.errors import BenchError, redact
 from bench.tracking import Tracker
+from conftest import journal_trials, main_error, study_runs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def runs(client: MlflowClient, role: str = "run") -> list:
-    experiment = client.get_experiment_by_name("depth")
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], f"tags.`bench.role` = '{role}'", max_results=1000)
-
-
 def local_client(workdir: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-
-
-def journal_trials(workdir: Path, name: str = "depth-smoke") -> list:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(workdir / ".bench" / "optuna.journal")))
-    return optuna.load_study(study_name=name, storage=storage).trials
-
-
-def one_line_exit_2(main, argv: list[str], capsys) -> str:
-    """Run a command's main as `python -m` does (through cli); return its one error line."""
-    previous = signal.getsignal(signal.SIGTERM)  # cli() installs its own SIGTERM handler
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            cli(main, argv)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err
 
 
 # --- 2. passwords ----------------------------------------------------------------------------------
@@ -87,7 +55,7 @@ def test_a_tracking_password_appears_nowhere(postgres, workdir, capsys):
     assert len(written) == 3  # md, csv, png (its metadata holds the command)
     client = MlflowClient(uri)
     records = []
-    for run in runs(client, "run") + runs(client, "study"):
+    for run in study_runs(client, "depth") + study_runs(client, "depth", "study"):
         records += [str(run.data.tags), str(run.data.params)]
         folder = workdir / "artifacts" / run.info.run_id
         folder.mkdir(parents=True)
@@ -110,13 +78,13 @@ def test_a_corrupt_checkpoint_is_set_aside_and_the_study_goes_on(workdir, caplog
 
     assert ablation.main(TWO) == 0
     client = local_client(workdir)
-    assert sorted(r.info.status for r in runs(client)) == ["FINISHED", "FINISHED"]
-    assert [r.info.status for r in runs(client, "study")] == ["FINISHED"]
+    assert sorted(r.info.status for r in study_runs(client, "depth")) == ["FINISHED", "FINISHED"]
+    assert [r.info.status for r in study_runs(client, "depth", "study")] == ["FINISHED"]
     [aside] = torn.parent.glob("last.pt.corrupt-*")
     assert aside.stat().st_size == 300  # kept, not deleted
     [note] = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
     assert str(aside.relative_to(workdir)) in note and "\n" not in note
-    [run] = [r for r in runs(client) if r.data.tags["bench.config_hash"] == first.config.hash]
+    [run] = [r for r in study_runs(client, "depth") if r.data.tags["bench.config_hash"] == first.config.hash]
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc"))
     assert steps == list(range(1, first.config.epochs + 1))
 
@@ -135,12 +103,12 @@ def test_a_deleted_store_is_filled_again_from_the_journal(workdir):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 run(s) complete in Optuna" in again.stderr
     client = local_client(workdir)
-    children = runs(client)
+    children = study_runs(client, "depth")
     assert sorted(r.info.run_name for r in children) == ["vgg-a seed=0", "vgg-b seed=0"]
     assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in children)
     for run in children:
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc")) == [1, 2]
-    assert [r.info.status for r in runs(client, "study")] == ["FINISHED"]
+    assert [r.info.status for r in study_runs(client, "depth", "study")] == ["FINISHED"]
     latest = {}
     for trial in journal_trials(workdir):
         latest[trial.user_attrs["point"]] = trial.state
@@ -159,12 +127,12 @@ def test_an_error_that_ends_a_worker_fails_the_parent(workdir, monkeypatch):
         with pytest.raises(BenchError, match="disk full"):
             ablation.main(ONE)
     client = local_client(workdir)
-    assert [r.info.status for r in runs(client)] == ["FAILED"]
-    assert [r.info.status for r in runs(client, "study")] == ["FAILED"]
+    assert [r.info.status for r in study_runs(client, "depth")] == ["FAILED"]
+    assert [r.info.status for r in study_runs(client, "depth", "study")] == ["FAILED"]
 
     assert ablation.main(ONE) == 0  # run again, it resumes and the parent ends true
-    assert [r.info.status for r in runs(client)] == ["FINISHED"]
-    assert [r.info.status for r in runs(client, "study")] == ["FINISHED"]
+    assert [r.info.status for r in study_runs(client, "depth")] == ["FINISHED"]
+    assert [r.info.status for r in study_runs(client, "depth", "study")] == ["FINISHED"]
 
 
 # --- 6. a torn journal ----------------------------------------------------------------------------
@@ -210,8 +178,8 @@ def test_every_float_setting_refuses_nan_and_infinity(value):
 
 
 def test_nan_on_the_command_line_is_one_line_before_anything(workdir, capsys):
-    assert "'lr' = nan" in one_line_exit_2(ablation.main, [*ONE, "--lr", "nan"], capsys)
-    assert "--timeout" in one_line_exit_2(search.main, ["--study", "lr-wd", "--budget", "smoke",
+    assert "'lr' = nan" in main_error(ablation.main, [*ONE, "--lr", "nan"], capsys)
+    assert "--timeout" in main_error(search.main, ["--study", "lr-wd", "--budget", "smoke",
                                                         "--timeout", "nan"], capsys)
     assert not (workdir / "mlflow.db").exists() and not (workdir / ".bench" / "optuna.journal").exists()
 
@@ -242,9 +210,9 @@ def test_what_would_fail_inside_a_run_fails_before_any_is_recorded(workdir, caps
         (["--pretrained", "missing.pth"], "pretrained file missing.pth does not exist"),
     ]
     for argv, message in cases:
-        err = one_line_exit_2(ablation.main, [*ONE, *argv], capsys)
+        err = main_error(ablation.main, [*ONE, *argv], capsys)
         assert message in err and "weights_only=False" not in err, err
-    err = one_line_exit_2(search.main, ["--study", "lr-wd", "--budget", "smoke", "--batch-size", "5000",
+    err = main_error(search.main, ["--study", "lr-wd", "--budget", "smoke", "--batch-size", "5000",
                                         "--subset", "512"], capsys)
     assert "batch size 5000 is larger" in err
     assert not (workdir / "mlflow.db").exists() and not (workdir / ".bench" / "optuna.journal").exists()
@@ -260,7 +228,7 @@ def test_a_bad_study_file_is_named_and_the_others_still_listed(tmp_path, monkeyp
     (folder / "broken.toml").write_text("[variants\n")
     monkeypatch.setattr(studies, "STUDIES_DIR", folder)
 
-    assert "latin1.toml: not UTF-8 text" in one_line_exit_2(ablation.main, ["--study", "latin1"], capsys)
+    assert "latin1.toml: not UTF-8 text" in main_error(ablation.main, ["--study", "latin1"], capsys)
     assert ablation.main(["--list"]) == 0
     listed = capsys.readouterr()
     assert "depth" in listed.out and "bn" in listed.out
@@ -269,6 +237,24 @@ def test_a_bad_study_file_is_named_and_the_others_still_listed(tmp_path, monkeyp
     listed = capsys.readouterr()
     assert "lr-wd" in listed.out and "optimizer" in listed.out
     assert "latin1.toml" in listed.err and "broken.toml" in listed.err
+
+
+def test_a_study_without_a_smoke_budget_has_the_shared_one(tmp_path, monkeypatch, capsys):
+    shared = studies.shared_budgets()["smoke"]
+    assert studies.load("depth").budgets["smoke"] == shared  # depth.toml writes none
+    own = studies.load("scale").budgets["smoke"]  # its own replaces the shared one whole
+    assert own.settings["dataset"].startswith("synthetic-images") and "subset" not in own.settings
+
+    folder = tmp_path / "studies"
+    shutil.copytree(studies.STUDIES_DIR, folder)
+    monkeypatch.setattr(studies, "STUDIES_DIR", folder)
+    assert "_defaults" not in studies.names()
+    (folder / studies.SHARED_FILE).write_text("[budgets.smoke]\nwidth = 9\n")
+    err = main_error(ablation.main, ["--study", "depth", "--budget", "smoke"], capsys)
+    assert "depth.toml: budget 'smoke' (shared: " in err and "'width' = 9.0 is out of range" in err
+    (folder / studies.SHARED_FILE).write_text("[budgets.smoke\n")
+    assert ablation.main(["--list"]) == 0
+    assert capsys.readouterr().err.count("_defaults.toml: malformed TOML") == 1  # once, not once a study
 
 
 # --- 10. a database that does not exist -----------------------------------------------------------
