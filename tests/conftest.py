@@ -96,18 +96,24 @@ def journal_trials(folder: Path, name: str = "depth-smoke") -> list:
     return optuna.load_study(study_name=name, storage=storage).trials
 
 
+def said(process: subprocess.Popen) -> str:
+    """The last of what a process wrote to its pipe (stderr, or stdout when stderr goes there)."""
+    stream = process.stderr or process.stdout
+    return stream.read()[-3000:] if stream else ""
+
+
 def wait_for_epochs(client: MlflowClient, experiment: str, epochs: int, workers: list[subprocess.Popen],
-                    timeout: float, pids: set[int] | None = None,
-                    output: Callable[[subprocess.Popen], str] = lambda worker: worker.stderr.read() if worker.stderr else ""):
-    """The first child run in training that has logged `epochs` epochs (by a worker in `pids`, when
-    given); every worker must still run meanwhile, else `output` of the one that stopped is shown."""
+                    timeout: float, pids: set[int] | None = None, output: Callable = said):
+    """The first child run in training with `epochs` epochs logged (by a worker in `pids`, when given).
+    Every worker must still run meanwhile: `output(worker)` tells what the one that stopped said."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for worker in workers:
-            assert worker.poll() is None, f"a worker stopped early:\n{output(worker)[-3000:]}"
+            assert worker.poll() is None, f"a worker stopped early:\n{output(worker)}"
         for run in study_runs(client, experiment):
-            if run.info.status == "RUNNING" and (pids is None or int(run.data.tags.get("bench.pid", -1)) in pids) \
-                    and len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs:
+            by_one_of = pids is None or int(run.data.tags.get("bench.pid", -1)) in pids
+            if run.info.status == "RUNNING" and by_one_of and \
+                    len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs:
                 return run
         time.sleep(0.3)
     raise AssertionError(f"no run reached epoch {epochs} in {timeout} s")
@@ -119,21 +125,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(url: str, process: subprocess.Popen | None = None, timeout: float = 120,
-             output: Callable[[], str] | None = None) -> None:
-    """Until `url` answers; `process` (the server) must not exit meanwhile: `output` (default: its
-    stdout) says why it did."""
+def wait_for(url: str, process: subprocess.Popen | None = None, timeout: float = 120, output: Callable = said) -> None:
+    """Until `url` answers; `process` (the server) must not exit meanwhile: `output(process)` tells why it did."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            said = output() if output else process.stdout.read()
-            raise AssertionError(f"server exited with {process.returncode}: {said[-3000:]}")
+            raise AssertionError(f"server exited with {process.returncode}: {output(process)}")
         try:
             with urllib.request.urlopen(url, timeout=5):
                 return
         except (urllib.error.URLError, OSError):
             time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout} s" + (f":\n{output()[-3000:]}" if output else ""))
+    raise AssertionError(f"{url} did not answer in {timeout} s")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mlflow
 import optuna
@@ -17,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import ablation, studies
 from bench.config import RunConfig
-from conftest import command_error, study_runs, wait_for_epochs
+from conftest import command_error, journal_trials, study_runs, wait_for_epochs
 
 SMOKE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
 
@@ -102,8 +101,7 @@ def test_two_workers_split_the_grid(workdir):
     assert len(runs) == 6
     assert len({r.data.tags["bench.config_hash"] for r in runs}) == 6
     assert {r.data.tags["bench.pid"] for r in runs} == {str(p.pid) for p in procs}  # both worked
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(".bench/optuna.journal"))
-    trials = optuna.load_study(study_name="depth-smoke", storage=storage).trials
+    trials = journal_trials(workdir)
     assert len(trials) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["point"] for t in trials}) == 6
 

@@ -8,7 +8,6 @@ saved from real models, ONNX checked by onnxruntime.
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,9 @@ from PIL import Image, ImageDraw
 
 from bench import ablation, checkpoint, data, models, post, predict, studies
 from bench.config import RunConfig
-from bench.errors import cli
 from bench.tracking import Tracker
 from bench.train import Engine, build_model, fit
-
-ROOT = Path(__file__).resolve().parents[1]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+from conftest import error_line, main_error, needs_fashion, study_runs
 
 # A task VGG-A learns in two short epochs (4 classes, chance 25 %), with a head where Linear layers
 # hold most of the weights, so that int8 quantisation of Linear has something to shrink.
@@ -92,15 +88,6 @@ def pretrained(tmp_path_factory) -> Path:
     return path
 
 
-def one_line_error(process) -> str:
-    """A bad-input CLI run: exit 2, a single 'error: ...' line, no traceback."""
-    stderr = process.stderr.strip()
-    assert process.returncode == 2, (process.returncode, stderr[-2000:])
-    assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr[-2000:]
-    assert stderr.startswith("error: ")
-    return stderr
-
-
 def save_png(image: torch.Tensor, path: Path) -> Path:
     """A uint8 [C, H, W] tensor as a PNG file (greyscale for one channel)."""
     pixels = image.permute(1, 2, 0).numpy()
@@ -136,7 +123,7 @@ def test_predictions_match_the_models_forward_on_the_training_path(trained_run, 
         assert f"{float(probs.max()):.1%}" in line
 
 
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
+@needs_fashion
 def test_a_fashion_mnist_image_goes_through_the_padding_and_statistics_of_its_run(tmp_path):
     config = RunConfig(model="vgg-a", width=0.0625, dataset="fashion-mnist", subset=2000, device="cpu")
     splits = data.load(config.dataset, subset=config.subset, split_seed=config.split_seed)
@@ -306,8 +293,7 @@ def test_transfer_study_scratch_vs_fine_tuned_vs_frozen(shapes, pretrained, tmp_
     assert points["scratch"].pretrained is None and points["fine-tuned"].pretrained == str(pretrained)
 
     client = Tracker(uri).client
-    runs = client.search_runs([client.get_experiment_by_name("transfer").experiment_id],
-                              filter_string="tags.`bench.role` = 'run'")
+    runs = study_runs(client, "transfer")
     assert sorted(r.data.tags["bench.variant"] for r in runs if r.info.status == "FINISHED") == \
         ["fine-tuned", "frozen", "scratch"]
 
@@ -384,9 +370,8 @@ def test_bad_input_through_each_command_line_is_one_line_and_exit_2(trained_run,
                                       stderr=subprocess.PIPE, text=True)
                for name, (argv, _) in cases.items()}
     for name, process in started.items():
-        stdout, stderr = process.communicate(timeout=300)
-        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        assert cases[name][1] in one_line_error(result), name
+        _, stderr = process.communicate(timeout=300)
+        assert cases[name][1] in error_line(process.returncode, stderr), name
 
 
 @pytest.mark.parametrize("command, argv, message", [
@@ -401,12 +386,4 @@ def test_bad_input_through_each_command_line_is_one_line_and_exit_2(trained_run,
 def test_bad_input_is_one_line_and_exit_2(command, argv, message, trained_run, bad_files, capsys):
     """The same path as `python -m` (bench.errors.cli around main), in-process to save start-ups."""
     values = {**bad_files, "uri": trained_run["uri"], "checkpoint": trained_run["checkpoint"]}
-    previous = signal.getsignal(signal.SIGTERM)  # cli() installs its own SIGTERM handler
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            cli(command.main, [arg.format(**values) for arg in argv])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    stderr = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(stderr.splitlines()) == 1, stderr
-    assert stderr.startswith("error: ") and message in stderr
+    assert message in main_error(command.main, [arg.format(**values) for arg in argv], capsys)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from test_records import free_port, wait_for
+from conftest import free_port, wait_for
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # MLflow 3 opens every experiment on its GenAI view unless this is in the URL (or the

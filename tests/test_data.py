@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -17,9 +18,7 @@ from bench import data
 from bench.data import files
 from bench.data import Splits, crop_flip, load
 from bench.errors import BenchError
-
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
+from conftest import FASHION_DIR, command_error, needs_fashion
 
 
 @pytest.fixture(autouse=True)
@@ -249,9 +248,6 @@ class _RunsCommand:
 
 
 def test_cifar_pickles_that_run_code_are_refused(tmp_path):
-    import subprocess
-    import sys
-
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
@@ -266,12 +262,9 @@ def test_cifar_pickles_that_run_code_are_refused(tmp_path):
     assert str(folder / "batches.meta") in msg and "system" in msg
     assert not witness.exists()
 
-    env = {**__import__("os").environ, "BENCH_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "bench.train", "--dataset", "cifar10", "--data-dir", str(tmp_path),
-                           "--epochs", "1"], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot read ") and "batches.meta" in lines[0]
+    line = command_error("bench.train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1",
+                         env={**os.environ, "BENCH_OFFLINE": "1"})
+    assert line.startswith("error: cannot read ") and "batches.meta" in line
     assert not witness.exists()
 
 

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -21,8 +20,8 @@ from bench import checkpoint
 from bench.config import LATER_SETTINGS, RunConfig
 from bench.errors import BenchError
 from bench.train import fit
+from conftest import command_error, needs_fashion, study_runs, wait_for_epochs
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 # No BatchNorm and no dropout: each rank's share of a batch then gives exactly its share of the
 # gradient, so 2 processes must retrace 1 process step by step (BN would see half batches).
 LEARNS = dict(model="vgg-a", width=0.0625, head="small", dataset="fashion-mnist", subset=1024, epochs=2,
@@ -36,7 +35,7 @@ def torchrun(*args: str, processes: int = 2, **kwargs) -> subprocess.CompletedPr
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, **kwargs)
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+@needs_fashion
 def test_two_processes_train_the_same_run_as_one(tmp_path):
     settings = tmp_path / "config.json"
     settings.write_text(json.dumps(LEARNS))
@@ -88,10 +87,7 @@ def test_world_size_is_part_of_the_run():
 def test_a_study_refuses_what_the_machine_cannot_run_in_one_line(tmp_path, args, message):
     if torch.cuda.is_available():
         pytest.skip("refusals of a machine without GPUs")
-    done = subprocess.run([sys.executable, "-m", "bench.ablation", "--study", "depth", "--budget", "smoke", *args],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"] and message in done.stderr
+    assert message in command_error("bench.ablation", "--study", "depth", "--budget", "smoke", *args, cwd=tmp_path)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".bench").exists()  # nothing recorded
 
 
@@ -114,20 +110,12 @@ def ablation(workdir: Path, *args: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def runs(workdir: Path) -> list:
-    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
-    experiment = client.get_experiment_by_name("depth")
-    if experiment is None:  # the store exists before the study's experiment does
-        return []
-    return client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'run'")
-
-
 def test_study_with_two_processes_per_run_records_each_run_once(tmp_path):
     process = ablation(tmp_path, "--seeds", "2")
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    found = runs(tmp_path)
+    found = study_runs(client, "depth")
     assert sorted(r.info.run_name for r in found) == ["vgg-a seed=0", "vgg-a seed=1"]
     for run in found:
         assert run.info.status == "FINISHED"
@@ -167,19 +155,13 @@ def ranks() -> list[int]:
     return pids
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+@needs_fashion
 def test_killed_rank_fails_the_run_and_the_rerun_resumes_it(tmp_path):
     longer = ["--dataset", "fashion-mnist", "--subset", "5000", "--epochs", "5"]  # seconds an epoch
-    process = ablation(tmp_path, "--seeds", "1", *longer)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    deadline = time.time() + 240
-    while True:
-        assert time.time() < deadline and process.poll() is None, "the run never finished an epoch"
-        found = runs(tmp_path) if (tmp_path / "mlflow.db").exists() else []  # (created by the command)
-        if found and client.get_metric_history(found[0].info.run_id, "val_acc"):
-            break
-        time.sleep(0.3)
-    run_id = found[0].info.run_id
+    client.search_experiments()  # create the store here, not concurrently with the command
+    process = ablation(tmp_path, "--seeds", "1", *longer)
+    run_id = wait_for_epochs(client, "depth", 1, [process], timeout=240).info.run_id
     os.kill(ranks()[-1], signal.SIGKILL)
     output, _ = process.communicate(timeout=120)
     assert process.returncode != 0, output[-2000:]
@@ -190,7 +172,7 @@ def test_killed_rank_fails_the_run_and_the_rerun_resumes_it(tmp_path):
     rerun = ablation(tmp_path, "--seeds", "1", *longer)
     output, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, output[-3000:]
-    [again] = runs(tmp_path)
+    [again] = study_runs(client, "depth")
     assert again.info.run_id == run_id and again.info.status == "FINISHED"
     assert again.data.tags["bench.resumed"] == "true"
     steps = [m.step for m in client.get_metric_history(run_id, "val_acc")]

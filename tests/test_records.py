@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,11 +27,9 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from PIL import Image
 
 from bench import ablation, data, predict
-from bench.errors import cli
 from bench.train import EVAL_BATCH
+from conftest import FASHION_DIR, ROOT, command_error, free_port, study_runs, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 SERVED = 256
 
 
@@ -42,42 +38,19 @@ def client(study) -> MlflowClient:
 
 
 def children(study) -> list:
-    c = client(study)
-    experiment = c.get_experiment_by_name("tiny")
-    return c.search_runs([experiment.experiment_id], "tags.`bench.role` = 'run'")
+    return study_runs(client(study), "tiny")
 
 
 def parent(study):
-    c = client(study)
-    experiment = c.get_experiment_by_name("tiny")
-    [run] = c.search_runs([experiment.experiment_id], "tags.`bench.role` = 'study'")
+    [run] = study_runs(client(study), "tiny", "study")
     return run
 
 
 def raw_test_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first test images exactly as the dataset stores them: uint8 28x28, and their labels."""
-    images = data.read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:count].numpy()
-    labels = data.read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:count].numpy()
+    images = data.read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:count].numpy()
+    labels = data.read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[:count].numpy()
     return images, labels
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}: {process.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout} s")
 
 
 def post_json(url: str, payload) -> tuple[int, dict]:
@@ -203,14 +176,8 @@ def test_the_best_run_is_registered_with_alias_best_and_predict_uses_it(tiny_stu
     assert [v.version for v in versions] == [version.version]
 
 
-def cli_error(*argv: str) -> str:
-    """One command's stderr, which must be one line, with exit code 2."""
-    process = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
-    assert process.returncode == 2, process.stderr
-    lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), process.stderr
-    return lines[0]
+def predict_error(*argv: str) -> str:
+    return command_error("bench.predict", *argv, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
 
 
 def test_bad_models_and_images_get_one_line(tiny_study, tmp_path):
@@ -219,16 +186,16 @@ def test_bad_models_and_images_get_one_line(tiny_study, tmp_path):
     image = tmp_path / "x.png"
     Image.fromarray(raw_test_images(1)[0][0]).save(image)
     uri = ["--tracking-uri", tiny_study.uri]
-    assert "registered models: tiny-cpu" in cli_error("bench.predict", "--model", "models:/nope@best", *uri, str(image))
-    assert "no model models:/tiny-cpu@worst" in cli_error("bench.predict", "--model", "models:/tiny-cpu@worst", *uri, str(image))
+    assert "registered models: tiny-cpu" in predict_error("--model", "models:/nope@best", *uri, str(image))
+    assert "no model models:/tiny-cpu@worst" in predict_error("--model", "models:/tiny-cpu@worst", *uri, str(image))
     not_image = tmp_path / "notes.png"
     not_image.write_text("not an image")
-    assert "is not an image" in cli_error("bench.predict", "--model", "models:/tiny-cpu@best", *uri, str(not_image))
-    message = cli_error("bench.predict", "--run", parent(tiny_study).info.run_id, *uri, str(image))
+    assert "is not an image" in predict_error("--model", "models:/tiny-cpu@best", *uri, str(not_image))
+    message = predict_error("--run", parent(tiny_study).info.run_id, *uri, str(image))
     assert "has no artifact checkpoints/best.pt" in message
     empty = tmp_path / "empty.db"  # a store with no registry: not created by asking it
-    assert "does not exist" in cli_error("bench.predict", "--model", "models:/tiny-cpu@best",
-                                         "--tracking-uri", f"sqlite:///{empty}", str(image))
+    assert "does not exist" in predict_error("--model", "models:/tiny-cpu@best",
+                                             "--tracking-uri", f"sqlite:///{empty}", str(image))
     assert not empty.exists()
     assert store.read_bytes() == before
 
@@ -285,8 +252,7 @@ def test_no_system_metrics_flag(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     args = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a", "--epochs", "1", "--no-system-metrics"]
     assert ablation.main(args) == 0
-    c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    [run] = c.search_runs([c.get_experiment_by_name("depth").experiment_id], "tags.`bench.role` = 'run'")
+    [run] = study_runs(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "depth")
     assert run.data.metrics["test_acc"] >= 0 and not [k for k in run.data.metrics if k.startswith("system/")]
 
 

@@ -8,7 +8,6 @@ one-seed BN study beside it are trained once for the module, in a temporary fold
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from bench import reference
 from bench.report import build, command, read, render
 from bench.report import stats as report_stats
 from bench.errors import BenchError
+from conftest import command_error, study_runs
 
 SMOKE = """
 [budgets.smoke]
@@ -70,9 +70,7 @@ def run_report(folder: Path, monkeypatch, capsys, *args: str) -> dict:
 
 
 def finished_runs(folder: Path, experiment: str) -> pd.DataFrame:
-    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id], "tags.`bench.role` = 'run' and attributes.status = 'FINISHED'")
+    runs = study_runs(MlflowClient(f"sqlite:///{folder}/mlflow.db"), experiment, where="attributes.status = 'FINISHED'")
     return pd.DataFrame([{"variant": r.data.tags["bench.variant"], "seed": r.data.tags["bench.seed"], **r.data.metrics}
                          for r in runs]).sort_values("seed", kind="stable")
 
@@ -124,8 +122,7 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     assert command in Image.open(png).text["Source"]
 
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
-    experiment_id = client.get_experiment_by_name("depth").experiment_id
-    (parent,) = client.search_runs([experiment_id], "tags.`bench.role` = 'study'")
+    (parent,) = study_runs(client, "depth", "study")
     logged = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
     assert logged == {md.name, csv.name, png.name}
 
@@ -264,23 +261,14 @@ def test_published_figures_match_the_paper_and_peers():
 # --- bad input --------------------------------------------------------------------------------------
 
 
-def cli_error(cwd: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow exports the last one set
-    done = subprocess.run([sys.executable, "-m", "bench.report", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env=env)
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    return done.stderr
-
-
 def test_unknown_study_lists_the_studies(store):
-    message = cli_error(store, "--study", "nope", "--tracking-uri", f"sqlite:///{store}/mlflow.db")
+    message = command_error("bench.report", "--study", "nope", "--tracking-uri", f"sqlite:///{store}/mlflow.db", cwd=store)
     assert "unknown study 'nope'; choose one of: " in message and "depth" in message
 
 
 def test_missing_store_is_an_error_not_created(tmp_path, monkeypatch):
-    assert "does not exist" in cli_error(tmp_path, "--study", "depth", "--tracking-uri",
-                                         f"sqlite:///{tmp_path}/nonexistent/x.db")
+    assert "does not exist" in command_error("bench.report", "--study", "depth", "--tracking-uri",
+                                             f"sqlite:///{tmp_path}/nonexistent/x.db", cwd=tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for uri in (f"sqlite:///{tmp_path}/x.db", str(tmp_path / "x.db"), None):  # None: sqlite:///mlflow.db here
@@ -293,7 +281,7 @@ def test_study_without_finished_runs_says_how_to_run_it(store):
     study = store / "unrun.toml"
     study.write_text('name = "unrun"\n[variants]\nvgg-a = { model = "vgg-a" }\n' + SMOKE)
     uri = f"sqlite:///{store}/mlflow.db"
-    message = cli_error(store, "--study", str(study), "--tracking-uri", uri)
+    message = command_error("bench.report", "--study", str(study), "--tracking-uri", uri, cwd=store)
     assert f"no finished runs in {uri}; run it with: python -m bench.ablation --study {study} --tracking-uri {uri}" in message
 
 

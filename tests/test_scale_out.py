@@ -9,11 +9,9 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
+from conftest import error_line, free_port, study_runs, wait_for, wait_for_epochs
+
 PASSWORD = f"s3cr3t-{secrets.token_hex(6)}"
 EPOCHS = 20  # long enough for a kill to land mid-run
 ABLATION = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--seeds", "2", "--epochs", str(EPOCHS)]
@@ -38,12 +38,6 @@ def with_password(url: str, password: str = PASSWORD) -> str:
     return make_url(url).set(password=password).render_as_string(hide_password=False)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
 class Worker:
     proc: subprocess.Popen
@@ -51,6 +45,9 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
 
     def finished_ok(self) -> bool:
         return self.proc.returncode == 0
@@ -80,26 +77,11 @@ def finish(workers: list[Worker]) -> None:
                 worker.proc.wait()
 
 
-def child_runs(client: MlflowClient, experiment: str) -> list:
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    return client.search_runs([experiment_id], "tags.`bench.role` = 'run'", max_results=1000)
-
-
-def wait_for_epochs(client: MlflowClient, experiment: str, epochs: int, workers: list[Worker]) -> tuple[str, int]:
-    """A run in training that has logged `epochs` epochs, and the pid of the worker training it."""
-    pids = {w.proc.pid for w in workers}
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        for worker in workers:
-            assert worker.proc.poll() is None, f"a worker stopped early:\n{worker.output()[-3000:]}"
-        if client.get_experiment_by_name(experiment) is not None:
-            for run in child_runs(client, experiment):
-                pid = int(run.data.tags.get("bench.pid", -1))
-                if run.info.status == "RUNNING" and pid in pids and \
-                        len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs:
-                    return run.info.run_id, pid
-        time.sleep(0.5)
-    raise AssertionError(f"no run reached epoch {epochs} in {WAIT_S} s")
+def training(client: MlflowClient, workers: list[Worker]) -> tuple[str, int]:
+    """A depth run in training by one of `workers` with 2 epochs logged, and the pid of its worker."""
+    run = wait_for_epochs(client, "depth", 2, workers, WAIT_S, pids={w.proc.pid for w in workers},
+                          output=lambda worker: worker.output()[-3000:])
+    return run.info.run_id, int(run.data.tags["bench.pid"])
 
 
 def steps(client: MlflowClient, run_id: str) -> list[int]:
@@ -138,17 +120,8 @@ def server(postgres, tmp_path_factory):
         )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # a fresh database runs all of MLflow's migrations first
-        while True:
-            assert proc.poll() is None, f"mlflow server exited:\n{log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"mlflow server not healthy after 180 s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
+        # A fresh database runs all of MLflow's migrations first.
+        wait_for(f"{uri}/health", proc, timeout=180, output=lambda _: log.read_text()[-3000:])
         yield Server(uri, root / "artifacts")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -185,7 +158,7 @@ def scenario(postgres, server, tmp_path_factory) -> Scenario:
                 for i in range(3)]
     search = [start("bench.search", [*SEARCH, *shared], workdir, f"search-{i}") for i in range(2)]
     try:
-        run_id, pid = wait_for_epochs(MlflowClient(server.uri), "depth", 2, ablation)
+        run_id, pid = training(MlflowClient(server.uri), ablation)
         os.kill(pid, signal.SIGKILL)
     finally:
         finish(ablation + search)
@@ -216,7 +189,7 @@ def test_ablation_grid_runs_once_and_the_killed_run_is_redone(scenario, server, 
 
     # MLflow, through the server: one run per point, the killed one resumed rather than duplicated.
     client = MlflowClient(server.uri)
-    runs = {r.info.run_id: r for r in child_runs(client, "depth")}
+    runs = {r.info.run_id: r for r in study_runs(client, "depth")}
     assert {r.data.tags["bench.config_hash"] for r in runs.values()} == set(points)
     assert len(runs) == 4
     assert {t.user_attrs["mlflow_run_id"] for t in complete} == set(runs)
@@ -229,7 +202,7 @@ def test_ablation_grid_runs_once_and_the_killed_run_is_redone(scenario, server, 
             "plots/learning_curves.png", "plots/confusion_matrix.png"}
     redone = runs[scenario.killed_run]
     assert "died" in redone.data.tags["bench.recovered"] and redone.data.tags["bench.resumed"] == "true"
-    [parent] = client.search_runs([redone.info.experiment_id], "tags.`bench.role` = 'study'")
+    [parent] = study_runs(client, "depth", "study")
     assert parent.info.status == "FINISHED"
 
     # Artifacts went through the server to its destination, not to the workers' disk.
@@ -259,7 +232,7 @@ def test_search_trials_run_once_split_between_workers(scenario, server):
     assert workers == {w.proc.pid for w in scenario.search}  # both took trials
 
     client = MlflowClient(server.uri)
-    runs = child_runs(client, "lr-wd")
+    runs = study_runs(client, "lr-wd")
     by_trial = {int(r.data.tags["bench.trial"]): r for r in runs}
     with_runs = [t for t in trials if "repeat_of" not in t.user_attrs]
     assert len(runs) == len(by_trial) == len(with_runs)
@@ -268,7 +241,7 @@ def test_search_trials_run_once_split_between_workers(scenario, server):
         assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
         assert run.info.status == ("FINISHED" if trial.state == TrialState.COMPLETE else "KILLED")
         assert steps(client, run.info.run_id) == sorted(trial.intermediate_values)
-    [parent] = client.search_runs([runs[0].info.experiment_id], "tags.`bench.role` = 'study'")
+    [parent] = study_runs(client, "lr-wd", "study")
     assert "search/optimization_history.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
 
 
@@ -308,7 +281,7 @@ def test_heartbeat_fails_a_silent_worker_on_another_host(postgres, tmp_path):
 
     first = start("bench.ablation", args, tmp_path, "first")
     try:
-        run_id, _ = wait_for_epochs(client, "depth", 2, [first])
+        run_id, _ = training(client, [first])
         first.proc.kill()
     finally:
         finish([first])
@@ -328,7 +301,7 @@ def test_heartbeat_fails_a_silent_worker_on_another_host(postgres, tmp_path):
     failed, retry = load_study(storage, "depth-").trials
     assert failed.state == TrialState.FAIL and failed.user_attrs["worker"] == "elsewhere:4242"
     assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == failed.number
-    [run] = child_runs(client, "depth")
+    [run] = study_runs(client, "depth")
     assert run.info.run_id == run_id == retry.user_attrs["mlflow_run_id"]
     assert run.info.status == "FINISHED" and run.data.tags["bench.resumed"] == "true"
     # Marked by the resume, not by the local check of pids (which cannot see another host).
@@ -359,7 +332,5 @@ def test_unreachable_storage_or_server_fails_in_one_line(postgres, tmp_path):
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for (module, args, fragment), proc in zip(cases, procs):
         out, err = proc.communicate(timeout=WAIT_S)
-        assert proc.returncode == 2, (module, args, err[-2000:])
-        assert err.startswith("error: ") and err.strip().count("\n") == 0 and "Traceback" not in err, err
-        assert fragment in err, (fragment, err)
+        assert fragment in error_line(proc.returncode, err), (module, args, fragment)
         assert PASSWORD not in out + err

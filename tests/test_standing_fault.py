@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bench.tracking import EPOCH_METRICS, METRIC_NAMES
+from conftest import study_runs
 
 STUDY = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--seeds", "2",
          "--epochs", "6", "--quiet"]
@@ -49,10 +50,7 @@ def start_worker(folder: Path) -> subprocess.Popen:
 
 
 def training(client: MlflowClient) -> bool:
-    experiment = client.get_experiment_by_name("depth")
-    if experiment is None:
-        return False
-    return bool(client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING' and tags.`bench.role` = 'run'"))
+    return bool(study_runs(client, "depth", where="attributes.status = 'RUNNING'"))
 
 
 def kill_at_random(folder: Path, rng: random.Random) -> int:
@@ -106,9 +104,8 @@ def report_csv(folder: Path) -> pd.DataFrame:
 def check_invariants(folder: Path) -> dict[str, str]:
     """Every point once in Optuna and in MLflow, all FINISHED, no step twice; returns run name -> hash."""
     client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
-    experiment = client.get_experiment_by_name("depth")
-    children = client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'run'")
-    [parent] = client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'study'")
+    children = study_runs(client, "depth")
+    [parent] = study_runs(client, "depth", "study")
     assert parent.info.status == "FINISHED"
     assert len(children) == 4 and all(r.info.status == "FINISHED" for r in children)
     assert len({r.data.tags["bench.config_hash"] for r in children}) == 4
