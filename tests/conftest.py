@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -137,6 +138,21 @@ def wait_for(url: str, process: subprocess.Popen | None = None, timeout: float =
         except (urllib.error.URLError, OSError):
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+@contextmanager
+def server(argv: list[str], ready_url: str, cwd: Path, env: dict[str, str] | None = None):
+    """`python -m *argv`, a server in a session of its own, from when `ready_url` answers to the block's end."""
+    # The venv's bin first on PATH, as in an active venv: mlflow starts its uvicorn by name.
+    env = {**(env or os.environ), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(ready_url, process)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture

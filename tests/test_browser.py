@@ -3,16 +3,13 @@ chromium-driver, driven by selenium; .ci/run installs them)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import free_port, wait_for
+from conftest import free_port, server
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # MLflow 3 opens every experiment on its GenAI view unless this is in the URL (or the
@@ -39,19 +36,9 @@ def browser():
 @pytest.fixture
 def mlflow_ui(tiny_study):
     port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tiny_study.uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tiny_study.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", server)
+    with server(["mlflow", "ui", "--backend-store-uri", tiny_study.uri, "--host", "127.0.0.1", "--port", str(port),
+                 "--workers", "1"], f"http://127.0.0.1:{port}/health", tiny_study.root):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_the_study_reads_in_the_mlflow_ui(tiny_study, mlflow_ui, browser):

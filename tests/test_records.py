@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import urllib.error
@@ -28,7 +27,7 @@ from PIL import Image
 
 from bench import ablation, data, predict
 from bench.train import EVAL_BATCH
-from conftest import FASHION_DIR, ROOT, command_error, free_port, study_runs, wait_for
+from conftest import FASHION_DIR, ROOT, command_error, free_port, server, study_runs
 
 SERVED = 256
 
@@ -82,24 +81,14 @@ def test_mlflow_models_serve_answers_raw_test_images_as_the_run_does(tiny_study)
     run_id = best_run_id(tiny_study)
     images, labels = raw_test_images(SERVED)
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_study.uri, "PYTHONPATH": str(ROOT),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its uvicorn, as in an active venv
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=tiny_study.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/ping", server)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_study.uri, "PYTHONPATH": str(ROOT)}
+    with server(["mlflow", "models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager", "local",
+                 "-h", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}/ping", tiny_study.root, env):
         status, body = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": images.tolist()})
         assert status == 200, body
         answers = body["predictions"]
         # A request that is not images gets a 400 with our one line, not a server error.
         bad_status, bad = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": [["a", "b"], ["c", "d"]]})
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     assert len(answers) == SERVED
     classes = set(data.FASHION_CLASSES)
