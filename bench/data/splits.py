@@ -220,12 +220,23 @@ def split_hash(*indices: torch.Tensor | None) -> str:
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and std on the 0..1 scale of uint8 images [N, C, H, W], via histograms."""
+    return stats_of_histogram(channel_histogram(x))
+
+
+def channel_histogram(x: torch.Tensor) -> torch.Tensor:
+    """Counts of each uint8 value per channel of images [N, C, H, W]: [C, 256]. Counts add up, so a
+    sample too large to hold at once can be counted batch by batch."""
     c = x.shape[1]
     counts = torch.zeros(c, 256, dtype=torch.float64)
     for lo in range(0, len(x), 8192):
         chunk = x[lo:lo + 8192]
         for ch in range(c):
             counts[ch] += torch.bincount(chunk[:, ch].reshape(-1), minlength=256).double().cpu()
+    return counts
+
+
+def stats_of_histogram(counts: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0..1 scale from `channel_histogram` counts."""
     values = torch.arange(256, dtype=torch.float64) / 255.0
     total = counts.sum(1).clamp_min(1)
     mean = (counts * values).sum(1) / total

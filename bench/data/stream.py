@@ -34,13 +34,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.data import images, tree, views
-from bench.data.splits import Normaliser, channel_stats, check_batch_size, split, split_hash
+from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, split, split_hash,
+                                stats_of_histogram)
 from bench.errors import BenchError, choices, fail
 
 HOLDERS = ("auto", "memory", "stream")
 MEMORY_FRACTION = 0.25  # of physical RAM: the most `auto` holds decoded in memory
 STATS_SAMPLE = 1000  # training images whose centre views give the normalisation mean and std
-PREFETCH = 4  # batches each worker prepares ahead: bounds host memory
+PREFETCH = 2  # batches each worker prepares ahead: bounds host memory
 
 
 @dataclass(frozen=True)
@@ -334,7 +335,9 @@ def _stats(splits: StreamSplits) -> tuple[tuple[float, ...], tuple[float, ...]]:
     # In this process: worker processes started for one pass would outlive it, holding memory.
     probe = StreamSplits({"train": sample}, splits.classes, splits.mode, splits.scales, splits.mean, splits.std,
                          {}, torch.device("cpu"), workers=0)
-    raw = probe.batches("train", 256, scale=splits.scales.crop)
-    # Undo the identity normalisation (mean 0, std 1 means x / 255) to count uint8 values exactly.
-    views_u8 = torch.cat([(x * 255).round_().to(torch.uint8) for x, _ in raw])
-    return channel_stats(views_u8)
+    # Counted batch by batch: holding the whole sample (1000 x 3 x 224 x 224) would make this the
+    # loader's peak of host memory. Undo the identity normalisation (mean 0, std 1 means x / 255)
+    # to count uint8 values exactly.
+    counts = sum(channel_histogram((x * 255).round_().to(torch.uint8))
+                 for x, _ in probe.batches("train", 64, scale=splits.scales.crop))
+    return stats_of_histogram(counts)
