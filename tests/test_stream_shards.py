@@ -16,20 +16,10 @@ import torch.multiprocessing as mp
 from bench import data
 from bench.config import RunConfig
 from bench.data import images
-from bench.data.generate import make_tree
 from bench.train import fit
+from test_stream import isolated_cache, tree  # noqa: F401 - the same fixtures: a cache per test, one small tree
 
 WORLD = 2
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "bench-cache"))
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    return make_tree(tmp_path_factory.mktemp("tree"), images=90, classes=3, size=(60, 48), workers=1)
 
 
 def streamed(tree, **changes) -> RunConfig:
