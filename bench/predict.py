@@ -46,6 +46,7 @@ from rich.table import Table
 
 from bench import checkpoint, data, plots, serving
 from bench.data.images import decode_bytes, file_bytes
+from bench.data.splits import Normaliser
 from bench.config import RunConfig
 from bench.errors import BenchError, cli
 from bench.progress import console, make_progress, out
@@ -61,7 +62,7 @@ class Trained:
 
     config: RunConfig
     model: torch.nn.Module  # on the CPU, in eval mode
-    splits: data.Splits  # reloaded as in training: same subset, split seed, mean and std
+    splits: data.Splits | data.StreamSplits  # reloaded as in training: same subset, split seed, mean and std
     source: str  # "run <id>" or the checkpoint's path, for messages and titles
     run_id: str | None  # the MLflow run, when the model came from one
 
@@ -159,10 +160,9 @@ def read_image(path: Path, mode: str, preprocessing: serving.Preprocessing) -> t
     return data.decode_image(path, mode, preprocessing.native_size)
 
 
-def normalise(splits: data.Splits, images: torch.Tensor) -> torch.Tensor:
-    """Float input from uint8 images [N, C, H, W], through the batching code that fed training."""
-    probe = dataclasses.replace(splits, test_x=images, test_y=torch.zeros(len(images), dtype=torch.long))
-    return next(probe.batches("test", len(images)))[0]
+def normalise(splits: data.Splits | data.StreamSplits, images: torch.Tensor) -> torch.Tensor:
+    """Float input from uint8 images [N, C, H, W], with the normaliser that fed training (either splits')."""
+    return Normaliser(splits.mean, splits.std, images.device)(images)
 
 
 @torch.inference_mode()
@@ -193,7 +193,7 @@ def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
 
     splits = trained.splits
     views, labels = splits.examples(count), splits.labels("test")[:count]
-    probs = probabilities(trained.model, trained.servable.preprocessing.normalise(views))
+    probs = probabilities(trained.model, normalise(splits, views))
     confidence, predicted = probs.max(1)
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data, predict, serving
+from bench import data, post, predict, serving
 from bench.config import RunConfig
 from bench.data import images
 from bench.data.generate import make_tree
@@ -60,3 +60,12 @@ def test_served_arrays_of_any_size_get_the_same_view(trained_run):
     assert torch.equal(served[0], predict.read_image(Path(path), "RGB", preprocessing))
     old = serving.Preprocessing.from_json({k: v for k, v in preprocessing.to_json().items() if k != "test_scale"})
     assert old.test_scale is None  # a model logged before the setting keeps its centre crop
+
+
+def test_grid_confusion_and_post_run_on_the_streamed_splits(trained_run, tmp_path):
+    config, result, best = trained_run
+    assert predict.main(["--checkpoint", str(best), "--grid", "4", "--confusion", "--out-dir", str(tmp_path)]) == 0
+    assert {p.name.split("-")[0] for p in tmp_path.glob("*.png")} == {"predictions", "confusion"}
+    trained = predict.load_trained(checkpoint_path=best)
+    assert post.accuracy(trained.model, trained) == pytest.approx(result.test_acc)
+    assert post.main(["--checkpoint", str(best), "--quantize", "--repeats", "2", "--out-dir", str(tmp_path / "post")]) == 0
