@@ -45,9 +45,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import checkpoint, data, plots, serving
+from bench.config import RunConfig
 from bench.data.images import decode_bytes, file_bytes
 from bench.data.splits import Normaliser
-from bench.config import RunConfig
 from bench.errors import BenchError, cli
 from bench.progress import console, make_progress, out
 from bench.train import EVAL_BATCH, build_model
