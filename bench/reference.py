@@ -2,7 +2,9 @@
 
 Transcribed from the paper (arXiv:1409.1556) and the peers' READMEs (see the project's
 reference notes). Every figure carries what it was measured on, so a report can say plainly
-that it is other data or another recipe, never a like-for-like number.
+that it is other data or another recipe, never a like-for-like number. The paper's Table 3 is in
+the reference notes; Tables 4 and 5 are not, and were transcribed from the paper itself for this
+module: check them against it before quoting them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.models.vgg import CONFIGS
+
 
 @dataclass(frozen=True)
 class PaperRow:
@@ -26,9 +29,7 @@ class PaperRow:
     top5: float
 
 
-# Tables 3 and 4 are dense evaluation (section 3.2; Table 5's dense rows repeat Table 4's). Table 3 is in
-# the project's reference notes; Tables 4 and 5 were transcribed from the paper (arXiv:1409.1556) for
-# these rows alone: check them against it before quoting them.
+# Tables 3 and 4 are dense evaluation (section 3.2; Table 5's dense rows repeat Table 4's).
 _T3 = {("A", "256"): (29.6, 10.4), ("A-LRN", "256"): (29.7, 10.5), ("B", "256"): (28.7, 9.9),
        ("C", "256"): (28.1, 9.4), ("C", "384"): (28.1, 9.3), ("C", "256,512"): (27.3, 8.8),
        ("D", "256"): (27.0, 8.8), ("D", "384"): (26.8, 8.7), ("D", "256,512"): (25.6, 8.1),
