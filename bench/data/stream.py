@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.data import images, tree, views
-from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, split, split_hash,
+from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, share, split, split_hash,
                                 stats_of_histogram)
 from bench.errors import BenchError, choices, fail
 
@@ -173,12 +173,13 @@ class StreamSplits:
     def batches(self, part: str, batch_size: int, *, generator: torch.Generator | None = None,
                 augment: bool = False, shuffle: bool = False, drop_last: bool = False,
                 channels_last: bool = False, start_batch: int = 0, scale: int | None = None,
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (float32 normalised views [B, C, crop, crop], int64 labels [B]) on the data's device.
 
         Training views when `augment` (S from the training range, random crop and flip), else centre views
         at test scale `scale` (default: the first test scale). All random draws of the pass are made from
         `generator` before the first batch, as in Splits.batches, so `start_batch` resumes a pass exactly.
+        `shard` = (rank, world): only that rank's rows of each batch are read and decoded (splits.share).
         """
         data = self._part(part)
         check_batch_size(batch_size)
@@ -198,7 +199,8 @@ class StreamSplits:
         items = [(int(i), int(si), float(uy), float(ux), bool(f))
                  for i, si, (uy, ux), f in zip(order.tolist(), s.tolist(), u.tolist(), flips.tolist())]
         stop = n - n % batch_size if drop_last else n
-        plan = [items[lo:min(lo + batch_size, n)] for lo in range(start_batch * batch_size, stop, batch_size)]
+        plan = [items[slice(*share(lo, min(lo + batch_size, n), shard))]
+                for lo in range(start_batch * batch_size, stop, batch_size)]
         if not plan:
             return
         gpu_decode = self.device.type == "cuda" and data.held is None
