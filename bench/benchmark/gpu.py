@@ -37,10 +37,10 @@ from bench.benchmark import budgets, gpu_report, output
 from bench.benchmark.steps import Peaks, measure_model, measure_steps
 from bench.benchmark.time_to_accuracy import race
 from bench.config import RunConfig
+from bench.device import resolve_device
 from bench.errors import BenchError, choices
 from bench.models import names as model_names
 from bench.progress import console
-from bench.train import resolve_device
 
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

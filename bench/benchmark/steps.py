@@ -28,7 +28,8 @@ from bench.benchmark.measure import (
 )
 from bench.config import RunConfig
 from bench.errors import BenchError
-from bench.train import autocast, make_optimizer, resolve_device, resolve_precision
+from bench.device import resolve_device
+from bench.train import autocast, make_optimizer, resolve_precision
 
 DEFAULT_IMAGE_SIZE = 32  # the step grid has no dataset to take a size from
 
