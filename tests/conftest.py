@@ -3,11 +3,14 @@ and a small real study on Fashion-MNIST whose records several test files read.""
 
 from __future__ import annotations
 
+import gzip
 import os
 import secrets
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -139,3 +142,10 @@ def tiny_study(tmp_path_factory) -> TinyStudy:
         patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # runs of seconds get samples
         assert ablation.main(study.argv) == 0
     return study
+
+
+def raw_idx(path: str | Path) -> np.ndarray:
+    """A gzipped IDX file of unsigned bytes, read without bench.data: what the loader is checked against."""
+    raw = gzip.decompress(Path(path).read_bytes())
+    head = 4 + 4 * raw[3]
+    return np.frombuffer(raw, np.uint8, offset=head).reshape(struct.unpack(f">{raw[3]}I", raw[4:head])).copy()

@@ -31,6 +31,7 @@ from PIL import Image
 from bench import ablation, data, predict
 from bench.errors import cli
 from bench.train import EVAL_BATCH
+from conftest import raw_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -56,8 +57,8 @@ def parent(study):
 
 def raw_test_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first test images exactly as the dataset stores them: uint8 28x28, and their labels."""
-    images = data.read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:count].numpy()
-    labels = data.read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:count].numpy()
+    images = raw_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:count]
+    labels = raw_idx(FASHION / "t10k-labels-idx1-ubyte.gz")[:count]
     return images, labels
 
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.data import images, tree, views
 from bench.data.splits import Normaliser, channel_stats, check_batch_size, split, split_hash
-from bench.errors import BenchError, choices, fail
+from bench.errors import BenchError, choices
 
 HOLDERS = ("auto", "memory", "stream")
 MEMORY_FRACTION = 0.25  # of physical RAM: the most `auto` holds decoded in memory
@@ -182,7 +182,7 @@ class StreamSplits:
         data = self._part(part)
         check_batch_size(batch_size)
         if start_batch < 0:
-            fail(f"start_batch must be >= 0, got {start_batch}")
+            raise BenchError(f"start_batch must be >= 0, got {start_batch}")
         n = len(data.files)
         gdev = generator.device if generator is not None else torch.device("cpu")
         order = torch.randperm(n, generator=generator, device=gdev).cpu() if shuffle else torch.arange(n)
