@@ -9,7 +9,6 @@ run rather than duplicated, and a finished one is never trained twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -48,7 +47,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from bench import plots, provenance, serving  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
-from bench.errors import BenchError, redact  # noqa: E402
+from bench.device import resolve_device  # noqa: E402
+from bench.errors import BenchError, one_line, redact  # noqa: E402
+from bench.store_files import locked, sqlite_path  # noqa: E402
 
 # Migrations chatter at INFO; and pickling the logged model is deliberate (see log_model).
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -69,9 +70,8 @@ def resolve_uri(uri: str | None) -> str:
     """The tracking URI to use; a relative sqlite path made absolute, so that it names one store
     wherever the process later runs (MLflow caches stores by URI) and prints a usable UI command."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().absolute())
-    return uri
+    path = sqlite_path(uri)
+    return uri if path is None else "sqlite:///" + str(path.absolute())
 
 
 class Tracker:
@@ -90,7 +90,7 @@ class Tracker:
                 self.client = MlflowClient(self.uri)
                 self.client.search_experiments(max_results=1)
         except Exception as exc:
-            raise BenchError(f"cannot use MLflow tracking store {redact(self.uri)}: {_first_line(exc)}") from None
+            raise BenchError(f"cannot use MLflow tracking store {redact(self.uri)}: {one_line(exc)}") from None
 
     @property
     def ui_command(self) -> str:
@@ -124,10 +124,10 @@ class Tracker:
 
     def _artifact_location(self, name: str) -> str | None:
         """Beside a sqlite store (its mlruns/ folder), whatever folder the command runs in."""
-        if not self.uri.startswith("sqlite:///"):
+        path = sqlite_path(self.uri)
+        if path is None:
             return None  # servers and other stores choose their own
-        folder = Path(self.uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlruns"
-        return (folder / name).as_uri()
+        return (path.resolve().parent / "mlruns" / name).as_uri()
 
     def create_parent(self, experiment_id: str, name: str, tags: dict[str, Any]) -> str:
         run = self.client.create_run(
@@ -276,7 +276,7 @@ class Tracker:
             self.client.set_registered_model_alias(name, BEST_ALIAS, version)
         except MlflowException as exc:
             raise BenchError(f"cannot register the best model as {name!r} in {redact(self.uri)}: "
-                             f"{_first_line(exc)}") from None
+                             f"{one_line(exc)}") from None
         return int(version)
 
     def resolve_model(self, uri: str) -> str:
@@ -295,7 +295,7 @@ class Tracker:
         except MlflowException as exc:
             known = self._registered_names()
             hint = f"registered models: {', '.join(known)}" if known else "no model is registered there yet"
-            raise BenchError(f"no model {uri} in {redact(self.uri)} ({_first_line(exc)}); {hint}") from None
+            raise BenchError(f"no model {uri} in {redact(self.uri)} ({one_line(exc)}); {hint}") from None
         return version.run_id
 
     def _registered_names(self) -> list[str]:
@@ -452,7 +452,7 @@ class Tracker:
             return Path(self.client.download_artifacts(run_id, path, str(folder)))
         except Exception as exc:
             raise BenchError(
-                f"run {run_id} has no artifact {path} ({_first_line(exc)}): only finished bench runs "
+                f"run {run_id} has no artifact {path} ({one_line(exc)}): only finished bench runs "
                 "carry one; give --checkpoint PATH instead"
             ) from None
 
@@ -508,10 +508,12 @@ def open_existing(uri: str | None) -> Tracker:
 
 def _local_store_path(uri: str) -> Path | None:
     """The file or folder a local tracking URI names; None for servers and in-memory stores."""
-    for scheme in ("sqlite:///", "file://"):
-        if uri.startswith(scheme):
-            rest = uri[len(scheme):].split("?", 1)[0]
-            return None if rest in ("", ":memory:") else Path(rest).expanduser()
+    bare = uri.split("?", 1)[0]
+    path = sqlite_path(bare)
+    if path is None and bare.startswith("file://"):
+        path = Path(bare[len("file://"):]).expanduser()
+    if path is not None:
+        return None if bare.endswith(("://", ":memory:")) else path
     return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
 
 
@@ -535,11 +537,11 @@ def check_reachable(uri: str) -> None:
                 response.read()
         except (urllib.error.URLError, OSError) as exc:
             raise BenchError(
-                f"cannot reach the MLflow tracking server at {redact(uri)} ({_first_line(exc)}): "
+                f"cannot reach the MLflow tracking server at {redact(uri)} ({one_line(exc)}): "
                 "start it, or drop --tracking-uri/MLFLOW_TRACKING_URI to use sqlite:///mlflow.db"
             ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+    elif (path := sqlite_path(uri)) is not None:
+        folder = path.resolve().parent
         if not folder.is_dir():
             raise BenchError(f"MLflow store {uri}: folder {folder} does not exist")
     elif uri.startswith(("postgresql", "mysql", "mssql")):
@@ -564,33 +566,19 @@ def _check_database(uri: str) -> None:
                          "pip install 'vgg-bench[postgres]'") from None
     except Exception as exc:
         raise BenchError(f"cannot connect to the MLflow tracking database {redact(uri)} "
-                         f"({redact(_first_line(exc))}): check the URL, or create the database first") from None
+                         f"({redact(one_line(exc))}): check the URL, or create the database first") from None
 
 
-@contextlib.contextmanager
 def _creation_lock(uri: str):
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    path = Path(uri[len("sqlite:///"):]).expanduser()
-    with open(path.with_name(path.name + ".init-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """A sqlite store's setup lock, beside its file; other stores need none."""
+    path = sqlite_path(uri)
+    return contextlib.nullcontext() if path is None else locked(path.with_name(path.name + ".init-lock"))
 
 
 def _device(config: RunConfig) -> str:
-    from bench.train import resolve_device
-
     return str(resolve_device(config.device))
 
 
 def _str_values(tags: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items()}
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
