@@ -50,7 +50,7 @@ from rich.table import Table
 from torch import nn
 from torch.nn.utils import prune
 
-from bench.errors import BenchError, cli
+from bench.errors import BenchError, cli, one_line
 from bench.predict import Trained, load_trained, normalise, test_predictions, tracker_for
 from bench.progress import console, make_progress, out
 
@@ -141,8 +141,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
                 dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             )
     except Exception as exc:  # an operator the exporter cannot express: say which, in one line
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise BenchError(f"ONNX export of {type(model).__name__} failed: {reason}") from None
+        raise BenchError(f"ONNX export of {type(model).__name__} failed: {one_line(exc)}") from None
     return path
 
 

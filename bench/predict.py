@@ -44,7 +44,7 @@ from rich.table import Table
 
 from bench import checkpoint, data, plots, serving
 from bench.config import RunConfig
-from bench.errors import BenchError, cli
+from bench.errors import BenchError, cli, one_line
 from bench.progress import console, make_progress, out
 from bench.train import EVAL_BATCH, build_model
 
@@ -143,8 +143,7 @@ def read_image(path: Path, mode: str, size: int) -> torch.Tensor:
         with Image.open(path) as image:
             image.verify()  # header and structure: a text file or a truncated PNG stops here
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds; all mean "not an image"
-        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise BenchError(f"{path} is not an image that PIL can read ({reason}); give a PNG, JPEG, BMP, "
+        raise BenchError(f"{path} is not an image that PIL can read ({one_line(exc, 120)}); give a PNG, JPEG, BMP, "
                          "GIF or TIFF file") from None
     return data.decode_image(path, mode, size)
 

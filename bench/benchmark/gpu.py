@@ -38,7 +38,7 @@ from bench.benchmark.steps import Peaks, measure_model, measure_steps
 from bench.benchmark.time_to_accuracy import race
 from bench.config import RunConfig
 from bench.device import resolve_device
-from bench.errors import BenchError, choices
+from bench.errors import BenchError, choices, one_line
 from bench.models import names as model_names
 from bench.progress import console
 
@@ -201,7 +201,7 @@ def peer_library():
     except ImportError:
         return None, "timm is not installed here"
     except Exception as exc:  # noqa: BLE001 - a timm that does not fit this torch: its rows say so, the rest runs
-        return None, f"timm does not import here ({type(exc).__name__}: {str(exc)[:200]})"
+        return None, f"timm does not import here ({type(exc).__name__}: {one_line(exc)})"
     return timm, None
 
 
@@ -247,7 +247,7 @@ class Suite:
                 self.write()
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed measurement must not lose the others
-                text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                text = one_line(exc, 300)
                 self.results["failed"].append(f"{name}: {type(exc).__name__}: {text}")
                 console.print(f"[red]failed[/] {name}: {type(exc).__name__}: {text}")
                 traceback.print_exc()
