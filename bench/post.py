@@ -50,6 +50,7 @@ from rich.table import Table
 from torch import nn
 from torch.nn.utils import prune
 
+from bench import markdown as md
 from bench.errors import BenchError, cli, one_line
 from bench.predict import Trained, load_trained, normalise, test_predictions, tracker_for
 from bench.progress import console, make_progress, out
@@ -382,9 +383,8 @@ def notes(variants: list[Variant]) -> list[str]:
 
 
 def markdown(variants: list[Variant]) -> str:
-    lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(variants)]
-    return "\n".join(lines + [""] + [f"- {note}" for note in notes(variants)]) + "\n"
+    notes_md = [f"- {note}" for note in notes(variants)]
+    return "\n".join([md.table([name for name, _ in COLUMNS], rows(variants)), "", *notes_md]) + "\n"
 
 
 def metrics(variants: list[Variant]) -> dict[str, float]:
