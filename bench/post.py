@@ -52,8 +52,8 @@ from torch.nn.utils import prune
 
 from bench import markdown as md
 from bench.errors import BenchError, cli, one_line
-from bench.predict import Trained, load_trained, normalise, test_predictions, tracker_for
 from bench.progress import console, make_progress, out
+from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
 
 DEFAULT_PRUNE = (0.3, 0.5, 0.7)
 THROUGHPUT_BATCH = 256
