@@ -64,6 +64,11 @@ EXPERIMENT_KIND = "mlflow.experimentKind"  # read by the UI (MLflow 3) to choose
 DESCRIPTION = "mlflow.note.content"  # a run's description in the UI
 BEST_ALIAS = "best"
 SYSTEM_METRICS_INTERVAL_S = 5.0
+# A run's split as a one-row table (log_dataset). Its schema is given: inferred, MLflow warns on every
+# run that integer columns cannot hold missing values, which matters for model inputs, not this record.
+SPLIT_SCHEMA = Schema([ColSpec("long", "n_train"), ColSpec("long", "n_val"), ColSpec("long", "n_test"),
+                       ColSpec("long", "split_seed"), ColSpec("long", "subset", required=False),
+                       ColSpec("long", "image_size"), ColSpec("string", "split_hash")])
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -309,13 +314,12 @@ class Tracker:
     def log_dataset(self, run_id: str, info: dict[str, Any]) -> None:
         """The run's data as an MLflow dataset input (the runs table's Dataset column): its name,
         a digest of the recorded split, where it came from, and its sizes."""
-        sizes = {k: info.get(k) for k in ("n_train", "n_val", "n_test")}
-        frame = pd.DataFrame([{**sizes, "split_seed": info.get("split_seed"), "subset": info.get("subset"),
-                               "image_size": info.get("image_size"), "split_hash": info.get("split_hash")}])
+        frame = pd.DataFrame([{name: info.get(name) for name in SPLIT_SCHEMA.input_names()}])
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, as meant
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(frame, source=str(info.get("source", "unknown")),
                                               name=str(info.get("dataset")), digest=str(info.get("split_hash"))[:36])
+        dataset.schema = SPLIT_SCHEMA  # a cached property: set, it is never inferred
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[
             InputTag(MLFLOW_DATASET_CONTEXT, "train")])])
 
