@@ -173,12 +173,12 @@ def check(args, plan: Plan) -> tuple[torch.device, tuple[str, ...], tuple[str, .
         where = f"{folder} does not exist" if not folder.is_dir() else f"{folder} lacks {', '.join(missing)}"
         raise BenchError(f"carried data folder: {where}; run bash scripts/gpu-suite.sh (copies them from "
                          "/usr/share/datasets/fashion-mnist) and carry that folder")
-    device = resolve_device(args.device or "auto")
-    if (device.type == "cuda" and not torch.cuda.is_available()) or (
-            device.type != "cuda" and args.device is None and not args.smoke):
+    wants_gpu = str(args.device).startswith("cuda") or (args.device is None and not args.smoke)
+    if wants_gpu and not torch.cuda.is_available():
         found = f"torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'}) sees no CUDA device"
         raise BenchError(f"--suite gpu needs a GPU: {found}; use --smoke for the tiny CPU check, "
                          "or --device cpu to run the full sizes on the CPU")
+    device = resolve_device(args.device or "auto")
     models = tuple(m.strip() for m in args.model.split(",")) if args.model else plan.models
     for name in models:
         if name not in model_names():
