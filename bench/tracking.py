@@ -513,11 +513,12 @@ def open_existing(uri: str | None) -> Tracker:
 def _local_store_path(uri: str) -> Path | None:
     """The file or folder a local tracking URI names; None for servers and in-memory stores."""
     bare = uri.split("?", 1)[0]
-    path = sqlite_path(bare)
-    if path is None and bare.startswith("file://"):
-        path = Path(bare[len("file://"):]).expanduser()
-    if path is not None:
-        return None if bare.endswith(("://", ":memory:")) else path
+    if bare in ("sqlite:///", "sqlite:///:memory:", "file://", "file://:memory:"):
+        return None
+    if bare.startswith("file://"):
+        return Path(bare[len("file://"):]).expanduser()
+    if (path := sqlite_path(bare)) is not None:
+        return path
     return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
 
 
