@@ -20,7 +20,9 @@ How a user's image becomes model input, so that it goes through the training ima
   size and the centre cropped (bench.data's own decoder). For the file datasets (Fashion-MNIST,
   MNIST, CIFAR) the image is first brought to the dataset's native size the same way (28 px / 32 px)
   and then given the run's treatment of native images: the zero-padding 28 -> 32, or the resize to
-  `image_size`. So a dataset image saved as a PNG comes back as exactly its training tensor (tested);
+  `image_size`. So a dataset image saved as a PNG comes back as exactly its training tensor (tested).
+  A run under the paper's scale protocol (train_scale) takes the view its test images had: the
+  shorter side rescaled to its (first) test scale Q, the centre crop;
 - values: normalised with the training split's per-channel mean and std (tested equal to
   bench.data's batching);
 - background: Fashion-MNIST and MNIST are light objects on a black background. An image whose
@@ -41,6 +43,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import data, plots
+from bench.data.images import decode_bytes, file_bytes
 from bench.errors import BenchError, cli, one_line
 from bench.progress import console, out
 from bench.train import EVAL_BATCH
@@ -65,12 +68,13 @@ def prepare(trained: Trained, paths: list[str | Path], invert: str = "auto") -> 
     mode = "L" if preprocessing.in_channels == 1 else "RGB"
     # Files are decoded by bench.data's own decoder at the dataset's native size (imagefolder:
     # the model's size), as its images were; the run's padding or resize comes after, in serving.
-    decoded = [read_image(Path(path), mode, preprocessing.native_size) for path in paths]
+    decoded = [read_image(Path(path), mode, preprocessing) for path in paths]
     return preprocessing.prepare(torch.stack(decoded).numpy(), invert)
 
 
-def read_image(path: Path, mode: str, size: int) -> torch.Tensor:
-    """uint8 [C, H, W] at `size`, or one line saying why the file is not an image."""
+def read_image(path: Path, mode: str, preprocessing: serving.Preprocessing) -> torch.Tensor:
+    """uint8 [C, H, W] at the native size (under the scale protocol: the run's test view), or one line
+    saying why the file is not an image."""
     from PIL import Image
 
     if not path.is_file():
@@ -81,7 +85,9 @@ def read_image(path: Path, mode: str, size: int) -> torch.Tensor:
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds; all mean "not an image"
         raise BenchError(f"{path} is not an image that PIL can read ({one_line(exc, 120)}); give a PNG, JPEG, BMP, "
                          "GIF or TIFF file") from None
-    return data.decode_image(path, mode, size)
+    if preprocessing.test_scale is not None:
+        return preprocessing.test_view(decode_bytes(file_bytes(path), mode, path))
+    return data.decode_image(path, mode, preprocessing.native_size)
 
 
 @torch.inference_mode()
@@ -97,15 +103,15 @@ def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
     import matplotlib.pyplot as plt  # bench.plots has chosen the Agg backend
 
     splits = trained.splits
-    images, labels = splits.test_x[:count], splits.test_y[:count]
-    probs = probabilities(trained.model, normalise(splits, images))
+    views, labels = splits.examples(count), splits.labels("test")[:count]
+    probs = probabilities(trained.model, normalise(splits, views))
     confidence, predicted = probs.max(1)
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, label, guess, p in zip(axes.flat, images, labels, predicted, confidence):
+    for ax, image, label, guess, p in zip(axes.flat, views, labels, predicted, confidence):
         pixels = image.permute(1, 2, 0).numpy()
         ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255)
         right = bool(guess == label)
@@ -118,7 +124,7 @@ def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
 
 
 def per_class_table(trained: Trained, predictions: torch.Tensor) -> Table:
-    labels = trained.splits.test_y
+    labels = trained.splits.labels("test")
     table = Table(title=escape(f"{trained.source}: test accuracy per class"))
     for column in ("class", "images", "correct", "accuracy", "most confused with"):
         table.add_column(column, justify="left" if column in ("class", "most confused with") else "right")
@@ -199,13 +205,13 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"note: {int(inverted.sum())} image(s) with a light background were inverted, as the model "
                           "was trained on light objects on a dark background; --no-auto-invert turns that off")
     if args.grid:
-        count = min(args.grid, len(trained.splits.test_y))
+        count = min(args.grid, len(trained.splits.labels("test")))
         written.append(prediction_grid(trained, count, out_dir / f"predictions-{trained.tag}.png"))
     if args.confusion:
         predictions = test_predictions(trained.model, trained.splits)
         out.print(per_class_table(trained, predictions))
         written.append(plots.confusion_matrix(
-            trained.splits.test_y.tolist(), predictions.tolist(), trained.splits.classes,
+            trained.splits.labels("test").tolist(), predictions.tolist(), trained.splits.classes,
             out_dir / f"confusion-{trained.tag}.png", f"{trained.source}: test set"))
     for path in written:
         console.print(f"wrote {path}")

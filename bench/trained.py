@@ -8,7 +8,6 @@ runs on the CPU.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from bench import checkpoint, data, serving
 from bench.config import RunConfig
+from bench.data.splits import Normaliser
 from bench.errors import BenchError
 from bench.progress import make_progress
 from bench.train import EVAL_BATCH, build_model
@@ -30,7 +30,7 @@ class Trained:
 
     config: RunConfig
     model: torch.nn.Module  # on the CPU, in eval mode
-    splits: data.Splits  # reloaded as in training: same subset, split seed, mean and std
+    splits: data.Splits | data.StreamSplits  # reloaded as in training: same subset, split seed, mean and std
     source: str  # "run <id>" or the checkpoint's path, for messages and titles
     run_id: str | None  # the MLflow run, when the model came from one
 
@@ -66,8 +66,12 @@ def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | Non
         config = RunConfig.from_dict(payload["config"])
     except BenchError as exc:
         raise BenchError(f"{source}: its run config does not load here ({exc})") from None
-    splits = data.load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
-                       val_fraction=config.val_fraction, split_seed=config.split_seed, device="cpu")
+    if config.train_scale is not None:  # the scale protocol's own splits: its statistics and test scale Q;
+        # streamed, as only the normalisation sample and the images asked for need decoding
+        splits = data.open_run(config.replace(data_holder="stream"), data_dir=data_dir, device="cpu")
+    else:
+        splits = data.load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
+                           val_fraction=config.val_fraction, split_seed=config.split_seed, device="cpu")
     # The weights come from the checkpoint: neither the pretrained file nor freezing matters now,
     # and the pretrained file need not exist any more.
     model = build_model(config.replace(pretrained=None, freeze=0), splits)
@@ -85,10 +89,9 @@ def tracker_for(run_id: str | None, uri: str | None = None):
     return open_existing(uri)
 
 
-def normalise(splits: data.Splits, images: torch.Tensor) -> torch.Tensor:
-    """Float input from uint8 images [N, C, H, W], through the batching code that fed training."""
-    probe = dataclasses.replace(splits, test_x=images, test_y=torch.zeros(len(images), dtype=torch.long))
-    return next(probe.batches("test", len(images)))[0]
+def normalise(splits: data.Splits | data.StreamSplits, images: torch.Tensor) -> torch.Tensor:
+    """Float input from uint8 images [N, C, H, W], with the normaliser that fed training (either splits')."""
+    return Normaliser(splits.mean, splits.std, images.device)(images)
 
 
 @torch.inference_mode()
