@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 FORMAT = "vgg-bench/1"
 
@@ -54,8 +53,7 @@ def _reason(exc: Exception) -> str:
     if "weights_only" in text or "Weights only" in text:
         # torch's own text suggests weights_only=False, which would let the file run code: never that
         return "it holds Python objects, not only tensors; re-save it with torch.save(model.state_dict(), path)"
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return f"corrupt, truncated or foreign: {textwrap.shorten(first, 160, placeholder=' ...')}"
+    return f"corrupt, truncated or foreign: {one_line(exc, 160)}"
 
 
 def load(path: str | Path, *, config_hash: str | None = None, map_location="cpu") -> dict[str, Any]:

@@ -30,6 +30,32 @@ LATER_SETTINGS = {"world_size", "sync_batch_norm", "compute", "compute_scale",  
 
 
 @dataclass(frozen=True)
+class Interval:
+    """The allowed values of a number: low to high (None: no bound), each end open or closed."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def holds(self, value) -> bool:
+        too_low = value <= self.low if self.low_open else value < self.low
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return not (too_low or too_high)
+
+    def __str__(self) -> str:
+        left = "(" if self.low_open else "["
+        right = "inf)" if self.high is None else f"{self.high})" if self.high_open else f"{self.high}]"
+        return f"{left}{self.low}, {right}"
+
+
+# Ranges that the model registry and the data loader also check, for callers that bypass RunConfig.
+WIDTH = Interval(0, 4, low_open=True)
+DROPOUT = Interval(0, 1, high_open=True)
+IMAGE_SIZE = Interval(8, 1024)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     # --- model: passed to bench.models.build (the baselines take only width; they always have BN) ---
     model: str = "vgg-a"
@@ -93,10 +119,6 @@ class RunConfig:
     budget: str = "custom"
 
     def __post_init__(self) -> None:
-        from bench import models  # the registry validates model options in full at build time
-
-        if self.model not in models.names():
-            choices("model", self.model, models.names())
         if self.optimizer not in OPTIMIZERS:
             choices("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
@@ -109,41 +131,44 @@ class RunConfig:
                 raise BenchError(f"setting {f.name!r} = {value!r} is not a finite number: give a real value")
         # epochs first: the warm-up range below is measured in epochs
         for name in ("epochs", "batch_size", "step_epochs", "patience", "world_size"):
-            _check_range(name, getattr(self, name), 1, None)
+            _check_range(name, getattr(self, name), Interval(1))
         if self.compute not in COMPUTES:
             choices("compute", self.compute, COMPUTES)
-        _check_range("compute_scale", self.compute_scale, 0, 1000, low_open=True)
+        _check_range("compute_scale", self.compute_scale, Interval(0, 1000, low_open=True))
         if self.compute == "epochs" and self.compute_scale != 1.0:
             raise BenchError(f"setting 'compute_scale' = {self.compute_scale!r} needs compute = 'flops' (a study "
                              "with compute = 'flops' sets it from the models' FLOPs; with 'epochs' it stays 1)")
-        _check_range("width", self.width, 0, 4, low_open=True)
-        _check_range("dropout", self.dropout, 0, 1, high_open=True)
-        _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
-        _check_range("lr", self.lr, 0, 10, low_open=True)
-        _check_range("momentum", self.momentum, 0, 1, high_open=True)
-        _check_range("weight_decay", self.weight_decay, 0, 1)
-        _check_range("label_smoothing", self.label_smoothing, 0, 1, high_open=True)
-        _check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
-        _check_range("backbone_lr_scale", self.backbone_lr_scale, 0, 10)
-        _check_range("freeze", self.freeze, 0, None)
+        _check_range("width", self.width, WIDTH)
+        _check_range("dropout", self.dropout, DROPOUT)
+        _check_range("val_fraction", self.val_fraction, Interval(0, 1, low_open=True, high_open=True))
+        _check_range("lr", self.lr, Interval(0, 10, low_open=True))
+        _check_range("momentum", self.momentum, Interval(0, 1, high_open=True))
+        _check_range("weight_decay", self.weight_decay, Interval(0, 1))
+        _check_range("label_smoothing", self.label_smoothing, Interval(0, 1, high_open=True))
+        _check_range("warmup_epochs", self.warmup_epochs, Interval(0, self.epochs))
+        _check_range("backbone_lr_scale", self.backbone_lr_scale, Interval(0, 10))
+        _check_range("freeze", self.freeze, Interval(0))
         if self.batch_size % self.world_size:
             raise BenchError(f"batch size {self.batch_size} is not a multiple of the world size "
                              f"{self.world_size}: choose a batch size divisible by {self.world_size}")
         if self.subset is not None:
-            _check_range("subset", self.subset, 1, None)
+            _check_range("subset", self.subset, Interval(1))
         if self.image_size is not None:
-            _check_range("image_size", self.image_size, 8, 1024)
+            _check_range("image_size", self.image_size, IMAGE_SIZE)
         self._check_scales()
         if self.init_from_a and self.model not in ("vgg-b", "vgg-c", "vgg-d", "vgg-e"):
             raise BenchError(f"init_from_a starts a deeper VGG (vgg-b, vgg-c, vgg-d, vgg-e) from a trained "
                              f"vgg-a; {self.model} is not one: drop --init-from-a")
         if self.init_from_a and self.pretrained is not None:
             raise BenchError("init_from_a and pretrained both set the starting weights: choose one")
-        _check_range("loader_workers", self.loader_workers, 0, 64)
+        _check_range("loader_workers", self.loader_workers, Interval(0, 64))
         if self.data_holder not in DATA_HOLDERS:
             choices("data holder", self.data_holder, DATA_HOLDERS)
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise BenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        from bench import models  # imported here: torch is not needed to read a config's settings
+
+        models.check(self.model, **self.model_options)  # the registry's names: model, head, init
 
     def _check_scales(self) -> None:
         modes = tuple(m.strip() for m in self.eval_modes.split(","))
@@ -203,10 +228,12 @@ class RunConfig:
     @property
     def model_options(self) -> dict[str, Any]:
         """The options bench.models.build takes for this model (the baselines: only width)."""
+        from bench.models import HEADS_WITH_DROPOUT
+
         if not self.model.startswith("vgg"):
             return {"width": self.width}
         options = dict(batch_norm=self.batch_norm, head=self.head, width=self.width, init=self.init)
-        if self.head in ("paper", "light"):  # the heads with hidden layers to drop out of
+        if self.head in HEADS_WITH_DROPOUT:
             options["dropout"] = self.dropout
         return options
 
@@ -284,13 +311,9 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
         raise BenchError(f"setting {name!r} must be {base}, got {value!r}") from None
 
 
-def _check_range(name, value, low, high, *, low_open=False, high_open=False) -> None:
-    too_low = value <= low if low_open else value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ("inf)" if high is None else f"{high})" if high_open else f"{high}]")
-        raise BenchError(f"setting {name!r} = {value!r} is out of range {left}{low}, {right}")
+def _check_range(name: str, value, allowed: Interval) -> None:
+    if not allowed.holds(value):
+        raise BenchError(f"setting {name!r} = {value!r} is out of range {allowed}")
 
 
 def _scales(name: str, text: str) -> tuple[int, ...]:

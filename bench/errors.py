@@ -18,10 +18,6 @@ class BenchError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
-def fail(message: str) -> NoReturn:
-    raise BenchError(message)
-
-
 def choices(kind: str, value: object, valid) -> NoReturn:
     """Raise the standard 'unknown X' error listing what would have been accepted."""
     raise BenchError(f"unknown {kind} {value!r}; choose one of: {', '.join(sorted(map(str, valid)))}")

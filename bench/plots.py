@@ -28,10 +28,16 @@ def learning_curves(history, path: str | Path, title: str = "") -> Path:
     return save_figure(fig, path)
 
 
+def confusion_counts(labels, predictions, num_classes: int) -> np.ndarray:
+    """[true class, predicted class] -> how many test images."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    return counts
+
+
 def confusion_matrix(labels, predictions, classes, path: str | Path, title: str = "") -> Path:
     k = len(classes)
-    counts = np.zeros((k, k), dtype=np.int64)
-    np.add.at(counts, (np.asarray(labels), np.asarray(predictions)), 1)
+    counts = confusion_counts(labels, predictions, k)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(4.0, 0.45 * k + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))

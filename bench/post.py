@@ -50,9 +50,10 @@ from rich.table import Table
 from torch import nn
 from torch.nn.utils import prune
 
-from bench.errors import BenchError, cli
-from bench.predict import Trained, load_trained, normalise, test_predictions, tracker_for
+from bench import markdown as md
+from bench.errors import BenchError, cli, one_line
 from bench.progress import console, make_progress, out
+from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
 
 DEFAULT_PRUNE = (0.3, 0.5, 0.7)
 THROUGHPUT_BATCH = 256
@@ -141,8 +142,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
                 dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             )
     except Exception as exc:  # an operator the exporter cannot express: say which, in one line
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise BenchError(f"ONNX export of {type(model).__name__} failed: {reason}") from None
+        raise BenchError(f"ONNX export of {type(model).__name__} failed: {one_line(exc)}") from None
     return path
 
 
@@ -384,9 +384,8 @@ def notes(variants: list[Variant]) -> list[str]:
 
 
 def markdown(variants: list[Variant]) -> str:
-    lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(variants)]
-    return "\n".join(lines + [""] + [f"- {note}" for note in notes(variants)]) + "\n"
+    notes_md = [f"- {note}" for note in notes(variants)]
+    return "\n".join([md.table([name for name, _ in COLUMNS], rows(variants)), "", *notes_md]) + "\n"
 
 
 def metrics(variants: list[Variant]) -> dict[str, float]:

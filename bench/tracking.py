@@ -9,7 +9,6 @@ run rather than duplicated, and a finished one is never trained twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -36,7 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag  # noqa: E402
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.models import ModelSignature  # noqa: E402
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE  # noqa: E402
@@ -48,7 +47,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from bench import plots, provenance, serving  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
-from bench.errors import BenchError, redact  # noqa: E402
+from bench.device import resolve_device  # noqa: E402
+from bench.errors import BenchError, one_line, redact  # noqa: E402
+from bench.store_files import locked, sqlite_path  # noqa: E402
 
 # Migrations chatter at INFO; and pickling the logged model is deliberate (see log_model).
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -63,15 +64,19 @@ EXPERIMENT_KIND = "mlflow.experimentKind"  # read by the UI (MLflow 3) to choose
 DESCRIPTION = "mlflow.note.content"  # a run's description in the UI
 BEST_ALIAS = "best"
 SYSTEM_METRICS_INTERVAL_S = 5.0
+# A run's split as a one-row table (log_dataset). Its schema is given: inferred, MLflow warns on every
+# run that integer columns cannot hold missing values, which matters for model inputs, not this record.
+SPLIT_SCHEMA = Schema([ColSpec("long", "n_train"), ColSpec("long", "n_val"), ColSpec("long", "n_test"),
+                       ColSpec("long", "split_seed"), ColSpec("long", "subset", required=False),
+                       ColSpec("long", "image_size"), ColSpec("string", "split_hash")])
 
 
 def resolve_uri(uri: str | None) -> str:
     """The tracking URI to use; a relative sqlite path made absolute, so that it names one store
     wherever the process later runs (MLflow caches stores by URI) and prints a usable UI command."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().absolute())
-    return uri
+    path = sqlite_path(uri)
+    return uri if path is None else "sqlite:///" + str(path.absolute())
 
 
 class Tracker:
@@ -90,7 +95,7 @@ class Tracker:
                 self.client = MlflowClient(self.uri)
                 self.client.search_experiments(max_results=1)
         except Exception as exc:
-            raise BenchError(f"cannot use MLflow tracking store {redact(self.uri)}: {_first_line(exc)}") from None
+            raise BenchError(f"cannot use MLflow tracking store {redact(self.uri)}: {one_line(exc)}") from None
 
     @property
     def ui_command(self) -> str:
@@ -124,10 +129,10 @@ class Tracker:
 
     def _artifact_location(self, name: str) -> str | None:
         """Beside a sqlite store (its mlruns/ folder), whatever folder the command runs in."""
-        if not self.uri.startswith("sqlite:///"):
+        path = sqlite_path(self.uri)
+        if path is None:
             return None  # servers and other stores choose their own
-        folder = Path(self.uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlruns"
-        return (folder / name).as_uri()
+        return (path.resolve().parent / "mlruns" / name).as_uri()
 
     def create_parent(self, experiment_id: str, name: str, tags: dict[str, Any]) -> str:
         run = self.client.create_run(
@@ -276,7 +281,7 @@ class Tracker:
             self.client.set_registered_model_alias(name, BEST_ALIAS, version)
         except MlflowException as exc:
             raise BenchError(f"cannot register the best model as {name!r} in {redact(self.uri)}: "
-                             f"{_first_line(exc)}") from None
+                             f"{one_line(exc)}") from None
         return int(version)
 
     def resolve_model(self, uri: str) -> str:
@@ -295,7 +300,7 @@ class Tracker:
         except MlflowException as exc:
             known = self._registered_names()
             hint = f"registered models: {', '.join(known)}" if known else "no model is registered there yet"
-            raise BenchError(f"no model {uri} in {redact(self.uri)} ({_first_line(exc)}); {hint}") from None
+            raise BenchError(f"no model {uri} in {redact(self.uri)} ({one_line(exc)}); {hint}") from None
         return version.run_id
 
     def _registered_names(self) -> list[str]:
@@ -309,13 +314,12 @@ class Tracker:
     def log_dataset(self, run_id: str, info: dict[str, Any]) -> None:
         """The run's data as an MLflow dataset input (the runs table's Dataset column): its name,
         a digest of the recorded split, where it came from, and its sizes."""
-        sizes = {k: info.get(k) for k in ("n_train", "n_val", "n_test")}
-        frame = pd.DataFrame([{**sizes, "split_seed": info.get("split_seed"), "subset": info.get("subset"),
-                               "image_size": info.get("image_size"), "split_hash": info.get("split_hash")}])
+        frame = pd.DataFrame([{name: info.get(name) for name in SPLIT_SCHEMA.input_names()}])
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, as meant
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(frame, source=str(info.get("source", "unknown")),
                                               name=str(info.get("dataset")), digest=str(info.get("split_hash"))[:36])
+        dataset.schema = SPLIT_SCHEMA  # a cached property: set, it is never inferred
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[
             InputTag(MLFLOW_DATASET_CONTEXT, "train")])])
 
@@ -452,7 +456,7 @@ class Tracker:
             return Path(self.client.download_artifacts(run_id, path, str(folder)))
         except Exception as exc:
             raise BenchError(
-                f"run {run_id} has no artifact {path} ({_first_line(exc)}): only finished bench runs "
+                f"run {run_id} has no artifact {path} ({one_line(exc)}): only finished bench runs "
                 "carry one; give --checkpoint PATH instead"
             ) from None
 
@@ -508,10 +512,13 @@ def open_existing(uri: str | None) -> Tracker:
 
 def _local_store_path(uri: str) -> Path | None:
     """The file or folder a local tracking URI names; None for servers and in-memory stores."""
-    for scheme in ("sqlite:///", "file://"):
-        if uri.startswith(scheme):
-            rest = uri[len(scheme):].split("?", 1)[0]
-            return None if rest in ("", ":memory:") else Path(rest).expanduser()
+    bare = uri.split("?", 1)[0]
+    if bare in ("sqlite:///", "sqlite:///:memory:", "file://", "file://:memory:"):
+        return None
+    if bare.startswith("file://"):
+        return Path(bare[len("file://"):]).expanduser()
+    if (path := sqlite_path(bare)) is not None:
+        return path
     return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
 
 
@@ -535,11 +542,11 @@ def check_reachable(uri: str) -> None:
                 response.read()
         except (urllib.error.URLError, OSError) as exc:
             raise BenchError(
-                f"cannot reach the MLflow tracking server at {redact(uri)} ({_first_line(exc)}): "
+                f"cannot reach the MLflow tracking server at {redact(uri)} ({one_line(exc)}): "
                 "start it, or drop --tracking-uri/MLFLOW_TRACKING_URI to use sqlite:///mlflow.db"
             ) from None
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).expanduser().resolve().parent
+    elif (path := sqlite_path(uri)) is not None:
+        folder = path.resolve().parent
         if not folder.is_dir():
             raise BenchError(f"MLflow store {uri}: folder {folder} does not exist")
     elif uri.startswith(("postgresql", "mysql", "mssql")):
@@ -564,33 +571,19 @@ def _check_database(uri: str) -> None:
                          "pip install 'vgg-bench[postgres]'") from None
     except Exception as exc:
         raise BenchError(f"cannot connect to the MLflow tracking database {redact(uri)} "
-                         f"({redact(_first_line(exc))}): check the URL, or create the database first") from None
+                         f"({redact(one_line(exc))}): check the URL, or create the database first") from None
 
 
-@contextlib.contextmanager
 def _creation_lock(uri: str):
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    path = Path(uri[len("sqlite:///"):]).expanduser()
-    with open(path.with_name(path.name + ".init-lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """A sqlite store's setup lock, beside its file; other stores need none."""
+    path = sqlite_path(uri)
+    return contextlib.nullcontext() if path is None else locked(path.with_name(path.name + ".init-lock"))
 
 
 def _device(config: RunConfig) -> str:
-    from bench.train import resolve_device
-
     return str(resolve_device(config.device))
 
 
 def _str_values(tags: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items()}
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

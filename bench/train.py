@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from bench import checkpoint, data, distributed, evaluation, models, serving
 from bench.config import RunConfig
+from bench.device import resolve_device
 from bench.errors import BenchError, cli
 
 EVAL_BATCH = 512
@@ -87,12 +88,6 @@ class Result:
                       "input_shape": tuple(record["input_shape"]),
                       "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
                       "preprocessing": None if preprocessing is None else serving.Preprocessing.from_json(preprocessing)})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

@@ -5,10 +5,12 @@ store, waiting for a run's epochs or a server's answer."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -276,3 +279,10 @@ def tiny_study(tmp_path_factory) -> TinyStudy:
         patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # runs of seconds get samples
         assert ablation.main(study.argv) == 0
     return study
+
+
+def raw_idx(path: str | Path) -> np.ndarray:
+    """A gzipped IDX file of unsigned bytes, read without bench.data: what the loader is checked against."""
+    raw = gzip.decompress(Path(path).read_bytes())
+    head = 4 + 4 * raw[3]
+    return np.frombuffer(raw, np.uint8, offset=head).reshape(struct.unpack(f">{raw[3]}I", raw[4:head])).copy()

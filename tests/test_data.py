@@ -18,7 +18,7 @@ from bench import data
 from bench.data import files
 from bench.data import Splits, crop_flip, load
 from bench.errors import BenchError
-from conftest import FASHION_DIR, command_error, needs_fashion
+from conftest import FASHION_DIR, command_error, needs_fashion, raw_idx
 
 
 @pytest.fixture(autouse=True)
@@ -89,8 +89,8 @@ def test_fashion_mnist_split_is_seeded_disjoint_and_matches_the_files(fashion):
     assert not torch.equal(a.val_index, c.val_index) and a.info["split_hash"] != c.info["split_hash"]
     assert torch.equal(a.test_x, c.test_x)  # the official test set, whatever the seed
     # index bookkeeping is true to the data: rows come from the official training files
-    raw_x = data.read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz")
-    raw_y = data.read_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz")
+    raw_x = torch.from_numpy(raw_idx(FASHION_DIR / "train-images-idx3-ubyte.gz"))
+    raw_y = torch.from_numpy(raw_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz"))
     for k in (0, 1, 4999):
         assert torch.equal(a.val_x[k, 0, 2:30, 2:30], raw_x[a.val_index[k]])
         assert a.val_y[k] == int(raw_y[a.val_index[k]])

@@ -27,7 +27,7 @@ from PIL import Image
 
 from bench import ablation, data, predict
 from bench.train import EVAL_BATCH
-from conftest import FASHION_DIR, ROOT, command_error, free_port, server, study_runs
+from conftest import FASHION_DIR, ROOT, command_error, free_port, raw_idx, server, study_runs
 
 SERVED = 256
 
@@ -47,8 +47,8 @@ def parent(study):
 
 def raw_test_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first test images exactly as the dataset stores them: uint8 28x28, and their labels."""
-    images = data.read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:count].numpy()
-    labels = data.read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[:count].numpy()
+    images = raw_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:count]
+    labels = raw_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[:count]
     return images, labels
 
 

@@ -13,7 +13,8 @@ from bench.benchmark.steps import check_buildable, step_grid
 from bench.benchmark.time_to_accuracy import until
 from bench.config import RunConfig
 from bench.errors import BenchError
-from bench.train import add_config_flags, given_settings, resolve_device
+from bench.device import resolve_device
+from bench.train import add_config_flags, given_settings
 
 # Run settings that take comma-separated lists, expanded to their cartesian product.
 GRID = ("model", "batch_size", "precision", "channels_last", "compile", "image_size")

@@ -37,10 +37,10 @@ from bench.benchmark import budgets, gpu_report, output
 from bench.benchmark.steps import Peaks, measure_model, measure_steps
 from bench.benchmark.time_to_accuracy import race
 from bench.config import RunConfig
-from bench.errors import BenchError, choices
+from bench.device import resolve_device
+from bench.errors import BenchError, choices, one_line
 from bench.models import names as model_names
 from bench.progress import console
-from bench.train import resolve_device
 
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -173,12 +173,12 @@ def check(args, plan: Plan) -> tuple[torch.device, tuple[str, ...], tuple[str, .
         where = f"{folder} does not exist" if not folder.is_dir() else f"{folder} lacks {', '.join(missing)}"
         raise BenchError(f"carried data folder: {where}; run bash scripts/gpu-suite.sh (copies them from "
                          "/usr/share/datasets/fashion-mnist) and carry that folder")
-    device = resolve_device(args.device or "auto")
-    if (device.type == "cuda" and not torch.cuda.is_available()) or (
-            device.type != "cuda" and args.device is None and not args.smoke):
+    wants_gpu = str(args.device).startswith("cuda") or (args.device is None and not args.smoke)
+    if wants_gpu and not torch.cuda.is_available():
         found = f"torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'}) sees no CUDA device"
         raise BenchError(f"--suite gpu needs a GPU: {found}; use --smoke for the tiny CPU check, "
                          "or --device cpu to run the full sizes on the CPU")
+    device = resolve_device(args.device or "auto")
     models = tuple(m.strip() for m in args.model.split(",")) if args.model else plan.models
     for name in models:
         if name not in model_names():
@@ -201,7 +201,7 @@ def peer_library():
     except ImportError:
         return None, "timm is not installed here"
     except Exception as exc:  # noqa: BLE001 - a timm that does not fit this torch: its rows say so, the rest runs
-        return None, f"timm does not import here ({type(exc).__name__}: {str(exc)[:200]})"
+        return None, f"timm does not import here ({type(exc).__name__}: {one_line(exc)})"
     return timm, None
 
 
@@ -247,7 +247,7 @@ class Suite:
                 self.write()
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed measurement must not lose the others
-                text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                text = one_line(exc, 300)
                 self.results["failed"].append(f"{name}: {type(exc).__name__}: {text}")
                 console.print(f"[red]failed[/] {name}: {type(exc).__name__}: {text}")
                 traceback.print_exc()

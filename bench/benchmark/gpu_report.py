@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bench import markdown as md
+
 MFU_TARGET = 0.40
 SECONDS_TARGET = 60.0
 SPEEDUP_TARGET = 3.0
@@ -114,13 +116,14 @@ def _race_lines(race: dict) -> list[str]:
 def markdown(results: dict, figure: Path | None) -> str:
     plan = results["plan"]
     lines = [f"# GPU check on {results['device']}", ""]
-    lines += [f"- {key}: {_cell(results.get(key))}" for key in ("command", "date", "host", "torch", "python", "commit")]
+    lines += [f"- {key}: {md.cell(results.get(key))}"
+              for key in ("command", "date", "host", "torch", "python", "commit")]
     lines += [f"- timm: {results['timm'] or results['timm_missing'] + ' (its rows are skipped)'}",
               f"- plan: {plan['name']} (width {plan['width']}); {results['seconds']:.0f} s of a "
               f"{results['time_limit_s']:.0f} s limit", ""]
     if plan["name"] == "smoke":
         lines += ["**Smoke run**: tiny sizes that check the code paths; no figure here measures a target.", ""]
-    lines += ["## Targets", "", table(["target", "goal", "measured", "verdict"],
+    lines += ["## Targets", "", md.table(["target", "goal", "measured", "verdict"],
                                       [[t["name"], t["goal"], t["measured"], _verdict(t)] for t in results["targets"]]), ""]
     for t in results["targets"]:
         if t.get("met") is False:
@@ -168,7 +171,7 @@ def _steps_section(results: dict) -> list[str]:
                      _num(r["train_step_ms"], 2), _num(r["infer_images_per_s"]), _num(r["peak_memory_bytes"] / 2**20),
                      _pct(r["mfu_datasheet_bf16"]), _pct(r["mfu_matmul"]),
                      "halved from " + ", ".join(map(str, r["out_of_memory_at"])) if r["out_of_memory_at"] else ""])
-    return [*lines, "", table(headers, body), ""]
+    return [*lines, "", md.table(headers, body), ""]
 
 
 def _race_section(results: dict, figure: Path | None) -> list[str]:
@@ -199,7 +202,7 @@ def _race_section(results: dict, figure: Path | None) -> list[str]:
             cells += ([f"{row['test_acc']:.4f}", f"{row['train_seconds_total']:.1f}", _num(row["images_per_s"])]
                       if row else ["", "", ""])
         body.append(cells)
-    lines += [table(headers, body), ""]
+    lines += [md.table(headers, body), ""]
     if figure is not None:
         lines += [f"![test accuracy against training seconds]({figure.name})", ""]
     return lines
@@ -214,7 +217,7 @@ def _workers_section(results: dict) -> list[str]:
     body = [[p["workers"], p["processes"], len(p["runs"]), f"{p['wall_s']:.1f}",
              f"{sum(r['seconds'] for r in p['runs']):.1f}",
              ", ".join(f"{r['variant']} {r['test_acc']:.3f}" for r in p["runs"])] for p in shared["passes"]]
-    return [*lines, table(["workers", "processes used", "runs", "wall s", "sum of run s", "test acc"], body), ""]
+    return [*lines, md.table(["workers", "processes used", "runs", "wall s", "sum of run s", "test acc"], body), ""]
 
 
 def _estimates_section(results: dict) -> list[str]:
@@ -229,14 +232,14 @@ def _estimates_section(results: dict) -> list[str]:
     body = [[e["config"]["model"] + ("-bn" if e["config"]["batch_norm"] else ""), e["config"]["head"],
              e["config"]["batch_size"], ", ".join(e["studies"]), f"{e['setup_s']:.1f}", f"{e['first_epoch_s']:.1f}",
              _num(e["steady_images_per_s"]), f"{e['val_s']:.2f}"] for e in epochs.values()]
-    lines += [table(["model", "head", "batch", "studies", "setup s", "first epoch s", "steady img/s", "val pass s"],
+    lines += [md.table(["model", "head", "batch", "studies", "setup s", "first epoch s", "steady img/s", "val pass s"],
                     body), ""]
     estimates = results.get("estimates") or []
     if estimates:
         rows = [[e["study"], e.get("runs") or "", e.get("dataset", ""), e.get("epochs", ""),
                  "" if e["hours"] is None else f"{e['hours']:.1f}", e["note"]] for e in estimates]
         lines += ["Each study's full budget on this device (one worker, every run to its last epoch):", "",
-                  table(["study", "runs", "dataset", "epochs", "hours", "note"], rows), ""]
+                  md.table(["study", "runs", "dataset", "epochs", "hours", "note"], rows), ""]
     return lines
 
 
@@ -255,17 +258,6 @@ def curves_figure(results: dict, path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     return plots.save_figure(fig, path)
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    def line(cells):
-        return "| " + " | ".join(_cell(c) for c in cells) + " |"
-
-    return "\n".join([line(headers), "|" + "|".join("---" for _ in headers) + "|", *map(line, rows)])
-
-
-def _cell(value) -> str:
-    return str(value).replace("|", "\\|")
 
 
 def _verdict(target: dict) -> str:

@@ -27,8 +27,9 @@ from bench.benchmark.measure import (
     utilisation,
 )
 from bench.config import RunConfig
-from bench.errors import BenchError
-from bench.train import autocast, make_optimizer, resolve_device, resolve_precision
+from bench.errors import BenchError, one_line
+from bench.device import resolve_device
+from bench.train import autocast, make_optimizer, resolve_precision
 
 DEFAULT_IMAGE_SIZE = 32  # the step grid has no dataset to take a size from
 
@@ -149,7 +150,7 @@ def measure_model(model: torch.nn.Module, name: str, options: dict[str, Any], co
             try:
                 measured["profile"] = kernels.breakdown(train_step, device, 1e3 * train_s)
             except RuntimeError as exc:  # a profiler that cannot start here must not cost the row its numbers
-                measured["profile"] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                measured["profile"] = {"error": f"{type(exc).__name__}: {one_line(exc)}"}
         return measured
 
     times, batch_size, out_of_memory = halving_on_oom(measure, config.batch_size, device)

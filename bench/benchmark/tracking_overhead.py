@@ -21,7 +21,8 @@ import torch
 from bench import progress, studies
 from bench.errors import BenchError
 from bench.provenance import PROJECT_ROOT
-from bench.train import fit, resolve_device
+from bench.device import resolve_device
+from bench.train import fit
 
 TARGET_S = 2.0  # seconds per run the tracking may add
 

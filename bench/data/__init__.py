@@ -21,7 +21,7 @@ location, the cache root ($BENCH_CACHE, default ~/.cache/vgg-bench); $BENCH_OFFL
 """
 
 from bench.data.files import cache_root
-from bench.data.idx import FASHION_CLASSES, IDX_FILES, MNIST_CLASSES, read_idx
+from bench.data.idx import FASHION_CLASSES, IDX_FILES, MNIST_CLASSES
 from bench.data.images import decode_image
 from bench.data.loading import DATASETS, load, open_run
 from bench.data.splits import CROP_PAD, PARTS, Splits, channel_stats, crop_flip, fit_size
@@ -29,5 +29,4 @@ from bench.data.stream import StreamSplits
 from bench.data.synthetic import make_synthetic
 
 __all__ = ["CROP_PAD", "DATASETS", "FASHION_CLASSES", "IDX_FILES", "MNIST_CLASSES", "PARTS", "Splits", "StreamSplits",
-           "cache_root", "channel_stats", "crop_flip", "decode_image", "fit_size", "load", "make_synthetic", "open_run",
-           "read_idx"]
+           "cache_root", "channel_stats", "crop_flip", "decode_image", "fit_size", "load", "make_synthetic", "open_run"]

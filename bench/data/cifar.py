@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from bench.data import files
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 NATIVE_SIZE = 32
 SPECS = {
@@ -47,7 +47,7 @@ def unpickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             obj = _DataOnlyUnpickler(fh, encoding="bytes").load()
     except Exception as exc:  # noqa: BLE001 - a broken or hostile file, explained in one line
-        raise BenchError(f"cannot read {path}: {files.one_line(exc)}; replace it with the original file") from None
+        raise BenchError(f"cannot read {path}: {one_line(exc)}; replace it with the original file") from None
     if not isinstance(obj, dict):
         raise BenchError(f"{path} holds a {type(obj).__name__}, not a CIFAR batch; replace it")
     return obj
@@ -76,7 +76,7 @@ def load(name: str, data_dir):
     try:
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[spec["names"]]]
     except (KeyError, TypeError) as exc:
-        raise BenchError(f"{folder / spec['meta']} has no class names ({files.one_line(exc)}); replace it") from None
+        raise BenchError(f"{folder / spec['meta']} has no class names ({one_line(exc)}); replace it") from None
 
     def read(names):
         xs, ys = [], []
@@ -86,7 +86,7 @@ def load(name: str, data_dir):
                 xs.append(torch.as_tensor(d[b"data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
                 ys.append(torch.as_tensor(d[spec["labels"]], dtype=torch.int64))
             except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-                raise BenchError(f"{folder / f} is not a {name} batch ({files.one_line(exc)}); replace it") from None
+                raise BenchError(f"{folder / f} is not a {name} batch ({one_line(exc)}); replace it") from None
         return torch.cat(xs), torch.cat(ys)
 
     train_x, train_y = read(spec["train"])

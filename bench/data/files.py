@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 SYSTEM_LOCATIONS = {"fashion-mnist": ("/usr/share/datasets/fashion-mnist",)}
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -53,14 +53,10 @@ def offline() -> bool:
     return os.environ.get("BENCH_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line, at most 200 characters."""
-    text = " ".join(str(exc).split())
-    inner = re.search(r"<urlopen error [^>]*>", text)  # torchvision's multi-mirror report: keep one reason
-    if inner:
-        text = inner.group(0)
-    text = text or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+def download_reason(exc: BaseException) -> str:
+    """A failed download in one line: of torchvision's report over several mirrors, one reason."""
+    inner = re.search(r"<urlopen error [^>]*>", one_line(exc, limit=10_000))
+    return inner.group(0) if inner else one_line(exc)
 
 
 def download(name: str, dest: Path, fetch: Callable[[Path], list[Path]]) -> Path:
@@ -98,7 +94,7 @@ def download(name: str, dest: Path, fetch: Callable[[Path], list[Path]]) -> Path
     except BenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of the download is reported in one line
-        raise DownloadFailed(one_line(exc)) from None
+        raise DownloadFailed(download_reason(exc)) from None
     finally:
         socket.setdefaulttimeout(old_timeout)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 
 from bench.errors import BenchError, cli
+from bench.store_files import locked
 
 CANVAS = 96  # the class pattern's own resolution before zoom and resize
 
@@ -111,8 +111,7 @@ def cached_tree(arg: str) -> Path:
     root = cache_root() / "synthetic-images" / f"{opts['images']}-{opts['classes']}-{w}x{h}-q{opts['quality']}"
     done = root / ".complete"
     if not done.is_file():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(root) + ".lock"):  # workers started together write it once
+        with locked(root.with_name(root.name + ".lock")):  # workers started together write it once
             if not done.is_file():
                 make_tree(root, **opts)
                 done.touch()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import struct
 from pathlib import Path
 
 import torch
 
 from bench.data import files
-from bench.errors import BenchError, fail
+from bench.errors import BenchError, one_line
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -48,17 +47,18 @@ def load(name: str, data_dir):
                 f"{', '.join(s + '.gz' for s in IDX_FILES.values())} in --data-dir (or $BENCH_DATA)") from None
         found = _find(folder)
         if found is None:
-            fail(f"{name}: download into {folder} did not produce the IDX files; delete {folder} and retry")
+            raise BenchError(f"{name}: download into {folder} did not produce the IDX files; delete {folder} and retry")
     images = _read(found["train_x"], 3)
     labels = _read(found["train_y"], 1)
     test_images = _read(found["test_x"], 3)
     test_labels = _read(found["test_y"], 1)
     for x, y, kind in ((images, labels, "train"), (test_images, test_labels, "t10k")):
         if len(x) != len(y):
-            fail(f"{name}: {kind} images ({len(x)}) and labels ({len(y)}) differ in count in "
-                 f"{found['train_x'].parent}; replace the files")
+            raise BenchError(f"{name}: {kind} images ({len(x)}) and labels ({len(y)}) differ in count in "
+                             f"{found['train_x'].parent}; replace the files")
         if len(y) and int(y.max()) > 9:
-            fail(f"{name}: labels above 9 in {found[kind.replace('t10k', 'test') + '_y']}; replace the file")
+            raise BenchError(f"{name}: labels above 9 in {found[kind.replace('t10k', 'test') + '_y']}; "
+                             "replace the file")
     return images.unsqueeze(1), labels.long(), test_images.unsqueeze(1), test_labels.long(), \
         str(found["train_x"].parent)
 
@@ -80,28 +80,24 @@ def _candidates(root: Path, name: str) -> list[Path]:
     return [root, root / name, root / tv / "raw", root / name / tv / "raw"]
 
 
-def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """Read an IDX file of unsigned bytes (gzipped when its name ends in .gz) as a uint8 tensor."""
-    return _read(Path(path), None)
-
-
-def _read(path: Path, ndim: int | None) -> torch.Tensor:
+def _read(path: Path, ndim: int) -> torch.Tensor:
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
             data = bytearray(fh.read())
     except (OSError, EOFError, ValueError) as exc:
-        raise BenchError(f"cannot read {path}: {files.one_line(exc)}; replace the file") from None
+        raise BenchError(f"cannot read {path}: {one_line(exc)}; replace the file") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        fail(f"{path} is not an IDX file of unsigned bytes; replace it")
+        raise BenchError(f"{path} is not an IDX file of unsigned bytes; replace it")
     nd = data[3]
-    if ndim is not None and nd != ndim:
-        fail(f"{path} has {nd} dimensions, expected {ndim}; is it the right file?")
+    if nd != ndim:
+        raise BenchError(f"{path} has {nd} dimensions, expected {ndim}; is it the right file?")
     head = 4 + 4 * nd
     if len(data) < head:
-        fail(f"{path} is truncated; replace it")
+        raise BenchError(f"{path} is truncated; replace it")
     dims = struct.unpack(f">{nd}I", bytes(data[4:head]))
     count = math.prod(dims)
     if len(data) != head + count:
-        fail(f"{path} holds {len(data) - head} bytes of data, expected {count} for shape {dims}; replace it")
+        raise BenchError(f"{path} holds {len(data) - head} bytes of data, expected {count} for shape {dims}; "
+                         "replace it")
     return torch.frombuffer(data, dtype=torch.uint8, offset=head, count=count).view(*dims)

@@ -13,8 +13,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_image as tv_decode
 from torchvision.transforms.v2 import functional as TF
 
-from bench.data.files import one_line
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 _READ_MODES = {"L": ImageReadMode.GRAY, "RGB": ImageReadMode.RGB}

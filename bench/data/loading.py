@@ -7,9 +7,10 @@ import os
 import torch
 
 from bench.data import cifar, idx, imagefolder, synthetic
-from bench.data.splits import (INFO_FIRST, Splits, channel_stats, fit_size, resolve_device, split,
-                               split_hash, to_device)
-from bench.errors import BenchError, choices, fail
+from bench.config import IMAGE_SIZE
+from bench.data.splits import INFO_FIRST, Splits, channel_stats, fit_size, split, split_hash, to_device
+from bench.device import resolve_device
+from bench.errors import BenchError, choices
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic", "synthetic-images")
 
@@ -19,18 +20,18 @@ def check_common(name, image_size, subset, split_seed, val_fraction) -> float:
     if not isinstance(name, str) or not name:
         choices("dataset", name, DATASETS)
     if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)
-                                   or image_size < 8):
-        fail(f"image size must be an integer >= 8, got {image_size!r}")
+                                   or not IMAGE_SIZE.holds(image_size)):
+        raise BenchError(f"image size must be an integer in {IMAGE_SIZE}, got {image_size!r}")
     if subset is not None and (not isinstance(subset, int) or isinstance(subset, bool)):
-        fail(f"subset must be an integer number of images, got {subset!r}")
+        raise BenchError(f"subset must be an integer number of images, got {subset!r}")
     if not isinstance(split_seed, int) or isinstance(split_seed, bool):
-        fail(f"split seed must be an integer, got {split_seed!r}")
+        raise BenchError(f"split seed must be an integer, got {split_seed!r}")
     try:
         val_fraction = float(val_fraction)
     except (TypeError, ValueError):
         raise BenchError(f"val fraction must be a number in [0, 1), got {val_fraction!r}") from None
     if not 0.0 <= val_fraction < 1.0:  # also refuses NaN
-        fail(f"val fraction must be in [0, 1), got {val_fraction}")
+        raise BenchError(f"val fraction must be in [0, 1), got {val_fraction}")
     return val_fraction
 
 
@@ -50,10 +51,10 @@ def check_subset(subset: int | None, pool_size: int, num_classes: int, name: str
     if subset is None:
         return
     if subset < 2 * num_classes:
-        fail(f"subset {subset} is too small for {num_classes} classes: use at least {2 * num_classes}")
+        raise BenchError(f"subset {subset} is too small for {num_classes} classes: use at least {2 * num_classes}")
     if subset > pool_size:
-        fail(f"subset {subset} is larger than the {pool_size} training images of {name}: "
-             f"use at most {pool_size}, or no subset")
+        raise BenchError(f"subset {subset} is larger than the {pool_size} training images of {name}: "
+                         f"use at most {pool_size}, or no subset")
 
 
 def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
@@ -69,7 +70,7 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: in
     fixed_val = None  # (x, y) of a ready-made validation set (imagefolder val/)
     if base in idx.CLASSES or base in cifar.SPECS:
         if arg:
-            fail(f"dataset {base!r} takes no options (got {name!r})")
+            raise BenchError(f"dataset {base!r} takes no options (got {name!r})")
         if base in idx.CLASSES:
             pool_x, pool_y, test_x, test_y, source = idx.load(base, data_dir)
             classes, info["native_size"] = list(idx.CLASSES[base]), idx.NATIVE_SIZE

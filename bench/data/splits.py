@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError, choices, fail
+from bench.errors import BenchError, choices
 
 PARTS = ("train", "val", "test")
 CROP_PAD = 4
@@ -101,7 +101,7 @@ class Splits:
         x, y = self.part(part)
         check_batch_size(batch_size)
         if start_batch < 0:
-            fail(f"start_batch must be >= 0, got {start_batch}")
+            raise BenchError(f"start_batch must be >= 0, got {start_batch}")
         n = len(y)
         dev = x.device
         gdev = generator.device if generator is not None else dev
@@ -154,7 +154,7 @@ def share(lo: int, hi: int, shard: tuple[int, int]) -> tuple[int, int]:
 
 def check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        fail(f"batch size must be a positive integer, got {batch_size!r}")
+        raise BenchError(f"batch size must be a positive integer, got {batch_size!r}")
 
 
 def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = CROP_PAD) -> torch.Tensor:
@@ -181,18 +181,6 @@ INFO_FIRST = ("dataset", "source", "split_seed", "subset", "val_fraction", "n_tr
                "image_size")
 
 
-def resolve_device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise BenchError(f"bad device {device!r} ({exc}); use e.g. 'cpu', 'cuda' or 'cuda:0'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        fail(f"device {device!r} asked for but CUDA is not available on this machine; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        fail(f"device {device!r} asked for but MPS is not available on this machine; use --device cpu")
-    return dev
-
-
 def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
     if dev.type == "cpu":
         return t
@@ -210,8 +198,8 @@ def split(pool: int, subset: int | None, val_fraction: float, test_fraction: flo
     n_test = max(1, math.floor(n * test_fraction)) if test_fraction > 0 else 0
     n_val = max(1, math.floor(n * val_fraction)) if val_fraction > 0 else 0
     if n - n_val - n_test < 1:
-        fail(f"{name}: {n} images leave nothing to train on after taking {n_val} for validation"
-             + (f" and {n_test} for test" if n_test else "") + "; lower val_fraction or raise subset")
+        raise BenchError(f"{name}: {n} images leave nothing to train on after taking {n_val} for validation"
+                         + (f" and {n_test} for test" if n_test else "") + "; lower val_fraction or raise subset")
     test_idx = perm[:n_test] if n_test else None
     val_idx = perm[n_test:n_test + n_val]
     train_idx = perm[n_test + n_val:]

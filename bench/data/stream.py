@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.data import images, tree, views
 from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, share, split, split_hash,
-                                stats_of_histogram)
-from bench.errors import BenchError, choices, fail
+                               stats_of_histogram)
+from bench.errors import BenchError, choices
 
 HOLDERS = ("auto", "memory", "stream")
 MEMORY_FRACTION = 0.25  # of physical RAM: the most `auto` holds decoded in memory
@@ -184,7 +184,7 @@ class StreamSplits:
         data = self._part(part)
         check_batch_size(batch_size)
         if start_batch < 0:
-            fail(f"start_batch must be >= 0, got {start_batch}")
+            raise BenchError(f"start_batch must be >= 0, got {start_batch}")
         n = len(data.files)
         gdev = generator.device if generator is not None else torch.device("cpu")
         order = torch.randperm(n, generator=generator, device=gdev).cpu() if shuffle else torch.arange(n)

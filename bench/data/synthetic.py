@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError, choices, fail
+from bench.errors import BenchError, choices
 
 DEFAULTS = {"classes": 10, "channels": 1, "size": 2000, "test": 500, "noise": 1.0}
 
@@ -26,21 +26,21 @@ def options(arg: str) -> dict:
         if key not in opts:
             choices("synthetic option", key, DEFAULTS)
         if not eq:
-            fail(f"synthetic option {key!r} needs a value, e.g. synthetic:{key}={DEFAULTS[key]}")
+            raise BenchError(f"synthetic option {key!r} needs a value, e.g. synthetic:{key}={DEFAULTS[key]}")
         try:
             opts[key] = type(DEFAULTS[key])(value.strip())
         except ValueError:
             raise BenchError(f"synthetic option {key}={value!r} is not a {type(DEFAULTS[key]).__name__}") from None
     if opts["classes"] < 2:
-        fail(f"synthetic classes must be >= 2, got {opts['classes']}")
+        raise BenchError(f"synthetic classes must be >= 2, got {opts['classes']}")
     if opts["channels"] not in (1, 3):
-        fail(f"synthetic channels must be 1 or 3, got {opts['channels']}")
+        raise BenchError(f"synthetic channels must be 1 or 3, got {opts['channels']}")
     if opts["size"] < 2 * opts["classes"]:
-        fail(f"synthetic size must be >= 2 * classes = {2 * opts['classes']}, got {opts['size']}")
+        raise BenchError(f"synthetic size must be >= 2 * classes = {2 * opts['classes']}, got {opts['size']}")
     if opts["test"] < 1:
-        fail(f"synthetic test must be >= 1, got {opts['test']}")
+        raise BenchError(f"synthetic test must be >= 1, got {opts['test']}")
     if not 0.0 <= opts["noise"] <= 100.0:  # also refuses NaN
-        fail(f"synthetic noise must be in [0, 100], got {opts['noise']}")
+        raise BenchError(f"synthetic noise must be in [0, 100], got {opts['noise']}")
     return opts
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import fail
+from bench.errors import BenchError
 
 PARTS = ("train", "val", "test")
 
@@ -58,13 +58,13 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
 
 def scan(path: str) -> Tree:
     if not path:
-        fail("imagefolder needs a path: use imagefolder:PATH with PATH/<class>/<image> "
-             "or PATH/train/<class>/<image>")
+        raise BenchError("imagefolder needs a path: use imagefolder:PATH with PATH/<class>/<image> "
+                         "or PATH/train/<class>/<image>")
     root = Path(path).expanduser()
     if not root.exists():
-        fail(f"imagefolder path {root} does not exist; give an existing folder of class folders")
+        raise BenchError(f"imagefolder path {root} does not exist; give an existing folder of class folders")
     if not root.is_dir():
-        fail(f"imagefolder path {root} is not a folder; give a folder of class folders")
+        raise BenchError(f"imagefolder path {root} is not a folder; give a folder of class folders")
     root = root.resolve()
     if (root / "train").is_dir():
         layout = "train/ folders"
@@ -79,19 +79,20 @@ def scan(path: str) -> Tree:
         if not per_class:
             stray = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
             extra = f" (it holds files like {stray[0]!r} directly)" if stray else ""
-            fail(f"no class folders in {folder}{extra}; expected {folder}/<class>/<image> "
-                 f"or {root}/train/<class>/<image>")
+            raise BenchError(f"no class folders in {folder}{extra}; expected {folder}/<class>/<image> "
+                             f"or {root}/train/<class>/<image>")
         for cls, files in per_class.items():
             if not files:
-                fail(f"class folder {folder / cls} has no images; add some or remove the folder")
+                raise BenchError(f"class folder {folder / cls} has no images; add some or remove the folder")
         parts[part] = per_class
     classes = list(parts["train"])
     if len(classes) < 2:
-        fail(f"{part_dirs['train']} has only one class folder ({classes[0]!r}); a classifier needs at least two")
+        raise BenchError(f"{part_dirs['train']} has only one class folder ({classes[0]!r}); "
+                         "a classifier needs at least two")
     for part in ("val", "test"):
         if part in parts and list(parts[part]) != classes:
             got = set(parts[part])
             missing, extra = sorted(set(classes) - got), sorted(got - set(classes))
-            fail(f"{part_dirs[part]} has different class folders from {part_dirs['train']}: "
-                 f"missing {missing}, extra {extra}; make the class folders match")
+            raise BenchError(f"{part_dirs[part]} has different class folders from {part_dirs['train']}: "
+                             f"missing {missing}, extra {extra}; make the class folders match")
     return Tree(root, layout, classes, parts)

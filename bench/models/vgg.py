@@ -12,7 +12,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-HEADS = ("paper", "light", "small", "gap")
+# The paper and light heads have hidden FC layers (4096-4096 as the paper, 1024-256 lighter), the
+# only layers a dropout setting applies to; the small and gap heads go straight to the classes.
+HIDDEN_LAYERS = {"paper": (4096, 4096), "light": (1024, 256)}
+HEADS_WITH_DROPOUT = tuple(HIDDEN_LAYERS)
+HEADS = (*HEADS_WITH_DROPOUT, "small", "gap")
 INITS = ("paper", "kaiming", "xavier")
 
 # Output channels of the five conv blocks; each block ends in a 2x2/2 max-pool.
@@ -96,10 +100,9 @@ def build_vgg(
 
 
 def _head(head: str, channels: int, num_classes: int, image_size: int, width: float, dropout: float):
-    if head in ("paper", "light"):
+    if head in HIDDEN_LAYERS:
         # Both pool to 7x7 first, as torchvision does, so any input size >= 32 fits the same head.
-        hidden = (4096, 4096) if head == "paper" else (1024, 256)
-        sizes = (channels * 7 * 7, *(scaled(h, width) for h in hidden))
+        sizes = (channels * 7 * 7, *(scaled(h, width) for h in HIDDEN_LAYERS[head]))
         layers: list[nn.Module] = []
         for n_in, n_out in zip(sizes, sizes[1:]):
             layers += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True), nn.Dropout(p=dropout)]

@@ -21,7 +21,7 @@ from bench import studies
 from bench.errors import BenchError, redact
 from bench.progress import console, out
 from bench.report import build, read, render
-from bench.report.publish import DEFAULT_OUT, log_to_parents, write
+from bench.report.publish import DEFAULT_OUT, publish
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     command = redact("python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv))
     tracker = read.open_store(args.tracking_uri)
     report = build.build(tracker, names, args.budget, args.dataset, command, args.tracking_uri, target)
-    paths = write(report, Path(args.out))
-    log_to_parents(tracker, report, paths)
+    paths = publish(tracker, report, Path(args.out))
 
     if args.format:
         print({"md": render.markdown, "csv": render.csv_text, "json": render.json_text}[args.format](report))

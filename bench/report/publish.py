@@ -11,6 +11,13 @@ from bench.report import build, figures, render
 DEFAULT_OUT = "reports"  # git-ignored; results/ holds the committed reference reports
 
 
+def publish(tracker, report: build.Report, out: Path) -> list[Path]:
+    """The report's files written into `out` and logged onto its studies' parent runs."""
+    paths = write(report, out)
+    log_to_parents(tracker, report, paths)
+    return paths
+
+
 def write(report: build.Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / f"{report.name}.md", out / f"{report.name}.csv"

@@ -9,7 +9,7 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from bench import reference
+from bench import markdown as md, reference
 from bench.data.views import PAPER_CROP, proportional
 from bench.report import stats
 from bench.report.build import COMPUTE_LABELS, Report, summarize
@@ -139,8 +139,8 @@ def markdown(report: Report) -> str:
     summary = report.summary
     headers, rows = display_rows(summary)
     lines = [f"# {report.title}", ""]
-    lines += [f"- {key}: {_md(value)}" for key, value in report.header.items()]
-    lines += ["", markdown_table(headers, rows), ""]
+    lines += [f"- {key}: {md.cell(value)}" for key, value in report.header.items()]
+    lines += ["", md.table(headers, rows), ""]
     equal = summary[summary["compute"].ne("epochs")]
     if not equal.empty:
         lines += [f"Compute: {COMPUTE_LABELS.get(equal['compute'].iloc[0], equal['compute'].iloc[0])} — every variant "
@@ -150,21 +150,21 @@ def markdown(report: Report) -> str:
     verdicts = verdict_lines(summary)
     if summary["verdict"].ne("reference").any() and verdicts:
         lines += [f"Each variant against its study's reference on test accuracy over seeds: {ANALYSIS}", ""]
-        lines += [markdown_table(*comparison_rows(summary)), ""]
-        lines += [f"- {_md(v)}" for v in verdicts] + [""]
+        lines += [md.table(*comparison_rows(summary)), ""]
+        lines += [f"- {md.cell(v)}" for v in verdicts] + [""]
     else:
         lines += ["No comparisons: the study names no reference variant, or it alone has runs.", ""]
     judged = summary[summary["convergence"].notna()]
     if not judged.empty:
         lines += [f"Convergence ({stats.CONVERGENCE_RULE}):", ""]
-        lines += [f"- {_md(r.variant)}: {_md(r.convergence)}" for r in judged.itertuples()] + [""]
+        lines += [f"- {md.cell(r.variant)}: {md.cell(r.convergence)}" for r in judged.itertuples()] + [""]
     if summary["target_val_acc_pct"].notna().any():
         lines += ["Time to accuracy (DAWNBench style): the first epoch at which validation accuracy reached the "
                   "target, and the training seconds (evaluation excluded) spent until then, means over the seeds "
                   "that reached it; set per study (target_val_acc_pct in its TOML) or with --target-val-acc.", ""]
     if not report.published.empty:
         lines += ["Published figures beside ours (different data or recipe, as labelled; not like for like):", ""]
-        lines += [markdown_table(list(report.published.columns), report.published.astype(str).values.tolist()), ""]
+        lines += [md.table(list(report.published.columns), report.published.astype(str).values.tolist()), ""]
         if report.published["metric"].str.contains("S=").any():
             lines += [f"S (training scale) and Q (test scales) are the paper's, for its {PAPER_CROP} px crop; runs at "
                       f"a smaller crop used them in proportion (S=256 at a 32 px crop is a {proportional(256, 32)} px "
@@ -174,17 +174,6 @@ def markdown(report: Report) -> str:
               "test accuracy; train s and img/s (last epoch) are means over seeds; MFLOPs are forward FLOPs for "
               "one image.", ""]
     return "\n".join(lines)
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    def line(cells):
-        return "| " + " | ".join(_md(c) for c in cells) + " |"
-
-    return "\n".join([line(headers), "|" + "|".join("---" for _ in headers) + "|", *map(line, rows)])
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|")
 
 
 def csv_text(report: Report) -> str:
