@@ -395,18 +395,8 @@ def fit(
     last_path = ckpt_dir / "last.pt" if ckpt_dir else None
     best_path = ckpt_dir / "best.pt" if ckpt_dir else None
 
-    start, history, best = 0, [], {"val_acc": -1.0, "epoch": 0}
+    start, history, best = _resume(engine, last_path)
     best_weights = None
-    if last_path is not None and last_path.exists():
-        try:
-            state = checkpoint.load(last_path, config_hash=config.hash)
-        except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
-            if group.is_main:  # every rank starts over; one renames the file
-                aside = checkpoint.set_aside(last_path)
-                log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
-        else:
-            start, history, best = engine.restore(state)
-
     for epoch in range(start + 1, engine.epochs + 1):
         began = time.perf_counter()
         train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
@@ -429,6 +419,27 @@ def fit(
         best_weights = checkpoint.load(best_path, config_hash=config.hash)["model"]
     if best_weights is not None:
         engine.model.load_state_dict(best_weights)
+    return _tested(engine, history, best, best_path)
+
+
+def _resume(engine: Engine, last_path: Path | None) -> tuple[int, list[EpochStats], dict[str, Any]]:
+    """(epochs done, history, best so far) from the last checkpoint, or a fresh start without one."""
+    fresh = 0, [], {"val_acc": -1.0, "epoch": 0}
+    if last_path is None or not last_path.exists():
+        return fresh
+    try:
+        state = checkpoint.load(last_path, config_hash=engine.config.hash)
+    except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
+        if engine.group.is_main:  # every rank starts over; one renames the file
+            aside = checkpoint.set_aside(last_path)
+            log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
+        return fresh
+    return engine.restore(state)
+
+
+def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], best_path: Path | None) -> Result:
+    """The result of the engine's model (its best weights loaded): the test numbers and what the record needs."""
+    config = engine.config
     test_loss, test_acc, predictions = engine.evaluate("test", engine.model, keep_predictions=True)
     evaluations = {}
     if config.train_scale is not None:
