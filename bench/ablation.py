@@ -118,13 +118,8 @@ class AblationJob(runner.Job):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.ablation",
-        description="Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
-    )
-    p.add_argument("--study", help="a name from studies/ (see --list) or the path of a study TOML file")
-    p.add_argument("--list", action="store_true", help="show the studies with their variants and budgets")
-    p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")
+    p = cli.study_parser(cli.ABLATION, "Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
+                         listing="show the studies with their variants and budgets")
     p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
     p.add_argument("--variants", help="comma-separated subset of the study's variants")
     cli.add_worker_flags(p, "runs")

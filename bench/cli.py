@@ -98,6 +98,15 @@ def check_processes(config: RunConfig, args: argparse.Namespace) -> None:
 # --- the opening of a study command -------------------------------------------------------------
 
 
+def study_parser(kind: str, description: str, listing: str) -> argparse.ArgumentParser:
+    """The parser of python -m bench.<kind> with the flags that choose a study and its budget."""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{kind}", description=description)
+    p.add_argument("--study", help="a name from studies/ (see --list) or the path of a study TOML file")
+    p.add_argument("--list", action="store_true", help=listing)
+    p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")
+    return p
+
+
 def list_studies(kind: str) -> int:
     """--list: the studies `kind` can run as a table on stdout; a file that does not load, one line each."""
     good, bad = studies.load_all()

@@ -33,13 +33,8 @@ NOT_OVERRIDES = ("budget",)  # the budget label is made from the overrides
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.search",
-        description="Search a study's [search] space with Optuna; every trial, curve and checkpoint goes to MLflow.",
-    )
-    p.add_argument("--study", help="a name from studies/ (see --list) or the path of a study TOML file")
-    p.add_argument("--list", action="store_true", help="show the studies that have a search, with their spaces")
-    p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")
+    p = cli.study_parser(cli.SEARCH, "Search a study's [search] space with Optuna; every trial, curve and checkpoint "
+                         "goes to MLflow.", listing="show the studies that have a search, with their spaces")
     p.add_argument("--trials", type=int, help="the total number of trials the study should hold (default: the study's)")
     p.add_argument("--timeout", type=float, help="stop claiming new trials after this many seconds")
     cli.add_worker_flags(p, "trials")
