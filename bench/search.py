@@ -165,6 +165,5 @@ def dashboard_command(storage: str | None) -> str:
     return f"optuna-dashboard {shown}{hint}"
 
 
-
 if __name__ == "__main__":
     errors.cli(main)
