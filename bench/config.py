@@ -49,7 +49,11 @@ class RunConfig:
     # applied in proportion to image_size, so one study file serves a 32 px CPU run and a 224 px GPU run ---
     train_scale: str | None = None  # S: '256' fixed or '256,512' drawn per image (jittering); None: pad-4 crops
     test_scales: str | None = None  # Q: '256' or '224,256,288'; None: S, or (S_min + S_max) / 2 when jittered
-    eval_modes: str = "centre"  # final test: any of centre, dense, multi-crop, dense+multi-crop (comma list)
+    # final test: any of centre, dense, multi-crop, dense+multi-crop (comma list). Every model takes every
+    # mode: multi-crop feeds crop-sized views, which any head takes; dense turns a VGG's classifier (any of its
+    # heads) into convolutions, and the baselines, which end in global average pooling and a linear layer,
+    # are already dense (bench.models.dense), so there is no model whose head cannot go dense to refuse.
+    eval_modes: str = "centre"
     data_holder: str = "auto"  # image folders: memory (decoded once), stream (decoded per batch), auto: by size
     loader_workers: int = 2  # worker processes decoding an image folder's batches
     # --- optimisation ---
@@ -168,10 +172,6 @@ class RunConfig:
         if self.data_holder != "auto" and not folder:
             raise BenchError(f"data_holder {self.data_holder!r} applies to image folders only; "
                              f"{self.dataset!r} is always held in memory: leave it at auto")
-        dense = [m for m in modes if "dense" in m]
-        if dense and not self.model.startswith("vgg"):
-            raise BenchError(f"evaluation mode {dense[0]!r} needs a VGG whose classifier can become convolutions; "
-                             f"{self.model} ends in global pooling: use centre or multi-crop")
 
     @property
     def a_config(self) -> RunConfig | None:

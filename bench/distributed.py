@@ -42,12 +42,10 @@ class Group:
             return torch.device("cuda", self.local_rank)
         return device
 
-    def shard(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """This rank's rows of a global batch (the batch size is a multiple of the world size)."""
-        if not self.active:
-            return tensors
-        size = len(tensors[0]) // self.world
-        return tuple(t[self.rank * size:(self.rank + 1) * size] for t in tensors)
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(rank, world): which share of each global batch this rank reads (the data's batches take it)."""
+        return self.rank, self.world
 
     def owns(self, index: int) -> bool:
         """Whether this rank evaluates batch `index` (round robin, so every batch is seen once)."""

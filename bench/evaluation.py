@@ -14,6 +14,8 @@ mode's name is written '_and_').
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,7 @@ from bench.data.splits import Normaliser
 from bench.models.dense import to_dense
 
 GRID = 5  # crops a side in multi-crop
+METRIC = re.compile(r"test_top([15])_(.+)_(q\d+|multiscale)")
 
 
 def grid_crops(image: torch.Tensor, crop: int) -> torch.Tensor:
@@ -36,6 +39,15 @@ def grid_crops(image: torch.Tensor, crop: int) -> torch.Tensor:
 def metric_name(k: int, mode: str, q: int | None) -> str:
     """e.g. test_top1_dense_and_multi-crop_q384 (MLflow names admit no '+')."""
     return f"test_top{k}_{mode.replace('+', '_and_')}_" + ("multiscale" if q is None else f"q{q}")
+
+
+def parse_metric(name: str) -> tuple[int, str, int | None] | None:
+    """metric_name's inverse: (k, mode, Q or None for multiscale), or None for another metric."""
+    found = METRIC.fullmatch(name)
+    if found is None:
+        return None
+    k, mode, q = found.groups()
+    return int(k), mode.replace("_and_", "+"), None if q == "multiscale" else int(q[1:])
 
 
 def topk_correct(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:

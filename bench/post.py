@@ -238,7 +238,7 @@ def file_sizes(path: Path) -> tuple[int, int]:
 
 def accuracy(forward: Callable, trained: Trained) -> float:
     predictions = test_predictions(forward, trained.splits, show_progress=False)
-    return int((predictions == trained.splits.test_y).sum()) / len(predictions)
+    return int((predictions == trained.splits.labels("test")).sum()) / len(predictions)
 
 
 def round_robin_medians(forwards: list[Callable], x, rounds: int, warmup: int) -> list[float]:
@@ -301,8 +301,8 @@ def build_variants(trained: Trained, out_dir: Path, quantize: bool, amounts: tup
         built.append(Built(name, torch_forward(pruned), saved(pruned, name), sparsity(pruned), note))
     if onnx:
         advance("onnx: export and check")
-        path = export_onnx(model, tuple(trained.splits.test_x.shape[1:]), out_dir / "model.onnx")
-        session, note = check_onnx(path, model, normalise(trained.splits, trained.splits.test_x[:64]))
+        path = export_onnx(model, trained.splits.input_shape, out_dir / "model.onnx")
+        session, note = check_onnx(path, model, normalise(trained.splits, trained.splits.examples(64)))
         forward = None if session is None else (lambda x: session.run(None, {"images": x.numpy()})[0])
         built.append(Built("onnx", forward, path, sparsity(model), note))
     return built
@@ -327,11 +327,12 @@ def run_all(trained: Trained, out_dir: Path, *, quantize: bool, amounts: tuple[f
             accuracies[b.name] = accuracy(b.forward, trained)
         forwards = [b.forward for b in runnable]
         advance("latency at batch 1, in turns")
-        one = normalise(splits, splits.test_x[:1])
+        one = normalise(splits, splits.examples(1))
         latency = round_robin_medians(forwards, one, repeats, warmup=max(3, repeats // 10))
         advance(f"throughput at batch {THROUGHPUT_BATCH}, in turns")
-        index = torch.arange(THROUGHPUT_BATCH) % len(splits.test_y)  # a tiny test set is repeated
-        per_batch = round_robin_medians(forwards, normalise(splits, splits.test_x[index]),
+        examples = splits.examples(THROUGHPUT_BATCH)
+        index = torch.arange(THROUGHPUT_BATCH) % len(examples)  # a tiny test set is repeated
+        per_batch = round_robin_medians(forwards, normalise(splits, examples[index]),
                                         max(5, repeats // 5), warmup=2)
         bar.update(task, completed=2 * count + 2)
     timing = {b.name: (1000 * t1, THROUGHPUT_BATCH / tb) for b, t1, tb in zip(runnable, latency, per_batch)}
@@ -452,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else Path(".bench", "post", trained.tag)
     threads = torch.get_num_threads()
     console.print(f"[bold]{escape(trained.source)}[/]: {trained.config.model} on {trained.config.dataset}, "
-                  f"{len(trained.splits.test_y)} test images; CPU, {threads} threads, "
+                  f"{len(trained.splits.labels('test'))} test images; CPU, {threads} threads, "
                   f"quantized engine {torch.backends.quantized.engine}")
 
     derived = None

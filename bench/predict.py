@@ -20,7 +20,9 @@ How a user's image becomes model input, so that it goes through the training ima
   size and the centre cropped (bench.data's own decoder). For the file datasets (Fashion-MNIST,
   MNIST, CIFAR) the image is first brought to the dataset's native size the same way (28 px / 32 px)
   and then given the run's treatment of native images: the zero-padding 28 -> 32, or the resize to
-  `image_size`. So a dataset image saved as a PNG comes back as exactly its training tensor (tested);
+  `image_size`. So a dataset image saved as a PNG comes back as exactly its training tensor (tested).
+  A run under the paper's scale protocol (train_scale) takes the view its test images had: the
+  shorter side rescaled to its (first) test scale Q, the centre crop;
 - values: normalised with the training split's per-channel mean and std (tested equal to
   bench.data's batching);
 - background: Fashion-MNIST and MNIST are light objects on a black background. An image whose
@@ -44,6 +46,8 @@ from rich.table import Table
 
 from bench import checkpoint, data, plots, serving
 from bench.config import RunConfig
+from bench.data.images import decode_bytes, file_bytes
+from bench.data.splits import Normaliser
 from bench.errors import BenchError, cli
 from bench.progress import console, make_progress, out
 from bench.train import EVAL_BATCH, build_model
@@ -58,7 +62,7 @@ class Trained:
 
     config: RunConfig
     model: torch.nn.Module  # on the CPU, in eval mode
-    splits: data.Splits  # reloaded as in training: same subset, split seed, mean and std
+    splits: data.Splits | data.StreamSplits  # reloaded as in training: same subset, split seed, mean and std
     source: str  # "run <id>" or the checkpoint's path, for messages and titles
     run_id: str | None  # the MLflow run, when the model came from one
 
@@ -94,8 +98,12 @@ def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | Non
         config = RunConfig.from_dict(payload["config"])
     except BenchError as exc:
         raise BenchError(f"{source}: its run config does not load here ({exc})") from None
-    splits = data.load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
-                       val_fraction=config.val_fraction, split_seed=config.split_seed, device="cpu")
+    if config.train_scale is not None:  # the scale protocol's own splits: its statistics and test scale Q;
+        # streamed, as only the normalisation sample and the images asked for need decoding
+        splits = data.open_run(config.replace(data_holder="stream"), data_dir=data_dir, device="cpu")
+    else:
+        splits = data.load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
+                           val_fraction=config.val_fraction, split_seed=config.split_seed, device="cpu")
     # The weights come from the checkpoint: neither the pretrained file nor freezing matters now,
     # and the pretrained file need not exist any more.
     model = build_model(config.replace(pretrained=None, freeze=0), splits)
@@ -129,12 +137,13 @@ def prepare(trained: Trained, paths: list[str | Path], invert: str = "auto") -> 
     mode = "L" if preprocessing.in_channels == 1 else "RGB"
     # Files are decoded by bench.data's own decoder at the dataset's native size (imagefolder:
     # the model's size), as its images were; the run's padding or resize comes after, in serving.
-    decoded = [read_image(Path(path), mode, preprocessing.native_size) for path in paths]
+    decoded = [read_image(Path(path), mode, preprocessing) for path in paths]
     return preprocessing.prepare(torch.stack(decoded).numpy(), invert)
 
 
-def read_image(path: Path, mode: str, size: int) -> torch.Tensor:
-    """uint8 [C, H, W] at `size`, or one line saying why the file is not an image."""
+def read_image(path: Path, mode: str, preprocessing: serving.Preprocessing) -> torch.Tensor:
+    """uint8 [C, H, W] at the native size (under the scale protocol: the run's test view), or one line
+    saying why the file is not an image."""
     from PIL import Image
 
     if not path.is_file():
@@ -146,13 +155,14 @@ def read_image(path: Path, mode: str, size: int) -> torch.Tensor:
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise BenchError(f"{path} is not an image that PIL can read ({reason}); give a PNG, JPEG, BMP, "
                          "GIF or TIFF file") from None
-    return data.decode_image(path, mode, size)
+    if preprocessing.test_scale is not None:
+        return preprocessing.test_view(decode_bytes(file_bytes(path), mode, path))
+    return data.decode_image(path, mode, preprocessing.native_size)
 
 
-def normalise(splits: data.Splits, images: torch.Tensor) -> torch.Tensor:
-    """Float input from uint8 images [N, C, H, W], through the batching code that fed training."""
-    probe = dataclasses.replace(splits, test_x=images, test_y=torch.zeros(len(images), dtype=torch.long))
-    return next(probe.batches("test", len(images)))[0]
+def normalise(splits: data.Splits | data.StreamSplits, images: torch.Tensor) -> torch.Tensor:
+    """Float input from uint8 images [N, C, H, W], with the normaliser that fed training (either splits')."""
+    return Normaliser(splits.mean, splits.std, images.device)(images)
 
 
 @torch.inference_mode()
@@ -182,15 +192,15 @@ def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
     import matplotlib.pyplot as plt  # bench.plots has chosen the Agg backend
 
     splits = trained.splits
-    images, labels = splits.test_x[:count], splits.test_y[:count]
-    probs = probabilities(trained.model, normalise(splits, images))
+    views, labels = splits.examples(count), splits.labels("test")[:count]
+    probs = probabilities(trained.model, normalise(splits, views))
     confidence, predicted = probs.max(1)
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, label, guess, p in zip(axes.flat, images, labels, predicted, confidence):
+    for ax, image, label, guess, p in zip(axes.flat, views, labels, predicted, confidence):
         pixels = image.permute(1, 2, 0).numpy()
         ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255)
         right = bool(guess == label)
@@ -203,7 +213,7 @@ def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
 
 
 def per_class_table(trained: Trained, predictions: torch.Tensor) -> Table:
-    labels = trained.splits.test_y
+    labels = trained.splits.labels("test")
     table = Table(title=escape(f"{trained.source}: test accuracy per class"))
     for column in ("class", "images", "correct", "accuracy", "most confused with"):
         table.add_column(column, justify="left" if column in ("class", "most confused with") else "right")
@@ -285,13 +295,13 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"note: {int(inverted.sum())} image(s) with a light background were inverted, as the model "
                           "was trained on light objects on a dark background; --no-auto-invert turns that off")
     if args.grid:
-        count = min(args.grid, len(trained.splits.test_y))
+        count = min(args.grid, len(trained.splits.labels("test")))
         written.append(prediction_grid(trained, count, out_dir / f"predictions-{trained.tag}.png"))
     if args.confusion:
         predictions = test_predictions(trained.model, trained.splits)
         out.print(per_class_table(trained, predictions))
         written.append(plots.confusion_matrix(
-            trained.splits.test_y.tolist(), predictions.tolist(), trained.splits.classes,
+            trained.splits.labels("test").tolist(), predictions.tolist(), trained.splits.classes,
             out_dir / f"confusion-{trained.tag}.png", f"{trained.source}: test set"))
     for path in written:
         console.print(f"wrote {path}")

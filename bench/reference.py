@@ -1,8 +1,10 @@
-"""Published figures to put beside ours: the VGG paper's Table 3 and peers' accuracies, as data.
+"""Published figures to put beside ours: the VGG paper's Tables 3-5 and peers' accuracies, as data.
 
 Transcribed from the paper (arXiv:1409.1556) and the peers' READMEs (see the project's
 reference notes). Every figure carries what it was measured on, so a report can say plainly
-that it is other data or another recipe, never a like-for-like number.
+that it is other data or another recipe, never a like-for-like number. The paper's Table 3 is in
+the reference notes; Tables 4 and 5 are not, and were transcribed from the paper itself for this
+module: check them against it before quoting them.
 """
 
 from __future__ import annotations
@@ -11,15 +13,42 @@ from dataclasses import dataclass
 
 from bench.models.vgg import CONFIGS
 
-# Table 3: ImageNet validation error (%), single test scale, trained and tested at S = Q = 256.
-PAPER_TABLE3 = {
-    "A": (29.6, 10.4),
-    "A-LRN": (29.7, 10.5),
-    "B": (28.7, 9.9),
-    "C": (28.1, 9.4),
-    "D": (27.0, 8.8),
-    "E": (27.3, 9.0),
-}
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of the paper's Tables 3-5: ImageNet validation error (%) of a config trained at scale S
+    and tested at scales Q in one evaluation mode. S and Q are written as RunConfig spells them
+    ('256', '256,512' for the jittered [256; 512]), at the paper's 224 crop."""
+
+    table: int
+    config: str
+    train_scale: str
+    test_scales: str
+    mode: str  # as bench.evaluation names it: dense, multi-crop, dense+multi-crop
+    top1: float
+    top5: float
+
+
+# Tables 3 and 4 are dense evaluation (section 3.2; Table 5's dense rows repeat Table 4's).
+_T3 = {("A", "256"): (29.6, 10.4), ("A-LRN", "256"): (29.7, 10.5), ("B", "256"): (28.7, 9.9),
+       ("C", "256"): (28.1, 9.4), ("C", "384"): (28.1, 9.3), ("C", "256,512"): (27.3, 8.8),
+       ("D", "256"): (27.0, 8.8), ("D", "384"): (26.8, 8.7), ("D", "256,512"): (25.6, 8.1),
+       ("E", "256"): (27.3, 9.0), ("E", "384"): (26.9, 8.7), ("E", "256,512"): (25.5, 8.0)}
+_T3_Q = {"256": "256", "384": "384", "256,512": "384"}  # Q = S, or the middle of the S range
+_T4 = {("B", "256"): (28.2, 9.6),
+       ("C", "256"): (27.7, 9.2), ("C", "384"): (27.8, 9.2), ("C", "256,512"): (26.3, 8.2),
+       ("D", "256"): (26.6, 8.6), ("D", "384"): (26.5, 8.6), ("D", "256,512"): (24.8, 7.5),
+       ("E", "256"): (26.9, 8.7), ("E", "384"): (26.7, 8.6), ("E", "256,512"): (24.8, 7.5)}
+_T4_Q = {"256": "224,256,288", "384": "352,384,416", "256,512": "256,384,512"}  # {S-32, S, S+32}
+_T5 = {("D", "multi-crop"): (24.6, 7.5), ("D", "dense+multi-crop"): (24.4, 7.2),
+       ("E", "multi-crop"): (24.6, 7.4), ("E", "dense+multi-crop"): (24.4, 7.1)}  # S = [256; 512]
+
+PAPER_ROWS = (
+    *(PaperRow(3, c, s, _T3_Q[s], "dense", *e) for (c, s), e in _T3.items()),
+    *(PaperRow(4, c, s, _T4_Q[s], "dense", *e) for (c, s), e in _T4.items()),
+    *(PaperRow(5, c, "256,512", _T4_Q["256,512"], mode, *e) for (c, mode), e in _T5.items()),
+)
+
 PAPER_SOURCE = "VGG paper Table 3 (S=Q=256, single scale)"
 PAPER_LABEL = "ImageNet, different data"
 
@@ -71,12 +100,27 @@ def paper_config(model: str) -> str | None:
     return letter if model.startswith("vgg-") and letter in CONFIGS else None
 
 
-def paper_errors(model: str, batch_norm: bool) -> tuple[str, float, float] | None:
-    """(config, top-1 %, top-5 %) from Table 3, or None: the paper had no BN and no baselines."""
+def paper_row(model: str, batch_norm: bool, train_scale: str, test_scales: str, mode: str = "dense") -> PaperRow | None:
+    """The paper's row for this model trained at S and tested at Q (RunConfig's spelling) in `mode`;
+    where the paper has no such mode there, its dense row (its default: the row says so). None where
+    the paper has no row: BN nets, the baselines, scales it did not test."""
     letter = paper_config(model)
     if letter is None or batch_norm:
         return None
-    return (letter, *PAPER_TABLE3[letter])
+    rows = [r for r in PAPER_ROWS if (r.config, r.train_scale, r.test_scales) == (letter, train_scale, test_scales)]
+    return next((r for r in rows if r.mode == mode), next((r for r in rows if r.mode == "dense"), None))
+
+
+def paper_source(row: PaperRow) -> str:
+    q = "single scale" if "," not in row.test_scales else "multi-scale"
+    return (f"VGG paper Table {row.table} (S={row.train_scale}, Q={row.test_scales}, {q}, {row.mode}), "
+            f"config {row.config}")
+
+
+def paper_errors(model: str, batch_norm: bool) -> tuple[str, float, float] | None:
+    """(config, top-1 %, top-5 %) from Table 3 at S = Q = 256, or None: the paper had no BN and no baselines."""
+    row = paper_row(model, batch_norm, "256", "256")
+    return None if row is None else (row.config, row.top1, row.top5)
 
 
 def peer_figures(model: str, batch_norm: bool, dataset: str) -> list[PeerFigure]:

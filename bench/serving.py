@@ -11,7 +11,8 @@ same answer for the same pixels. What it accepts:
 - size: the dataset's native size (28x28 for Fashion-MNIST) gets the run's own treatment (the
   zero-padding 28 -> 32, or its resize); the model's own input size is taken as is; any other size
   is first brought to the native size (shorter side resized, centre cropped) as bench.data
-  decodes image files;
+  decodes image files; a run under the paper's scale protocol (train_scale) takes the view it was
+  tested on instead: shorter side rescaled to its first test scale Q, the centre crop;
 - background: the MNIST family is light objects on black. Images whose border is light are
   inverted first (`invert="auto"`, reported per image); "yes" / "no" force it either way.
 
@@ -33,6 +34,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from bench import checkpoint, data
+from bench.data import views
 from bench.config import RunConfig
 from bench.errors import BenchError
 
@@ -55,13 +57,16 @@ class Preprocessing:
     in_channels: int
     image_size: int  # what the network takes
     native_size: int  # what the dataset stores (28 for Fashion-MNIST)
+    test_scale: int | None = None  # px: the shorter side before the centre crop (the scale protocol's Q)
 
     @classmethod
     def from_splits(cls, splits: data.Splits) -> Preprocessing:
         """The training split's own statistics (unrounded) and the dataset's sizes."""
         info = splits.info
+        scales = getattr(splits, "scales", None)  # an image folder under the scale protocol (StreamSplits)
         return cls(tuple(splits.classes), tuple(splits.mean), tuple(splits.std), splits.in_channels,
-                   splits.image_size, int(info.get("native_size") or splits.image_size))
+                   splits.image_size, int(info.get("native_size") or splits.image_size),
+                   scales.test[0] if scales is not None else None)
 
     @property
     def num_classes(self) -> int:  # the attributes train.build_model reads from a split
@@ -120,11 +125,17 @@ class Preprocessing:
         h, w = images.shape[-2:]
         if h == w == self.image_size:
             return images
+        if self.test_scale is not None:
+            return torch.stack([self.test_view(image) for image in images])
         native = self.native_size
         if (h, w) != (native, native):
             # As bench.data decodes image files: shorter side to the size, centre crop.
             images = TF.center_crop(TF.resize(images, native, antialias=True), [native, native])
         return data.fit_size(images, images[:0], native, self.image_size)[0]
+
+    def test_view(self, image: torch.Tensor) -> torch.Tensor:
+        """One uint8 image [C, H, W] of any size as the run tested its images: the centre view at Q."""
+        return views.train_view(image, self.test_scale, 0.5, 0.5, False, self.image_size)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> the float input the network was trained on, with Splits.batches' arithmetic to

@@ -293,10 +293,9 @@ class Engine:
             norm.eval()
         batches = self.splits.batches(
             "train", config.batch_size, generator=generator, augment=config.augment,
-            shuffle=True, drop_last=True, channels_last=config.channels_last,
-        )
+            shuffle=True, drop_last=True, channels_last=config.channels_last, shard=self.group.shard,
+        )  # every rank draws the same global batch and reads only its rows of it
         for i, (x, y) in zip(range(this_epoch), batches):
-            x, y = self.group.shard(x, y)  # every rank draws the same global batch, then takes its rows
             lr = lr_at(config, (epoch - 1) * steps + i, steps, drops)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bench import evaluation, models
+from bench.config import RunConfig
 from bench.data import stream
 from bench.errors import BenchError
 from bench.models.dense import to_dense
@@ -33,9 +34,24 @@ def test_dense_net_equals_the_net_on_an_image_of_the_crop_size(head, crop):
     assert bigger.shape == (1, 7, (crop + 64) // 32 - side + 1, (crop + 96) // 32 - side + 1)
 
 
-def test_dense_refuses_nets_that_end_in_global_pooling():
-    with pytest.raises(BenchError, match="needs a VGG"):
-        to_dense(models.build("resnet18", num_classes=3, in_channels=3, image_size=32, width=0.125), 32)
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
+def test_global_pooling_baselines_are_their_own_dense_form(name):
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=7, in_channels=3, image_size=32, width=0.25).eval()
+    assert to_dense(model, 32) is model
+    x = torch.randn(2, 3, 48, 64)  # larger than the crop: the net's output is its score map averaged
+    with torch.no_grad():
+        if name == "resnet18":
+            trunk = torch.nn.Sequential(*list(model.children())[:-2])
+            head = model.fc
+        else:
+            trunk = model.features
+            head = model.classifier
+        positions = trunk(x).permute(0, 2, 3, 1)  # [B, h, w, C]: the linear head at every position
+        score_map = head(positions.reshape(-1, positions.shape[-1])).view(*positions.shape[:3], -1)
+        torch.testing.assert_close(model(x), score_map.mean(dim=(1, 2)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(BenchError, match="needs a VGG or a net that ends in global average pooling"):
+        to_dense(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)), 32)
 
 
 def test_grid_crops_cover_the_corners_and_flip():
@@ -81,3 +97,15 @@ def test_modes_and_scales_give_top1_top5_matching_a_direct_computation():
         "test_top1_centre_q224", "test_top1_centre_q256", "test_top1_centre_multiscale"}
     assert all(0.0 <= v <= 1.0 for v in got.values()) and len(got) == 4 * 3 * 2
     assert all(got[k.replace("top1", "top5")] >= v for k, v in got.items() if "top1" in k)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
+def test_every_mode_runs_on_the_baselines(name):
+    torch.manual_seed(2)
+    RunConfig(dataset="synthetic-images", model=name, train_scale="256", eval_modes="dense,multi-crop,dense+multi-crop")
+    model = models.build(name, num_classes=10, in_channels=3, image_size=32, width=0.25).eval()
+    images = [(torch.rand(3, 32, 40) * 255).to(torch.uint8) for _ in range(4)]
+    fp32 = lambda: autocast(torch.device("cpu"), "fp32")  # noqa: E731
+    got = evaluation.evaluate(model, held_splits(images, [0, 1, 2, 3], 32), ("dense", "multi-crop", "dense+multi-crop"),
+                              (224, 320), fp32)
+    assert len(got) == 3 * 3 * 2 and all(0.0 <= v <= 1.0 for v in got.values())

@@ -137,7 +137,6 @@ def test_bad_files_stop_with_one_line_naming_them(tree, tmp_path):
     ({"train_scale": "256", "test_scales": "200"}, "test scale Q 200 is smaller than the crop"),
     ({"train_scale": "inf"}, "whole pixel sizes"),
     ({"train_scale": "256,nan"}, "whole pixel sizes"),
-    ({"train_scale": "256", "model": "resnet18", "eval_modes": "dense"}, "can become convolutions"),
     ({"test_scales": "256"}, "need train_scale"),
     ({"train_scale": "256", "eval_modes": "centre,sideways"}, "unknown evaluation mode"),
     ({"data_holder": "stream", "dataset": "cifar10"}, "image folders only"),

@@ -87,9 +87,11 @@ class Splits:
 
     def batches(self, part: str, batch_size: int, *, generator: torch.Generator | None = None,
                 augment: bool = False, shuffle: bool = False, drop_last: bool = False,
-                channels_last: bool = False, start_batch: int = 0,
+                channels_last: bool = False, start_batch: int = 0, shard: tuple[int, int] = (0, 1),
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (float32 normalised images [B, C, H, W], int64 labels [B]) on the data's device.
+
+        `shard` = (rank, world): yield only that rank's rows of each batch (see `share`).
 
         All randomness of one pass (the order, the crop offsets, the flips) is drawn from `generator` before
         the first batch is yielded, so the generator's state after the call does not depend on how many
@@ -114,7 +116,7 @@ class Splits:
 
         stop = n - n % batch_size if drop_last else n
         for lo in range(start_batch * batch_size, stop, batch_size):
-            hi = min(lo + batch_size, n)
+            lo, hi = share(lo, min(lo + batch_size, n), shard)
             if order is None:
                 xb, yb = x[lo:hi], y[lo:hi]
             else:
@@ -140,6 +142,14 @@ class Normaliser:
         if self.channels_last and out.ndim == 4:
             out = out.contiguous(memory_format=torch.channels_last)
         return out.mul_(self.scale).sub_(self.shift)
+
+
+def share(lo: int, hi: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Rank `rank`'s equal share [lo', hi') of the batch rows [lo, hi), for shard = (rank, world): the
+    ranks' shares, in rank order, make up the batch (the rows beyond a multiple of `world` are left out)."""
+    rank, world = shard
+    size = (hi - lo) // world
+    return lo + rank * size, lo + (rank + 1) * size
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -220,12 +230,23 @@ def split_hash(*indices: torch.Tensor | None) -> str:
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and std on the 0..1 scale of uint8 images [N, C, H, W], via histograms."""
+    return stats_of_histogram(channel_histogram(x))
+
+
+def channel_histogram(x: torch.Tensor) -> torch.Tensor:
+    """Counts of each uint8 value per channel of images [N, C, H, W]: [C, 256]. Counts add up, so a
+    sample too large to hold at once can be counted batch by batch."""
     c = x.shape[1]
     counts = torch.zeros(c, 256, dtype=torch.float64)
     for lo in range(0, len(x), 8192):
         chunk = x[lo:lo + 8192]
         for ch in range(c):
             counts[ch] += torch.bincount(chunk[:, ch].reshape(-1), minlength=256).double().cpu()
+    return counts
+
+
+def stats_of_histogram(counts: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0..1 scale from `channel_histogram` counts."""
     values = torch.arange(256, dtype=torch.float64) / 255.0
     total = counts.sum(1).clamp_min(1)
     mean = (counts * values).sum(1) / total

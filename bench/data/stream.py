@@ -34,13 +34,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.data import images, tree, views
-from bench.data.splits import Normaliser, channel_stats, check_batch_size, split, split_hash
+from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, share, split, split_hash,
+                                stats_of_histogram)
 from bench.errors import BenchError, choices, fail
 
 HOLDERS = ("auto", "memory", "stream")
 MEMORY_FRACTION = 0.25  # of physical RAM: the most `auto` holds decoded in memory
 STATS_SAMPLE = 1000  # training images whose centre views give the normalisation mean and std
-PREFETCH = 4  # batches each worker prepares ahead: bounds host memory
+PREFETCH = 2  # batches each worker prepares ahead: bounds host memory
 
 
 @dataclass(frozen=True)
@@ -172,12 +173,13 @@ class StreamSplits:
     def batches(self, part: str, batch_size: int, *, generator: torch.Generator | None = None,
                 augment: bool = False, shuffle: bool = False, drop_last: bool = False,
                 channels_last: bool = False, start_batch: int = 0, scale: int | None = None,
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (float32 normalised views [B, C, crop, crop], int64 labels [B]) on the data's device.
 
         Training views when `augment` (S from the training range, random crop and flip), else centre views
         at test scale `scale` (default: the first test scale). All random draws of the pass are made from
         `generator` before the first batch, as in Splits.batches, so `start_batch` resumes a pass exactly.
+        `shard` = (rank, world): only that rank's rows of each batch are read and decoded (splits.share).
         """
         data = self._part(part)
         check_batch_size(batch_size)
@@ -197,7 +199,8 @@ class StreamSplits:
         items = [(int(i), int(si), float(uy), float(ux), bool(f))
                  for i, si, (uy, ux), f in zip(order.tolist(), s.tolist(), u.tolist(), flips.tolist())]
         stop = n - n % batch_size if drop_last else n
-        plan = [items[lo:min(lo + batch_size, n)] for lo in range(start_batch * batch_size, stop, batch_size)]
+        plan = [items[slice(*share(lo, min(lo + batch_size, n), shard))]
+                for lo in range(start_batch * batch_size, stop, batch_size)]
         if not plan:
             return
         gpu_decode = self.device.type == "cuda" and data.held is None
@@ -334,7 +337,9 @@ def _stats(splits: StreamSplits) -> tuple[tuple[float, ...], tuple[float, ...]]:
     # In this process: worker processes started for one pass would outlive it, holding memory.
     probe = StreamSplits({"train": sample}, splits.classes, splits.mode, splits.scales, splits.mean, splits.std,
                          {}, torch.device("cpu"), workers=0)
-    raw = probe.batches("train", 256, scale=splits.scales.crop)
-    # Undo the identity normalisation (mean 0, std 1 means x / 255) to count uint8 values exactly.
-    views_u8 = torch.cat([(x * 255).round_().to(torch.uint8) for x, _ in raw])
-    return channel_stats(views_u8)
+    # Counted batch by batch: holding the whole sample (1000 x 3 x 224 x 224) would make this the
+    # loader's peak of host memory. Undo the identity normalisation (mean 0, std 1 means x / 255)
+    # to count uint8 values exactly.
+    counts = sum(channel_histogram((x * 255).round_().to(torch.uint8))
+                 for x, _ in probe.batches("train", 64, scale=splits.scales.crop))
+    return stats_of_histogram(counts)

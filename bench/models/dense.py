@@ -5,6 +5,11 @@ The first FC layer becomes a conv whose kernel covers the feature map that a tra
 that kernel, so on an image of exactly the crop size the dense net computes the same numbers as the
 original. The later FC layers become 1x1 convs. On a larger image the net gives a map of class scores,
 one per crop-sized window, which the caller averages.
+
+The baselines (torchvision's ResNet and MobileNetV2) need no conversion: they end in global average
+pooling and linear layers, so the net run on the whole image gives the average over its positions of
+the class scores a 1x1 conv would map (a linear layer commutes with the average): their dense form is
+the net itself.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import MobileNetV2, ResNet
 
 from bench.errors import BenchError
+
+GLOBAL_POOLING = (ResNet, MobileNetV2)  # average pooling over the whole map, then linear layers only
 
 
 class DenseVGG(nn.Module):
@@ -36,12 +44,16 @@ def _pool_matrix(pool: nn.Module, side: int) -> torch.Tensor:
     raise BenchError(f"cannot turn a {type(pool).__name__} before the classifier into a convolution")
 
 
-def to_dense(model: nn.Module, crop: int) -> DenseVGG:
-    """The dense twin of a bench VGG trained on crop x crop inputs (weights shared by copy, eval use)."""
+def to_dense(model: nn.Module, crop: int) -> nn.Module:
+    """The dense twin of a bench VGG trained on crop x crop inputs (weights shared by copy, eval use);
+    a global-pooling baseline as it is."""
     from bench.models.vgg import VGG
 
+    if isinstance(model, GLOBAL_POOLING):
+        return model
     if not isinstance(model, VGG):
-        raise BenchError(f"dense evaluation needs a VGG; {type(model).__name__} ends in global pooling")
+        raise BenchError(f"dense evaluation needs a VGG or a net that ends in global average pooling "
+                         f"({', '.join(c.__name__ for c in GLOBAL_POOLING)}); not a {type(model).__name__}")
     side = crop // 32  # five 2x2 poolings
     if side < 1:
         raise BenchError(f"dense evaluation needs a crop of at least 32 px, got {crop}")

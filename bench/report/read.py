@@ -34,7 +34,8 @@ TAGS = {
     "parent_run_id": "tags.mlflow.parentRunId",
 }
 # Run settings the report needs, with the value runs logged before the setting existed had.
-PARAMS = {"batch_norm": "False", "epochs": None, "compute": "epochs", "compute_scale": "1.0"}
+PARAMS = {"batch_norm": "False", "epochs": None, "compute": "epochs", "compute_scale": "1.0", "train_scale": "None"}
+EVAL_METRICS = "metrics.test_top"  # the paper protocol's per mode and test scale (bench.evaluation.metric_name)
 RUN_COLUMNS = ["run_id", *TAGS, *PARAMS, *COLUMNS]
 CURVE_METRICS = {"val_acc": "val_acc", "epoch_seconds": "epoch_seconds"}
 
@@ -53,8 +54,11 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
         "epochs": pd.to_numeric(params["epochs"], errors="coerce"),
         "compute": params["compute"],
         "compute_scale": pd.to_numeric(params["compute_scale"], errors="coerce"),
+        "train_scale": params["train_scale"].where(params["train_scale"] != "None"),
         **{name: runs.get(column) for name, column in COLUMNS.items()},
     })[RUN_COLUMNS]
+    modes = [c for c in runs.columns if c.startswith(EVAL_METRICS)]
+    frame = frame.join(runs[modes].rename(columns=lambda c: c.removeprefix("metrics.")))
     if hashes is not None:
         frame = frame[frame["config_hash"].isin(hashes)]
     # Newest first (search_runs' order): a config trained twice counts once.

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import reference
+from bench.data.views import PAPER_CROP, proportional
 from bench.report import stats
 from bench.report.build import COMPUTE_LABELS, Report, summarize
 
@@ -164,6 +165,10 @@ def markdown(report: Report) -> str:
     if not report.published.empty:
         lines += ["Published figures beside ours (different data or recipe, as labelled; not like for like):", ""]
         lines += [markdown_table(list(report.published.columns), report.published.astype(str).values.tolist()), ""]
+        if report.published["metric"].str.contains("S=").any():
+            lines += [f"S (training scale) and Q (test scales) are the paper's, for its {PAPER_CROP} px crop; runs at "
+                      f"a smaller crop used them in proportion (S=256 at a 32 px crop is a {proportional(256, 32)} px "
+                      "shorter side). Our errors are means over seeds; the paper's rows are ImageNet.", ""]
     lines += [f"![validation accuracy per epoch; test accuracy against params and FLOPs]({report.name}.png)", ""]
     lines += ["Accuracies are means over seeds ± their standard deviation (n-1); top-1 error is 100 minus the mean "
               "test accuracy; train s and img/s (last epoch) are means over seeds; MFLOPs are forward FLOPs for "
