@@ -8,27 +8,24 @@ running the command again skips what finished and resumes what was cut off.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from rich.markup import escape
-from rich.table import Table
 
-from bench import preflight, runner, studies
-from bench.config import RunConfig
-from bench.errors import BenchError, cli, redact
+from bench import cli, errors, preflight, runner, studies
+from bench.errors import BenchError, redact
 from bench.progress import console, out
 from bench.report import build as report_build
-from bench.report.publish import DEFAULT_OUT as REPORT_DIR, log_to_parents, write as write_report
+from bench.report.publish import DEFAULT_OUT as REPORT_DIR, publish
 from bench.report.read import runs_frame
 from bench.report.render import variant_table
 from bench.tracking import Tracker, registry_name
-from bench.train import add_config_flags, flops_per_image, given_settings
+from bench.train import flops_per_image
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
 NOT_OVERRIDES = ("seed", "budget", "compute_scale")
@@ -37,15 +34,16 @@ SEEDS = tuple(range(100))
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
 
 
+@dataclass(kw_only=True)
 class AblationJob(runner.Job):
     """The grid as Optuna trials whose params are `variant` and `seed` (categorical, so that the
     dashboard's history, slice and importance views work as for a search)."""
 
-    points: dict[str, studies.Point]
+    points: dict[str, studies.Point]  # by config hash
     variants: tuple[str, ...]  # every variant of the study file: one distribution for all trials
     label: str  # the budget label
-    deferred: set[str]  # init_from_a points held back until their vgg-a run is complete (set by top_up)
-    point_for: Any  # (variant, seed) -> Point: a point another worker queued, with these settings
+    point_for: Callable[[str, int], studies.Point]  # a point another worker queued, with these settings
+    deferred: set[str] = field(default_factory=set)  # init_from_a points held back until their vgg-a run is complete
 
     def claim(self) -> optuna.Trial | None:
         if self.deferred:  # init_from_a points join the queue once their vgg-a run is complete
@@ -67,8 +65,8 @@ class AblationJob(runner.Job):
         variant = trial.suggest_categorical("variant", self.variants)  # the queued point's, fixed
         seed = trial.suggest_categorical("seed", SEEDS)
         point = self.points.get(trial.user_attrs.get("point")) or self.point_for(variant, seed)
-        tags = {"study": self.study_name, "variant": point.variant, "seed": point.seed}
-        return point.config, f"{point.variant} seed={point.seed}", tags
+        tags = {"study": self.experiment_name, "variant": point.variant, "seed": point.seed}
+        return point.config, point.key, tags
 
     def top_up(self) -> tuple[int, int]:
         """Enqueue every point with no complete, waiting or running trial (call under the lock).
@@ -120,93 +118,95 @@ class AblationJob(runner.Job):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.ablation",
-        description="Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
-    )
-    p.add_argument("--study", help="a name from studies/ (see --list) or the path of a study TOML file")
-    p.add_argument("--list", action="store_true", help="show the studies with their variants and budgets")
-    p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")
+    p = cli.study_parser(cli.ABLATION, "Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
+                         listing="show the studies with their variants and budgets")
     p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
     p.add_argument("--variants", help="comma-separated subset of the study's variants")
-    runner.add_worker_flags(p, "runs")
+    cli.add_worker_flags(p, "runs")
     p.add_argument("--report-dir", default=REPORT_DIR, help="where the study's report goes at the end (default: reports/)")
     group = p.add_argument_group("overrides (any run setting, applied to every variant)")
-    add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
+    cli.add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.list:
-        good, bad = studies.load_all()
-        out.print(studies_table(good))
-        for problem in bad:
-            console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
-        return 0
-    if not args.study:
-        raise BenchError("say which study to run: --study NAME (python -m bench.ablation --list shows them)")
-    runner.check_workers(args)
-    study = studies.load(args.study)
-    if not study.variants:
-        raise BenchError(f"study {study.name!r} has no variants, only a search: python -m bench.search --study {study.name}")
-    overrides = RunConfig.typed({**{k: v for k, v in given_settings(args).items() if k not in NOT_OVERRIDES},
-                                 **runner.run_settings(args)})
+        return cli.list_studies(cli.ABLATION)
+    study, overrides = cli.chosen_study(args, cli.ABLATION, NOT_OVERRIDES)
+    budget, points = chosen_grid(study, args, overrides)
+    command = cli.command_line(cli.ABLATION, argv)
+
+    # Everything that can be wrong is checked before anything is recorded.
+    cli.check_processes(points[0].config, args)
+    preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
+    tracker = Tracker(args.tracking_uri)
+    storage = runner.open_storage(args.storage)
+    check_distributions(storage, f"{study.name}-{points[0].config.budget}", args.storage, tuple(study.variants))
+    if not args.quiet:
+        announce(study, budget, points, args)
+    job = open_job(study, budget, points, args, tracker, storage, command,
+                   point_for=lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0])
+
+    runner.work_together(job, "bench.ablation", argv, args.workers, checkpoint_root=Path(args.checkpoint_root),
+                         data_dir=args.data_dir, quiet=args.quiet)
+    if args.quiet:
+        return 0 if job.all_finished() else 1
+    return wrap_up(job, args, study, points, command)
+
+
+def chosen_grid(study: studies.Study, args: argparse.Namespace, overrides: dict[str, Any]
+                ) -> tuple[studies.Budget, list[studies.Point]]:
+    """The budget and the points of the grid that --budget, --seeds, --variants and the overrides choose."""
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     budget = study.budget(args.budget)
     budget.check_needs(overrides)
     points = a_runs_first(study.grid(args.budget, overrides, seeds, variants,
                                      flops_per_image=lambda config: flops_per_image(config, args.data_dir)))
-    label = points[0].config.budget
     outside = sorted({p.seed for p in points} - set(SEEDS))
     if outside:
         raise BenchError(f"seed {outside[0]} is outside 0..{SEEDS[-1]}, the seeds an ablation's Optuna study "
                          "knows: choose seeds in that range")
-    # Stamped into the parent run and the report: never with a password in it.
-    command = redact("python -m bench.ablation " + shlex.join(sys.argv[1:] if argv is None else argv))
+    return budget, points
 
-    # Everything that can be wrong is checked before anything is recorded.
-    runner.check_processes(points[0].config, args)
-    preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
-    tracker = Tracker(args.tracking_uri)
-    storage = runner.open_storage(args.storage)
-    check_distributions(storage, f"{study.name}-{label}", args.storage, tuple(study.variants))
-    if not args.quiet:
-        announce(study, budget, points, args)
+
+def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args: argparse.Namespace,
+             tracker: Tracker, storage, command: str,
+             point_for: Callable[[str, int], studies.Point]) -> AblationJob:
+    """The study's Optuna study and MLflow parent run, described, with every missing point queued."""
+    label = points[0].config.budget
     with runner.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             f"{study.name}-{label}", args.storage, tracker, study.name,
             {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation"},
             storage=storage,
         )
-        job = AblationJob(study.name, optuna_study.study_name, optuna_study, tracker, experiment_id, parent_id,
-                          storage=storage, storage_url=args.storage, system_metrics=args.system_metrics)
-        job.points = {p.config.hash: p for p in points}
-        job.variants, job.label = tuple(study.variants), label
-        job.point_for = lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0]
+        job = AblationJob(
+            experiment_name=study.name, optuna_name=optuna_study.study_name, study=optuna_study, tracker=tracker,
+            experiment_id=experiment_id, parent_run_id=parent_id, storage=storage, storage_url=args.storage,
+            system_metrics=args.system_metrics, points={p.config.hash: p for p in points},
+            variants=tuple(study.variants), label=label, point_for=point_for,
+        )
         tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
         _, lost = job.top_up()
     if lost:
         console.print(f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(runner.describe_storage(args.storage))} "
                       f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again")
+    return job
 
-    helpers = runner.spawn_helpers("bench.ablation", argv, args.workers - 1)
-    try:
-        runner.work(job, checkpoint_root=Path(args.checkpoint_root), data_dir=args.data_dir,
-                    quiet=args.quiet, helpers=helpers)
-    finally:
-        runner.stop_helpers(helpers)
-    if args.quiet:
-        return 0 if job.all_finished() else 1
 
-    frame = runs_frame(tracker, experiment_id, budget=label, hashes=set(job.points))
+def wrap_up(job: AblationJob, args: argparse.Namespace, study: studies.Study, points: list[studies.Point],
+            command: str) -> int:
+    """The variant table, the report once any run is complete, and what is left; the exit code."""
+    tracker, label = job.tracker, job.label
+    frame = runs_frame(tracker, job.experiment_id, budget=label, hashes=set(job.points))
     out.print(variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
-                                       order=list(study.variants)))
+                            order=list(study.variants)))
     if job.done():
         finish(job, args, study, points, command)
     console.print(f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{tracker.ui_command}[/], "
-                  f"then {tracker.runs_page(experiment_id)}")
+                  f"then {tracker.runs_page(job.experiment_id)}")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {failure}")
     if not job.all_finished():
@@ -247,8 +247,7 @@ def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Po
     model into the Model Registry as <study>-<budget>, alias `best`."""
     config = points[0].config
     built = report_build.build(job.tracker, [args.study], job.label, config.dataset, command, args.tracking_uri)
-    paths = write_report(built, Path(args.report_dir))
-    log_to_parents(job.tracker, built, paths)
+    paths = publish(job.tracker, built, Path(args.report_dir))
     console.print(f"report: {', '.join(map(str, paths))} (also on the parent run under report/)")
     # A trial whose MLflow run is gone (a replaced store, trained again since) cannot be registered.
     recorded = [t for t in job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -279,16 +278,11 @@ def shared_settings(points: list[studies.Point]) -> dict[str, Any]:
 
 def announce(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args) -> None:
     config = points[0].config
-    others = [b for b in study.budgets if b != budget.name]
-    origin = "chosen" if args.budget else "the default"
     variants = sorted({p.variant for p in points}, key=list(study.variants).index)
-    console.print(
-        f"[bold]{study.name}[/]: {study.description}\n"
-        f"budget [bold]{escape(config.budget)}[/] ({origin}; others: {', '.join(others) or 'none'}): {budget.description}\n"
-        f"{len(points)} runs = {len(variants)} variants x {len(points) // len(variants)} seeds on "
-        f"{config.dataset} (subset {config.subset or 'all'}, {epochs_text(points)}, width {config.width}, "
-        f"batch {config.batch_size}, device {config.device})"
-    )
+    cli.announce(study, budget, config.budget, bool(args.budget),
+                 f"{len(points)} runs = {len(variants)} variants x {len(points) // len(variants)} seeds on "
+                 f"{config.dataset} (subset {config.subset or 'all'}, {epochs_text(points)}, width {config.width}, "
+                 f"batch {config.batch_size}, device {config.device})")
 
 
 def epochs_text(points: list[studies.Point]) -> str:
@@ -301,18 +295,5 @@ def epochs_text(points: list[studies.Point]) -> str:
             + ", ".join(f"{v} {e:.2f}" for v, e in each.items()) + " epochs")
 
 
-def studies_table(every: list[studies.Study]) -> Table:
-    table = Table(title="studies (python -m bench.ablation --study NAME [--budget B])")
-    for column in ("study", "variants", "budgets (default first)", "description"):
-        table.add_column(column)
-    for study in every:
-        name = study.path.stem
-        budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
-        budgets = [f"{b} (needs {study.budgets[b].needs})" if study.budgets[b].needs else b for b in budgets]
-        kind = ", ".join(study.variants) if study.variants else "(search only)"
-        table.add_row(name, kind, ", ".join(budgets), study.description)
-    return table
-
-
 if __name__ == "__main__":
-    cli(main)
+    errors.cli(main)

@@ -10,9 +10,7 @@ their trials failed and enqueued again, and their MLflow runs marked FAILED and 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import fcntl
 import logging
 import math
 import os
@@ -33,16 +31,16 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from bench import distributed, journal, launch, progress as progress_ui
+from bench import journal, launch, progress as progress_ui
 from bench.config import RunConfig
-from bench.errors import BenchError, redact
+from bench.errors import BenchError, one_line, redact
+from bench.store_files import STATE_DIR, locked, sqlite_path
 from bench.tracking import Tracker
 from bench.train import fit
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-STATE_DIR = Path(".bench")  # the local journal, checkpoints and worker logs, beside mlflow.db
 DEFAULT_STORAGE = STATE_DIR / "optuna.journal"
 HEARTBEAT_S = 10  # database storages: a worker silent for GRACE_S is declared dead
 GRACE_S = 60
@@ -84,7 +82,7 @@ def open_storage(url: str | None):
                          "pip install 'vgg-bench[postgres]'") from None
     except Exception as exc:
         message = redact(url)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         if "://" in url:
             reason = reason.replace(url, message)
             parsed_password = _password(url)
@@ -134,15 +132,9 @@ def _exclusive(url: str) -> Iterator[None]:
         finally:
             engine.dispose()
         return
-    path = Path(url.split(":///", 1)[1] if url.startswith("sqlite:///") else url)
-    lock_path = path.with_name(path.name + ".setup-lock")  # not ".lock": Optuna's journal uses that
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    path = sqlite_path(url) or Path(url)
+    with locked(path.with_name(path.name + ".setup-lock")):  # not ".lock": Optuna's journal uses that
+        yield
 
 
 def _password(url: str) -> str | None:
@@ -157,14 +149,14 @@ def _password(url: str) -> str | None:
 # --- jobs: what a worker runs ------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Job:
     """A study being worked on: its Optuna study, its MLflow experiment and parent run.
 
     Subclasses say where trials come from (`claim`) and what each trains (`describe`).
     """
 
-    study_name: str  # the MLflow experiment (one per study)
+    experiment_name: str  # the MLflow experiment (one per study)
     optuna_name: str  # the Optuna study (one per study at one budget)
     study: optuna.Study
     tracker: Tracker
@@ -213,26 +205,27 @@ def claim_waiting(job: Job) -> optuna.Trial | None:
         return job.study.ask()
 
 
-def open_study(name: str, storage_url: str | None, tracker: Tracker, study_name: str,
+def open_study(optuna_name: str, storage_url: str | None, tracker: Tracker, experiment_name: str,
                parent_tags: dict[str, Any], direction: str = "maximize", sampler=None, pruner=None,
                storage=None):
-    """Create or load the Optuna study and its MLflow parent run; call under storage_lock.
+    """Create or load the Optuna study `optuna_name` (one per study at one budget) and its parent run,
+    named the same, in the MLflow experiment `experiment_name` (one per study); call under storage_lock.
 
     `storage` is the already opened storage_url, when the caller checked it early.
     Returns (study, experiment_id, parent_run_id).
     """
     storage = storage or open_storage(storage_url)
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+    study = optuna.create_study(study_name=optuna_name, storage=storage, direction=direction,
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if study.metric_names is None:  # the dashboard's axis: "val_acc", not "Objective 0"
         study.set_metric_names([OBJECTIVE])
-    experiment_id = tracker.experiment_id(study_name)
+    experiment_id = tracker.experiment_id(experiment_name)
     parent_id = study.user_attrs.get("mlflow_parent_run_id")
     if parent_id is not None and not tracker.run_exists(parent_id):
         parent_id = None  # the MLflow store was replaced: start a new parent there
     if parent_id is None:
-        parent_id = tracker.create_parent(experiment_id, name, {
-            "bench.study": study_name, "bench.optuna_study": name,
+        parent_id = tracker.create_parent(experiment_id, optuna_name, {
+            "bench.study": experiment_name, "bench.optuna_study": optuna_name,
             "bench.storage": describe_storage(storage_url), **parent_tags,
         })
         study.set_user_attr("mlflow_parent_run_id", parent_id)
@@ -358,7 +351,7 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             job.study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:
-            message = str(exc).strip().splitlines()[0][:250] if str(exc).strip() else type(exc).__name__
+            message = one_line(exc, limit=250)
             tracker.set_status(run_id, "FAILED", state="failed", error=f"{type(exc).__name__}: {message}")
             job.study.tell(trial, state=TrialState.FAIL)
             job.failures.append(f"{run_name}: {type(exc).__name__}: {message}")
@@ -416,38 +409,14 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
 
 
-def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
-    """The flags every study command shares: where the queue and the record are, how many workers."""
-    parser.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    parser.add_argument("--gpus-per-run", type=int, default=1, metavar="N",
-                        help="train each run over N processes with torchrun (DDP): N GPUs each, or N CPU "
-                             "processes where there is no GPU; --workers counts such groups (default 1)")
-    parser.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
-    parser.add_argument("--checkpoint-root", default=str(STATE_DIR / "checkpoints"),
-                        help=f"per-run checkpoint folders, used to resume cut-off {unit}")
-    parser.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
-                        help="do not sample CPU, memory and GPU use into each run (MLflow's system/ metrics)")
-    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
-
-
-def check_workers(args: argparse.Namespace) -> None:
-    if args.workers < 1:
-        raise BenchError(f"--workers must be at least 1, got {args.workers}")
-    if args.gpus_per_run < 1:
-        raise BenchError(f"--gpus-per-run must be at least 1, got {args.gpus_per_run}")
-
-
-def run_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The run settings the worker flags imply: the world size of --gpus-per-run (an override, so
-    runs over several processes carry it in their budget label and never mix with others)."""
-    return {"world_size": args.gpus_per_run} if args.gpus_per_run > 1 else {}
-
-
-def check_processes(config: RunConfig, args: argparse.Namespace) -> None:
-    """What --workers x --gpus-per-run asks of this machine, checked before anything is recorded."""
-    distributed.check(config.world_size, config.device, config.sync_batch_norm, groups=args.workers)
+def work_together(job: Job, module: str, argv: list[str] | None, workers: int, *, checkpoint_root: Path,
+                  data_dir: str | None, quiet: bool) -> None:
+    """`work` in this process and in `workers - 1` helper processes running the same command."""
+    helpers = spawn_helpers(module, argv, workers - 1)
+    try:
+        work(job, checkpoint_root=checkpoint_root, data_dir=data_dir, quiet=quiet, helpers=helpers)
+    finally:
+        stop_helpers(helpers)
 
 
 def spawn_helpers(module: str, argv: list[str] | None, count: int,
@@ -457,7 +426,8 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
     The CPU threads are shared out among the workers: several processes each spinning as many
     threads as there are cores run slower together than one alone.
     """
-    args = _without_workers(sys.argv[1:] if argv is None else argv)
+    # The flags as given, then --workers 1: argparse keeps the last value of a flag.
+    args = sys.argv[1:] if argv is None else argv
     threads = str(max(1, (os.cpu_count() or 1) // (count + 1)))
     if count:
         torch.set_num_threads(int(threads))
@@ -471,26 +441,16 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for i in range(count):
-            log = open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w")
-            helpers.append(subprocess.Popen(
-                [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
-            ))
+            # The helper writes to its own copy of the file; this process closes its copy at once.
+            with open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w") as log:
+                helpers.append(subprocess.Popen(
+                    [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
+                ))
     finally:
         signal.signal(signal.SIGINT, previous)
     return helpers
-
-
-def _without_workers(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for arg in argv:
-        if skip or arg == "--workers":
-            skip = not skip
-            continue
-        if not arg.startswith("--workers="):
-            out.append(arg)
-    return out
 
 
 def stop_helpers(helpers: list[subprocess.Popen]) -> None:

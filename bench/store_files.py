@@ -14,6 +14,8 @@ from typing import Iterator
 
 from filelock import FileLock
 
+STATE_DIR = Path(".bench")  # the local Optuna journal, checkpoints and worker logs, beside mlflow.db
+
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI (relative or absolute, `~` expanded), else None."""

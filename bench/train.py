@@ -14,16 +14,14 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
-import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +29,7 @@ import torch.nn.functional as F
 from bench import checkpoint, data, distributed, evaluation, models, serving
 from bench.config import RunConfig
 from bench.device import resolve_device
-from bench.errors import BenchError, cli
+from bench.errors import BenchError
 
 EVAL_BATCH = 512
 EXAMPLES = 4  # test images kept with a result: the logged model's input example
@@ -88,6 +86,14 @@ class Result:
                       "input_shape": tuple(record["input_shape"]),
                       "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
                       "preprocessing": None if preprocessing is None else serving.Preprocessing.from_json(preprocessing)})
+
+
+class Evaluation(NamedTuple):
+    """Loss and accuracy on a split, and the predictions in its order when they were asked for."""
+
+    loss: float
+    acc: float
+    predictions: list[int]
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
@@ -307,14 +313,15 @@ class Engine:
         return loss_sum.item() / seen, correct.item() / seen, seen
 
     @torch.no_grad()
-    def evaluate(self, part: str, model=None, keep_predictions=False):
-        """Loss and accuracy on a split; the ranks of a group share its batches and add up exactly."""
+    def evaluate(self, part: str, model=None, keep_predictions=False) -> Evaluation:
+        """Loss and accuracy on a split (and its predictions if `keep_predictions`); the ranks of a
+        group share its batches and add up exactly."""
         model = model or self.eval_model
         model.eval()
         self.group.sync_buffers(self.model)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n, predictions = 0, []
+        n, kept = 0, []  # (batch index, its predictions): the ranks' batches interleave
         for i, (x, y) in enumerate(self.splits.batches(part, EVAL_BATCH, channels_last=self.config.channels_last)):
             if not self.group.owns(i):
                 continue
@@ -325,13 +332,13 @@ class Engine:
             correct += (pred == y).sum()
             n += len(y)
             if keep_predictions:
-                predictions.append((i, pred.tolist()))
+                kept.append((i, pred.tolist()))
         loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(n, device=self.device))
-        loss, acc = float(loss_sum) / int(total), float(correct) / int(total)
+        predictions = []
         if keep_predictions:
-            batches = sorted(b for rank in self.group.gather(predictions) for b in rank)
-            return loss, acc, [p for _, batch in batches for p in batch]
-        return loss, acc
+            batches = sorted(b for rank in self.group.gather(kept) for b in rank)
+            predictions = [p for _, batch in batches for p in batch]
+        return Evaluation(float(loss_sum) / int(total), float(correct) / int(total), predictions)
 
     def state(self, epoch: int, history: list[EpochStats], best: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -382,23 +389,13 @@ def fit(
     last_path = ckpt_dir / "last.pt" if ckpt_dir else None
     best_path = ckpt_dir / "best.pt" if ckpt_dir else None
 
-    start, history, best = 0, [], {"val_acc": -1.0, "epoch": 0}
+    start, history, best = _resume(engine, last_path)
     best_weights = None
-    if last_path is not None and last_path.exists():
-        try:
-            state = checkpoint.load(last_path, config_hash=config.hash)
-        except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
-            if group.is_main:  # every rank starts over; one renames the file
-                aside = checkpoint.set_aside(last_path)
-                log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
-        else:
-            start, history, best = engine.restore(state)
-
     for epoch in range(start + 1, engine.epochs + 1):
         began = time.perf_counter()
         train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
         seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised
-        val_loss, val_acc = engine.evaluate("val")
+        val_loss, val_acc, _ = engine.evaluate("val")
         lr = engine.optimizer.param_groups[0]["lr"] / engine.optimizer.param_groups[0]["lr_scale"]
         stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, seen / seconds)
         history.append(stats)
@@ -416,6 +413,27 @@ def fit(
         best_weights = checkpoint.load(best_path, config_hash=config.hash)["model"]
     if best_weights is not None:
         engine.model.load_state_dict(best_weights)
+    return _tested(engine, history, best, best_path)
+
+
+def _resume(engine: Engine, last_path: Path | None) -> tuple[int, list[EpochStats], dict[str, Any]]:
+    """(epochs done, history, best so far) from the last checkpoint, or a fresh start without one."""
+    fresh = 0, [], {"val_acc": -1.0, "epoch": 0}
+    if last_path is None or not last_path.exists():
+        return fresh
+    try:
+        state = checkpoint.load(last_path, config_hash=engine.config.hash)
+    except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
+        if engine.group.is_main:  # every rank starts over; one renames the file
+            aside = checkpoint.set_aside(last_path)
+            log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
+        return fresh
+    return engine.restore(state)
+
+
+def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], best_path: Path | None) -> Result:
+    """The result of the engine's model (its best weights loaded): the test numbers and what the record needs."""
+    config = engine.config
     test_loss, test_acc, predictions = engine.evaluate("test", engine.model, keep_predictions=True)
     evaluations = {}
     if config.train_scale is not None:
@@ -453,86 +471,8 @@ def _save(group: distributed.Group, path: Path, state: dict[str, Any]) -> None:
     group.barrier()
 
 
-# --- command line: every RunConfig field is a flag ---------------------------------------------
+if __name__ == "__main__":  # python -m bench.train (and torchrun -m bench.train): the command
+    from bench.errors import cli
+    from bench.train_command import main
 
-
-# The world size is how the run was started (torchrun's, or a study's --gpus-per-run), not a flag.
-NOT_FLAGS = ("world_size",)
-
-
-def add_config_flags(parser: argparse.ArgumentParser, *, defaults: bool = True, exclude=()) -> None:
-    """One flag per RunConfig field (--batch-size, --bn/--no-bn, ...); values are coerced later."""
-    for f in fields(RunConfig):
-        if f.name in exclude or f.name in NOT_FLAGS:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if defaults else None
-        if f.type in ("bool", bool):
-            names = [flag, "--bn"] if f.name == "batch_norm" else [flag]
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            parser.add_argument(flag, dest=f.name, default=default, metavar=f.name.upper())
-
-
-def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The RunConfig settings a person typed on the command line."""
-    return {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name, None) is not None}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Train one run; under `torchrun --nproc-per-node N -m bench.train ...`, one run over N processes."""
-    from bench import progress
-
-    parser = argparse.ArgumentParser(prog="python -m bench.train", description="Train one model.")
-    add_config_flags(parser, defaults=False)
-    parser.add_argument("--config-json", help="the run's settings as a JSON object file (flags override it)")
-    parser.add_argument("--data-dir", help="where the dataset files are (default: $BENCH_DATA, system, download)")
-    parser.add_argument("--checkpoint-dir", help="write per-epoch checkpoints here and resume from them")
-    parser.add_argument("--dist-backend", default="auto", choices=distributed.BACKENDS,
-                        help="under torchrun: nccl on GPUs, gloo on CPUs (auto: by the device)")
-    parser.add_argument("--init-from", help="with --init-from-a: the best.pt checkpoint of the vgg-a run to start from")
-    parser.add_argument("--events", help="append each epoch and the result as JSON lines to this file (rank 0)")
-    args = parser.parse_args(argv)
-    settings = json.loads(Path(args.config_json).read_text()) if args.config_json else {}
-    group = distributed.join(args.dist_backend)
-    config = RunConfig.from_dict({**settings, **given_settings(args), "world_size": group.world})
-    distributed.check(config.world_size, config.device, config.sync_batch_norm)
-    events = _EventLog(args.events if group.is_main else None)
-    try:
-        with progress.RunProgress(quiet=not group.is_main) as bar:
-            result = fit(
-                config,
-                on_epoch=lambda stats: (bar.epoch_done(stats), events.write(epoch=asdict(stats))),
-                on_batch=bar.batch_done,
-                checkpoint_dir=args.checkpoint_dir,
-                data_dir=args.data_dir,
-                group=group,
-                init_from=args.init_from,
-            )
-    finally:
-        group.close()
-    events.write(result=result.record())
-    if not group.is_main:
-        return 0
-    progress.out.print(  # the result: stdout
-        f"[bold]{config.model}[/] test acc [bold green]{result.test_acc:.4f}[/], best val acc "
-        f"{result.best_val_acc:.4f} (epoch {result.best_epoch}), {result.train_seconds:.1f} s training, "
-        f"{result.history[-1].images_per_s:.0f} img/s, {result.params:,} params, device {result.device}"
-    )
-    return 0
-
-
-class _EventLog:
-    """JSON lines that a launching worker reads while the run goes on (bench.launch)."""
-
-    def __init__(self, path: str | None):
-        self.path = Path(path) if path else None
-
-    def write(self, **event: Any) -> None:
-        if self.path is not None:
-            with open(self.path, "a") as f:  # one write of one whole line: the reader never sees half
-                f.write(json.dumps(event) + "\n")
-
-
-if __name__ == "__main__":
     cli(main)

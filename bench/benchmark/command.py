@@ -11,25 +11,20 @@ from bench.benchmark.end_to_end import END_TO_END_EPOCHS, end_to_end
 from bench.benchmark.output import report
 from bench.benchmark.steps import check_buildable, step_grid
 from bench.benchmark.time_to_accuracy import until
+from bench.cli import Parser, add_config_flags, given_settings
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.device import resolve_device
-from bench.train import add_config_flags, given_settings
 
 # Run settings that take comma-separated lists, expanded to their cartesian product.
 GRID = ("model", "batch_size", "precision", "channels_last", "compile", "image_size")
 BOOL_GRID = ("channels_last", "compile")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise BenchError(message)  # one line through cli() rather than argparse's usage dump
-
-
 def parser() -> argparse.ArgumentParser:
     import bench.benchmark
 
-    p = _Parser(prog="python -m bench.benchmark", description=bench.benchmark.__doc__,
+    p = Parser(prog="python -m bench.benchmark", description=bench.benchmark.__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = p.add_mutually_exclusive_group()
     modes.add_argument("--end-to-end", action="store_true",

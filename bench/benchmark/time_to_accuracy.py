@@ -113,7 +113,7 @@ def _run(engine: Engine, loop: Loop, target: float, epochs: int, cap_s: float | 
             seconds = time.perf_counter() - began
             train_s += seconds
             began = time.perf_counter()
-            val_loss, val_acc = engine.evaluate("val", loop.model)
+            val_loss, val_acc, _ = engine.evaluate("val", loop.model)
             test_acc = engine.evaluate("test", loop.model)[1]
             eval_s = time.perf_counter() - began
             lr = loop.optimizer.param_groups[0]["lr"]

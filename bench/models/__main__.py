@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import BenchError, cli
+from ..cli import Parser
+from ..errors import cli
 from . import Description, build, describe, names
 
 _BASELINE_OPTIONS = ("num_classes", "in_channels", "image_size", "width")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        # One line through cli() rather than argparse's usage dump.
-        raise BenchError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m bench.models", description=__doc__)
+    parser = Parser(prog="python -m bench.models", description=__doc__)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--in-channels", type=int, default=3)

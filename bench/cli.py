@@ -1,0 +1,164 @@
+"""The command-line plumbing the commands share.
+
+One flag per RunConfig field, the worker flags of the study commands, an argparse parser whose
+mistakes are one line, and the opening that `bench.ablation` and `bench.search` have in common:
+list the studies, or load the chosen one and read the run settings typed as overrides.
+
+Nothing here imports MLflow or Optuna: the benchmark's GPU suite runs where neither is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import fields
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from bench import distributed, studies
+from bench.config import RunConfig
+from bench.errors import BenchError, redact
+from bench.progress import console, out
+from bench.store_files import STATE_DIR
+
+# The world size is how the run was started (torchrun's, or a study's --gpus-per-run), not a flag.
+NOT_FLAGS = ("world_size",)
+ABLATION, SEARCH = "ablation", "search"  # the two study commands: python -m bench.<kind>
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes raise BenchError: one line through bench.errors.cli, not a usage dump."""
+
+    def error(self, message: str):
+        raise BenchError(message)
+
+
+# --- run settings -------------------------------------------------------------------------------
+
+
+def add_config_flags(parser: argparse.ArgumentParser, *, defaults: bool = True, exclude=()) -> None:
+    """One flag per RunConfig field (--batch-size, --bn/--no-bn, ...); values are coerced later."""
+    for f in fields(RunConfig):
+        if f.name in exclude or f.name in NOT_FLAGS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if defaults else None
+        if f.type in ("bool", bool):
+            names = [flag, "--bn"] if f.name == "batch_norm" else [flag]
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, dest=f.name, default=default, metavar=f.name.upper())
+
+
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig settings a person typed on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name, None) is not None}
+
+
+# --- the study commands' workers ----------------------------------------------------------------
+
+
+def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
+    """The flags every study command shares: where the queue and the record are, how many workers."""
+    parser.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--gpus-per-run", type=int, default=1, metavar="N",
+                        help="train each run over N processes with torchrun (DDP): N GPUs each, or N CPU "
+                             "processes where there is no GPU; --workers counts such groups (default 1)")
+    parser.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
+    parser.add_argument("--checkpoint-root", default=str(STATE_DIR / "checkpoints"),
+                        help=f"per-run checkpoint folders, used to resume cut-off {unit}")
+    parser.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
+                        help="do not sample CPU, memory and GPU use into each run (MLflow's system/ metrics)")
+    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    if args.gpus_per_run < 1:
+        raise BenchError(f"--gpus-per-run must be at least 1, got {args.gpus_per_run}")
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run settings the worker flags imply: the world size of --gpus-per-run (an override, so
+    runs over several processes carry it in their budget label and never mix with others)."""
+    return {"world_size": args.gpus_per_run} if args.gpus_per_run > 1 else {}
+
+
+def check_processes(config: RunConfig, args: argparse.Namespace) -> None:
+    """What --workers x --gpus-per-run asks of this machine, checked before anything is recorded."""
+    distributed.check(config.world_size, config.device, config.sync_batch_norm, groups=args.workers)
+
+
+# --- the opening of a study command -------------------------------------------------------------
+
+
+def study_parser(kind: str, description: str, listing: str) -> argparse.ArgumentParser:
+    """The parser of python -m bench.<kind> with the flags that choose a study and its budget."""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{kind}", description=description)
+    p.add_argument("--study", help="a name from studies/ (see --list) or the path of a study TOML file")
+    p.add_argument("--list", action="store_true", help=listing)
+    p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")
+    return p
+
+
+def list_studies(kind: str) -> int:
+    """--list: the studies `kind` can run as a table on stdout; a file that does not load, one line each."""
+    good, bad = studies.load_all()
+    out.print(studies_table(good, kind))
+    for problem in bad:
+        console.print(f"[red]skipped:[/] {escape(problem)}", soft_wrap=True)
+    return 0
+
+
+def studies_table(every: list[studies.Study], kind: str) -> Table:
+    if kind == ABLATION:
+        table = Table(title="studies (python -m bench.ablation --study NAME [--budget B])")
+        shown = [(s, ", ".join(s.variants) if s.variants else "(search only)") for s in every]
+    else:
+        table = Table(title="searches (python -m bench.search --study NAME [--budget B] [--trials N])")
+        shown = [(s, ", ".join(s.search.get("space", {}))) for s in every if s.search is not None]
+    for column in ("study", "variants" if kind == ABLATION else "space", "budgets (default first)", "description"):
+        table.add_column(column)
+    for study, what in shown:
+        budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
+        budgets = [f"{b} (needs {study.budgets[b].needs})" if study.budgets[b].needs else b for b in budgets]
+        table.add_row(study.path.stem, what, ", ".join(budgets), study.description)
+    return table
+
+
+def chosen_study(args: argparse.Namespace, kind: str, not_overrides: tuple[str, ...]
+                 ) -> tuple[studies.Study, dict[str, Any]]:
+    """The study --study names, checked to be one `kind` can run, and the typed run-setting overrides."""
+    if not args.study:
+        verb = "run" if kind == ABLATION else "search"
+        raise BenchError(f"say which study to {verb}: --study NAME (python -m bench.{kind} --list shows them)")
+    check_workers(args)
+    study = studies.load(args.study)
+    if kind == ABLATION and not study.variants:
+        raise BenchError(f"study {study.name!r} has no variants, only a search: python -m bench.search --study {study.name}")
+    if kind == SEARCH and study.search is None:
+        raise BenchError(f"study {study.name!r} has no [search] table, only variants: "
+                         f"python -m bench.ablation --study {study.name}")
+    typed = {k: v for k, v in given_settings(args).items() if k not in not_overrides}
+    return study, RunConfig.typed({**typed, **run_settings(args)})
+
+
+def command_line(kind: str, argv: list[str] | None) -> str:
+    """The command as typed, to stamp into the parent run and the report: never with a password in it."""
+    return redact(f"python -m bench.{kind} " + shlex.join(sys.argv[1:] if argv is None else argv))
+
+
+def announce(study: studies.Study, budget: studies.Budget, label: str, chosen: bool, details: str) -> None:
+    """What is about to run, on stderr: the study, its budget among the others, then `details`."""
+    others = [b for b in study.budgets if b != budget.name]
+    console.print(
+        f"[bold]{escape(study.name)}[/]: {escape(study.description)}\n"
+        f"budget [bold]{escape(label)}[/] ({'chosen' if chosen else 'the default'}; "
+        f"others: {', '.join(others) or 'none'}): {escape(budget.description)}\n{details}"
+    )

@@ -1,0 +1,105 @@
+"""A search's trials: where they come from, and how they are counted.
+
+`--trials N` is the total the study should hold, not N more: every trial counts (complete, pruned,
+failed, running or queued) except a trial whose worker died and which was queued again, since its
+retry stands in for it. Counting and asking happen under the storage's lock, so any number of
+workers stop at exactly N. A retry has the dead trial's config, so it resumes that trial's MLflow
+run and checkpoint. A proposal that repeats an earlier trial's config (small discrete spaces) is
+not trained again: it gets that trial's outcome and a `repeat_of` attribute, and no run of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bench import runner
+from bench.config import RunConfig
+from bench.search_space import Plan
+
+
+def standing(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials that count toward --trials: all but those a retry (their re-queued copy) replaced."""
+    trials = study.get_trials(deepcopy=False)
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+    return [t for t in trials if t.number not in replaced]
+
+
+@dataclass(kw_only=True)
+class SearchJob(runner.Job):
+    """Trials the plan's sampler proposes, until the study holds as many as the plan wants."""
+
+    plan: Plan
+    settings: dict[str, Any]  # every RunConfig value the trials share, the budget label included
+    deadline: float | None = None  # time.monotonic() after which no trial is claimed
+    prune: bool = True
+
+    def claim(self) -> optuna.Trial | None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return None
+        # Count and ask as one step, so that workers together stop at exactly --trials. ask() pops
+        # a queued trial first (a dead worker's, queued again), else samples a new one.
+        with runner.storage_lock(self.storage_url):
+            while (self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   or len(standing(self.study)) < self.plan.wanted):
+                trial = self.study.ask()
+                if not self.settle_repeat(trial):
+                    return trial
+        return None
+
+    def settle_repeat(self, trial: optuna.Trial) -> bool:
+        """Tell Optuna the outcome of a proposal that repeats an earlier trial, without training it.
+
+        A run is its config: a repeat would share the earlier trial's MLflow run and checkpoint.
+        Samplers propose repeats on spaces with few discrete values.
+        """
+        config_hash = self.describe(trial)[0].hash  # samples the trial's params now
+        trial.set_user_attr("config_hash", config_hash)
+        twin = next((t for t in standing(self.study)
+                     if t.user_attrs.get("config_hash") == config_hash and t.number != trial.number), None)
+        if twin is None:
+            return False
+        trial.set_user_attr("repeat_of", twin.number)
+        if twin.state == TrialState.COMPLETE:
+            self.study.tell(trial, twin.value)
+        else:  # pruned, failed, or in training by another worker now
+            self.study.tell(trial, state=TrialState.PRUNED if twin.state == TrialState.PRUNED else TrialState.FAIL)
+        return True
+
+    def describe(self, trial: optuna.Trial):
+        config = RunConfig.from_dict({**self.settings, **self.plan.sample(trial)})
+        return config, f"trial {trial.number}", {"study": self.experiment_name}
+
+    def total(self) -> int:
+        return self.plan.wanted
+
+    def all_finished(self) -> bool:
+        """No trial failed, in this worker or any other (a pruned one is the search at work)."""
+        return not self.failures and not any(t.state == TrialState.FAIL for t in standing(self.study))
+
+    def done(self) -> int:
+        return sum(t.state.is_finished() for t in standing(self.study))
+
+    def progress_info(self) -> str:
+        counts = tally(self.study)
+        text = f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed"
+        best = best_trial(self.study)
+        if best is not None:
+            text += f"  best {best.value:.4f} (trial {best.number})"
+        return text
+
+
+def tally(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for trial in standing(study):
+        counts[trial.state] += 1
+    return counts
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
