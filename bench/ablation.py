@@ -117,23 +117,11 @@ class AblationJob(runner.Job):
         return self.completed() == set(self.points)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = cli.study_parser(cli.ABLATION, "Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
-                         listing="show the studies with their variants and budgets")
-    p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
-    p.add_argument("--variants", help="comma-separated subset of the study's variants")
-    cli.add_worker_flags(p, "runs")
-    p.add_argument("--report-dir", default=REPORT_DIR, help="where the study's report goes at the end (default: reports/)")
-    group = p.add_argument_group("overrides (any run setting, applied to every variant)")
-    cli.add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.list:
-        return cli.list_studies(cli.ABLATION)
-    study, overrides = cli.chosen_study(args, cli.ABLATION, NOT_OVERRIDES)
+    opened = cli.open_study_command(cli.ABLATION, parser(), argv, NOT_OVERRIDES)
+    if opened is None:
+        return 0
+    args, study, overrides = opened
     budget, points = chosen_grid(study, args, overrides)
     command = cli.command_line(cli.ABLATION, argv)
 
@@ -153,6 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quiet:
         return 0 if job.all_finished() else 1
     return wrap_up(job, args, study, points, command)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = cli.study_parser(cli.ABLATION, "Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
+                         listing="show the studies with their variants and budgets")
+    p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
+    p.add_argument("--variants", help="comma-separated subset of the study's variants")
+    p.add_argument("--report-dir", default=REPORT_DIR, help="where the study's report goes at the end (default: reports/)")
+    cli.add_study_flags(p, "runs", "overrides (any run setting, applied to every variant)", NOT_OVERRIDES)
+    return p
 
 
 def chosen_grid(study: studies.Study, args: argparse.Namespace, overrides: dict[str, Any]

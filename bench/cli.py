@@ -107,6 +107,22 @@ def study_parser(kind: str, description: str, listing: str) -> argparse.Argument
     return p
 
 
+def add_study_flags(parser: argparse.ArgumentParser, unit: str, overrides: str, exclude: tuple[str, ...]) -> None:
+    """After a study command's own flags: the worker flags, then every run setting as an override."""
+    add_worker_flags(parser, unit)
+    add_config_flags(parser.add_argument_group(overrides), defaults=False, exclude=exclude)
+
+
+def open_study_command(kind: str, parser: argparse.ArgumentParser, argv: list[str] | None,
+                       not_overrides: tuple[str, ...]):
+    """Parse a study command's line: (args, study, overrides), or None once --list has been answered."""
+    args = parser.parse_args(argv)
+    if args.list:
+        list_studies(kind)
+        return None
+    return (args, *chosen_study(args, kind, not_overrides))
+
+
 def list_studies(kind: str) -> int:
     """--list: the studies `kind` can run as a table on stdout; a file that does not load, one line each."""
     good, bad = studies.load_all()

@@ -65,7 +65,7 @@ def fit_in_processes(
         try:
             record = _follow(process, events, on_epoch)
         except BaseException:
-            _stop(process)
+            stop_group(process)
             raise
     if process.returncode != 0 or record is None:
         raise _failure(process.returncode, log_path)
@@ -104,12 +104,14 @@ def _environment(processes: int) -> dict[str, str]:
     return env
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_group(process: subprocess.Popen, grace: float = 30) -> None:
+    """Stop a process started in a session of its own, with all it started: SIGTERM, then SIGKILL
+    after `grace` seconds."""
     if process.poll() is not None:
         return
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

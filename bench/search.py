@@ -37,17 +37,16 @@ def parser() -> argparse.ArgumentParser:
                          "goes to MLflow.", listing="show the studies that have a search, with their spaces")
     p.add_argument("--trials", type=int, help="the total number of trials the study should hold (default: the study's)")
     p.add_argument("--timeout", type=float, help="stop claiming new trials after this many seconds")
-    cli.add_worker_flags(p, "trials")
-    group = p.add_argument_group("overrides (any run setting the search does not sample, applied to every trial)")
-    cli.add_config_flags(group, defaults=False, exclude=NOT_OVERRIDES)
+    cli.add_study_flags(p, "trials", "overrides (any run setting the search does not sample, applied to every trial)",
+                        NOT_OVERRIDES)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.list:
-        return cli.list_studies(cli.SEARCH)
-    study, overrides = cli.chosen_study(args, cli.SEARCH, NOT_OVERRIDES)
+    opened = cli.open_study_command(cli.SEARCH, parser(), argv, NOT_OVERRIDES)
+    if opened is None:
+        return 0
+    args, study, overrides = opened
     budget, plan, settings = chosen_plan(study, args, overrides)
     shared_config = RunConfig.from_dict(settings)  # what every trial has before sampling
     cli.check_processes(shared_config, args)

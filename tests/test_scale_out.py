@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
+from bench.launch import stop_group
 from conftest import error_line, free_port, study_runs, wait_for, wait_for_epochs
 
 PASSWORD = f"s3cr3t-{secrets.token_hex(6)}"
@@ -124,12 +125,7 @@ def server(postgres, tmp_path_factory):
         wait_for(f"{uri}/health", proc, timeout=180, output=lambda _: log.read_text()[-3000:])
         yield Server(uri, root / "artifacts")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, grace=10)
 
 
 # --- the scenario: 3 ablation workers and 2 search workers at once, one of them killed ------------
