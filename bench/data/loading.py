@@ -66,37 +66,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: in
     base, _, arg = name.partition(":")
     base = base.strip().lower()
     info: dict = {"dataset": f"{base}:{arg}" if arg else base}
-    test_fraction = 0.0
-    fixed_val = None  # (x, y) of a ready-made validation set (imagefolder val/)
-    if base in idx.CLASSES or base in cifar.SPECS:
-        if arg:
-            raise BenchError(f"dataset {base!r} takes no options (got {name!r})")
-        if base in idx.CLASSES:
-            pool_x, pool_y, test_x, test_y, source = idx.load(base, data_dir)
-            classes, info["native_size"] = list(idx.CLASSES[base]), idx.NATIVE_SIZE
-        else:
-            pool_x, pool_y, test_x, test_y, classes, source = cifar.load(base, data_dir)
-            info["native_size"] = cifar.NATIVE_SIZE
-        pool_x, test_x, info["resize"] = fit_size(pool_x, test_x, info["native_size"], image_size)
-    elif base == "synthetic":
-        opts = synthetic.options(arg)
-        pool_x, pool_y, test_x, test_y, classes = synthetic.make_synthetic(image_size or 32, **opts)
-        source = "generated"
-        info["options"] = dict(opts)
-        info["native_size"] = image_size or 32
-    elif base in ("imagefolder", "synthetic-images"):
-        from bench.data import generate  # imported late: it is also a command (python -m bench.data.generate)
-
-        folder = arg if base == "imagefolder" else str(generate.cached_tree(arg))
-        groups, classes, folder_info = imagefolder.load(folder, image_size or 224)
-        info.update(folder_info)
-        source = folder_info["path"]
-        pool_x, pool_y = groups["train"]
-        fixed_val = groups.get("val")
-        test_fraction = folder_sources(info, "val" in groups, "test" in groups)
-        test_x, test_y = groups.get("test", fixed_val or (None, None))
-    else:
-        choices("dataset", name, DATASETS)
+    pool_x, pool_y, test_x, test_y, classes, source, fixed_val, test_fraction = _read(
+        base, arg, name, data_dir, image_size, info)
 
     pool_size = len(pool_y)
     check_subset(subset, pool_size, len(classes), name)
@@ -135,6 +106,43 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: in
     tensors = [moved[id(t)] for t in tensors]
     return Splits(*tensors, classes=list(classes), mean=mean, std=std, info=info,
                   train_index=train_idx, val_index=val_idx if fixed_val is None else None)
+
+
+def _read(base: str, arg: str, name: str, data_dir, image_size: int | None, info: dict):
+    """The named source's pool (to split), its own test set, classes and where it came from; an image
+    folder's ready-made val/ as `fixed_val`, and the fraction of the pool to carve as test."""
+    test_fraction = 0.0
+    fixed_val = None  # (x, y) of a ready-made validation set (imagefolder val/)
+    if base in idx.CLASSES or base in cifar.SPECS:
+        if arg:
+            raise BenchError(f"dataset {base!r} takes no options (got {name!r})")
+        if base in idx.CLASSES:
+            pool_x, pool_y, test_x, test_y, source = idx.load(base, data_dir)
+            classes, info["native_size"] = list(idx.CLASSES[base]), idx.NATIVE_SIZE
+        else:
+            pool_x, pool_y, test_x, test_y, classes, source = cifar.load(base, data_dir)
+            info["native_size"] = cifar.NATIVE_SIZE
+        pool_x, test_x, info["resize"] = fit_size(pool_x, test_x, info["native_size"], image_size)
+    elif base == "synthetic":
+        opts = synthetic.options(arg)
+        pool_x, pool_y, test_x, test_y, classes = synthetic.make_synthetic(image_size or 32, **opts)
+        source = "generated"
+        info["options"] = dict(opts)
+        info["native_size"] = image_size or 32
+    elif base in ("imagefolder", "synthetic-images"):
+        from bench.data import generate  # imported late: it is also a command (python -m bench.data.generate)
+
+        folder = arg if base == "imagefolder" else str(generate.cached_tree(arg))
+        groups, classes, folder_info = imagefolder.load(folder, image_size or 224)
+        info.update(folder_info)
+        source = folder_info["path"]
+        pool_x, pool_y = groups["train"]
+        fixed_val = groups.get("val")
+        test_fraction = folder_sources(info, "val" in groups, "test" in groups)
+        test_x, test_y = groups.get("test", fixed_val or (None, None))
+    else:
+        choices("dataset", name, DATASETS)
+    return pool_x, pool_y, test_x, test_y, classes, source, fixed_val, test_fraction
 
 
 def ordered(info: dict) -> dict:
