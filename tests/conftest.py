@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from sqlalchemy.engine import make_url
 
+from bench.data.generate import make_tree
 from bench.errors import cli
 
 if TYPE_CHECKING:
@@ -156,6 +157,18 @@ def server(argv: list[str], ready_url: str, cwd: Path, env: dict[str, str] | Non
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def isolated_cache(monkeypatch, tmp_path):
+    """$BENCH_CACHE in the test's own folder: generated trees never land in, or come from, the user's cache."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "bench-cache"))
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """A small generated ImageNet-layout tree of JPEGs: 90 images of 3 classes, 60x48 (varied)."""
+    return make_tree(tmp_path_factory.mktemp("tree"), images=90, classes=3, size=(60, 48), workers=1)
 
 
 @pytest.fixture

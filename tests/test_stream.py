@@ -10,20 +10,12 @@ from torchvision.transforms.v2 import functional as TF
 from bench import data
 from bench.config import RunConfig
 from bench.data import stream, views
-from bench.data.generate import make_tree
 from bench.errors import BenchError
 from bench.train import fit
 from conftest import command_error, stop_after
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "bench-cache"))
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    return make_tree(tmp_path_factory.mktemp("tree"), images=90, classes=3, size=(60, 48), workers=1)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def config(tree, **changes) -> RunConfig:

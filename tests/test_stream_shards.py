@@ -17,7 +17,8 @@ from bench import data
 from bench.config import RunConfig
 from bench.data import images
 from bench.train import fit
-from test_stream import isolated_cache, tree  # noqa: F401 - the same fixtures: a cache per test, one small tree
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 WORLD = 2
 
