@@ -47,10 +47,6 @@ class Group:
         """(rank, world): which share of each global batch this rank reads (the data's batches take it)."""
         return self.rank, self.world
 
-    def owns(self, index: int) -> bool:
-        """Whether this rank evaluates batch `index` (round robin, so every batch is seen once)."""
-        return index % self.world == self.rank
-
     def sum(self, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Add tensors over the ranks (in place), in one collective call."""
         if not self.active:

@@ -321,10 +321,10 @@ class Engine:
         self.group.sync_buffers(self.model)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n, kept = 0, []  # (batch index, its predictions): the ranks' batches interleave
-        for i, (x, y) in enumerate(self.splits.batches(part, EVAL_BATCH, channels_last=self.config.channels_last)):
-            if not self.group.owns(i):
-                continue
+        n, kept = 0, []  # (batch index, rank, its predictions): each rank holds its rows of every batch
+        # Each rank reads (on a streamed folder: decodes) only its share of each batch's rows.
+        batches = self.splits.batches(part, EVAL_BATCH, channels_last=self.config.channels_last, shard=self.group.shard)
+        for i, (x, y) in enumerate(batches):
             with self.autocast():
                 logits = model(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -332,12 +332,12 @@ class Engine:
             correct += (pred == y).sum()
             n += len(y)
             if keep_predictions:
-                kept.append((i, pred.tolist()))
+                kept.append((i, self.group.rank, pred.tolist()))
         loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(n, device=self.device))
         predictions = []
         if keep_predictions:
-            batches = sorted(b for rank in self.group.gather(kept) for b in rank)
-            predictions = [p for _, batch in batches for p in batch]
+            shares = sorted(b for rank in self.group.gather(kept) for b in rank)
+            predictions = [p for _, _, rows in shares for p in rows]
         return Evaluation(float(loss_sum) / int(total), float(correct) / int(total), predictions)
 
     def state(self, epoch: int, history: list[EpochStats], best: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,11 @@ def rank_pass(rank: int, tree: str, init: str, out: str) -> None:
 
     images.decode_bytes = counting
     batches = one_pass(splits, shard=(rank, WORLD))
-    mine = {"x": [x.tolist() for x, _ in batches], "y": [y.tolist() for _, y in batches], "decoded": decoded}
+    mine = {"x": [x.tolist() for x, _ in batches], "y": [y.tolist() for _, y in batches], "decoded": list(decoded)}
+    # An evaluation pass in batches of 7: the ranks' shares are 3 and 4 rows, and together every row.
+    decoded.clear()
+    mine["eval_y"] = [y.tolist() for _, y in splits.batches("val", 7, shard=(rank, WORLD))]
+    mine["eval_decoded"] = decoded
     everyone = [None] * WORLD
     dist.all_gather_object(everyone, mine)
     if rank == 0:
@@ -71,6 +75,12 @@ def test_each_rank_decodes_only_its_share_and_the_shares_make_the_batch(tree, tm
     decoded = [r["decoded"] for r in ranks]
     assert len(decoded[0]) == len(decoded[1]) == len(whole) * 16 // WORLD
     assert not set(decoded[0]) & set(decoded[1])
+    # Evaluation: every row of every batch once, each decoded by one rank only.
+    val = [y.tolist() for _, y in data.open_run(streamed(tree)).batches("val", 7)]
+    assert [r0 + r1 for r0, r1 in zip(ranks[0]["eval_y"], ranks[1]["eval_y"])] == val
+    evaluated = [r["eval_decoded"] for r in ranks]
+    assert len(evaluated[0]) + len(evaluated[1]) == sum(map(len, val))
+    assert not set(evaluated[0]) & set(evaluated[1])
 
 
 def test_two_processes_train_a_streamed_folder_as_one(tree, tmp_path):

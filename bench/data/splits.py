@@ -117,6 +117,8 @@ class Splits:
         stop = n - n % batch_size if drop_last else n
         for lo in range(start_batch * batch_size, stop, batch_size):
             lo, hi = share(lo, min(lo + batch_size, n), shard)
+            if lo == hi:  # a last batch with fewer rows than ranks leaves some none
+                continue
             if order is None:
                 xb, yb = x[lo:hi], y[lo:hi]
             else:
@@ -145,11 +147,12 @@ class Normaliser:
 
 
 def share(lo: int, hi: int, shard: tuple[int, int]) -> tuple[int, int]:
-    """Rank `rank`'s equal share [lo', hi') of the batch rows [lo, hi), for shard = (rank, world): the
-    ranks' shares, in rank order, make up the batch (the rows beyond a multiple of `world` are left out)."""
+    """Rank `rank`'s share [lo', hi') of the batch rows [lo, hi), for shard = (rank, world): the ranks'
+    shares, in rank order, make up the whole batch. Equal when `world` divides the batch (training
+    batches always; a last evaluation batch may leave some ranks one row more)."""
     rank, world = shard
-    size = (hi - lo) // world
-    return lo + rank * size, lo + (rank + 1) * size
+    n = hi - lo
+    return lo + rank * n // world, lo + (rank + 1) * n // world
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -201,6 +201,7 @@ class StreamSplits:
         stop = n - n % batch_size if drop_last else n
         plan = [items[slice(*share(lo, min(lo + batch_size, n), shard))]
                 for lo in range(start_batch * batch_size, stop, batch_size)]
+        plan = [rows for rows in plan if rows]  # a last batch with fewer rows than ranks leaves some none
         if not plan:
             return
         gpu_decode = self.device.type == "cuda" and data.held is None
