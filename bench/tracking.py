@@ -277,12 +277,20 @@ class Tracker:
             if current is not None and current.run_id == run_id:
                 return int(current.version)
             with contextlib.redirect_stdout(sys.stderr):  # MLflow prints "Created version ..." on stdout
-                version = mlflow.register_model(f"runs:/{run_id}/model", name).version
+                version = mlflow.register_model(self._logged_model_uri(run_id, "model"), name).version
             self.client.set_registered_model_alias(name, BEST_ALIAS, version)
         except MlflowException as exc:
             raise BenchError(f"cannot register the best model as {name!r} in {redact(self.uri)}: "
                              f"{one_line(exc)}") from None
         return int(version)
+
+    def _logged_model_uri(self, run_id: str, name: str) -> str:
+        """models:/<id> of the model `run_id` logged as `name`: registering that, not runs:/<id>/<name>,
+        spares MLflow 3's warning that the run has no artifacts at that path (it keeps models apart)."""
+        run = self.client.get_run(run_id)
+        found = self.client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
+        return f"models:/{found[0].model_id}" if found else f"runs:/{run_id}/{name}"
 
     def resolve_model(self, uri: str) -> str:
         """The run id behind models:/NAME@ALIAS or models:/NAME/VERSION, or one line saying why not."""
