@@ -255,7 +255,8 @@ def _numbers(values: Any) -> np.ndarray:
 
 def _as_0_255(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
+        # A read-only array (a PIL image's buffer) is copied: the tensor made from it must own writable memory.
+        return np.ascontiguousarray(array) if array.flags.writeable else np.array(array, order="C")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise BenchError("images contain NaN or infinity: give pixel values in 0..255 or [0, 1]")
     low, high = float(array.min()), float(array.max())
