@@ -42,7 +42,7 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, plots
+from bench import data, plots, serving
 from bench.data.images import decode_bytes, file_bytes
 from bench.errors import BenchError, cli, one_line
 from bench.progress import console, out

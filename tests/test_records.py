@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -297,6 +296,6 @@ def test_an_ablation_refuses_a_study_file_whose_variants_changed(tiny_study, tmp
                                                           "vgg-a-bn = { batch_norm = true }\nvgg-b = { model = \"vgg-b\" }"))
     before = tiny_study.journal.read_bytes()
     argv = [a if a != str(tiny_study.toml) else str(changed) for a in tiny_study.argv]
-    message = cli_error("bench.ablation", *argv)
+    message = command_error("bench.ablation", *argv)
     assert "variant choices" in message and "--storage" in message
     assert tiny_study.journal.read_bytes() == before

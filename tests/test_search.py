@@ -90,7 +90,7 @@ def test_search_prunes_logs_every_trial_and_resumes_to_the_total(place):
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
     assert logged == {f"search/{n}.png" for n in ("optimization_history", "parallel_coordinate", "param_importances")} | {
         "search/trials.csv", "search/summary.md"}
-    assert f"python -m bench.search --study lr-wd" in parent.data.tags["mlflow.note.content"]
+    assert "python -m bench.search --study lr-wd" in parent.data.tags["mlflow.note.content"]
     best_run = study.best_trial.user_attrs["mlflow_run_id"]
     assert client.get_model_version_by_alias(STUDY, "best").run_id == best_run  # registered as <study>-<budget>
 

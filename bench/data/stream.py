@@ -23,11 +23,9 @@ in memory, during training when streamed; either way the run stops with one line
 
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import torch
