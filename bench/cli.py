@@ -1,7 +1,7 @@
 """The command-line plumbing the commands share.
 
 One flag per RunConfig field, the worker flags of the study commands, an argparse parser whose
-mistakes are one line, and the opening that `bench.ablation` and `bench.search` have in common:
+mistakes are one line (bench.errors.Parser), and the opening that `bench.ablation` and `bench.search` have in common:
 list the studies, or load the chosen one and read the run settings typed as overrides.
 
 Nothing here imports MLflow or Optuna: the benchmark's GPU suite runs where neither is installed.
@@ -20,20 +20,13 @@ from rich.table import Table
 
 from bench import distributed, studies
 from bench.config import RunConfig
-from bench.errors import BenchError, redact
+from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
 from bench.store_files import STATE_DIR
 
 # The world size is how the run was started (torchrun's, or a study's --gpus-per-run), not a flag.
 NOT_FLAGS = ("world_size",)
 ABLATION, SEARCH = "ablation", "search"  # the two study commands: python -m bench.<kind>
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose mistakes raise BenchError: one line through bench.errors.cli, not a usage dump."""
-
-    def error(self, message: str):
-        raise BenchError(message)
 
 
 # --- run settings -------------------------------------------------------------------------------
@@ -100,7 +93,7 @@ def check_processes(config: RunConfig, args: argparse.Namespace) -> None:
 
 def study_parser(kind: str, description: str, listing: str) -> argparse.ArgumentParser:
     """The parser of python -m bench.<kind> with the flags that choose a study and its budget."""
-    p = argparse.ArgumentParser(prog=f"python -m bench.{kind}", description=description)
+    p = Parser(prog=f"python -m bench.{kind}", description=description)
     p.add_argument("--study", help="a name from studies/ (see --list) or the path of a study TOML file")
     p.add_argument("--list", action="store_true", help=listing)
     p.add_argument("--budget", help="smoke (tests), cpu (minutes on a laptop) or full (GPU); default: the study's")

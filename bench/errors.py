@@ -8,6 +8,7 @@ showing a traceback.
 
 from __future__ import annotations
 
+import argparse
 import re
 import signal
 import sys
@@ -16,6 +17,14 @@ from typing import Callable, NoReturn
 
 class BenchError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes (an unknown flag, a value of the wrong type) raise BenchError, so that
+    `cli` prints them as one line instead of a usage dump."""
+
+    def error(self, message: str):
+        raise BenchError(f"{message} (python -m {self.prog.removeprefix('python -m ')} --help lists the flags)")
 
 
 def choices(kind: str, value: object, valid) -> NoReturn:

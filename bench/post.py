@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from bench import markdown as md
-from bench.errors import BenchError, cli, one_line
+from bench.errors import BenchError, Parser, cli, one_line
 from bench.progress import console, make_progress, out
 from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
 
@@ -417,7 +417,7 @@ def write_summary(variants: list[Variant], out_dir: Path) -> list[Path]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.post",
+    p = Parser(prog="python -m bench.post",
                                 description="Quantise, prune and export a trained model; measure each.")
     p.add_argument("--run", help="a finished MLflow run id (its checkpoints/best.pt is used)")
     p.add_argument("--checkpoint", help="a checkpoint file written by bench.train (best.pt / last.pt)")

@@ -44,7 +44,7 @@ from rich.table import Table
 
 from bench import data, plots, serving
 from bench.data.images import decode_bytes, file_bytes
-from bench.errors import BenchError, cli, one_line
+from bench.errors import BenchError, Parser, cli, one_line
 from bench.progress import console, out
 from bench.train import EVAL_BATCH
 from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
@@ -159,7 +159,7 @@ def image_table(trained: Trained, paths: list[str], probs: torch.Tensor, inverte
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.predict",
+    p = Parser(prog="python -m bench.predict",
                                 description="Predict images with a trained model; show its test predictions.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to classify")
     p.add_argument("--run", help="a finished MLflow run id (its checkpoints/best.pt is used)")

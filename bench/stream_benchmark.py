@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.errors import BenchError, cli
+from bench.errors import BenchError, Parser, cli
 
 BATCH = 128
 WORKERS = 2
@@ -175,7 +175,7 @@ def report(root: Path, loaders: list[dict], e2e: list[dict], args, load_before: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.stream_benchmark", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m bench.stream_benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="an ImageNet-layout tree (train/<class>/*.jpg)")
     parser.add_argument("--generate", type=int, default=0, help="first write this many 400x350 JPEGs there if missing")
     parser.add_argument("--images", type=int, default=6000)

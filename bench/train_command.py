@@ -12,12 +12,12 @@ from typing import Any
 from bench import distributed, progress
 from bench.cli import add_config_flags, given_settings
 from bench.config import RunConfig
-from bench.errors import cli
+from bench.errors import Parser, cli
 from bench.train import fit
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.train", description="Train one model.")
+    p = Parser(prog="python -m bench.train", description="Train one model.")
     add_config_flags(p, defaults=False)
     p.add_argument("--config-json", help="the run's settings as a JSON object file (flags override it)")
     p.add_argument("--data-dir", help="where the dataset files are (default: $BENCH_DATA, system, download)")

@@ -22,7 +22,7 @@ from bench.report import command as report
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
-from conftest import journal_trials, main_error, study_runs
+from conftest import command_error, journal_trials, main_error, study_runs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
@@ -182,6 +182,16 @@ def test_nan_on_the_command_line_is_one_line_before_anything(workdir, capsys):
     assert "--timeout" in main_error(search.main, ["--study", "lr-wd", "--budget", "smoke",
                                                         "--timeout", "nan"], capsys)
     assert not (workdir / "mlflow.db").exists() and not (workdir / ".bench" / "optuna.journal").exists()
+
+
+@pytest.mark.parametrize("command", ["bench.ablation", "bench.search", "bench.train", "bench.predict", "bench.post",
+                                     "bench.report", "bench.models", "bench.benchmark", "bench.data.generate",
+                                     "bench.stream_benchmark"])
+def test_a_mistyped_flag_is_one_line_naming_help(command, workdir):
+    message = command_error(command, "--no-such-flag", cwd=workdir)
+    assert "unrecognized arguments: --no-such-flag" in message or "required" in message
+    assert f"python -m {command} --help" in message
+    assert not (workdir / "mlflow.db").exists()
 
 
 def test_zero_epochs_is_reported_against_epochs():

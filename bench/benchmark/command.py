@@ -11,9 +11,9 @@ from bench.benchmark.end_to_end import END_TO_END_EPOCHS, end_to_end
 from bench.benchmark.output import report
 from bench.benchmark.steps import check_buildable, step_grid
 from bench.benchmark.time_to_accuracy import until
-from bench.cli import Parser, add_config_flags, given_settings
+from bench.cli import add_config_flags, given_settings
 from bench.config import RunConfig
-from bench.errors import BenchError
+from bench.errors import BenchError, Parser
 from bench.device import resolve_device
 
 # Run settings that take comma-separated lists, expanded to their cartesian product.

@@ -12,7 +12,6 @@ images (at least one per class) go to val/. The tree is fixed by its arguments.
 
 from __future__ import annotations
 
-import argparse
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError, cli
+from bench.errors import BenchError, Parser, cli
 from bench.store_files import locked
 
 CANVAS = 96  # the class pattern's own resolution before zoom and resize
@@ -119,7 +118,7 @@ def cached_tree(arg: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.data.generate", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m bench.data.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="folder to write (outside the repository, e.g. /tmp/tree)")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--classes", type=int, default=10)

@@ -8,8 +8,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
-from ..cli import Parser
-from ..errors import cli
+from ..errors import Parser, cli
 from . import Description, build, describe, names
 
 _BASELINE_OPTIONS = ("num_classes", "in_channels", "image_size", "width")

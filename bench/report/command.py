@@ -18,14 +18,14 @@ from pathlib import Path
 from rich.markup import escape
 
 from bench import studies
-from bench.errors import BenchError, redact
+from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
 from bench.report import build, read, render
 from bench.report.publish import DEFAULT_OUT, publish
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m bench.report",
         description="A study's runs from MLflow as a table, beside the paper and the peers, with plots.",
     )
