@@ -41,10 +41,10 @@ def cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     try:
         code = main(argv)
     except BenchError as exc:
-        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        _say(f"error: {redact(str(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         sys.exit(130)
     sys.exit(code or 0)
 
@@ -58,6 +58,13 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     if not text:
         return type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _say(line: str) -> None:
+    """One line on stderr in one write: the ranks of a torchrun share that stream, and print() writes the
+    text and its newline separately, so unbuffered lines of two ranks could run into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _interrupt(signum, frame) -> NoReturn:
