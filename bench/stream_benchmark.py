@@ -12,9 +12,17 @@ Both yield normalised float batches [B, 3, 224, 224] on the CPU. Images/s counts
 two warm-up batches; memory is the peak over the loader's process tree (main + workers), sampled every
 50 ms: the sum of RSS, and the sum of PSS (shared pages split between the processes that share them).
 
-End to end (`--train-subset N`): one epoch of a narrow VGG-A (width 1/16, 224 px crops) through
-bench.train.fit on N training images of the tree, streamed, held in memory (the same batches), and on
-the in-memory path (decoded once at 224 px, pad-4 crops). Prints a Markdown report on stdout.
+With `--device cuda` every loader's batches end on the GPU (the tutorials' and the streamed loader's
+are copied there from pinned memory), and a third loader joins them:
+  streamed-gpu  the workers only read file bytes; each batch is decoded on the GPU in one nvjpeg call
+                (`decode_jpeg(..., device='cuda')`) and cropped there
+with the peak GPU memory of each, and the agreement of GPU-decoded views with CPU-decoded views of the
+same batch (nvjpeg and libjpeg may round differently; the crop and flip draws are the same).
+
+End to end (`--train-subset N`): `--train-epochs` epochs of VGG-A (width `--width`, 224 px crops)
+through bench.train.fit on N training images of the tree, streamed, held in memory (the same batches),
+and on the in-memory path (decoded once at 224 px, pad-4 crops); the last epoch's images/s is reported.
+Prints a Markdown report on stdout.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ BATCH = 128
 WORKERS = 2
 
 
-def _tutorial_batches(root: Path, batch: int, workers: int):
+def _tutorial_batches(root: Path, batch: int, workers: int, pin: bool = False):
     import torch
     from torchvision import datasets, transforms
 
@@ -43,35 +51,70 @@ def _tutorial_batches(root: Path, batch: int, workers: int):
         transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                         generator=torch.Generator().manual_seed(0))
+                                         generator=torch.Generator().manual_seed(0), pin_memory=pin)
     yield from loader
 
 
-def _streamed_batches(root: Path, batch: int, workers: int):
-    import torch
-
+def _streamed_splits(root: Path, workers: int, device: str, batch_decode: bool):
     from bench import data
     from bench.config import RunConfig
 
     config = RunConfig(dataset=f"imagefolder:{root}", image_size=224, train_scale="256,512", data_holder="stream",
                        loader_workers=workers)
-    splits = data.open_run(config)
-    yield from splits.batches("train", batch, generator=torch.Generator().manual_seed(0), augment=True,
-                              shuffle=True)
+    splits = data.open_run(config, device=device)
+    splits.batch_decode = batch_decode  # in the workers, or a batch at a time on the device
+    return splits
 
 
-def measure_one(kind: str, root: Path, images: int, batch: int, workers: int) -> dict:
-    """In this process: images/s of one loader over `images` images after two warm-up batches."""
-    batches = (_tutorial_batches if kind == "tutorials" else _streamed_batches)(root, batch, workers)
+def _loader(kind: str, root: Path, batch: int, workers: int, device: str):
+    import torch
+
+    if kind == "tutorials":
+        return _tutorial_batches(root, batch, workers, pin=device != "cpu")
+    splits = _streamed_splits(root, workers, device, batch_decode=kind == "streamed-gpu")
+    return splits.batches("train", batch, generator=torch.Generator().manual_seed(0), augment=True, shuffle=True)
+
+
+def measure_one(kind: str, root: Path, images: int, batch: int, workers: int, device: str = "cpu") -> dict:
+    """In this process: images/s of one loader over `images` images after two warm-up batches, each batch
+    on `device` (copied there when the loader made it elsewhere)."""
+    import torch
+
+    batches = _loader(kind, root, batch, workers, device)
     for _ in range(2):
-        next(batches)
+        next(batches)[0].to(device, non_blocking=True)
+    if device != "cpu":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     seen, began = 0, time.perf_counter()
     for x, _ in batches:
+        x = x.to(device, non_blocking=True)
         seen += len(x)
         if seen >= images:
             break
+    if device != "cpu":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - began
-    return {"kind": kind, "images": seen, "seconds": seconds, "images_per_s": seen / seconds}
+    gpu_peak = torch.cuda.max_memory_allocated() if device != "cpu" else None
+    return {"kind": kind, "images": seen, "seconds": seconds, "images_per_s": seen / seconds,
+            "peak_gpu": gpu_peak}
+
+
+def agreement(root: Path, device: str, batch: int) -> dict:
+    """How far the GPU-decoded views of the first training batch are from the CPU-decoded ones, in uint8
+    levels (the same draws: only the decoder and the resize kernels differ)."""
+    import torch
+
+    first = {}
+    for batch_decode in (False, True):
+        splits = _streamed_splits(root, 0, device, batch_decode)
+        first[batch_decode] = next(iter(splits.batches("train", batch, generator=torch.Generator().manual_seed(0),
+                                                       augment=True, shuffle=True)))
+    std = torch.tensor(splits.std, device=device).view(1, -1, 1, 1)
+    levels = ((first[False][0] - first[True][0]).abs() * std * 255).flatten()
+    return {"images": batch, "labels_equal": bool(torch.equal(first[False][1], first[True][1])),
+            "mean_levels": levels.mean().item(), "p99_levels": levels.float().quantile(0.99).item(),
+            "max_levels": levels.max().item()}
 
 
 def _tree_memory(pid: int) -> tuple[int, int]:
@@ -102,10 +145,10 @@ def _tree_memory(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def measure(kind: str, root: Path, images: int, batch: int, workers: int) -> dict:
+def measure(kind: str, root: Path, images: int, batch: int, workers: int, device: str) -> dict:
     """Run one loader in a child process and watch its process tree's memory."""
     cmd = [sys.executable, "-m", "bench.stream_benchmark", str(root), "--one", kind, "--images", str(images),
-           "--batch", str(batch), "--workers", str(workers)]
+           "--batch", str(batch), "--workers", str(workers), "--device", device]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = [0, 0]
 
@@ -122,19 +165,20 @@ def measure(kind: str, root: Path, images: int, batch: int, workers: int) -> dic
     if child.returncode != 0:
         raise BenchError(f"the {kind} loader failed (exit {child.returncode}); run {' '.join(cmd)} to see why")
     result = json.loads(out.strip().splitlines()[-1])
-    result.update(peak_rss=peak[0], peak_pss=peak[1])
+    result.update(peak_rss=peak[0], peak_pss=peak[1], workers=workers)
     return result
 
 
-def end_to_end(root: Path, subset: int) -> list[dict]:
-    """One epoch of a narrow VGG-A through bench.train on `subset` images: streamed, held, in memory."""
+def end_to_end(root: Path, subset: int, device: str, width: float, epochs: int, workers: int) -> list[dict]:
+    """`epochs` epochs of VGG-A through bench.train on `subset` images: streamed, held, in memory."""
     from bench.config import RunConfig
     from bench.train import fit
 
-    base = dict(dataset=f"imagefolder:{root}", image_size=224, model="vgg-a", width=0.0625, head="small",
-                epochs=1, batch_size=BATCH, subset=subset, loader_workers=WORKERS, lr=0.01)
+    base = dict(dataset=f"imagefolder:{root}", image_size=224, model="vgg-a", width=width, head="small",
+                epochs=epochs, batch_size=BATCH, subset=subset, loader_workers=workers, lr=0.01, device=device)
+    streamed = "streamed (decoded on the GPU)" if device != "cpu" else "streamed"
     rows = []
-    for label, extra in (("streamed, S in [256, 512]", dict(train_scale="256,512", data_holder="stream")),
+    for label, extra in ((f"{streamed}, S in [256, 512]", dict(train_scale="256,512", data_holder="stream")),
                          ("held in memory, S in [256, 512]", dict(train_scale="256,512", data_holder="memory")),
                          ("in-memory path (224 px once, pad-4 crops)", dict(data_holder="memory"))):
         began = time.perf_counter()
@@ -144,34 +188,65 @@ def end_to_end(root: Path, subset: int) -> list[dict]:
     return rows
 
 
-def report(root: Path, loaders: list[dict], e2e: list[dict], args, load_before: str, load_after: str) -> str:
+def report(root: Path, loaders: list[dict], checked: dict | None, e2e: list[dict], args, load_before: str,
+           load_after: str) -> str:
     from statistics import median
 
     from bench import provenance
 
     def mib(b):
-        return f"{b / 2**20:,.0f}"
+        return "" if b is None else f"{b / 2**20:,.0f}"
 
-    stamp = provenance.stamp("cpu")
-    lines = ["# Streamed image folders on this CPU", "",
+    gpu = args.device != "cpu"
+    stamp = provenance.stamp(args.device)
+    kinds = _kinds(args.device)
+    lines = [f"# Streamed image folders on {'a GPU' if gpu else 'this CPU'}", "",
              f"- machine: {stamp['host']}, {os.cpu_count()} CPUs, {stamp['device']}; torch {stamp['torch']}",
              f"- commit: {stamp['commit']}",
              f"- command: `python -m bench.stream_benchmark {' '.join(sys.argv[1:])}`",
              f"- tree: {root} ({sum(1 for _ in (root / 'train').rglob('*.jpg'))} training JPEGs)",
              f"- load (uptime) before: {load_before}; after: {load_after}", "",
-             f"## Loaders: batch {args.batch}, {args.workers} workers, {args.images} images a measurement", "",
-             "| loader | round | images/s | peak RSS sum (MiB) | peak PSS sum (MiB) |", "|---|---|---|---|---|"]
-    for i, r in enumerate(loaders):
-        lines.append(f"| {r['kind']} | {i // 2 + 1} | {r['images_per_s']:.1f} | {mib(r['peak_rss'])} | {mib(r['peak_pss'])} |")
-    speed = {k: median(r["images_per_s"] for r in loaders if r["kind"] == k) for k in ("tutorials", "streamed")}
-    pss = {k: max(r["peak_pss"] for r in loaders if r["kind"] == k) for k in ("tutorials", "streamed")}
-    lines += ["", f"Median streamed / tutorials: **{speed['streamed'] / speed['tutorials']:.2f}x** images/s; "
-              f"peak PSS {mib(pss['streamed'])} vs {mib(pss['tutorials'])} MiB.", ""]
+             f"## Loaders: batch {args.batch}, {args.images} images a measurement, batches on {args.device}", "",
+             "| loader | workers | round | images/s | peak RSS sum (MiB) | peak PSS sum (MiB) |"
+             + (" peak GPU (MiB) |" if gpu else ""), "|---|---|---|---|---|---|" + ("---|" if gpu else "")]
+    rounds: dict = {}
+    for r in loaders:
+        n = rounds[(r["kind"], r["workers"])] = rounds.get((r["kind"], r["workers"]), 0) + 1
+        lines.append(f"| {r['kind']} | {r['workers']} | {n} | {r['images_per_s']:.1f} | {mib(r['peak_rss'])} | "
+                     f"{mib(r['peak_pss'])} |" + (f" {mib(r['peak_gpu'])} |" if gpu else ""))
+    lines.append("")
+    for workers in _counts(args.workers):
+        mine = [r for r in loaders if r["workers"] == workers]
+        speed = {k: median(r["images_per_s"] for r in mine if r["kind"] == k) for k in kinds}
+        pss = {k: max(r["peak_pss"] for r in mine if r["kind"] == k) for k in kinds}
+        lines.append(f"- {workers} workers: " + "; ".join(
+            f"{k} **{speed[k] / speed['tutorials']:.2f}x** the tutorials' images/s at peak PSS {mib(pss[k])} vs "
+            f"{mib(pss['tutorials'])} MiB" for k in kinds if k != "tutorials"))
+    if checked:
+        lines += ["", f"## GPU decoding against CPU decoding: the first training batch ({checked['images']} images)", "",
+                  f"Same draws (order, S, crop, flip); labels equal: {checked['labels_equal']}. Absolute difference "
+                  f"per value in uint8 levels: mean {checked['mean_levels']:.2f}, 99th percentile "
+                  f"{checked['p99_levels']:.1f}, max {checked['max_levels']:.0f}."]
     if e2e:
-        lines += [f"## End to end: one epoch of VGG-A width 1/16 at 224 px, {args.train_subset} images", "",
+        lines += ["", f"## End to end: {args.train_epochs} epoch(s) of VGG-A width {args.width:g} at 224 px, "
+                  f"{args.train_subset} images (the last epoch's images/s)", "",
                   "| data path | train images/s | wall s (incl. loading) |", "|---|---|---|"]
         lines += [f"| {r['path']} | {r['train_images_per_s']:.1f} | {r['wall_s']:.1f} |" for r in e2e]
     return "\n".join(lines) + "\n"
+
+
+def _kinds(device: str) -> tuple[str, ...]:
+    return ("tutorials", "streamed") + (("streamed-gpu",) if device != "cpu" else ())
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 0:
+        raise BenchError(f"--workers takes worker counts >= 0 separated by commas (e.g. 2 or 4,12), got {text!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,14 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=BATCH)
-    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--workers", default=str(WORKERS), help="worker counts to measure, e.g. 4,12 (default 2)")
+    parser.add_argument("--device", default="cpu", help="where the batches go: cpu (default) or cuda")
     parser.add_argument("--train-subset", type=int, default=0, help="also train end to end on this many images")
-    parser.add_argument("--one", choices=("tutorials", "streamed"), help=argparse.SUPPRESS)
+    parser.add_argument("--train-epochs", type=int, default=1, help="end to end: epochs (the last one is timed)")
+    parser.add_argument("--width", type=float, default=0.0625, help="end to end: VGG-A's width (default 1/16)")
+    parser.add_argument("--one", choices=("tutorials", "streamed", "streamed-gpu"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.root)
     if args.one:
-        print(json.dumps(measure_one(args.one, root, args.images, args.batch, args.workers)))
+        print(json.dumps(measure_one(args.one, root, args.images, args.batch, int(args.workers), args.device)))
         return 0
+    from bench.device import resolve_device
+
+    args.device = str(resolve_device(args.device))
+    counts = _counts(args.workers)
     if args.generate:
         from bench.data.generate import make_tree
         make_tree(root, images=args.generate, classes=100, size=(400, 350), quality=90)
@@ -196,13 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"{root} has no train/ folder: generate one with --generate 20000")
     load_before = os.getloadavg()
     loaders = []
-    for _ in range(args.rounds):
-        for kind in ("tutorials", "streamed"):
-            loaders.append(measure(kind, root, args.images, args.batch, args.workers))
-            print(f"{kind}: {loaders[-1]['images_per_s']:.1f} images/s", file=sys.stderr)
-    e2e = end_to_end(root, args.train_subset) if args.train_subset else []
+    for workers in counts:
+        for _ in range(args.rounds):
+            for kind in _kinds(args.device):
+                loaders.append(measure(kind, root, args.images, args.batch, workers, args.device))
+                print(f"{kind}, {workers} workers: {loaders[-1]['images_per_s']:.1f} images/s", file=sys.stderr)
+    checked = agreement(root, args.device, min(args.batch, 64)) if args.device != "cpu" else None
+    e2e = end_to_end(root, args.train_subset, args.device, args.width, args.train_epochs, max(counts)) if args.train_subset else []
     fmt = lambda la: ", ".join(f"{v:.2f}" for v in la)  # noqa: E731
-    print(report(root, loaders, e2e, args, fmt(load_before), fmt(os.getloadavg())), end="")
+    print(report(root, loaders, checked, e2e, args, fmt(load_before), fmt(os.getloadavg())), end="")
     return 0
 
 

@@ -39,6 +39,10 @@ def test_same_config_same_batches_held_or_streamed_any_workers_and_resumed(tree)
     assert len(a) == len(held.parts["train"].files) // 8
     for (xa, ya), (xb, yb) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # Decoded a batch at a time (as on a GPU, where the decode is nvjpeg's): the same views.
+    batch_decoded = data.open_run(config(tree, data_holder="stream"))
+    batch_decoded.batch_decode = True
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, one_pass(batch_decoded)))
     resumed = one_pass(streamed, start_batch=3)
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a[3:], resumed)) and len(resumed) == len(a) - 3
     other = one_pass(held, seed=6)
@@ -112,10 +116,12 @@ def test_bad_files_stop_with_one_line_naming_them(tree, tmp_path):
         data.open_run(config(bad, data_holder="memory"))  # held: found while decoding, before training
     assert "\n" not in str(excinfo.value)
     splits = data.open_run(config(bad, data_holder="stream"))  # streamed: found when its batch is read
-    with pytest.raises(BenchError, match="cannot decode image .*class002/000001.jpg") as excinfo:
-        for _ in splits.batches("val", 8):
-            pass
-    assert "\n" not in str(excinfo.value)
+    for batch_decode in (False, True):  # one bad file in a batch decoded at once is named too
+        splits.batch_decode = batch_decode
+        with pytest.raises(BenchError, match="cannot decode image .*class002/000001.jpg") as excinfo:
+            for _ in splits.batches("val", 8):
+                pass
+        assert "\n" not in str(excinfo.value)
     (bad / "train" / "class000").rename(bad / "train" / ".hidden")
     (bad / "train" / "class003").mkdir()
     with pytest.raises(BenchError, match="class003 has no images"):

@@ -8,7 +8,7 @@ proportion to the run's crop, so a 32 px CPU run with S = [256, 512] draws S fro
 
 Two holders, one pipeline. `stream`: the files are read and decoded in DataLoader worker processes
 (torchvision.io), or read there and decoded in batches on the GPU (`decode_jpeg(..., device='cuda')`)
-when the data's device is CUDA; host memory holds only the file list and the batches in flight
+when the data's device is CUDA (`batch_decode` forces either way); host memory holds only the file list and the batches in flight
 (workers x prefetch), whatever the dataset's size. `memory`: every image is decoded once, at its own
 size, and held in host memory; the workers crop from it. Both draw every random number of a pass (order,
 S, crop position, flip) from the caller's generator before the first batch, in the main process, so the
@@ -124,6 +124,7 @@ class StreamSplits:
     info: dict
     device: torch.device
     workers: int = 2
+    batch_decode: bool | None = None  # JPEGs decoded a batch at a time on the data's device; None: on CUDA
     train_index: torch.Tensor | None = field(default=None)
     val_index: torch.Tensor | None = field(default=None)
 
@@ -202,14 +203,15 @@ class StreamSplits:
         plan = [rows for rows in plan if rows]  # a last batch with fewer rows than ranks leaves some none
         if not plan:
             return
-        gpu_decode = self.device.type == "cuda" and data.held is None
-        loader = self._loader(part, _Views(data, self.mode, self.scales.crop, raw=gpu_decode), plan)
+        on_device = self._decodes_on_device(data)
+        loader = self._loader(f"{part}/{'raw' if on_device else 'views'}",
+                              _Views(data, self.mode, self.scales.crop, raw=on_device), plan)
         normalise = Normaliser(self.mean, self.std, self.device, channels_last)
         for batch, got in zip(plan, loader):
             if isinstance(got, _Failure):
                 raise BenchError(got.message)
-            if gpu_decode:
-                got = self._views_on_gpu(got, batch, data)
+            if on_device:
+                got = self._views_on_device(got, batch, data)
             yield normalise(got), data.labels[[b[0] for b in batch]].to(self.device, non_blocking=True)
 
     def _loader(self, key: str, dataset: Dataset, plan: list) -> DataLoader:
@@ -223,7 +225,11 @@ class StreamSplits:
         loaders[key].batch_sampler.batches = plan
         return loaders[key]
 
-    def _views_on_gpu(self, raws: list[torch.Tensor], batch, data: Part) -> torch.Tensor:
+    def _decodes_on_device(self, data: Part) -> bool:
+        wanted = self.device.type == "cuda" if self.batch_decode is None else self.batch_decode
+        return wanted and data.held is None
+
+    def _views_on_device(self, raws: list[torch.Tensor], batch, data: Part) -> torch.Tensor:
         decoded = views.decode_on(self.device, raws, [data.files[b[0]] for b in batch], self.mode)
         return torch.stack([views.train_view(img, s, uy, ux, f, self.scales.crop)
                             for img, (_, s, uy, ux, f) in zip(decoded, batch)])

@@ -40,7 +40,7 @@ def train_view(image: torch.Tensor, s: int, uy: float, ux: float, flip: bool, cr
 
 
 def decode_on(device: torch.device, raws: list[torch.Tensor], paths: list[str], mode: str) -> list[torch.Tensor]:
-    """Decode a batch of file bytes on the GPU (JPEGs in one nvjpeg call); other formats on the CPU."""
+    """Decode a batch of file bytes on `device` (JPEGs in one call: nvjpeg on a GPU); other formats on the CPU."""
     read_mode = ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB
     jpeg = [i for i, r in enumerate(raws) if bytes(r[:2].tolist()) == JPEG_MAGIC]
     out: list[torch.Tensor | None] = [None] * len(raws)
