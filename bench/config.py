@@ -21,7 +21,7 @@ SCHEDULES = ("constant", "cosine", "step", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPUTES = ("epochs", "flops")
 EVAL_MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
-DATA_HOLDERS = ("auto", "memory", "stream")
+DATA_HOLDERS = ("auto", "memory", "stream", "stream-gpu")
 IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
@@ -80,7 +80,9 @@ class RunConfig:
     # heads) into convolutions, and the baselines, which end in global average pooling and a linear layer,
     # are already dense (bench.models.dense), so there is no model whose head cannot go dense to refuse.
     eval_modes: str = "centre"
-    data_holder: str = "auto"  # image folders: memory (decoded once), stream (decoded per batch), auto: by size
+    # image folders: memory (decoded once), stream (decoded per batch in the workers), stream-gpu (the workers
+    # read file bytes, JPEGs are decoded a batch at a time on the GPU), auto: memory or stream by size
+    data_holder: str = "auto"
     loader_workers: int = 2  # worker processes decoding an image folder's batches
     # --- optimisation ---
     seed: int = 0  # weights, batch order, augmentation, dropout

@@ -55,15 +55,13 @@ def _tutorial_batches(root: Path, batch: int, workers: int, pin: bool = False):
     yield from loader
 
 
-def _streamed_splits(root: Path, workers: int, device: str, batch_decode: bool):
+def _streamed_splits(root: Path, workers: int, device: str, holder: str):
     from bench import data
     from bench.config import RunConfig
 
-    config = RunConfig(dataset=f"imagefolder:{root}", image_size=224, train_scale="256,512", data_holder="stream",
-                       loader_workers=workers)
-    splits = data.open_run(config, device=device)
-    splits.batch_decode = batch_decode  # in the workers, or a batch at a time on the device
-    return splits
+    config = RunConfig(dataset=f"imagefolder:{root}", image_size=224, train_scale="256,512", data_holder=holder,
+                       loader_workers=workers, device=device)
+    return data.open_run(config, device=device)
 
 
 def _loader(kind: str, root: Path, batch: int, workers: int, device: str):
@@ -71,7 +69,7 @@ def _loader(kind: str, root: Path, batch: int, workers: int, device: str):
 
     if kind == "tutorials":
         return _tutorial_batches(root, batch, workers, pin=device != "cpu")
-    splits = _streamed_splits(root, workers, device, batch_decode=kind == "streamed-gpu")
+    splits = _streamed_splits(root, workers, device, "stream-gpu" if kind == "streamed-gpu" else "stream")
     return splits.batches("train", batch, generator=torch.Generator().manual_seed(0), augment=True, shuffle=True)
 
 
@@ -106,13 +104,13 @@ def agreement(root: Path, device: str, batch: int) -> dict:
     import torch
 
     first = {}
-    for batch_decode in (False, True):
-        splits = _streamed_splits(root, 0, device, batch_decode)
-        first[batch_decode] = next(iter(splits.batches("train", batch, generator=torch.Generator().manual_seed(0),
+    for holder in ("stream", "stream-gpu"):
+        splits = _streamed_splits(root, 0, device, holder)
+        first[holder] = next(iter(splits.batches("train", batch, generator=torch.Generator().manual_seed(0),
                                                        augment=True, shuffle=True)))
     std = torch.tensor(splits.std, device=device).view(1, -1, 1, 1)
-    levels = ((first[False][0] - first[True][0]).abs() * std * 255).flatten()
-    return {"images": batch, "labels_equal": bool(torch.equal(first[False][1], first[True][1])),
+    levels = ((first["stream"][0] - first["stream-gpu"][0]).abs() * std * 255).flatten()
+    return {"images": batch, "labels_equal": bool(torch.equal(first["stream"][1], first["stream-gpu"][1])),
             "mean_levels": levels.mean().item(), "p99_levels": levels.float().quantile(0.99).item(),
             "max_levels": levels.max().item()}
 
@@ -176,9 +174,12 @@ def end_to_end(root: Path, subset: int, device: str, width: float, epochs: int, 
 
     base = dict(dataset=f"imagefolder:{root}", image_size=224, model="vgg-a", width=width, head="small",
                 epochs=epochs, batch_size=BATCH, subset=subset, loader_workers=workers, lr=0.01, device=device)
-    streamed = "streamed (decoded on the GPU)" if device != "cpu" else "streamed"
+    paths = [("streamed, S in [256, 512]", dict(train_scale="256,512", data_holder="stream"))]
+    if device != "cpu":
+        paths.append(("streamed, decoded on the GPU, S in [256, 512]", dict(train_scale="256,512",
+                                                                          data_holder="stream-gpu")))
     rows = []
-    for label, extra in ((f"{streamed}, S in [256, 512]", dict(train_scale="256,512", data_holder="stream")),
+    for label, extra in (*paths,
                          ("held in memory, S in [256, 512]", dict(train_scale="256,512", data_holder="memory")),
                          ("in-memory path (224 px once, pad-4 crops)", dict(data_holder="memory"))):
         began = time.perf_counter()

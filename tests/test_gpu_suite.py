@@ -198,3 +198,20 @@ def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
     results["steps"][0]["mfu_datasheet_bf16"] = 0.41
     results["race"]["loops"][0]["seconds_to_target"] = 59.0
     assert [t["met"] for t in gpu_report.targets(results)] == [True, False, True]
+
+
+@needs_fashion
+def test_every_full_budget_is_estimated_equal_compute_included():
+    from bench import studies
+    from bench.benchmark import budgets
+
+    names = studies.names()
+    configs = budgets.full_budget_configs(names, str(FASHION_DIR))  # an equal-compute study counts FLOPs here
+    assert any("depth-equal-flops" in entry["studies"] for entry in configs.values())
+    same_speed = {"images": 1000, "first_epoch_s": 2.0, "steady_images_per_s": 1000.0, "val_s": 0.1, "val_images": 100}
+    rows = {r["study"]: r for r in budgets.estimates(names, dict.fromkeys(configs, same_speed), str(FASHION_DIR))}
+    assert set(rows) == {n for n in names if "full" in studies.load(n).budgets}
+    known = {n: r for n, r in rows.items() if r.get("dataset") in budgets.TRAIN_IMAGES}
+    assert {"depth", "depth-equal-flops", "bn", "lr-wd"} <= set(known) and all(r["hours"] > 0 for r in known.values())
+    # At equal compute the deeper nets train fewer epochs than A's, so the study is shorter than depth's.
+    assert rows["depth-equal-flops"]["hours"] < rows["depth"]["hours"]

@@ -149,6 +149,13 @@ def test_bad_scale_setting_on_the_command_line_is_exit_2(tree, tmp_path):
     assert not (tmp_path / "ck").exists()
 
 
+def test_gpu_decoding_without_cuda_is_one_line_before_training(tree, tmp_path):
+    message = command_error("bench.train", "--dataset", f"imagefolder:{tree}", "--train-scale", "256",
+                            "--data-holder", "stream-gpu", "--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck"))
+    assert "decodes JPEGs on a CUDA device" in message and "--data-holder stream" in message
+    assert not (tmp_path / "ck").exists()
+
+
 def test_empty_folder_is_one_line(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(BenchError, match="no class folders"):

@@ -19,14 +19,15 @@ import torch
 from bench import studies
 from bench.benchmark.measure import synchronize
 from bench.config import RunConfig
-from bench.train import Engine, fit
+from bench.train import Engine, fit, flops_per_image
 
+CARRIED = "fashion-mnist"  # the data the GPU machines get: first epochs are measured on it
 # Official training-set sizes: the estimate scales the measured epoch to the study's dataset.
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "fashion-mnist": 60_000, "mnist": 60_000}
 # Settings that change neither the work of a step nor its speed, so configs differing only in them share a measurement.
 NOT_SPEED = ("dataset", "seed", "init", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
              "step_epochs", "patience", "label_smoothing", "epochs", "subset", "val_fraction", "split_seed",
-             "budget", "dropout", "optimizer", "backbone_lr_scale", "pretrained")
+             "budget", "dropout", "optimizer", "backbone_lr_scale", "pretrained", "compute", "compute_scale")
 
 
 # --- a smoke study shared by worker processes --------------------------------------------------------
@@ -68,7 +69,7 @@ def speed_key(config: RunConfig) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(config.to_dict().items()) if k not in NOT_SPEED)
 
 
-def full_budget_configs(names: list[str]) -> dict[str, dict]:
+def full_budget_configs(names: list[str], data_dir: str | None) -> dict[str, dict]:
     """Each distinct speed config of the studies' full budgets: a representative config and who uses it.
 
     Only configs on a dataset of known size: an image folder's epoch cannot be scaled from Fashion-MNIST's.
@@ -78,7 +79,7 @@ def full_budget_configs(names: list[str]) -> dict[str, dict]:
         study = studies.load(name)
         if "full" not in study.budgets:
             continue
-        for config in _configs(study):
+        for config in _configs(study, data_dir):
             if _train_images(config) is None:
                 continue
             entry = found.setdefault(speed_key(config), {"config": config, "studies": []})
@@ -87,9 +88,13 @@ def full_budget_configs(names: list[str]) -> dict[str, dict]:
     return found
 
 
-def _configs(study: studies.Study) -> list[RunConfig]:
+def _configs(study: studies.Study, data_dir: str | None) -> list[RunConfig]:
     if study.variants:
-        return [p.config for p in study.grid("full")]
+        # An equal-compute study sets each run's steps by its model's FLOPs per image, counted here on
+        # the carried data's shapes (the study's own dataset is not at hand: 1 input channel instead
+        # of CIFAR's 3 changes only the first conv's FLOPs, under 2 % of a VGG's).
+        return [p.config for p in study.grid("full", flops_per_image=lambda config: flops_per_image(
+            config.replace(dataset=CARRIED), data_dir))]
     settings, label = study.settings("full")
     return [RunConfig.from_dict({**settings, "budget": label})]  # a search: its fixed settings
 
@@ -122,10 +127,10 @@ def first_epoch(config: RunConfig, data_dir: str | None, dataset: str, overrides
             "val_s": val_s, "val_images": len(engine.splits.val_y)}
 
 
-def estimates(names: list[str], measured: dict[str, dict]) -> list[dict]:
+def estimates(names: list[str], measured: dict[str, dict], data_dir: str | None) -> list[dict]:
     """Each study's full budget in hours: every run's epochs at the measured speed of its config.
 
-    A run of E epochs costs its first epoch (as measured, scaled to the dataset's size) plus E-1
+    A run of E epochs (E scaled under equal compute) costs its first epoch (as measured, scaled to the dataset's size) plus E-1
     epochs at the steady rate, plus a validation pass per epoch. A search counts every trial to
     the end (pruning only shortens it).
     """
@@ -134,7 +139,7 @@ def estimates(names: list[str], measured: dict[str, dict]) -> list[dict]:
         study = studies.load(name)
         if "full" not in study.budgets:
             continue
-        configs = _configs(study)
+        configs = _configs(study, data_dir)
         runs = len(configs)
         note = ""
         if not study.variants:
@@ -153,8 +158,9 @@ def estimates(names: list[str], measured: dict[str, dict]) -> list[dict]:
                 continue
             scale = train_images / epoch["images"]
             val_scale = train_images * config.val_fraction / (1 - config.val_fraction) / max(1, epoch["val_images"])
-            seconds += (epoch["first_epoch_s"] * scale + (config.epochs - 1) * train_images / epoch["steady_images_per_s"]
-                        + config.epochs * epoch["val_s"] * val_scale)
+            epochs = config.train_epochs  # fewer (or more) under equal compute
+            seconds += (epoch["first_epoch_s"] * scale + max(0.0, epochs - 1) * train_images / epoch["steady_images_per_s"]
+                        + math.ceil(epochs) * epoch["val_s"] * val_scale)
         if missing:
             what = "; ".join(sorted(missing))
             rows.append({"study": name, "runs": runs, "hours": None,

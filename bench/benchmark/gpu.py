@@ -264,7 +264,7 @@ class Suite:
         tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
                   if not r.compile and r.group != "fp32 NCHW (the tutorials' default)"]
         tasks.append((f"{self.plan.study} smoke study with {self.plan.study_workers} workers", 40.0, self.workers))
-        configs = budgets.full_budget_configs(self.estimate_names)
+        configs = budgets.full_budget_configs(self.estimate_names, self.args.data_dir)
         ordered = sorted(configs.items(), key=lambda item: self.plan.study not in item[1]["studies"])
         for key, entry in ordered:
             label = f"first epoch of {entry['config'].model} ({', '.join(entry['studies'])})"
@@ -309,10 +309,11 @@ class Suite:
                                                         self.args.data_dir)
 
     def first_epoch(self, key: str, entry: dict) -> None:
-        measured = budgets.first_epoch(entry["config"], self.args.data_dir, "fashion-mnist",
+        measured = budgets.first_epoch(entry["config"], self.args.data_dir, budgets.CARRIED,
                                        {"device": str(self.device), **self.plan.estimate_overrides})
         self.results["first_epochs"][key] = {**measured, "studies": entry["studies"]}
-        self.results["estimates"] = budgets.estimates(self.estimate_names, self.results["first_epochs"])
+        self.results["estimates"] = budgets.estimates(self.estimate_names, self.results["first_epochs"],
+                                                      self.args.data_dir)
 
     # --- output
 

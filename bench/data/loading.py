@@ -158,6 +158,9 @@ def open_run(config, *, data_dir=None, device: str | torch.device = "cpu"):
     from bench.data import stream, tree, views
 
     dev = resolve_device(device)
+    if config.data_holder == "stream-gpu" and resolve_device(config.device).type != "cuda":
+        raise BenchError(f"data_holder 'stream-gpu' decodes JPEGs on a CUDA device, and this run's device is "
+                         f"{resolve_device(config.device)}: use --data-holder stream (decoded in the workers)")
     kind, _, path = config.dataset.partition(":")
     if kind == "synthetic-images":
         from bench.data import generate
@@ -167,7 +170,7 @@ def open_run(config, *, data_dir=None, device: str | torch.device = "cpu"):
     if kind != "imagefolder":
         return load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
                     val_fraction=config.val_fraction, split_seed=config.split_seed, device=dev)
-    if config.train_scale is None and config.data_holder != "stream":
+    if config.train_scale is None and not config.data_holder.startswith("stream"):
         # Today's path (decoded once at the crop size, pad-4 crops) unless it would not fit.
         fits = len(tree.scan(path).all_files()) * 3 * crop * crop <= stream.MEMORY_FRACTION * stream.physical_memory()
         if config.data_holder == "memory" or fits:

@@ -7,9 +7,13 @@ a test scale Q (see bench.data.views). Scales are given at the paper's size (cro
 proportion to the run's crop, so a 32 px CPU run with S = [256, 512] draws S from [37, 73].
 
 Two holders, one pipeline. `stream`: the files are read and decoded in DataLoader worker processes
-(torchvision.io), or read there and decoded in batches on the GPU (`decode_jpeg(..., device='cuda')`)
-when the data's device is CUDA (`batch_decode` forces either way); host memory holds only the file list and the batches in flight
-(workers x prefetch), whatever the dataset's size. `memory`: every image is decoded once, at its own
+(torchvision.io); `stream-gpu`: the workers only read the file bytes and JPEGs are decoded a batch at
+a time on the GPU (`decode_jpeg(..., device='cuda')`), the crops cut there. Either way host memory
+holds only the file list and the batches in flight (workers x prefetch), whatever the dataset's size.
+`auto` never picks `stream-gpu`: on an H200 with 16 host cores (results/data-stream-gpu.md) it gave
+2,300-2,700 images/s however many workers, against 3,100 for 4 workers decoding and 11,000 for 12
+(the batched decode is fed from the main process; where its time goes was not profiled). It is worth
+asking for only when host cores are few. `memory`: every image is decoded once, at its own
 size, and held in host memory; the workers crop from it. Both draw every random number of a pass (order,
 S, crop position, flip) from the caller's generator before the first batch, in the main process, so the
 same config gives the same batches on either holder, with any number of workers, and a pass resumes at
@@ -36,7 +40,7 @@ from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, 
                                stats_of_histogram)
 from bench.errors import BenchError, choices
 
-HOLDERS = ("auto", "memory", "stream")
+HOLDERS = ("auto", "memory", "stream", "stream-gpu")
 MEMORY_FRACTION = 0.25  # of physical RAM: the most `auto` holds decoded in memory
 STATS_SAMPLE = 1000  # training images whose centre views give the normalisation mean and std
 PREFETCH = 2  # batches each worker prepares ahead: bounds host memory
@@ -124,7 +128,7 @@ class StreamSplits:
     info: dict
     device: torch.device
     workers: int = 2
-    batch_decode: bool | None = None  # JPEGs decoded a batch at a time on the data's device; None: on CUDA
+    batch_decode: bool = False  # streamed JPEGs decoded a batch at a time on the data's device, not in the workers
     train_index: torch.Tensor | None = field(default=None)
     val_index: torch.Tensor | None = field(default=None)
 
@@ -226,8 +230,7 @@ class StreamSplits:
         return loaders[key]
 
     def _decodes_on_device(self, data: Part) -> bool:
-        wanted = self.device.type == "cuda" if self.batch_decode is None else self.batch_decode
-        return wanted and data.held is None
+        return self.batch_decode and data.held is None
 
     def _views_on_device(self, raws: list[torch.Tensor], batch, data: Part) -> torch.Tensor:
         decoded = views.decode_on(self.device, raws, [data.files[b[0]] for b in batch], self.mode)
@@ -312,7 +315,8 @@ def open_folder(path: str, *, crop: int, scales: Scales, holder: str = "auto", w
         _hold(parts, mode)
 
     splits = StreamSplits(parts, list(found.classes), mode, scales, (0.0,) * channels, (1.0,) * channels,
-                          info, device, workers, train_index=train_idx, val_index=None if has_val else val_idx)
+                          info, device, workers, batch_decode=chosen == "stream-gpu" and device.type == "cuda",
+                          train_index=train_idx, val_index=None if has_val else val_idx)
     splits.mean, splits.std = _stats(splits)
     info.update({"split_seed": split_seed, "subset": subset, "val_fraction": None if has_val else vf_used,
                  "test_fraction": test_fraction or None, "pool_size": len(pool_files),
