@@ -50,15 +50,19 @@ def parse_metric(name: str) -> tuple[int, str, int | None] | None:
     return int(k), mode.replace("_and_", "+"), None if q == "multiscale" else int(q[1:])
 
 
-def topk_correct(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+def topk_correct(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """How many rows have their label among their k most probable classes (a 0-d tensor)."""
     k = min(k, probs.shape[1])
-    return (probs.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+    return (probs.topk(k, dim=1).indices == labels[:, None]).any(1).sum()
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scales: tuple[int, ...],
-             autocast, channels_last: bool = False, on_image=None) -> dict[str, float]:
-    """Top-1 and top-5 accuracy on the test part for each mode asked, at each test scale and over all."""
+             autocast, channels_last: bool = False, on_image=None, group=None) -> dict[str, float]:
+    """Top-1 and top-5 accuracy on the test part for each mode asked, at each test scale and over all.
+
+    In a process group (bench.distributed.Group) each rank decodes and scores its own share of the
+    test images and the ranks add up their counts, so every rank returns the same, exact figures."""
     model.eval()
     crop = splits.image_size
     scales = [views.proportional(q, crop) for q in paper_scales]
@@ -75,7 +79,7 @@ def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scale
             out = out.float().mean(dim=(2, 3))
         return F.softmax(out.float(), dim=1).mean(0)
 
-    for image, label in splits.images("test"):
+    for image, label in splits.images("test", shard=group.shard if group is not None else (0, 1)):
         labels.append(label)
         for q, q_px in zip(paper_scales, scales):
             rescaled = images.shorter_side_to(image, q_px)
@@ -87,17 +91,20 @@ def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scale
                 probs["dense", q].append(posterior(dense, torch.stack([rescaled, rescaled.flip(-1)])))
         if on_image is not None:
             on_image()
-    y = torch.tensor(labels, device=splits.device)
-    stacked = {key: torch.stack(v) for key, v in probs.items()}
-    results = {}
+    y = torch.tensor(labels, dtype=torch.long, device=splits.device)
+    none = torch.zeros(0, splits.num_classes, device=splits.device)  # a rank whose share is empty
+    stacked = {key: torch.stack(v) if v else none for key, v in probs.items()}
+    correct = {}
     for mode in modes:
         parts = mode.split("+")
         per_q = {q: sum(stacked[p, q] for p in parts) / len(parts) for q in paper_scales}
         for q, p in per_q.items():
             for k in (1, 5):
-                results[metric_name(k, mode, q)] = topk_correct(p, y, k)
+                correct[metric_name(k, mode, q)] = topk_correct(p, y, k)
         if len(paper_scales) > 1:
             p = sum(per_q.values()) / len(per_q)
             for k in (1, 5):
-                results[metric_name(k, mode, None)] = topk_correct(p, y, k)
-    return results
+                correct[metric_name(k, mode, None)] = topk_correct(p, y, k)
+    counts = torch.tensor(len(labels), device=splits.device), *correct.values()
+    total, *summed = group.sum(*counts) if group is not None else counts
+    return {name: int(c) / int(total) for name, c in zip(correct, summed)}

@@ -3,8 +3,8 @@
 Transcribed from the paper (arXiv:1409.1556) and the peers' READMEs (see the project's
 reference notes). Every figure carries what it was measured on, so a report can say plainly
 that it is other data or another recipe, never a like-for-like number. The paper's Table 3 is in
-the reference notes; Tables 4 and 5 are not, and were transcribed from the paper itself for this
-module: check them against it before quoting them.
+the reference notes; Tables 4 and 5 are not: they were transcribed from the paper itself and
+checked row by row against the text of arXiv:1409.1556v6 (10 Apr 2015), Tables 4 and 5.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ _T4 = {("B", "256"): (28.2, 9.6),
        ("C", "256"): (27.7, 9.2), ("C", "384"): (27.8, 9.2), ("C", "256,512"): (26.3, 8.2),
        ("D", "256"): (26.6, 8.6), ("D", "384"): (26.5, 8.6), ("D", "256,512"): (24.8, 7.5),
        ("E", "256"): (26.9, 8.7), ("E", "384"): (26.7, 8.6), ("E", "256,512"): (24.8, 7.5)}
-_T4_Q = {"256": "224,256,288", "384": "352,384,416", "256,512": "256,384,512"}  # {S-32, S, S+32}
+# Section 4.2: Q = {S-32, S, S+32} for fixed S; {Smin, (Smin+Smax)/2, Smax} for jittered S in [Smin; Smax].
+_T4_Q = {"256": "224,256,288", "384": "352,384,416", "256,512": "256,384,512"}
 _T5 = {("D", "multi-crop"): (24.6, 7.5), ("D", "dense+multi-crop"): (24.4, 7.2),
        ("E", "multi-crop"): (24.6, 7.4), ("E", "dense+multi-crop"): (24.4, 7.1)}  # S = [256; 512]
 

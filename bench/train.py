@@ -438,7 +438,8 @@ def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], bes
     evaluations = {}
     if config.train_scale is not None:
         evaluations = evaluation.evaluate(engine.model, engine.splits, config.eval_mode_list,
-                                          config.test_scale_list, engine.autocast, config.channels_last)
+                                          config.test_scale_list, engine.autocast, config.channels_last,
+                                          group=engine.group)
     return Result(
         config_hash=config.hash,
         history=history,

@@ -53,7 +53,11 @@ def rank_pass(rank: int, tree: str, init: str, out: str) -> None:
     # An evaluation pass in batches of 7: the ranks' shares are 3 and 4 rows, and together every row.
     decoded.clear()
     mine["eval_y"] = [y.tolist() for _, y in splits.batches("val", 7, shard=(rank, WORLD))]
-    mine["eval_decoded"] = decoded
+    mine["eval_decoded"] = list(decoded)
+    # Whole images for dense and multi-crop evaluation: each rank its contiguous share of the test part.
+    decoded.clear()
+    mine["whole_y"] = [label for _, label in splits.images("test", shard=(rank, WORLD))]
+    mine["whole_decoded"] = decoded
     everyone = [None] * WORLD
     dist.all_gather_object(everyone, mine)
     if rank == 0:
@@ -81,10 +85,17 @@ def test_each_rank_decodes_only_its_share_and_the_shares_make_the_batch(tree, tm
     evaluated = [r["eval_decoded"] for r in ranks]
     assert len(evaluated[0]) + len(evaluated[1]) == sum(map(len, val))
     assert not set(evaluated[0]) & set(evaluated[1])
+    whole = [label for _, label in data.open_run(streamed(tree)).images("test")]
+    assert ranks[0]["whole_y"] + ranks[1]["whole_y"] == whole and len(ranks[0]["whole_y"]) == len(whole) // 2
+    decoded_whole = [r["whole_decoded"] for r in ranks]
+    assert len(decoded_whole[0]) + len(decoded_whole[1]) == len(whole)
+    assert not set(decoded_whole[0]) & set(decoded_whole[1])
 
 
 def test_two_processes_train_a_streamed_folder_as_one(tree, tmp_path):
-    settings = streamed(tree, epochs=2).to_dict()
+    # With the paper's evaluation modes at two test scales, which the ranks share out image by image.
+    modes = dict(train_scale="256", test_scales="256,384", eval_modes="centre,dense,multi-crop,dense+multi-crop")
+    settings = streamed(tree, epochs=2, **modes).to_dict()
     del settings["world_size"]
     (tmp_path / "config.json").write_text(json.dumps(settings))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
@@ -95,8 +106,11 @@ def test_two_processes_train_a_streamed_folder_as_one(tree, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     epochs = [e["epoch"] for e in events if "epoch" in e]
-    one = fit(streamed(tree, epochs=2), checkpoint_dir=tmp_path / "one")
+    one = fit(streamed(tree, epochs=2, **modes), checkpoint_dir=tmp_path / "one")
     assert len(epochs) == len(one.history) == 2
     for mine, theirs in zip(one.history, epochs):
         assert theirs["train_loss"] == pytest.approx(mine.train_loss, rel=1e-5)
         assert theirs["train_acc"] == mine.train_acc and theirs["val_acc"] == mine.val_acc
+    [result] = [e["result"] for e in events if "result" in e]
+    assert len(one.evaluations) == 4 * 3 * 2  # 4 modes x (2 scales + multi-scale) x top-1/top-5
+    assert result["evaluations"] == pytest.approx(one.evaluations, abs=1e-9)

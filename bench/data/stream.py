@@ -237,11 +237,14 @@ class StreamSplits:
         return torch.stack([views.train_view(img, s, uy, ux, f, self.scales.crop)
                             for img, (_, s, uy, ux, f) in zip(decoded, batch)])
 
-    def images(self, part: str) -> Iterator[tuple[torch.Tensor, int]]:
+    def images(self, part: str, shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, int]]:
         """Each image of a part whole, decoded (uint8 [C, H, W] on the device), with its label: for dense
-        and multi-crop evaluation, which need the whole rescaled image."""
+        and multi-crop evaluation, which need the whole rescaled image. `shard` = (rank, world): only
+        that rank's contiguous share of the part (splits.share), so the ranks read every image once."""
         data = self._part(part)
-        items = [[(i, 0, 0.0, 0.0, False)] for i in range(len(data.files))]
+        items = [[(i, 0, 0.0, 0.0, False)] for i in range(*share(0, len(data.files), shard))]
+        if not items:
+            return
         loader = self._loader(f"{part}/whole", _Whole(data, self.mode), items)
         for (item,), got in zip(items, loader):
             if isinstance(got, _Failure):
