@@ -435,13 +435,10 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
     helpers = []
     # Each worker's index and the count let a worker of torchrun groups pick its own GPUs (bench.launch).
     os.environ.update(BENCH_WORKERS=str(count + 1), BENCH_WORKER_INDEX="0")
-    # Helpers ignore Ctrl-C: each sets SIGINT to ignored between fork and exec (an ignored signal
-    # stays ignored through exec, and Python keeps it so), since one that is still importing would
-    # die of it with a traceback in its log. This process stops them with SIGTERM instead
-    # (stop_helpers), which they handle as an interruption. A Ctrl-C that comes while they are being
-    # started is held until all are (a handle lost mid-start would leave a helper running), then acted on.
-    held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    # Helpers ignore Ctrl-C (the ignored SIGINT is inherited through exec, and Python keeps it so):
+    # one that is still importing would die of it with a traceback in its log. This process
+    # stops them with SIGTERM instead (stop_helpers), which they handle as an interruption.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for i in range(count):
             # The helper writes to its own copy of the file; this process closes its copy at once.
@@ -450,18 +447,10 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
                     [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
-                    preexec_fn=_ignore_ctrl_c,
                 ))
     finally:
         signal.signal(signal.SIGINT, previous)
-    if held:
-        stop_helpers(helpers)
-        raise KeyboardInterrupt
     return helpers
-
-
-def _ignore_ctrl_c() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_helpers(helpers: list[subprocess.Popen]) -> None:

@@ -284,12 +284,18 @@ def test_a_missing_tracking_database_fails_in_seconds(postgres):
 # --- 12. Ctrl-C while a helper starts -------------------------------------------------------------
 
 
+def _ctrl_c_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_a_helper_imports_leaves_no_traceback(workdir):
     log = workdir / ".bench" / "logs" / "ablation-worker-1.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     parent = subprocess.Popen([sys.executable, "-m", "bench.ablation", *ONE, "--epochs", "30", "--workers", "2"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)  # its own process group, as a terminal gives it
+                              # its own process group, Ctrl-C at its default, as a terminal gives them (a
+                              # pytest started in the background, `cmd &`, would pass SIGINT on ignored)
+                              start_new_session=True, preexec_fn=_ctrl_c_default)
     try:
         deadline = time.monotonic() + 120
         while not log.exists():
