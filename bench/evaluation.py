@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import images, views
+from bench.distributed import Group
 from bench.data.splits import Normaliser
 from bench.models.dense import to_dense
 
@@ -58,10 +59,10 @@ def topk_correct(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Ten
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scales: tuple[int, ...],
-             autocast, channels_last: bool = False, on_image=None, group=None) -> dict[str, float]:
+             autocast, channels_last: bool = False, group: Group = Group()) -> dict[str, float]:
     """Top-1 and top-5 accuracy on the test part for each mode asked, at each test scale and over all.
 
-    In a process group (bench.distributed.Group) each rank decodes and scores its own share of the
+    In a process group of several ranks each rank decodes and scores its own share of the
     test images and the ranks add up their counts, so every rank returns the same, exact figures."""
     model.eval()
     crop = splits.image_size
@@ -79,7 +80,7 @@ def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scale
             out = out.float().mean(dim=(2, 3))
         return F.softmax(out.float(), dim=1).mean(0)
 
-    for image, label in splits.images("test", shard=group.shard if group is not None else (0, 1)):
+    for image, label in splits.images("test", shard=group.shard):
         labels.append(label)
         for q, q_px in zip(paper_scales, scales):
             rescaled = images.shorter_side_to(image, q_px)
@@ -89,11 +90,9 @@ def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scale
                 probs["multi-crop", q].append(posterior(model, grid_crops(rescaled, crop)))
             if "dense" in base:
                 probs["dense", q].append(posterior(dense, torch.stack([rescaled, rescaled.flip(-1)])))
-        if on_image is not None:
-            on_image()
     y = torch.tensor(labels, dtype=torch.long, device=splits.device)
-    none = torch.zeros(0, splits.num_classes, device=splits.device)  # a rank whose share is empty
-    stacked = {key: torch.stack(v) if v else none for key, v in probs.items()}
+    empty = torch.zeros(0, splits.num_classes, device=splits.device)  # a rank whose share has no image
+    stacked = {key: torch.stack(v) if v else empty for key, v in probs.items()}
     correct = {}
     for mode in modes:
         parts = mode.split("+")
@@ -105,6 +104,5 @@ def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scale
             p = sum(per_q.values()) / len(per_q)
             for k in (1, 5):
                 correct[metric_name(k, mode, None)] = topk_correct(p, y, k)
-    counts = torch.tensor(len(labels), device=splits.device), *correct.values()
-    total, *summed = group.sum(*counts) if group is not None else counts
+    total, *summed = group.sum(torch.tensor(len(labels), device=splits.device), *correct.values())
     return {name: int(c) / int(total) for name, c in zip(correct, summed)}

@@ -270,8 +270,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.device import resolve_device
 
-    args.device = str(resolve_device(args.device))
+    device = resolve_device(args.device)
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"--device {args.device}: the loaders are measured on cpu or cuda only")
+    args.device = str(device)
     counts = _counts(args.workers)
+    for flag, value, least in (("--images", args.images, 1), ("--rounds", args.rounds, 1), ("--batch", args.batch, 1),
+                               ("--train-subset", args.train_subset, 0), ("--train-epochs", args.train_epochs, 1)):
+        if value < least:
+            raise BenchError(f"{flag} must be at least {least}, got {value}")
+    if args.train_subset:
+        from bench.config import RunConfig
+
+        RunConfig(model="vgg-a", width=args.width, epochs=args.train_epochs)  # refused now, not after the loaders
     if args.generate:
         from bench.data.generate import make_tree
         make_tree(root, images=args.generate, classes=100, size=(400, 350), quality=90)

@@ -30,7 +30,7 @@ def one_pass(splits, seed=5, start_batch=0):
                                start_batch=start_batch))
 
 
-def test_same_config_same_batches_held_or_streamed_any_workers_and_resumed(tree):
+def test_same_config_same_batches_held_or_streamed_any_workers_and_resumed(tree, monkeypatch):
     held = data.open_run(config(tree, data_holder="memory"))
     streamed = data.open_run(config(tree, data_holder="stream", loader_workers=0))
     assert held.info["holder"] == "memory" and streamed.info["holder"] == "stream"
@@ -42,7 +42,11 @@ def test_same_config_same_batches_held_or_streamed_any_workers_and_resumed(tree)
     # Decoded a batch at a time (as on a GPU, where the decode is nvjpeg's): the same views.
     batch_decoded = data.open_run(config(tree, data_holder="stream"))
     batch_decoded.batch_decode = True
+    decoded_batches = []
+    original = views.decode_on
+    monkeypatch.setattr(views, "decode_on", lambda *args: decoded_batches.append(1) or original(*args))
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, one_pass(batch_decoded)))
+    assert len(decoded_batches) == len(a)  # every batch went through the batch decoder
     resumed = one_pass(streamed, start_batch=3)
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a[3:], resumed)) and len(resumed) == len(a) - 3
     other = one_pass(held, seed=6)

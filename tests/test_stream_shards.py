@@ -3,6 +3,7 @@ of every global batch, the shares make up the one-process batch, and training re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,14 +14,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bench import data
+from bench import data, evaluation, models
 from bench.config import RunConfig
 from bench.data import images
+from bench.distributed import Group
 from bench.train import fit
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 WORLD = 2
+MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
 
 
 def streamed(tree, **changes) -> RunConfig:
@@ -57,13 +60,24 @@ def rank_pass(rank: int, tree: str, init: str, out: str) -> None:
     # Whole images for dense and multi-crop evaluation: each rank its contiguous share of the test part.
     decoded.clear()
     mine["whole_y"] = [label for _, label in splits.images("test", shard=(rank, WORLD))]
-    mine["whole_decoded"] = decoded
+    mine["whole_decoded"] = list(decoded)
+    # The paper's evaluation modes in the group: each rank scores its share, the counts are added.
+    decoded.clear()
+    mine["evaluations"] = evaluation.evaluate(scorer(splits), splits, MODES, (256, 384), contextlib.nullcontext,
+                                              group=Group(rank, WORLD))
+    mine["evaluation_decoded"] = decoded
     everyone = [None] * WORLD
     dist.all_gather_object(everyone, mine)
     if rank == 0:
         with open(out, "w") as f:
             json.dump(everyone, f)
     dist.destroy_process_group()
+
+
+def scorer(splits) -> torch.nn.Module:
+    torch.manual_seed(3)
+    return models.build("vgg-a", num_classes=splits.num_classes, in_channels=3, image_size=splits.image_size,
+                        width=0.0625, head="small")
 
 
 def test_each_rank_decodes_only_its_share_and_the_shares_make_the_batch(tree, tmp_path):
@@ -90,6 +104,12 @@ def test_each_rank_decodes_only_its_share_and_the_shares_make_the_batch(tree, tm
     decoded_whole = [r["whole_decoded"] for r in ranks]
     assert len(decoded_whole[0]) + len(decoded_whole[1]) == len(whole)
     assert not set(decoded_whole[0]) & set(decoded_whole[1])
+    one = data.open_run(streamed(tree))
+    alone = evaluation.evaluate(scorer(one), one, MODES, (256, 384), contextlib.nullcontext)
+    assert len(alone) == 4 * 3 * 2  # 4 modes x (2 scales + multi-scale) x top-1/top-5
+    assert ranks[0]["evaluations"] == ranks[1]["evaluations"] == pytest.approx(alone, abs=1e-9)
+    scored = [set(r["evaluation_decoded"]) for r in ranks]
+    assert not scored[0] & scored[1] and len(scored[0]) + len(scored[1]) == len(whole)
 
 
 def test_two_processes_train_a_streamed_folder_as_one(tree, tmp_path):

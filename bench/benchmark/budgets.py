@@ -130,9 +130,9 @@ def first_epoch(config: RunConfig, data_dir: str | None, dataset: str, overrides
 def estimates(names: list[str], measured: dict[str, dict], data_dir: str | None) -> list[dict]:
     """Each study's full budget in hours: every run's epochs at the measured speed of its config.
 
-    A run of E epochs (E scaled under equal compute) costs its first epoch (as measured, scaled to the dataset's size) plus E-1
-    epochs at the steady rate, plus a validation pass per epoch. A search counts every trial to
-    the end (pruning only shortens it).
+    A run of E epochs (E scaled under equal compute) costs its first epoch (as measured, scaled to
+    the dataset's size) plus E-1 epochs at the steady rate, plus a validation pass per epoch. A
+    search counts every trial to the end (pruning only shortens it).
     """
     rows = []
     for name in names:

@@ -158,9 +158,10 @@ def open_run(config, *, data_dir=None, device: str | torch.device = "cpu"):
     from bench.data import stream, tree, views
 
     dev = resolve_device(device)
-    if config.data_holder == "stream-gpu" and resolve_device(config.device).type != "cuda":
+    run_device = resolve_device(config.device)
+    if config.data_holder == "stream-gpu" and run_device.type != "cuda":
         raise BenchError(f"data_holder 'stream-gpu' decodes JPEGs on a CUDA device, and this run's device is "
-                         f"{resolve_device(config.device)}: use --data-holder stream (decoded in the workers)")
+                         f"{run_device}: use --data-holder stream (decoded in the workers)")
     kind, _, path = config.dataset.partition(":")
     if kind == "synthetic-images":
         from bench.data import generate

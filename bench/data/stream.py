@@ -209,7 +209,7 @@ class StreamSplits:
         plan = [rows for rows in plan if rows]  # a last batch with fewer rows than ranks leaves some none
         if not plan:
             return
-        on_device = self._decodes_on_device(data)
+        on_device = self.batch_decode and data.held is None
         loader = self._loader(f"{part}/{'raw' if on_device else 'views'}",
                               _Views(data, self.mode, self.scales.crop, raw=on_device), plan)
         normalise = Normaliser(self.mean, self.std, self.device, channels_last)
@@ -231,9 +231,6 @@ class StreamSplits:
                                       prefetch_factor=PREFETCH if self.workers else None)
         loaders[key].batch_sampler.batches = plan
         return loaders[key]
-
-    def _decodes_on_device(self, data: Part) -> bool:
-        return self.batch_decode and data.held is None
 
     def _views_on_device(self, raws: list[torch.Tensor], batch, data: Part) -> torch.Tensor:
         decoded = views.decode_on(self.device, raws, [data.files[b[0]] for b in batch], self.mode)
