@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
 from bench.errors import BenchError, choices
@@ -25,8 +25,6 @@ DATA_HOLDERS = ("auto", "memory", "stream", "stream-gpu")
 IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
-LATER_SETTINGS = {"world_size", "sync_batch_norm", "compute", "compute_scale",  # see RunConfig.hash
-                  "train_scale", "test_scales", "eval_modes", "data_holder", "loader_workers", "init_from_a"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,13 @@ DROPOUT = Interval(0, 1, high_open=True)
 IMAGE_SIZE = Interval(8, 1024)
 
 
+def setting(default: Any, *, later: bool = False, data: bool = False) -> Any:
+    """A RunConfig field whose role other code reads from the field itself, not from a list to keep in step:
+    `later`: added after runs were recorded, so it counts in the hash only off its default (RunConfig.hash);
+    `data`: it decides which images a run trains and is tested on (RunConfig.data_settings)."""
+    return field(default=default, metadata={"later": later, "data": data})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     # --- model: passed to bench.models.build (the baselines take only width; they always have BN) ---
@@ -65,25 +70,27 @@ class RunConfig:
     init: str = "kaiming"  # 'paper' N(0, 0.01) stalls deep nets without BN, as the paper found
     dropout: float = 0.5  # on the hidden FC layers of the paper/light heads
     # --- data ---
-    dataset: str = "fashion-mnist"
-    image_size: int | None = None  # None: the dataset's own (28 px sets are padded to 32)
-    subset: int | None = None  # keep this many training images: the CPU budgets' main lever
-    val_fraction: float = 0.1  # held out from training for model selection and pruning
-    split_seed: int = 0  # fixes the train/val split separately from the training seed
+    dataset: str = setting("fashion-mnist", data=True)
+    image_size: int | None = setting(None, data=True)  # None: the dataset's own (28 px sets are padded to 32)
+    subset: int | None = setting(None, data=True)  # keep this many training images: the CPU budgets' lever
+    val_fraction: float = setting(0.1, data=True)  # held out from training for model selection and pruning
+    split_seed: int = setting(0, data=True)  # fixes the train/val split separately from the training seed
     augment: bool = True  # random crop (pad 4) + horizontal flip on whole batches
     # --- the paper's scale protocol (image folders); scales are given for the paper's 224 crop and
     # applied in proportion to image_size, so one study file serves a 32 px CPU run and a 224 px GPU run ---
-    train_scale: str | None = None  # S: '256' fixed or '256,512' drawn per image (jittering); None: pad-4 crops
-    test_scales: str | None = None  # Q: '256' or '224,256,288'; None: S, or (S_min + S_max) / 2 when jittered
+    # S: '256' fixed or '256,512' drawn per image (jittering); None: pad-4 crops
+    train_scale: str | None = setting(None, later=True, data=True)
+    # Q: '256' or '224,256,288'; None: S, or (S_min + S_max) / 2 when jittered
+    test_scales: str | None = setting(None, later=True, data=True)
     # final test: any of centre, dense, multi-crop, dense+multi-crop (comma list). Every model takes every
     # mode: multi-crop feeds crop-sized views, which any head takes; dense turns a VGG's classifier (any of its
     # heads) into convolutions, and the baselines, which end in global average pooling and a linear layer,
     # are already dense (bench.models.dense), so there is no model whose head cannot go dense to refuse.
-    eval_modes: str = "centre"
+    eval_modes: str = setting("centre", later=True)
     # image folders: memory (decoded once), stream (decoded per batch in the workers), stream-gpu (the workers
     # read file bytes, JPEGs are decoded a batch at a time on the GPU), auto: memory or stream by size
-    data_holder: str = "auto"
-    loader_workers: int = 2  # worker processes decoding an image folder's batches
+    data_holder: str = setting("auto", later=True, data=True)
+    loader_workers: int = setting(2, later=True)  # worker processes decoding an image folder's batches
     # --- optimisation ---
     seed: int = 0  # weights, batch order, augmentation, dropout
     epochs: int = 10
@@ -102,12 +109,13 @@ class RunConfig:
     # 'epochs': every variant trains `epochs`. 'flops': every variant trains the training FLOPs of the
     # study's reference variant in `epochs`: its step count (and schedule) is epochs x steps per epoch x
     # compute_scale, where the study sets compute_scale = reference FLOPs per image / this model's.
-    compute: str = "epochs"
-    compute_scale: float = 1.0
+    compute: str = setting("epochs", later=True)
+    compute_scale: float = setting(1.0, later=True)
     # --- transfer learning ---
     pretrained: str | None = None  # a local torchvision state_dict file; its last layer is replaced
     freeze: int = 0  # keep the first N conv layers (and their BN) fixed at the pretrained values
-    init_from_a: bool = False  # the paper's 3.1: start B..E from a trained A of the same study and seed
+    # the paper's 3.1: start B..E from a trained A of the same study and seed
+    init_from_a: bool = setting(False, later=True)
     backbone_lr_scale: float = 1.0  # lr multiplier for everything but the new last layer
     # --- execution: these change speed, and in the case of precision the numbers too ---
     precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, fp32 on CPU
@@ -115,8 +123,8 @@ class RunConfig:
     compile: bool = False  # torch.compile pays ~1 min up front; worth it for long runs
     device: str = "auto"  # auto: cuda if available, else cpu
     # --- several processes per run (torchrun): a different world size may give different numbers ---
-    world_size: int = 1  # processes that share each global batch; set by torchrun / --gpus-per-run
-    sync_batch_norm: bool = False  # BatchNorm statistics over the whole global batch (GPUs only)
+    world_size: int = setting(1, later=True)  # processes sharing each global batch (torchrun, --gpus-per-run)
+    sync_batch_norm: bool = setting(False, later=True)  # BatchNorm statistics over the whole global batch (GPUs)
     # --- bookkeeping: runs of different budgets must never be mixed in a report ---
     budget: str = "custom"
 
@@ -248,6 +256,12 @@ class RunConfig:
         """Optimizer steps of the whole run, which the learning-rate schedule spans."""
         return max(1, round(self.train_epochs * steps_per_epoch))
 
+    @property
+    def data_settings(self) -> tuple[tuple[str, Any], ...]:
+        """(name, value) of the settings that decide a run's images and split: runs equal here share their
+        data (RunConfig(**dict(...)) rebuilds a config with just these)."""
+        return tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.metadata.get("data"))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -281,6 +295,10 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
+
+
+# The settings added after runs were recorded (see `setting`), read from the fields.
+LATER_SETTINGS = frozenset(f.name for f in fields(RunConfig) if f.metadata.get("later"))
 
 
 def coerce(name: str, value: Any, hint: Any) -> Any:

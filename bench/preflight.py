@@ -19,11 +19,10 @@ from bench.train import build_model
 
 def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Path) -> None:
     check_writable(checkpoint_root)
-    loaded: dict[tuple, data.Splits | data.StreamSplits] = {}
+    loaded: dict[tuple, data.RunData] = {}
     built: set[tuple] = set()
     for config in configs:
-        key = (config.dataset, config.image_size, config.subset, config.val_fraction, config.split_seed,
-               config.train_scale, config.test_scales, config.data_holder)
+        key = config.data_settings
         if key not in loaded:  # each dataset and split once, however many runs share it
             loaded[key] = data.open_run(config.replace(loader_workers=0), data_dir=data_dir)
         splits = loaded[key]

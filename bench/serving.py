@@ -60,13 +60,11 @@ class Preprocessing:
     test_scale: int | None = None  # px: the shorter side before the centre crop (the scale protocol's Q)
 
     @classmethod
-    def from_splits(cls, splits: data.Splits) -> Preprocessing:
+    def from_splits(cls, splits: data.RunData) -> Preprocessing:
         """The training split's own statistics (unrounded) and the dataset's sizes."""
-        info = splits.info
-        scales = getattr(splits, "scales", None)  # an image folder under the scale protocol (StreamSplits)
         return cls(tuple(splits.classes), tuple(splits.mean), tuple(splits.std), splits.in_channels,
-                   splits.image_size, int(info.get("native_size") or splits.image_size),
-                   scales.test[0] if scales is not None else None)
+                   splits.image_size, int(splits.info.get("native_size") or splits.image_size),
+                   splits.test_scale)
 
     @property
     def num_classes(self) -> int:  # the attributes train.build_model reads from a split

@@ -163,7 +163,7 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def build_model(config: RunConfig, splits: data.Splits | data.StreamSplits,
+def build_model(config: RunConfig, splits: data.RunData,
                 init_from: str | Path | None = None) -> torch.nn.Module:
     def build(name: str) -> torch.nn.Module:
         return models.build(name, num_classes=splits.num_classes, in_channels=splits.in_channels,
@@ -181,13 +181,14 @@ def build_model(config: RunConfig, splits: data.Splits | data.StreamSplits,
 
 def flops_per_image(config: RunConfig, data_dir: str | None = None) -> int:
     """Forward FLOPs of `config`'s model on one image of its data: what equal-compute studies equalise."""
-    splits = _shapes_of(config.dataset, config.image_size, config.subset, data_dir)
-    return models.describe(build_model(config, splits), tuple(splits.train_x.shape[1:])).flops
+    splits = _data_of(config.data_settings, data_dir)
+    return models.describe(build_model(config, splits), splits.input_shape).flops
 
 
 @functools.lru_cache(maxsize=4)
-def _shapes_of(dataset: str, image_size: int | None, subset: int | None, data_dir: str | None) -> data.Splits:
-    return data.load(dataset, data_dir=data_dir, image_size=image_size, subset=subset)
+def _data_of(data_settings: tuple[tuple[str, Any], ...], data_dir: str | None) -> data.RunData:
+    """The data of every config with these data settings, opened once (a study's variants share it)."""
+    return data.open_run(RunConfig(**dict(data_settings), loader_workers=0), data_dir=data_dir)
 
 
 def start_from_a(model: torch.nn.Module, a_model: torch.nn.Module, config: RunConfig, path) -> None:

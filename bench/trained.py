@@ -30,7 +30,7 @@ class Trained:
 
     config: RunConfig
     model: torch.nn.Module  # on the CPU, in eval mode
-    splits: data.Splits | data.StreamSplits  # reloaded as in training: same subset, split seed, mean and std
+    splits: data.RunData  # reloaded as in training: same subset, split seed, mean and std
     source: str  # "run <id>" or the checkpoint's path, for messages and titles
     run_id: str | None  # the MLflow run, when the model came from one
 
@@ -89,13 +89,13 @@ def tracker_for(run_id: str | None, uri: str | None = None):
     return open_existing(uri)
 
 
-def normalise(splits: data.Splits | data.StreamSplits, images: torch.Tensor) -> torch.Tensor:
+def normalise(splits: data.RunData, images: torch.Tensor) -> torch.Tensor:
     """Float input from uint8 images [N, C, H, W], with the normaliser that fed training (either splits')."""
     return Normaliser(splits.mean, splits.std, images.device)(images)
 
 
 @torch.inference_mode()
-def test_predictions(forward, splits: data.Splits, show_progress: bool = True) -> torch.Tensor:
+def test_predictions(forward, splits: data.RunData, show_progress: bool = True) -> torch.Tensor:
     """The predicted class of every test image, in order. `forward` maps a float batch to logits
     (a model, or bench.post's onnxruntime session wrapper, whose numpy output is converted)."""
     predictions = []

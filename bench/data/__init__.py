@@ -24,9 +24,10 @@ from bench.data.files import cache_root
 from bench.data.idx import FASHION_CLASSES, IDX_FILES, MNIST_CLASSES
 from bench.data.images import decode_image
 from bench.data.loading import DATASETS, load, open_run
+from bench.data.protocol import RunData
 from bench.data.splits import CROP_PAD, PARTS, Splits, channel_stats, crop_flip, fit_size
 from bench.data.stream import StreamSplits
 from bench.data.synthetic import make_synthetic
 
-__all__ = ["CROP_PAD", "DATASETS", "FASHION_CLASSES", "IDX_FILES", "MNIST_CLASSES", "PARTS", "Splits", "StreamSplits",
+__all__ = ["CROP_PAD", "DATASETS", "FASHION_CLASSES", "IDX_FILES", "MNIST_CLASSES", "PARTS", "RunData", "Splits", "StreamSplits",
            "cache_root", "channel_stats", "crop_flip", "decode_image", "fit_size", "load", "make_synthetic", "open_run"]

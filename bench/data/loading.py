@@ -8,7 +8,9 @@ import torch
 
 from bench.data import cifar, idx, imagefolder, synthetic
 from bench.config import IMAGE_SIZE
-from bench.data.splits import INFO_FIRST, Splits, channel_stats, fit_size, split, split_hash, to_device
+from bench.data import stream, tree, views
+from bench.data.splits import (Splits, channel_stats, check_subset, fit_size, folder_sources, ordered, split,
+                                 split_hash, to_device)
 from bench.device import resolve_device
 from bench.errors import BenchError, choices
 
@@ -33,28 +35,6 @@ def check_common(name, image_size, subset, split_seed, val_fraction) -> float:
     if not 0.0 <= val_fraction < 1.0:  # also refuses NaN
         raise BenchError(f"val fraction must be in [0, 1), got {val_fraction}")
     return val_fraction
-
-
-def folder_sources(info: dict, has_val: bool, has_test: bool) -> float:
-    """Record where an image folder's val and test sets come from; returns the test fraction to carve."""
-    if has_test:
-        info["test_source"] = "test/"
-    elif has_val:
-        info["test_source"] = "val/ (no test/ folder: the test set is the validation set)"
-    else:
-        info["test_source"] = "carved from the pool (10%, split_seed)"
-    info["val_source"] = "val/" if has_val else "carved from the pool (val_fraction, split_seed)"
-    return 0.0 if has_test or has_val else 0.1
-
-
-def check_subset(subset: int | None, pool_size: int, num_classes: int, name: str) -> None:
-    if subset is None:
-        return
-    if subset < 2 * num_classes:
-        raise BenchError(f"subset {subset} is too small for {num_classes} classes: use at least {2 * num_classes}")
-    if subset > pool_size:
-        raise BenchError(f"subset {subset} is larger than the {pool_size} training images of {name}: "
-                         f"use at most {pool_size}, or no subset")
 
 
 def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
@@ -145,18 +125,9 @@ def _read(base: str, arg: str, name: str, data_dir, image_size: int | None, info
     return pool_x, pool_y, test_x, test_y, classes, source, fixed_val, test_fraction
 
 
-def ordered(info: dict) -> dict:
-    """The info dict with the keys a person looks for first."""
-    def key(k: str) -> tuple[int, str]:
-        return (INFO_FIRST.index(k), "") if k in INFO_FIRST else (len(INFO_FIRST), k)
-    return {k: info[k] for k in sorted(info, key=key)}
-
-
 def open_run(config, *, data_dir=None, device: str | torch.device = "cpu"):
     """The data of one run (a bench.config.RunConfig): `Splits` in device memory, or for image folders
     under the paper's scale protocol, or too large to hold, `StreamSplits` (see bench.data.stream)."""
-    from bench.data import stream, tree, views
-
     dev = resolve_device(device)
     run_device = resolve_device(config.device)
     if config.data_holder == "stream-gpu" and run_device.type != "cuda":

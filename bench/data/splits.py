@@ -58,6 +58,10 @@ class Splits:
     def device(self) -> torch.device:
         return self.train_x.device
 
+    @property
+    def test_scale(self) -> None:  # images are held at the network's size: no rescaling before the crop
+        return None
+
     def __repr__(self) -> str:
         i = self.info
         return (f"Splits({i.get('dataset')!r}, train={i.get('n_train')}, val={i.get('n_val')}, "
@@ -266,3 +270,31 @@ def _resize(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
         out[lo:lo + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
+
+def folder_sources(info: dict, has_val: bool, has_test: bool) -> float:
+    """Record where an image folder's val and test sets come from; returns the test fraction to carve."""
+    if has_test:
+        info["test_source"] = "test/"
+    elif has_val:
+        info["test_source"] = "val/ (no test/ folder: the test set is the validation set)"
+    else:
+        info["test_source"] = "carved from the pool (10%, split_seed)"
+    info["val_source"] = "val/" if has_val else "carved from the pool (val_fraction, split_seed)"
+    return 0.0 if has_test or has_val else 0.1
+
+
+def check_subset(subset: int | None, pool_size: int, num_classes: int, name: str) -> None:
+    if subset is None:
+        return
+    if subset < 2 * num_classes:
+        raise BenchError(f"subset {subset} is too small for {num_classes} classes: use at least {2 * num_classes}")
+    if subset > pool_size:
+        raise BenchError(f"subset {subset} is larger than the {pool_size} training images of {name}: "
+                         f"use at most {pool_size}, or no subset")
+
+
+def ordered(info: dict) -> dict:
+    """The info dict with the keys a person looks for first."""
+    def key(k: str) -> tuple[int, str]:
+        return (INFO_FIRST.index(k), "") if k in INFO_FIRST else (len(INFO_FIRST), k)
+    return {k: info[k] for k in sorted(info, key=key)}

@@ -36,8 +36,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from bench.data import images, tree, views
-from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, share, split, split_hash,
-                               stats_of_histogram)
+from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, check_subset, folder_sources, ordered, share,
+                               split, split_hash, stats_of_histogram)
 from bench.errors import BenchError, choices
 
 HOLDERS = ("auto", "memory", "stream", "stream-gpu")
@@ -119,7 +119,7 @@ def _collate(samples):
 
 @dataclass(repr=False)
 class StreamSplits:
-    """Train / val / test of an image folder, batched through worker processes (same API as Splits)."""
+    """Train / val / test of an image folder, batched through worker processes (a RunData, as Splits is)."""
 
     parts: dict[str, Part]
     classes: list[str]
@@ -145,6 +145,10 @@ class StreamSplits:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.image_size, self.image_size)
+
+    @property
+    def test_scale(self) -> int:
+        return self.scales.test[0]
 
     @property
     def num_classes(self) -> int:
@@ -277,8 +281,6 @@ def open_folder(path: str, *, crop: int, scales: Scales, holder: str = "auto", w
                 subset: int | None = None, val_fraction: float = 0.1, split_seed: int = 0,
                 device: torch.device = torch.device("cpu")) -> StreamSplits:
     """Scan, check and split an image folder; hold it decoded in memory or stream it (see the module doc)."""
-    from bench.data.loading import check_subset, folder_sources, ordered
-
     if holder not in HOLDERS:
         choices("data holder", holder, HOLDERS)
     found = tree.scan(path)
