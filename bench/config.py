@@ -14,7 +14,9 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
+from bench import model_options
 from bench.errors import BenchError, choices
+from bench.ranges import DROPOUT, IMAGE_SIZE, WIDTH, Interval
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
@@ -25,32 +27,6 @@ DATA_HOLDERS = ("auto", "memory", "stream", "stream-gpu")
 IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
-
-
-@dataclass(frozen=True)
-class Interval:
-    """The allowed values of a number: low to high (None: no bound), each end open or closed."""
-
-    low: float
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def holds(self, value) -> bool:
-        too_low = value <= self.low if self.low_open else value < self.low
-        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        return not (too_low or too_high)
-
-    def __str__(self) -> str:
-        left = "(" if self.low_open else "["
-        right = "inf)" if self.high is None else f"{self.high})" if self.high_open else f"{self.high}]"
-        return f"{left}{self.low}, {right}"
-
-
-# Ranges that the model registry and the data loader also check, for callers that bypass RunConfig.
-WIDTH = Interval(0, 4, low_open=True)
-DROPOUT = Interval(0, 1, high_open=True)
-IMAGE_SIZE = Interval(8, 1024)
 
 
 def setting(default: Any, *, later: bool = False, data: bool = False) -> Any:
@@ -176,9 +152,7 @@ class RunConfig:
             choices("data holder", self.data_holder, DATA_HOLDERS)
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise BenchError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
-        from bench import models  # imported here: torch is not needed to read a config's settings
-
-        models.check(self.model, **self.model_options)  # the registry's names: model, head, init
+        model_options.check(self.model, **self.model_options)  # the registry's names: model, head, init
 
     def _check_scales(self) -> None:
         modes = tuple(m.strip() for m in self.eval_modes.split(","))
@@ -238,12 +212,10 @@ class RunConfig:
     @property
     def model_options(self) -> dict[str, Any]:
         """The options bench.models.build takes for this model (the baselines: only width)."""
-        from bench.models import HEADS_WITH_DROPOUT
-
         if not self.model.startswith("vgg"):
             return {"width": self.width}
         options = dict(batch_norm=self.batch_norm, head=self.head, width=self.width, init=self.init)
-        if self.head in HEADS_WITH_DROPOUT:
+        if self.head in model_options.HEADS_WITH_DROPOUT:
             options["dropout"] = self.dropout
         return options
 

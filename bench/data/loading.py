@@ -7,7 +7,7 @@ import os
 import torch
 
 from bench.data import cifar, idx, imagefolder, synthetic
-from bench.config import IMAGE_SIZE
+from bench.ranges import IMAGE_SIZE
 from bench.data import stream, tree, views
 from bench.data.splits import (Splits, channel_stats, check_subset, fit_size, folder_sources, ordered, split,
                                  split_hash, to_device)

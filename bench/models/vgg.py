@@ -12,12 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# The paper and light heads have hidden FC layers (4096-4096 as the paper, 1024-256 lighter), the
-# only layers a dropout setting applies to; the small and gap heads go straight to the classes.
-HIDDEN_LAYERS = {"paper": (4096, 4096), "light": (1024, 256)}
-HEADS_WITH_DROPOUT = tuple(HIDDEN_LAYERS)
-HEADS = (*HEADS_WITH_DROPOUT, "small", "gap")
-INITS = ("paper", "kaiming", "xavier")
+from bench.model_options import HIDDEN_LAYERS
 
 # Output channels of the five conv blocks; each block ends in a 2x2/2 max-pool.
 BLOCK_CHANNELS = (64, 128, 256, 512, 512)
