@@ -9,6 +9,7 @@ wheels are cached under $BENCH_CACHE/kit-wheels, so a second build of the same k
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -66,6 +67,16 @@ def local_image() -> dict[str, str | None]:
     return pins
 
 
+def local_kit() -> dict[str, str]:
+    """This machine's versions of the kit's packages, where it has them: the store and journal that a GPU
+    run brings back then open here (an older MLflow refuses a newer one's database schema)."""
+    pins = {}
+    for name in KIT_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            pins[canonical(name)] = metadata.version(name)
+    return pins
+
+
 def frozen_image(path: Path) -> dict[str, str | None]:
     """The image's packages from its `python3 -m pip freeze` (name==version; `name @ url` has no version)."""
     try:
@@ -103,9 +114,11 @@ def pip(args: list[str], what: str) -> None:
 
 def resolve(python: str, image: dict[str, str | None], work: Path) -> list[dict]:
     """The wheels the kit needs: the closure of KIT_PACKAGES for `python`, with the image's packages
-    pinned at its versions and left out. Each: name, version, file, url, sha256."""
-    constraints = work / "image.txt"
-    constraints.write_text("".join(f"{name}=={version}\n" for name, version in image.items() if version))
+    pinned at its versions and left out, and the kit's at this machine's. Each: name, version, file, url,
+    sha256."""
+    constraints = work / "constraints.txt"
+    pinned = {**local_kit(), **{name: version for name, version in image.items() if version}}
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in pinned.items()))
     report = work / "report.json"
     pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report), "--target",
          str(work / "target"), *target_flags(python), "-c", str(constraints), *KIT_PACKAGES],
@@ -135,7 +148,8 @@ def cached(python: str, image: dict[str, str | None]) -> tuple[list[dict], Path]
     downloaded once per (Python, image), then reused without the network."""
     cache = cache_root() / "kit-wheels"
     files = cache / "files"
-    key = hashlib.sha256(json.dumps([python, PLATFORMS, KIT_PACKAGES, sorted(image.items())]).encode())
+    key = hashlib.sha256(json.dumps([python, PLATFORMS, sorted(local_kit().items()),
+                                     sorted(image.items())]).encode())
     resolution = cache / f"resolved-{key.hexdigest()[:16]}.json"
     if resolution.is_file():
         wheels = json.loads(resolution.read_text())
