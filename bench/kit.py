@@ -24,17 +24,19 @@ def parser() -> Parser:
     commands = top.add_subparsers(dest="action", required=True)
     build = commands.add_parser("build", help="write the kit folder (needs the package index)")
     build.add_argument("--python", default="3.12", help="the GPU machine's CPython version (default 3.12)")
-    build.add_argument("--out", default="kit", help="the kit folder, replaced whole when the new one is complete")
+    build.add_argument("--out", default="kit",
+                       help="the kit folder (default kit), replaced whole when the new one is complete")
     build.add_argument("--data", help="folder holding the four Fashion-MNIST .gz files "
                                       "(default /usr/share/datasets/fashion-mnist)")
-    build.add_argument("--image", help="the GPU image's `python3 -m pip freeze` saved to a file: its packages "
-                                       "stay out of the kit and pin the resolution (default: this machine's "
-                                       "versions of torch, torchvision, timm, pandas, rich, scipy, matplotlib "
-                                       "and what they need)")
+    build.add_argument("--image", help="the GPU image's `python3 -m pip freeze` saved to a file: its "
+                       "packages stay out of the kit and pin the resolution (default: this machine's "
+                       "versions of torch, torchvision, timm, pandas, rich, scipy, matplotlib and what "
+                       "they need)")
     run = commands.add_parser("run", help="install the kit offline and run one bench command inside --out")
     run.add_argument("--kit", default="kit", help="the kit folder (default kit)")
     run.add_argument("--out", required=True, help="the folder to bring back: MLflow store, journal, reports")
-    run.add_argument("--time-limit", type=float, help="stop the command (its runs end KILLED) after S seconds")
+    run.add_argument("--time-limit", type=float,
+                     help="stop the command after S seconds (its runs end KILLED and resume when run again)")
     run.add_argument("--keep", help="where checkpoints go (default under $BENCH_CACHE/kit-checkpoints)")
     run.add_argument("job", nargs=argparse.REMAINDER, metavar="COMMAND ...",
                      help=f"a bench command and its flags; one of {', '.join(kit_run.COMMANDS)}")

@@ -90,7 +90,8 @@ def frozen_image(path: Path) -> dict[str, str | None]:
         if found:
             pins[canonical(found[1])] = found[2]
     if not pins:
-        raise BenchError(f"--image {path} names no package; give the GPU image's `python3 -m pip freeze` output")
+        raise BenchError(f"--image {path} names no package; give the GPU image's `python3 -m pip freeze` "
+                         "output")
     return pins
 
 
@@ -106,7 +107,8 @@ def pip(args: list[str], what: str) -> None:
     done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
+        lines = done.stderr.splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")] or lines
         reason = errors[-1] if errors else f"exit {done.returncode}"
         raise BenchError(f"{what} failed: {reason.removeprefix('ERROR: ')}; check the network and the "
                          "package index pip is configured with")
@@ -180,8 +182,8 @@ def data_source(folder: Path | None) -> Path:
     source = folder or Path(SYSTEM_LOCATIONS["fashion-mnist"][0])
     missing = [name for name in FASHION_FILES if not (source / name).is_file()]
     if missing:
-        raise BenchError(f"{source} lacks {', '.join(missing)}: apt-get install dataset-fashion-mnist, or give "
-                         "--data DIR holding the four Fashion-MNIST .gz files")
+        raise BenchError(f"{source} lacks {', '.join(missing)}: apt-get install dataset-fashion-mnist, or "
+                         "give --data DIR holding the four Fashion-MNIST .gz files")
     return source
 
 
@@ -219,7 +221,8 @@ def _fill(kit: Path, wheels: list[dict], files: Path, source: Path, python: str,
         "wheels": [{key: w[key] for key in ("name", "version", "file", "sha256")} for w in wheels],
         # Only the packages the studies ask for are installed by name; pip takes what they need from the
         # image where it has it, from the wheels where not.
-        "requirements": [f"{name}=={in_kit[canonical(name)]}" for name in KIT_PACKAGES if canonical(name) in in_kit],
+        "requirements": [f"{name}=={in_kit[canonical(name)]}" for name in KIT_PACKAGES
+                         if canonical(name) in in_kit],
         "data": {"fashion-mnist": list(FASHION_FILES)},
     }
     kit_manifest.write(kit, manifest)

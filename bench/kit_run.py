@@ -25,7 +25,8 @@ from bench import kit_manifest
 from bench.errors import BenchError, choices
 
 ROOT = Path(__file__).resolve().parent.parent  # as bench.provenance has it; importing that loads torch
-COMMANDS = ("ablation", "search", "report", "benchmark", "train", "predict", "post", "models", "stream_benchmark")
+COMMANDS = ("ablation", "search", "report", "benchmark", "train", "predict", "post", "models",
+            "stream_benchmark")
 STOP_GRACE_S = 60.0  # after SIGTERM, the time a command has to mark its runs KILLED before it is killed
 INSTALLED = "kit-installed"  # written into an environment once its install completed
 
@@ -65,7 +66,8 @@ def environment(kit: Path, manifest: dict, home: Path) -> Path:
     venv.EnvBuilder(with_pip=False, symlinks=True).create(home)
     purelib = next((home / "lib").glob("python3*/site-packages"))
     # addsitedir, not a bare path: it also reads the .pth files of the image's folders (editable installs).
-    (purelib / "_image.pth").write_text("".join(f"import site; site.addsitedir({f!r})\n" for f in site_folders()))
+    lines = [f"import site; site.addsitedir({folder!r})\n" for folder in site_folders()]
+    (purelib / "_image.pth").write_text("".join(lines))
     # --isolated: no pip configuration of the machine's; --no-compile: byte-compiling took 2/3 of the time.
     done = subprocess.run([str(python), "-m", "pip", "install", "--isolated", "--no-index", "--find-links",
                            str(kit / kit_manifest.WHEELS), "--disable-pip-version-check", "--quiet",
@@ -75,8 +77,9 @@ def environment(kit: Path, manifest: dict, home: Path) -> Path:
         shutil.rmtree(home, ignore_errors=True)
         raise BenchError(install_failure(done.stderr))
     (home / INSTALLED).write_text(kit_manifest.digest(manifest) + "\n")
-    print(f"installed the kit ({len(manifest['wheels'])} wheels) offline in {time.monotonic() - started:.1f} s "
-          f"into {home}", file=sys.stderr)
+    seconds = time.monotonic() - started
+    print(f"installed the kit ({len(manifest['wheels'])} wheels) offline in {seconds:.1f} s into {home}",
+          file=sys.stderr)
     return python
 
 
@@ -110,7 +113,7 @@ def link_checkpoints(out: Path, keep: Path) -> None:
 
 
 def move_checkpoint_artifacts(out: Path, keep: Path) -> int:
-    """Move every run's MLflow `checkpoints/` artifacts out of out/mlruns into keep; how many runs had some."""
+    """Move every run's MLflow `checkpoints/` artifacts out of out/mlruns into keep; how many runs had any."""
     moved = 0
     for folder in sorted((out / "mlruns").glob("*/*/artifacts/checkpoints")):
         dest = keep / folder.relative_to(out)
@@ -132,8 +135,8 @@ def follow(command: list[str], cwd: Path, env: dict[str, str], time_limit: float
         try:
             child.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
-            print(f"note: the command reached --time-limit {time_limit:g} s; stopping it (its runs end KILLED and "
-                  "resume when it runs again)", file=sys.stderr)
+            print(f"note: the command reached --time-limit {time_limit:g} s; stopping it (its runs end "
+                  "KILLED and resume when it runs again)", file=sys.stderr)
             child.terminate()
         try:
             child.wait(timeout=STOP_GRACE_S)
@@ -155,7 +158,7 @@ def job_environment(kit: Path, out: Path) -> dict[str, str]:
 
 
 def run(kit: Path, out: Path, job: list[str], time_limit: float | None, keep: Path | None) -> int:
-    """Check, install, run `job` (a bench command and its flags) inside `out`, tidy; the command's exit code."""
+    """Check, install, run `job` (a bench command and its flags) inside `out`, tidy; its exit code."""
     manifest = kit_manifest.read(kit)
     kit_manifest.check(kit, manifest)
     check_job(job)
@@ -170,9 +173,11 @@ def run(kit: Path, out: Path, job: list[str], time_limit: float | None, keep: Pa
     keep = keep or cache_root() / "kit-checkpoints" / re.sub(r"[^A-Za-z0-9._-]+", "_", str(out.resolve()))
     link_checkpoints(out, keep)
     try:
-        code = follow([str(python), "-m", f"bench.{job[0]}", *job[1:]], out, job_environment(kit, out), time_limit)
+        command = [str(python), "-m", f"bench.{job[0]}", *job[1:]]
+        code = follow(command, out, job_environment(kit, out), time_limit)
     finally:
         moved = move_checkpoint_artifacts(out, keep)
-        print(f"results in {out}: the MLflow store (mlflow.db, mlruns/), the Optuna journal (.bench/), reports/; "
-              f"checkpoints ({moved} runs' MLflow copies and the checkpoint root) kept in {keep}", file=sys.stderr)
+        print(f"results in {out}: the MLflow store (mlflow.db, mlruns/), the Optuna journal (.bench/), "
+              f"reports/; checkpoints ({moved} runs' MLflow copies and the checkpoint root) kept in {keep}",
+              file=sys.stderr)
     return code
