@@ -150,7 +150,7 @@ def cached(python: str, image: dict[str, str | None]) -> tuple[list[dict], Path]
     downloaded once per (Python, image), then reused without the network."""
     cache = cache_root() / "kit-wheels"
     files = cache / "files"
-    key = hashlib.sha256(json.dumps([python, PLATFORMS, sorted(local_kit().items()),
+    key = hashlib.sha256(json.dumps([python, PLATFORMS, KIT_PACKAGES, sorted(local_kit().items()),
                                      sorted(image.items())]).encode())
     resolution = cache / f"resolved-{key.hexdigest()[:16]}.json"
     if resolution.is_file():
@@ -163,6 +163,8 @@ def cached(python: str, image: dict[str, str | None]) -> tuple[list[dict], Path]
     absent = [w for w in wheels if not _intact(files / w["file"], w["sha256"])]
     if absent:
         print(f"downloading {len(absent)} wheels for Python {python}", file=sys.stderr)
+        for wheel in absent:  # a torn or altered file: pip download would keep it
+            (files / wheel["file"]).unlink(missing_ok=True)
         pip(["download", "--no-deps", "--quiet", "-d", str(files), *target_flags(python),
              *(f"{w['name']}=={w['version']}" for w in absent)], "downloading the kit's wheels")
     for wheel in wheels:

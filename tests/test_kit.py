@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import venv
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from bench import kit_build, kit_manifest
+from bench import kit_build, kit_manifest, kit_run
 from conftest import ROOT, command_error, needs_fashion
 
 PYTHON = kit_manifest.running_python()
@@ -172,3 +174,17 @@ def test_an_image_freeze_names_the_packages_that_stay_out(tmp_path):
     freeze.write_text("# pip freeze\ntorch==2.11.0\nPillow==11.0.0\ntimm @ file:///wheels/timm.whl\n"
                       "-e git+x#egg=y\n")
     assert kit_build.frozen_image(freeze) == {"torch": "2.11.0", "pillow": "11.0.0", "timm": None}
+
+
+def test_a_command_past_its_time_limit_is_stopped_with_sigterm(tmp_path):
+    started = time.monotonic()
+    code = kit_run.follow([sys.executable, "-c", "import time; time.sleep(120)"], tmp_path, dict(os.environ), 1.0)
+    assert code == 128 + signal.SIGTERM and time.monotonic() - started < 30
+
+
+def test_a_command_deaf_to_sigterm_is_killed_after_the_grace(tmp_path, monkeypatch):
+    monkeypatch.setattr(kit_run, "STOP_GRACE_S", 1.0)
+    deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    started = time.monotonic()
+    code = kit_run.follow([sys.executable, "-c", deaf], tmp_path, dict(os.environ), 5.0)
+    assert code == 128 + signal.SIGKILL and time.monotonic() - started < 60
