@@ -36,7 +36,7 @@ BLOCKER = textwrap.dedent("""
 
 @pytest.fixture
 def carried(tmp_path) -> Path:
-    """The four Fashion-MNIST files in a folder of their own, as scripts/gpu-suite.sh leaves them."""
+    """The four Fashion-MNIST files in a folder of their own, as the kit carries them (kit/data/fashion-mnist)."""
     folder = tmp_path / "fashion-mnist"
     folder.mkdir()
     for name in gpu.FASHION_FILES:

@@ -166,13 +166,13 @@ def check(args, plan: Plan) -> tuple[torch.device, tuple[str, ...], tuple[str, .
         raise BenchError("--suite gpu needs --out DIR: where gpu-<device>.md and .json go (e.g. --out results)")
     if not args.data_dir:
         raise BenchError("--suite gpu needs --data-dir DIR holding the Fashion-MNIST .gz files "
-                         "(bash scripts/gpu-suite.sh copies them into data/fashion-mnist)")
+                         "(python -m bench.kit build puts them in kit/data/fashion-mnist)")
     folder = Path(args.data_dir)
     missing = [name for name in FASHION_FILES if not (folder / name).is_file()]
     if missing:
         where = f"{folder} does not exist" if not folder.is_dir() else f"{folder} lacks {', '.join(missing)}"
-        raise BenchError(f"carried data folder: {where}; run bash scripts/gpu-suite.sh (copies them from "
-                         "/usr/share/datasets/fashion-mnist) and carry that folder")
+        raise BenchError(f"carried data folder: {where}; run python -m bench.kit build (copies them from "
+                         "/usr/share/datasets/fashion-mnist into kit/data/fashion-mnist) and carry kit/")
     wants_gpu = str(args.device).startswith("cuda") or (args.device is None and not args.smoke)
     if wants_gpu and not torch.cuda.is_available():
         found = f"torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'}) sees no CUDA device"
