@@ -11,7 +11,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench import packing
+from bench import ablation, cli, packing, studies
+from bench.benchmark import budgets, gpu_report
 from bench.config import RunConfig
 from bench.packing import CONTEXT_BYTES, GIB, Measurement, choose
 from conftest import command_error, study_runs
@@ -129,3 +130,63 @@ def test_auto_beside_a_fixed_count_is_one_line_and_records_nothing(workdir, comm
     message = command_error(command, *study, "--budget", "smoke", *args, cwd=workdir)
     assert fragment in message, message
     assert sorted(p.name for p in workdir.iterdir()) == []  # no store, no journal, no folder
+
+
+# --- the suite's packing measurement and the gpu budgets ---------------------------------------------
+
+
+def passes(*walls: tuple[int, float]) -> dict:
+    return {"study": "depth", "budget": "gpu", "overrides": {"epochs": 2}, "device": "cuda",
+            "passes": [{"workers": w, "wall_s": wall, "runs": [{}] * 8, "processes": w} for w, wall in walls]}
+
+
+def test_the_packing_target_is_the_best_runs_per_hour_over_one_workers():
+    shared = passes((1, 80.0), (2, 44.0), (4, 25.0), (8, 27.0))
+    target = gpu_report.packing_target({"workers": shared})
+    assert target["met"] is True and target["measured"] == "3.20x at 4 workers (360 runs/h alone, 1,152 packed)"
+    assert target["where"][0] == "1 worker: 360 runs/h, 1.00x one worker" and len(target["where"]) == 4
+    assert budgets.packing_gain(shared) == pytest.approx(3.2)
+    short = gpu_report.packing_target({"workers": passes((1, 80.0), (2, 50.0))})
+    assert short["met"] is False and short["gap"] == "1.40x short"
+    assert gpu_report.packing_target({"workers": passes((2, 50.0))})["met"] is None  # no one-worker pass
+    # A smoke study's seconds-long runs say nothing of packing: estimates keep the assumed gain.
+    assert budgets.packing_gain({**shared, "budget": "smoke"}) is None
+
+
+GPU_STUDIES = ("depth", "bn", "lrn", "conv1", "baselines", "lr-wd")
+
+
+@pytest.mark.parametrize("name", GPU_STUDIES)
+def test_gpu_budgets_are_full_width_on_all_of_fashion_mnist_with_five_seeds_or_more(name):
+    study = studies.load(name)
+    budget = study.budgets[budgets.GPU_BUDGET]
+    configs = budgets._configs(study, None, budgets.GPU_BUDGET)
+    assert all(c.width == 1.0 and c.dataset == "fashion-mnist" and c.subset is None for c in configs)
+    if study.variants:
+        assert len(budget.seeds) >= 5 and len(configs) == len(budget.seeds) * len(study.variants)
+    assert " not " in budget.description or "; not" in budget.description  # what it cannot show, too
+    estimate = budgets.packed_estimate(study, budgets.GPU_BUDGET)
+    assert estimate["minutes"] == pytest.approx(60 * estimate["hours"] / 0.7 / 3.0)  # H200 -> H100, packed 3x
+    assert estimate["gain_measured"] is False  # the committed suite run shared out a smoke study only
+    assert cli.budget_cell(study, "gpu") == f"gpu (~{estimate['minutes']:.1f} min packed on one H100)"
+
+
+def test_depth_fits_four_minutes_and_bn_eight_packed_on_one_h100():
+    minutes = {n: budgets.packed_estimate(studies.load(n), "gpu")["minutes"] for n in GPU_STUDIES}
+    assert minutes["depth"] <= 4 and minutes["bn"] <= 8 and minutes["lr-wd"] <= 3.5, minutes
+    assert studies.load("bn").budgets["gpu"].seeds == studies.load("depth").budgets["gpu"].seeds
+
+
+def test_list_and_the_opening_line_give_the_estimate(capsys):
+    assert ablation.main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "gpu (~" in listed and "min packed on" in listed
+    study = studies.load("depth")
+    cli.announce(study, study.budgets["gpu"], "gpu", True, "20 runs")
+    said = " ".join(capsys.readouterr().err.split())
+    estimate = budgets.packed_estimate(study, "gpu")
+    assert (f"20 runs estimate: ~{estimate['minutes']:.1f} min packed on one H100: 20 runs x 9 epochs at the "
+            "first-epoch speeds measured on NVIDIA H200 (gpu-nvidia-h200.json), x0.70 for the H100") in said
+    assert "3.0x the runs per hour of one worker (assumed: the GPU suite's target, not yet measured)" in said
+    cli.announce(study, study.budgets["cpu"], "cpu", True, "12 runs")
+    assert "estimate" not in capsys.readouterr().err  # only gpu budgets are sized for one packed GPU

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from bench import studies
-from bench.benchmark.gpu_report import PACKING_TARGET
+from bench.benchmark.gpu_report import PACKING_TARGET, runs_per_hour
 from bench.benchmark.measure import synchronize
 from bench.provenance import PROJECT_ROOT
 from bench.config import RunConfig
@@ -44,9 +44,11 @@ H100_SPEED = {"H100": 1.0, "H200": 0.7}
 # --- a smoke study shared by worker processes --------------------------------------------------------
 
 
-def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], data_dir: str | None) -> dict:
-    """The study's smoke budget trained by each count of worker processes in turn, sharing `device`."""
-    points = studies.load(study_name).grid("smoke", {"device": device})
+def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], data_dir: str | None,
+                  budget: str = "smoke", overrides: dict | None = None, seeds: tuple[int, ...] | None = None) -> dict:
+    """The study's `budget` (with `overrides`, at `seeds`) trained by each count of worker processes in
+    turn, sharing `device`: how much packing runs onto one device shortens a study."""
+    points = studies.load(study_name).grid(budget, {**(overrides or {}), "device": device}, seeds)
     passes = []
     for workers in worker_counts:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -60,7 +62,7 @@ def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], 
             run.update(variant=point.variant, seed=point.seed)
         passes.append({"workers": workers, "wall_s": wall, "runs": runs,
                        "processes": len({r["pid"] for r in runs})})
-    return {"study": study_name, "budget": "smoke", "device": device, "passes": passes}
+    return {"study": study_name, "budget": budget, "overrides": overrides or {}, "device": device, "passes": passes}
 
 
 def _train(config: dict, threads: int, data_dir: str | None) -> dict:
@@ -219,7 +221,7 @@ def packing_gain(shared: dict | None) -> float | None:
     """The best runs per hour over one worker's, from the suite's study passes on a gpu budget."""
     if not shared or shared.get("budget") != GPU_BUDGET:
         return None  # older suites shared out a smoke study: its seconds-long runs say nothing of packing
-    rates = {p["workers"]: len(p["runs"]) / p["wall_s"] for p in shared["passes"]}
+    rates = runs_per_hour(shared)
     return max(rates.values()) / rates[1] if 1 in rates else None
 
 
