@@ -60,8 +60,9 @@ def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--workers", type=worker_count, action=WorkerCounts, default=1, metavar="N|auto",
-                        help="worker processes on this machine (default 1); auto: as many runs as pack well onto "
-                             "the GPU, from its free memory and a short measurement of the first run (one on a CPU)")
+                        help="worker processes on this machine (default 1); auto: as many runs as pack well "
+                             "onto the GPU, from its free memory and a short measurement of the first run "
+                             "(one on a CPU)")
     parser.add_argument("--gpus-per-run", type=int, default=1, metavar="N",
                         help="train each run over N processes with torchrun (DDP): N GPUs each, or N CPU "
                              "processes where there is no GPU; --workers counts such groups (default 1)")
@@ -99,8 +100,8 @@ def check_workers(args: argparse.Namespace) -> None:
         raise BenchError(f"--workers auto chooses the count itself, but --workers {counts[-1]} fixes it too: "
                          "give one of them")
     if args.workers == packing.AUTO and args.gpus_per_run > 1:
-        raise BenchError(f"--workers auto packs runs onto one GPU, but --gpus-per-run {args.gpus_per_run} spreads "
-                         "each run over several: give --workers N with --gpus-per-run")
+        raise BenchError(f"--workers auto packs runs onto one GPU, but --gpus-per-run {args.gpus_per_run} "
+                         "spreads each run over several: give --workers N with --gpus-per-run")
     if args.workers != packing.AUTO and args.workers < 1:
         raise BenchError(f"--workers must be at least 1, got {args.workers}")
     if args.gpus_per_run < 1:
@@ -169,7 +170,8 @@ def studies_table(every: list[studies.Study], kind: str) -> Table:
         table.add_column(column)
     for study, what in shown:
         names = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
-        table.add_row(study.path.stem, what, ", ".join(budget_cell(study, b) for b in names), study.description)
+        cells = ", ".join(budget_cell(study, b) for b in names)
+        table.add_row(study.path.stem, what, cells, study.description)
     return table
 
 

@@ -118,7 +118,8 @@ class _Window:
         self.device, self.steps = device, 0
         self.began = self.step_s = None
         self.profiler = None
-        self.busy, self.why_not = None, f"the run has fewer than {WARMUP_STEPS + TIMED_STEPS + PROFILED_STEPS} steps"
+        self.busy = None
+        self.why_not = f"the run has fewer than {WARMUP_STEPS + TIMED_STEPS + PROFILED_STEPS} steps"
 
     def batch_done(self, done: int, total: int, loss: torch.Tensor) -> None:
         self.steps += 1

@@ -101,8 +101,8 @@ def test_auto_on_a_cpu_is_one_worker_said_so_and_the_study_ends_as_with_one(work
              "--no-system-metrics"], env=env, capture_output=True, text=True, timeout=600, cwd=workdir)
         assert done[count].returncode == 0, done[count].stderr[-3000:]
     said = [line for line in done["auto"].stderr.splitlines() if "--workers auto" in line]
-    assert said == ["--workers auto: 1 worker (device cpu: runs there share the same cores, so packing several "
-                    "gains nothing)"]
+    assert said == ["--workers auto: 1 worker (device cpu: runs there share the same cores, so packing "
+                    "several gains nothing)"]
     assert "--workers auto" not in done["1"].stderr
     assert not list(workdir.glob(".bench/logs/*worker*"))  # no helper was started
 
@@ -110,7 +110,8 @@ def test_auto_on_a_cpu_is_one_worker_said_so_and_the_study_ends_as_with_one(work
         client = MlflowClient(f"sqlite:///{workdir}/{count}.db")
         [parent] = study_runs(client, "depth", "study")
         assert parent.info.status == "FINISHED"
-        return {r.info.run_name: (r.info.status, r.data.metrics["test_acc"]) for r in study_runs(client, "depth")}
+        runs = study_runs(client, "depth")
+        return {r.info.run_name: (r.info.status, r.data.metrics["test_acc"]) for r in runs}
 
     assert finished("auto") == finished("1")  # the same runs, finished, with the same numbers
     assert len(finished("auto")) == 2
@@ -143,7 +144,8 @@ def passes(*walls: tuple[int, float]) -> dict:
 def test_the_packing_target_is_the_best_runs_per_hour_over_one_workers():
     shared = passes((1, 80.0), (2, 44.0), (4, 25.0), (8, 27.0))
     target = gpu_report.packing_target({"workers": shared})
-    assert target["met"] is True and target["measured"] == "3.20x at 4 workers (360 runs/h alone, 1,152 packed)"
+    assert target["met"] is True
+    assert target["measured"] == "3.20x at 4 workers (360 runs/h alone, 1,152 packed)"
     assert target["where"][0] == "1 worker: 360 runs/h, 1.00x one worker" and len(target["where"]) == 4
     assert budgets.packing_gain(shared) == pytest.approx(3.2)
     short = gpu_report.packing_target({"workers": passes((1, 80.0), (2, 50.0))})

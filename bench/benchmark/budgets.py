@@ -45,7 +45,8 @@ H100_SPEED = {"H100": 1.0, "H200": 0.7}
 
 
 def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], data_dir: str | None,
-                  budget: str = "smoke", overrides: dict | None = None, seeds: tuple[int, ...] | None = None) -> dict:
+                  budget: str = "smoke", overrides: dict | None = None,
+                  seeds: tuple[int, ...] | None = None) -> dict:
     """The study's `budget` (with `overrides`, at `seeds`) trained by each count of worker processes in
     turn, sharing `device`: how much packing runs onto one device shortens a study."""
     points = studies.load(study_name).grid(budget, {**(overrides or {}), "device": device}, seeds)
@@ -62,7 +63,8 @@ def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], 
             run.update(variant=point.variant, seed=point.seed)
         passes.append({"workers": workers, "wall_s": wall, "runs": runs,
                        "processes": len({r["pid"] for r in runs})})
-    return {"study": study_name, "budget": budget, "overrides": overrides or {}, "device": device, "passes": passes}
+    return {"study": study_name, "budget": budget, "overrides": overrides or {}, "device": device,
+            "passes": passes}
 
 
 def _train(config: dict, threads: int, data_dir: str | None) -> dict:
@@ -146,7 +148,8 @@ def estimates(names: list[str], measured: dict[str, dict], data_dir: str | None)
     return [study_estimate(study, "full", measured, data_dir) for study in loaded if "full" in study.budgets]
 
 
-def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict], data_dir: str | None) -> dict:
+def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict],
+                   data_dir: str | None) -> dict:
     """A study's budget in hours on one worker: every run's epochs at the measured speed of its config.
 
     A run of E epochs (E scaled under equal compute) costs its first epoch (as measured, scaled to
@@ -162,7 +165,8 @@ def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict],
         if not isinstance(trials, int):
             return {"study": name, "runs": None, "hours": None,
                     "note": f"a search without a trial count in its {budget} budget"}
-        configs, runs, note = configs * trials, trials, f"{trials} trials, each to the end (no pruning counted)"
+        note = f"{trials} trials, each to the end (no pruning counted)"
+        configs, runs = configs * trials, trials
     seconds, missing = 0.0, set()
     for config in configs:
         epoch = measured.get(speed_key(config))
@@ -171,10 +175,11 @@ def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict],
             missing.add(config.dataset if train_images is None else speed_key(config))
             continue
         scale = train_images / epoch["images"]
-        val_scale = train_images * config.val_fraction / (1 - config.val_fraction) / max(1, epoch["val_images"])
+        val_images = train_images * config.val_fraction / (1 - config.val_fraction)
+        val_scale = val_images / max(1, epoch["val_images"])
         epochs = config.train_epochs  # fewer (or more) under equal compute
-        seconds += (epoch["first_epoch_s"] * scale + max(0.0, epochs - 1) * train_images / epoch["steady_images_per_s"]
-                    + math.ceil(epochs) * epoch["val_s"] * val_scale)
+        steady_s = max(0.0, epochs - 1) * train_images / epoch["steady_images_per_s"]
+        seconds += epoch["first_epoch_s"] * scale + steady_s + math.ceil(epochs) * epoch["val_s"] * val_scale
     if missing:
         what = "; ".join(sorted(missing))
         return {"study": name, "runs": runs, "hours": None,
@@ -201,7 +206,7 @@ class Reference:
     path: Path
     device: str
     first_epochs: dict[str, dict]
-    packing: float | None  # runs per hour at the best worker count over one worker, at 32 px; None: not measured
+    packing: float | None  # the best runs per hour over one worker's, at 32 px; None: not measured
 
 
 @functools.cache
@@ -209,7 +214,8 @@ def reference(folder: Path = RESULTS) -> Reference | None:
     found = []
     for path in folder.glob("gpu-*.json"):
         results = json.loads(path.read_text())
-        if results.get("kind") == "gpu-suite" and results["plan"]["name"] == "full" and results["first_epochs"]:
+        full = results.get("kind") == "gpu-suite" and results["plan"]["name"] == "full"
+        if full and results["first_epochs"]:
             found.append((results["date"], path, results))
     if not found:
         return None
@@ -237,7 +243,8 @@ def packed_estimate(study: studies.Study, budget: str, data_dir: str | None = No
     row = study_estimate(study, budget, ref.first_epochs, data_dir)
     speed = next((s for name, s in H100_SPEED.items() if name in ref.device), None)
     if row["hours"] is None or speed is None:
-        return {**row, "minutes": None, "note": row["note"] or f"no speed factor from {ref.device} to an H100"}
+        why = row["note"] or f"no speed factor from {ref.device} to an H100"
+        return {**row, "minutes": None, "note": why}
     gain = ref.packing or PACKING_TARGET
     return {**row, "minutes": 60 * row["hours"] / speed / gain, "speed": speed, "gain": gain,
             "gain_measured": ref.packing is not None, "reference": ref}
@@ -255,6 +262,7 @@ def estimate_text(estimate: dict | None, long: bool = False) -> str:
     ref = estimate["reference"]
     gain = ("measured by the GPU suite" if estimate["gain_measured"]
             else "assumed: the GPU suite's target, not yet measured")
-    return (f"{short}: {estimate['runs']} runs x {estimate['epochs']} epochs at the first-epoch speeds measured on "
-            f"{ref.device} ({ref.path.name}), x{estimate['speed']:.2f} for the H100 (its memory bandwidth "
-            f"against the measuring GPU's), {estimate['gain']:.1f}x the runs per hour of one worker ({gain})")
+    return (f"{short}: {estimate['runs']} runs x {estimate['epochs']} epochs at the first-epoch speeds "
+            f"measured on {ref.device} ({ref.path.name}), x{estimate['speed']:.2f} for the H100 "
+            f"(its memory bandwidth against the measuring GPU's), {estimate['gain']:.1f}x the runs per hour "
+            f"of one worker ({gain})")

@@ -271,8 +271,9 @@ class Suite:
         tasks.append((f"time to {self.plan.target:.0%} test accuracy", 150.0, self.race))
         tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
                   if not r.compile and r.group != "fp32 NCHW (the tutorials' default)"]
-        tasks.append((f"{self.plan.study} {self.plan.study_budget} study with {self.plan.study_workers} workers",
-                      self.plan.study_cost_s, self.workers))
+        plan = self.plan
+        tasks.append((f"{plan.study} {plan.study_budget} study with {plan.study_workers} workers",
+                      plan.study_cost_s, self.workers))
         configs = budgets.full_budget_configs(self.estimate_names, self.args.data_dir)
         ordered = sorted(configs.items(), key=lambda item: self.plan.study not in item[1]["studies"])
         for key, entry in ordered:
@@ -315,9 +316,9 @@ class Suite:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()  # the workers share the device: leave them what earlier rows cached
         plan = self.plan
-        self.results["workers"] = budgets.workers_share(plan.study, str(self.device), plan.study_workers,
-                                                        self.args.data_dir, plan.study_budget, plan.study_overrides,
-                                                        plan.study_seeds)
+        self.results["workers"] = budgets.workers_share(
+            plan.study, str(self.device), plan.study_workers, self.args.data_dir, plan.study_budget,
+            plan.study_overrides, plan.study_seeds)
 
     def first_epoch(self, key: str, entry: dict) -> None:
         measured = budgets.first_epoch(entry["config"], self.args.data_dir, budgets.CARRIED,

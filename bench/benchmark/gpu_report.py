@@ -98,8 +98,10 @@ def packing_target(results: dict) -> dict:
     """Runs packed onto one GPU: the best runs per hour over one worker's, at 32 px."""
     shared = results.get("workers")
     rates = runs_per_hour(shared)
-    what = (f" ({shared['study']} {shared.get('budget', 'smoke')} budget, {shared.get('overrides') or 'as written'})"
-            if shared else "")
+    what = ""
+    if shared:
+        overrides = shared.get("overrides") or "as written"
+        what = f" ({shared['study']} {shared.get('budget', 'smoke')} budget, {overrides})"
     target = {"name": f"a 32 px study packed on one GPU{what}: runs per hour over one worker's",
               "goal": f">= {PACKING_TARGET:.1f}x"}
     if 1 not in rates or len(rates) < 2:
@@ -108,10 +110,10 @@ def packing_target(results: dict) -> dict:
     ratio = rates[best] / rates[1]
     measured = f"{ratio:.2f}x at {best} workers ({rates[1]:,.0f} runs/h alone, {rates[best]:,.0f} packed)"
     met = ratio >= PACKING_TARGET
-    where = [f"{workers} worker{'s' if workers > 1 else ''}: {rate:,.0f} runs/h, {rate / rates[1]:.2f}x one worker"
-             for workers, rate in rates.items()]
-    return {**target, "measured": measured, "met": met, "gap": "" if met else f"{PACKING_TARGET - ratio:.2f}x short",
-            "where": where}
+    where = [f"{workers} worker{'s' if workers > 1 else ''}: {rate:,.0f} runs/h, "
+             f"{rate / rates[1]:.2f}x one worker" for workers, rate in rates.items()]
+    gap = "" if met else f"{PACKING_TARGET - ratio:.2f}x short"
+    return {**target, "measured": measured, "met": met, "gap": gap, "where": where}
 
 
 def _profile_lines(row: dict) -> list[str]:
@@ -238,9 +240,10 @@ def _workers_section(results: dict) -> list[str]:
     shared = results.get("workers")
     if shared is None:
         return []
-    lines = [f"## The {shared['study']} study's {shared.get('budget', 'smoke')} budget through the engine, worker "
-             f"processes sharing {shared['device']}", "", "No tracking (fit only), each pass a fresh pool of spawned "
-             f"processes; overrides {shared.get('overrides') or 'none'}. " + packing_line(shared), ""]
+    lines = [f"## The {shared['study']} study's {shared.get('budget', 'smoke')} budget through the engine, "
+             f"worker processes sharing {shared['device']}", "",
+             "No tracking (fit only), each pass a fresh pool of spawned processes; "
+             f"overrides {shared.get('overrides') or 'none'}. " + packing_line(shared), ""]
     body = [[p["workers"], p["processes"], len(p["runs"]), f"{p['wall_s']:.1f}",
              f"{sum(r['seconds'] for r in p['runs']):.1f}",
              ", ".join(f"{r['variant']} {r['test_acc']:.3f}" for r in p["runs"])] for p in shared["passes"]]
