@@ -1,9 +1,12 @@
 """How long the studies take on this device, without MLflow or Optuna (the GPU suite's study part).
 
-`workers_share` trains a study's smoke budget through the engine (bench.train.fit) with N worker
-processes sharing the device, as `--workers N` would, timed against one worker. `first_epoch`
-times the first epoch of one run config at full width on the carried data; `estimates` turns
-those into the expected length of every study's `full` budget.
+`workers_share` trains a study's budget (smoke in the tests, a shortened gpu budget on a GPU)
+through the engine (bench.train.fit) with N worker processes sharing the device, as `--workers N`
+would, timed against one worker: what packing runs onto one GPU gains. `first_epoch` times the
+first epoch of one run config at full width on the carried data; `estimates` turns those into the
+expected length of every study's `full` budget, and `packed_estimate` a `gpu` budget's minutes
+packed on one H100, from the newest suite run committed in results/ (what --list and a gpu
+study's opening line show).
 """
 
 from __future__ import annotations
