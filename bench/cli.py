@@ -18,7 +18,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from bench import distributed, studies
+from bench import distributed, packing, studies
+from bench.benchmark import budgets
 from bench.config import RunConfig
 from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
@@ -58,7 +59,10 @@ def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
     """The flags every study command shares: where the queue and the record are, how many workers."""
     parser.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    parser.add_argument("--workers", type=worker_count, action=WorkerCounts, default=1, metavar="N|auto",
+                        help="worker processes on this machine (default 1); auto: as many runs as pack well "
+                             "onto the GPU, from its free memory and a short measurement of the first run "
+                             "(one on a CPU)")
     parser.add_argument("--gpus-per-run", type=int, default=1, metavar="N",
                         help="train each run over N processes with torchrun (DDP): N GPUs each, or N CPU "
                              "processes where there is no GPU; --workers counts such groups (default 1)")
@@ -70,8 +74,35 @@ def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
 
+def worker_count(text: str) -> int | str:
+    """A --workers value: a count, or auto (bench.packing chooses the count)."""
+    if text == packing.AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a count or 'auto', not {text!r}") from None
+
+
+class WorkerCounts(argparse.Action):
+    """--workers keeps the last value given, as before, and remembers every one: `auto` beside a
+    count is a contradiction that check_workers refuses, not a choice to make silently."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        namespace.workers = value
+        namespace.workers_given = [*getattr(namespace, "workers_given", []), value]
+
+
 def check_workers(args: argparse.Namespace) -> None:
-    if args.workers < 1:
+    given = getattr(args, "workers_given", [])
+    counts = [v for v in given if v != packing.AUTO]
+    if packing.AUTO in given and counts:
+        raise BenchError(f"--workers auto chooses the count itself, but --workers {counts[-1]} fixes it too: "
+                         "give one of them")
+    if args.workers == packing.AUTO and args.gpus_per_run > 1:
+        raise BenchError(f"--workers auto packs runs onto one GPU, but --gpus-per-run {args.gpus_per_run} "
+                         "spreads each run over several: give --workers N with --gpus-per-run")
+    if args.workers != packing.AUTO and args.workers < 1:
         raise BenchError(f"--workers must be at least 1, got {args.workers}")
     if args.gpus_per_run < 1:
         raise BenchError(f"--gpus-per-run must be at least 1, got {args.gpus_per_run}")
@@ -84,7 +115,10 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_processes(config: RunConfig, args: argparse.Namespace) -> None:
-    """What --workers x --gpus-per-run asks of this machine, checked before anything is recorded."""
+    """What --workers x --gpus-per-run asks of this machine, checked before anything is recorded;
+    --workers auto becomes the count it chooses for runs like `config` (the study's first)."""
+    if args.workers == packing.AUTO:
+        args.workers = packing.auto_workers(config, args.data_dir)
     distributed.check(config.world_size, config.device, config.sync_batch_norm, groups=args.workers)
 
 
@@ -135,10 +169,18 @@ def studies_table(every: list[studies.Study], kind: str) -> Table:
     for column in ("study", "variants" if kind == ABLATION else "space", "budgets (default first)", "description"):
         table.add_column(column)
     for study, what in shown:
-        budgets = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
-        budgets = [f"{b} (needs {study.budgets[b].needs})" if study.budgets[b].needs else b for b in budgets]
-        table.add_row(study.path.stem, what, ", ".join(budgets), study.description)
+        names = [study.default_budget] + [b for b in study.budgets if b != study.default_budget]
+        cells = ", ".join(budget_cell(study, b) for b in names)
+        table.add_row(study.path.stem, what, cells, study.description)
     return table
+
+
+def budget_cell(study: studies.Study, name: str) -> str:
+    """A budget as --list shows it: what it needs typed, and a gpu budget's estimated minutes."""
+    notes = [f"needs {study.budgets[name].needs}"] if study.budgets[name].needs else []
+    if name == budgets.GPU_BUDGET:
+        notes.append(budgets.estimate_text(budgets.packed_estimate(study, name)))
+    return f"{name} ({'; '.join(notes)})" if notes else name
 
 
 def chosen_study(args: argparse.Namespace, kind: str, not_overrides: tuple[str, ...]
@@ -166,6 +208,10 @@ def command_line(kind: str, argv: list[str] | None) -> str:
 def announce(study: studies.Study, budget: studies.Budget, label: str, chosen: bool, details: str) -> None:
     """What is about to run, on stderr: the study, its budget among the others, then `details`."""
     others = [b for b in study.budgets if b != budget.name]
+    if budget.name == budgets.GPU_BUDGET:
+        estimate = budgets.estimate_text(budgets.packed_estimate(study, budget.name), long=True)
+        as_written = " (the budget as written: overrides not counted)" if label != budget.name else ""
+        details += f"\nestimate{as_written}: {escape(estimate)}"
     console.print(
         f"[bold]{escape(study.name)}[/]: {escape(study.description)}\n"
         f"budget [bold]{escape(label)}[/] ({'chosen' if chosen else 'the default'}; "

@@ -31,7 +31,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from bench import journal, launch, progress as progress_ui
+from bench import journal, launch, packing, progress as progress_ui
 from bench.config import RunConfig
 from bench.errors import BenchError, one_line, redact
 from bench.store_files import STATE_DIR, locked, sqlite_path
@@ -426,7 +426,7 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
     The CPU threads are shared out among the workers: several processes each spinning as many
     threads as there are cores run slower together than one alone.
     """
-    # The flags as given, then --workers 1: argparse keeps the last value of a flag.
+    # The flags as given, with --workers 1 instead of the parent's (auto would measure and spawn again).
     args = sys.argv[1:] if argv is None else argv
     threads = str(max(1, (os.cpu_count() or 1) // (count + 1)))
     if count:
@@ -444,7 +444,7 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
             # The helper writes to its own copy of the file; this process closes its copy at once.
             with open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w") as log:
                 helpers.append(subprocess.Popen(
-                    [sys.executable, "-m", module, *args, "--workers", "1", "--quiet"],
+                    [sys.executable, "-m", module, *packing.helper_args(args), "--quiet"],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
                 ))

@@ -10,7 +10,7 @@ targets need first, until everything ran or its time limit (default 520 s) is ne
    head; the precision x memory format x compile matrix for VGG-D-BN; timm's vgg16, vgg16_bn
    and resnet18 side by side with ours; a batch that runs out of memory is halved and retried;
 2. time to 93 % Fashion-MNIST test accuracy for VGG-D-BN: bench.train against the tutorials' loop;
-3. a smoke study through the engine with 1 and 2 worker processes sharing the device;
+3. a study through the engine with 1, 2, 4 and 8 worker processes sharing the device (packing);
 4. the first epoch of each distinct run config of the studies' full budgets at full width on the
    carried data, and from them each study's full budget in hours.
 
@@ -67,6 +67,10 @@ class Plan:
     tutorial_cap: float = 3.2  # the tutorial loop stops past this many times bench.train's time to target
     study: str = "depth"
     study_workers: tuple[int, ...] = (1, 2)
+    study_budget: str = "smoke"  # packing: the study's budget, shortened by study_overrides, at study_seeds
+    study_overrides: dict = field(default_factory=dict)
+    study_seeds: tuple[int, ...] | None = None
+    study_cost_s: float = 40.0
     estimate_studies: tuple[str, ...] | None = None  # None: every study with a full budget
     estimate_overrides: dict = field(default_factory=dict)
     time_limit_s: float = 520.0  # the device machines stop a command at 600 s; imports and CUDA start come first
@@ -76,6 +80,10 @@ FULL = Plan(
     name="full", width=1.0, small=(32, 512), large=(224, 128), large_classes=1000, steps=20, warmup=5,
     matmul_size=8192, models=(*VGGS, "resnet18", "mobilenetv2"), timm_models=("vgg16", "vgg16_bn", "resnet18"),
     compile=True,
+    # Packing: the depth study's gpu budget (full width, batch 128, 32 px), 8 runs of 2 epochs on 24k images,
+    # at 1, 2, 4 and 8 workers: runs per hour against one worker's (the target: 3x).
+    study_workers=(1, 2, 4, 8), study_budget="gpu", study_overrides={"epochs": 2, "subset": 24000},
+    study_seeds=(0, 1), study_cost_s=100.0,
     # bench.train's recipe for VGG-D-BN on Fashion-MNIST: SGD + Nesterov, cosine over 30 epochs with
     # a one-epoch warm-up, batch 256, crop + flip on the device, bf16 autocast, channels_last, eager.
     recipe=dict(model="vgg-d", batch_norm=True, dataset="fashion-mnist", epochs=30, batch_size=256, lr=0.1,
@@ -89,7 +97,7 @@ SMOKE = Plan(
     matmul_size=256, models=("vgg-d", "resnet18"), timm_models=("test_resnet",), compile=False,
     recipe=dict(model="vgg-d", batch_norm=True, dataset="synthetic", subset=320, width=0.0625, epochs=2,
                 batch_size=32, optimizer="adam", lr=0.01, schedule="cosine", augment=False),
-    target=0.5, study_workers=(2,), estimate_studies=("depth",),
+    target=0.5, study_workers=(1, 2), estimate_studies=("depth",),
     estimate_overrides={"width": 0.0625, "subset": 300}, time_limit_s=600.0,
 )
 
@@ -263,7 +271,9 @@ class Suite:
         tasks.append((f"time to {self.plan.target:.0%} test accuracy", 150.0, self.race))
         tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
                   if not r.compile and r.group != "fp32 NCHW (the tutorials' default)"]
-        tasks.append((f"{self.plan.study} smoke study with {self.plan.study_workers} workers", 40.0, self.workers))
+        plan = self.plan
+        tasks.append((f"{plan.study} {plan.study_budget} study with {plan.study_workers} workers",
+                      plan.study_cost_s, self.workers))
         configs = budgets.full_budget_configs(self.estimate_names, self.args.data_dir)
         ordered = sorted(configs.items(), key=lambda item: self.plan.study not in item[1]["studies"])
         for key, entry in ordered:
@@ -305,8 +315,10 @@ class Suite:
     def workers(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()  # the workers share the device: leave them what earlier rows cached
-        self.results["workers"] = budgets.workers_share(self.plan.study, str(self.device), self.plan.study_workers,
-                                                        self.args.data_dir)
+        plan = self.plan
+        self.results["workers"] = budgets.workers_share(
+            plan.study, str(self.device), plan.study_workers, self.args.data_dir, plan.study_budget,
+            plan.study_overrides, plan.study_seeds)
 
     def first_epoch(self, key: str, entry: dict) -> None:
         measured = budgets.first_epoch(entry["config"], self.args.data_dir, budgets.CARRIED,

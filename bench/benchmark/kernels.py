@@ -54,9 +54,8 @@ def breakdown(step: Callable[[], None], device: torch.device, step_ms: float, st
     per_kind: dict[str, float] = {}
     for event in prof.key_averages():
         if cuda:
-            # Kernels are the events with device time of their own; the CPU-side operators are not counted.
-            micros = getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-            if event.device_type != torch.autograd.DeviceType.CUDA and not _is_kernel(event):
+            micros = kernel_micros(event)
+            if micros is None:
                 continue
         else:
             if not event.key.startswith("aten::"):
@@ -70,6 +69,16 @@ def breakdown(step: Callable[[], None], device: torch.device, step_ms: float, st
     return {"unit": "GPU kernel ms per step" if cuda else "CPU operator self ms per step",
             "ms_per_step": ordered, "total_ms": total, "step_ms": step_ms,
             "busy_share": total / step_ms if cuda and step_ms else None}
+
+
+def kernel_micros(event) -> float | None:
+    """A profiled event's own device microseconds if it is a kernel, else None.
+
+    Kernels are the events with device time of their own; the CPU-side operators are not counted.
+    """
+    if event.device_type != torch.autograd.DeviceType.CUDA and not _is_kernel(event):
+        return None
+    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
 
 
 def _is_kernel(event) -> bool:
