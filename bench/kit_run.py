@@ -26,7 +26,7 @@ from bench.errors import BenchError, choices
 
 ROOT = Path(__file__).resolve().parent.parent  # as bench.provenance has it; importing that loads torch
 COMMANDS = ("ablation", "search", "report", "benchmark", "train", "predict", "post", "models",
-            "stream_benchmark")
+            "benchmark.stream")
 STOP_GRACE_S = 60.0  # after SIGTERM, the time a command has to mark its runs KILLED before it is killed
 INSTALLED = "kit-installed"  # written into an environment once its install completed
 

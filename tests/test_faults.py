@@ -186,7 +186,7 @@ def test_nan_on_the_command_line_is_one_line_before_anything(workdir, capsys):
 
 @pytest.mark.parametrize("command", ["bench.ablation", "bench.search", "bench.train", "bench.predict", "bench.post",
                                      "bench.report", "bench.models", "bench.benchmark", "bench.data.generate",
-                                     "bench.stream_benchmark"])
+                                     "bench.benchmark.stream"])
 def test_a_mistyped_flag_is_one_line_naming_help(command, workdir):
     message = command_error(command, "--no-such-flag", cwd=workdir)
     assert "unrecognized arguments: --no-such-flag" in message or "required" in message

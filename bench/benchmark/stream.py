@@ -1,7 +1,7 @@
 """Streamed image-folder loading against the tutorials' loader, and end-to-end training on a streamed tree.
 
-    python -m bench.stream_benchmark /tmp/tree --generate 20000     # write the tree first if missing
-    python -m bench.stream_benchmark /tmp/tree --images 6000 --rounds 2 --train-subset 2000
+    python -m bench.benchmark.stream /tmp/tree --generate 20000     # write the tree first if missing
+    python -m bench.benchmark.stream /tmp/tree --images 6000 --rounds 2 --train-subset 2000
 
 Loaders (each in its own process, alternated `--rounds` times, so that both see the same machine load):
   tutorials  torchvision ImageFolder + PIL RandomResizedCrop(224) / RandomHorizontalFlip / ToTensor /
@@ -145,7 +145,7 @@ def _tree_memory(pid: int) -> tuple[int, int]:
 
 def measure(kind: str, root: Path, images: int, batch: int, workers: int, device: str) -> dict:
     """Run one loader in a child process and watch its process tree's memory."""
-    cmd = [sys.executable, "-m", "bench.stream_benchmark", str(root), "--one", kind, "--images", str(images),
+    cmd = [sys.executable, "-m", "bench.benchmark.stream", str(root), "--one", kind, "--images", str(images),
            "--batch", str(batch), "--workers", str(workers), "--device", device]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = [0, 0]
@@ -204,7 +204,7 @@ def report(root: Path, loaders: list[dict], checked: dict | None, e2e: list[dict
     lines = [f"# Streamed image folders on {'a GPU' if gpu else 'this CPU'}", "",
              f"- machine: {stamp['host']}, {os.cpu_count()} CPUs, {stamp['device']}; torch {stamp['torch']}",
              f"- commit: {stamp['commit']}",
-             f"- command: `python -m bench.stream_benchmark {' '.join(sys.argv[1:])}`",
+             f"- command: `python -m bench.benchmark.stream {' '.join(sys.argv[1:])}`",
              f"- tree: {root} ({sum(1 for _ in (root / 'train').rglob('*.jpg'))} training JPEGs)",
              f"- load (uptime) before: {load_before}; after: {load_after}", "",
              f"## Loaders: batch {args.batch}, {args.images} images a measurement, batches on {args.device}", "",
@@ -251,7 +251,7 @@ def _counts(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="python -m bench.stream_benchmark", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m bench.benchmark.stream", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="an ImageNet-layout tree (train/<class>/*.jpg)")
     parser.add_argument("--generate", type=int, default=0, help="first write this many 400x350 JPEGs there if missing")
     parser.add_argument("--images", type=int, default=6000)
