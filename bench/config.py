@@ -22,11 +22,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPUTES = ("epochs", "flops")
 EVAL_MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
 DATA_HOLDERS = ("auto", "memory", "stream", "stream-gpu")
+STEPS = ("auto", "eager", "graph")  # bench.step
 IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
 LATER_SETTINGS = {"world_size", "sync_batch_norm", "compute", "compute_scale",  # see RunConfig.hash
-                  "train_scale", "test_scales", "eval_modes", "data_holder", "loader_workers", "init_from_a"}
+                  "train_scale", "test_scales", "eval_modes", "data_holder", "loader_workers", "init_from_a",
+                  "step"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ class RunConfig:
     channels_last: bool = True  # +20 % on this project's CPUs, more on tensor-core GPUs
     compile: bool = False  # torch.compile pays ~1 min up front; worth it for long runs
     device: str = "auto"  # auto: cuda if available, else cpu
+    # the training step: graph (captured as a CUDA graph: no launch overhead), eager, or auto: the graph
+    # on CUDA when the run can be captured, else eager; both give the same numbers (bench.step)
+    step: str = "auto"
     # --- several processes per run (torchrun): a different world size may give different numbers ---
     world_size: int = 1  # processes that share each global batch; set by torchrun / --gpus-per-run
     sync_batch_norm: bool = False  # BatchNorm statistics over the whole global batch (GPUs only)
@@ -127,6 +132,8 @@ class RunConfig:
             choices("schedule", self.schedule, SCHEDULES)
         if self.precision not in PRECISIONS:
             choices("precision", self.precision, PRECISIONS)
+        if self.step not in STEPS:
+            choices("step", self.step, STEPS)
         for f in fields(self):  # NaN slips through every comparison below, and inf is no setting
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
