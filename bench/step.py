@@ -68,7 +68,7 @@ def choose(config, device: torch.device, group: distributed.Group) -> str:
 
 
 class Step:
-    """One optimizer step on a batch, with the loss and correct predictions of an epoch summed on the device."""
+    """One optimizer step on a batch; an epoch's loss and correct predictions summed on the device."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                  autocast: Callable[[], ContextManager], label_smoothing: float, device: torch.device):

@@ -251,7 +251,7 @@ class Engine:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the last step, before any group's scale (a device tensor on the graph step)."""
+        """The last step's learning rate, before any group's scale (a device tensor under the graph step)."""
         group = self.optimizer.param_groups[0]
         return float(group["lr"]) / group["lr_scale"]
 
@@ -340,7 +340,8 @@ def fit(
         train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
         seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised
         val_loss, val_acc, _ = engine.evaluate("val")
-        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, engine.lr, seconds, seen / seconds)
+        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, engine.lr, seconds,
+                           seen / seconds)
         history.append(stats)
         if val_acc > best["val_acc"]:
             best = {"val_acc": val_acc, "epoch": epoch}

@@ -3,9 +3,9 @@ reading its learning rate from device tensors, the static input buffers, the met
 device and a resume into it, against the eager step. Only the capture itself needs a GPU.
 
 Tolerance (fp32, on the CPU): after two epochs with a warm-up and a cosine schedule, every weight and
-buffer equals the eager run's to 1e-5 relative to the tensor's largest value (+ 1e-8), the epoch's mean loss to
-1e-5 relative, and its accuracy to one image; the fused optimizers differ from torch's default ones
-only in the order of their float operations (1e-7 to 1e-6 after a few steps).
+buffer equals the eager run's to 1e-5 relative to the tensor's largest value (+ 1e-8), the epoch's
+mean loss to 1e-5 relative, and its accuracy to one image; the fused optimizers differ from torch's
+default ones only in the order of their float operations (1e-7 to 1e-6 after a few steps).
 """
 
 from __future__ import annotations
