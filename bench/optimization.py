@@ -61,10 +61,11 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module, fused: bool = Fals
             if params:
                 groups.append({"params": params, "weight_decay": config.weight_decay if decays else 0.0,
                                "lr_scale": scale})
-    implementation = {"fused": True} if fused else {}
-    if config.optimizer == "sgd":
+    if config.optimizer == "sgd":  # SGD has no step count: fused is all a graph needs
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                               **implementation)
+                               **({"fused": True} if fused else {}))
+    # Adam's step() refuses to be captured unless its groups say capturable, fused or not.
+    implementation = {"fused": True, "capturable": True} if fused else {}
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, **implementation)
     return torch.optim.AdamW(groups, lr=config.lr, **implementation)

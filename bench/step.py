@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from bench import distributed
 from bench.device import resolve_device
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
+IMPLEMENTATION = ("fused", "foreach", "capturable")  # an optimizer group's flags that choose its kernels
 WARMUP_STEPS = 3  # eager steps before the capture: cuDNN picks its kernels, the optimizer makes its state
 log = logging.getLogger("bench.step")
 
@@ -77,7 +78,7 @@ class Step:
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         # optimizer.load_state_dict brings back the saved groups' flags: the step keeps its own
-        self.flags = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+        self.flags = [{k: g[k] for k in IMPLEMENTATION if k in g} for g in optimizer.param_groups]
 
     def start_epoch(self) -> None:
         self.loss_sum.zero_()  # in place: a captured graph adds into these very tensors
@@ -171,12 +172,21 @@ class GraphStep(Step):
         return loss
 
     def _captured(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Capture this step (recorded, not run) and run it once by replaying the graph."""
-        self.graph = torch.cuda.CUDAGraph()
+        """Capture this step (recorded, not run) and run it once by replaying the graph; a model that
+        cannot be captured (a host sync in its forward) trains on eagerly, said once."""
+        graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)  # the gradients come from the graph's own memory
-        with torch.cuda.graph(self.graph):
-            loss = self.run(x, y)
-        self.graph.replay()
+        try:
+            # thread_local: CUDA calls of other threads (a loader's pinning thread) may go on meanwhile
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                loss = self.run(x, y)
+        except RuntimeError as exc:
+            log.warning("training step: eager from now on, the CUDA graph capture failed: %s", one_line(exc))
+            self.capture = False
+            self.optimizer.zero_grad(set_to_none=True)
+            return self.run(x, y)  # a failed capture ran nothing: this step is still to take
+        self.graph = graph
+        graph.replay()
         return loss
 
 
