@@ -83,8 +83,8 @@ def race(config: RunConfig, target: float, data_dir: str | None, loader_workers:
     synchronize(engine.device)
     engine_loop = Loop("bench.train", engine.train_epoch, engine.eval_model, engine.optimizer,
                        lambda: _engine_data_epoch(engine), time.perf_counter() - began)
-    result = {"config": config.to_dict(), "target": target, "loader_workers": loader_workers,
-              "cap_factor": cap_factor, "loops": []}
+    result = {"config": config.to_dict(), "step": engine.step_kind, "target": target,
+              "loader_workers": loader_workers, "cap_factor": cap_factor, "loops": []}
     first = _run(engine, engine_loop, target, config.epochs, None, time_left)
     result["loops"].append(first)
     began = time.perf_counter()
