@@ -24,6 +24,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPUTES = ("epochs", "flops")
 EVAL_MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
 DATA_HOLDERS = ("auto", "memory", "stream", "stream-gpu")
+STEPS = ("auto", "eager", "graph")  # bench.step
 IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
@@ -98,6 +99,9 @@ class RunConfig:
     channels_last: bool = True  # +20 % on this project's CPUs, more on tensor-core GPUs
     compile: bool = False  # torch.compile pays ~1 min up front; worth it for long runs
     device: str = "auto"  # auto: cuda if available, else cpu
+    # the training step: graph (captured as a CUDA graph: no launch overhead), eager, or auto: the graph
+    # on CUDA when the run can be captured, else eager; both give the same numbers (bench.step)
+    step: str = setting("auto", later=True)
     # --- several processes per run (torchrun): a different world size may give different numbers ---
     world_size: int = setting(1, later=True)  # processes sharing each global batch (torchrun, --gpus-per-run)
     sync_batch_norm: bool = setting(False, later=True)  # BatchNorm statistics over the whole global batch (GPUs)
@@ -111,6 +115,8 @@ class RunConfig:
             choices("schedule", self.schedule, SCHEDULES)
         if self.precision not in PRECISIONS:
             choices("precision", self.precision, PRECISIONS)
+        if self.step not in STEPS:
+            choices("step", self.step, STEPS)
         for f in fields(self):  # NaN slips through every comparison below, and inf is no setting
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench import data
+from bench import data, step
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.train import build_model
@@ -22,6 +22,7 @@ def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Pa
     loaded: dict[tuple, data.RunData] = {}
     built: set[tuple] = set()
     for config in configs:
+        step.check(config)  # a graph step asked for without CUDA
         key = config.data_settings
         if key not in loaded:  # each dataset and split once, however many runs share it
             loaded[key] = data.open_run(config.replace(loader_workers=0), data_dir=data_dir)

@@ -26,10 +26,11 @@ from typing import Any, Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, distributed, evaluation, models, serving
+from bench import checkpoint, data, distributed, evaluation, models, serving, step
 from bench.config import RunConfig
 from bench.device import resolve_device
 from bench.errors import BenchError
+from bench.optimization import last_linear, lr_at, make_optimizer, plateau_drops
 
 EVAL_BATCH = 512
 EXAMPLES = 4  # test images kept with a result: the logged model's input example
@@ -104,63 +105,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"  # bf16 autocast is several times slower than fp32 on CPUs without AMX
 
 
-def autocast(device: torch.device, precision: str):
-    """Low-precision autocast for bf16/fp16; a no-op context for fp32."""
+def autocast(device: torch.device, precision: str, cache: bool = True):
+    """Low-precision autocast for bf16/fp16; a no-op context for fp32. `cache=False` for a CUDA graph's
+    capture, which must not keep weight casts made outside it."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def lr_at(config: RunConfig, step: int, steps_per_epoch: int, plateau_drops: int) -> float:
-    """Learning rate at optimizer step `step`: warm-up times the schedule's factor."""
-    total = config.total_steps(steps_per_epoch)
-    warmup = config.warmup_epochs * steps_per_epoch
-    if step < warmup:
-        ramp = 0.1 + 0.9 * step / warmup
-    else:
-        ramp = 1.0
-    if config.schedule == "cosine":
-        progress = (step - warmup) / max(1.0, total - warmup) if step >= warmup else 0.0
-        factor = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    elif config.schedule == "step":
-        factor = 0.1 ** (step // (config.step_epochs * steps_per_epoch))
-    elif config.schedule == "plateau":
-        factor = 0.1**plateau_drops
-    else:
-        factor = 1.0
-    return config.lr * ramp * factor
-
-
-def plateau_drops(config: RunConfig, val_accs: list[float]) -> int:
-    """How often the paper's rule ('divide by 10 when validation accuracy stops improving') fired."""
-    drops, best, since = 0, -1.0, 0
-    for acc in val_accs:
-        if acc > best:
-            best, since = acc, 0
-        else:
-            since += 1
-            if since >= config.patience:
-                drops, since = drops + 1, 0
-    return drops
-
-
-def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm scales: standard practice, and it matters for BN nets.
-    # A fine-tuned backbone may learn slower than the new last layer (backbone_lr_scale).
-    head = {id(p) for p in last_linear(model).parameters()}
-    groups = []
-    for is_head in (False, True):
-        scale = 1.0 if is_head or config.pretrained is None else config.backbone_lr_scale
-        for decays in (True, False):
-            params = [p for p in model.parameters()
-                      if p.requires_grad and (id(p) in head) == is_head and (p.ndim > 1) == decays]
-            if params:
-                groups.append({"params": params, "weight_decay": config.weight_decay if decays else 0.0,
-                               "lr_scale": scale})
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
 
 
 def build_model(config: RunConfig, splits: data.RunData,
@@ -200,10 +149,6 @@ def start_from_a(model: torch.nn.Module, a_model: torch.nn.Module, config: RunCo
     state = checkpoint.load(Path(path), config_hash=a_hash)
     checkpoint.load_weights(a_model, state["model"], f"vgg-a checkpoint {path}")
     models.vgg.init_from_a(model, a_model)
-
-
-def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
-    return [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
 
 
 def load_pretrained(model: torch.nn.Module, path: str) -> None:
@@ -247,13 +192,14 @@ class Engine:
         self.group = group
         self.device = group.device(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
+        self.step_kind = step.choose(config, self.device, group)  # refuses a graph step without CUDA
         self.splits = data.open_run(config, data_dir=data_dir, device=self.device)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.splits, init_from).to(self.device)
         self.description = models.describe(self.model, self.splits.input_shape)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(config, self.model)
+        self.optimizer = make_optimizer(config, self.model, fused=self.step_kind == "graph")
         self.steps_per_epoch = self.splits.num_batches("train", config.batch_size, drop_last=True)
         self.epochs = math.ceil(config.total_steps(self.steps_per_epoch) / max(1, self.steps_per_epoch))
         # Several ranks: DDP averages the gradients of their shards (the whole batch's gradient), and
@@ -268,6 +214,9 @@ class Engine:
         self.frozen_norms = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)
                              and not any(p.requires_grad for p in m.parameters())]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.step = step.make(self.step_kind, self.step_model, self.optimizer, self.scaler,
+                              lambda: autocast(self.device, self.precision, cache=self.step_kind == "eager"),
+                              config.label_smoothing, self.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -275,43 +224,37 @@ class Engine:
         return autocast(self.device, self.precision)
 
     def train_epoch(self, epoch: int, history: list[EpochStats], on_batch=None) -> tuple[float, float, int]:
-        config, model = self.config, self.step_model
-        steps = self.steps_per_epoch
+        config, steps = self.config, self.steps_per_epoch
         # Under equal compute the run may end part-way through its last epoch.
         this_epoch = min(steps, config.total_steps(steps) - (epoch - 1) * steps)
         drops = plateau_drops(config, [h.val_acc for h in history])
         generator = torch.Generator(device=self.device).manual_seed(config.seed * 100_003 + epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        model.train()
+        self.step_model.train()
         for norm in self.frozen_norms:
             norm.eval()
+        self.step.start_epoch()
         batches = self.splits.batches(
             "train", config.batch_size, generator=generator, augment=config.augment,
             shuffle=True, drop_last=True, channels_last=config.channels_last, shard=self.group.shard,
         )  # every rank draws the same global batch and reads only its rows of it
         for i, (x, y) in zip(range(this_epoch), batches):
-            lr = lr_at(config, (epoch - 1) * steps + i, steps, drops)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            with self.autocast():
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            loss = self.step(x, y, lr_at(config, (epoch - 1) * steps + i, steps, drops))
             seen += len(y)
             if on_batch is not None and self.group.is_main:
-                on_batch(i + 1, this_epoch, loss.detach())
+                on_batch(i + 1, this_epoch, loss)
         if not seen:
             raise RuntimeError("no training batch: the training split is smaller than one batch")
+        loss_sum, correct = self.step.totals()
         loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(seen, device=self.device))
         seen = int(total)
         return loss_sum.item() / seen, correct.item() / seen, seen
+
+    @property
+    def lr(self) -> float:
+        """The last step's learning rate, before any group's scale (a device tensor under the graph step)."""
+        group = self.optimizer.param_groups[0]
+        return float(group["lr"]) / group["lr_scale"]
 
     @torch.no_grad()
     def evaluate(self, part: str, model=None, keep_predictions=False) -> Evaluation:
@@ -361,6 +304,7 @@ class Engine:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        self.step.restored()
         torch.set_rng_state(state["rng_ranks"][self.group.rank] if self.group.active else state["rng_cpu"])
         if state["rng_cuda"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng_cuda"])
@@ -397,8 +341,8 @@ def fit(
         train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
         seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised
         val_loss, val_acc, _ = engine.evaluate("val")
-        lr = engine.optimizer.param_groups[0]["lr"] / engine.optimizer.param_groups[0]["lr_scale"]
-        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, seen / seconds)
+        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, engine.lr, seconds,
+                           seen / seconds)
         history.append(stats)
         if val_acc > best["val_acc"]:
             best = {"val_acc": val_acc, "epoch": epoch}

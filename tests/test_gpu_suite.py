@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import distributed, step
 from bench.benchmark import command, gpu, gpu_report, measure
+from bench.config import RunConfig
 from bench.errors import BenchError
 from conftest import FASHION_DIR, ROOT, command_error, needs_fashion
 
@@ -93,6 +95,11 @@ def test_the_smoke_suite_runs_every_part_without_mlflow_or_optuna(tmp_path, carr
     assert len(profiled) == 3 - len(skipped[:1])  # the MFU row, ours and timm's at the large size
     assert all(r["profile"]["total_ms"] > 0 and "convolution" in r["profile"]["ms_per_step"] for r in profiled)
 
+    eager, graph = results["step_overhead"]["rows"]  # the step measurement: no CUDA graph on a CPU
+    assert eager["step"] == "eager" and eager["fixed_images_per_s"] > 0 and eager["end_to_end_share"] > 0
+    assert eager["epoch_images"] == 288 and graph == {"step": "graph", "skipped": step.why_eager(
+        RunConfig(), torch.device("cpu"), distributed.SINGLE)}
+
     race = results["race"]
     assert [loop["loop"] for loop in race["loops"]] == ["bench.train", "tutorial"]
     for loop in race["loops"]:
@@ -117,8 +124,9 @@ def test_the_smoke_suite_runs_every_part_without_mlflow_or_optuna(tmp_path, carr
 
     markdown = (out / "gpu-cpu-smoke.md").read_text()
     assert markdown in done.stdout  # the report is the command's output
-    for heading in ("## Targets", "## Train and inference steps", "## Time to 50% test accuracy",
-                    "## The depth study's smoke budget", "Runs per hour: 1 worker ", "## Full budgets"):
+    for heading in ("## Targets", "## Train and inference steps", "## The training step: eager vs CUDA graph",
+                    "## Time to 50% test accuracy", "## The depth study's smoke budget", "Runs per hour: 1 worker ",
+                    "## Full budgets"):
         assert heading in markdown
     assert [t["met"] for t in results["targets"]][0] is None  # MFU needs a CUDA peak
 
@@ -194,16 +202,27 @@ def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
     ], "race": {"speedup": 3.4, "speedup_is_lower_bound": True, "loops": [
         {"loop": "bench.train", "seconds_to_target": 70.0, "breakdown": breakdown},
         {"loop": "tutorial", "seconds_to_target": None, "train_seconds": 238.0, "breakdown": breakdown}]}}
-    mfu, timm, race, packing = gpu_report.targets(results)
+    results["step_overhead"] = {"rows": [
+        {"step": "eager", "fixed_images_per_s": 30000.0, "fixed_step_ms": 8.5,
+         "end_to_end_images_per_s": 15000.0, "epoch_s": 3.6, "end_to_end_share": 0.25},
+        {"step": "graph", "fixed_images_per_s": 60000.0, "fixed_step_ms": 4.3,
+         "end_to_end_images_per_s": 30000.0, "epoch_s": 1.8, "end_to_end_share": 0.5}]}
+    mfu, timm, step_share, race, packing = gpu_report.targets(results)
     assert packing["met"] is None  # no study passes: tests/test_packing.py judges that target
     assert mfu["met"] is False and mfu["gap"] == "short by 10.0 points (1.33x to go)"
     assert "convolution 3.00" in mfu["where"][0] and "busy 80%" in mfu["where"][0]
     assert timm["met"] is False and timm["gap"] == "10.0% slower than timm" and "0.90x" in timm["measured"]
-    assert race["met"] is False and race["gap"] == "10.0 s over" and ">= 3.40x" in race["measured"]
+    assert step_share["met"] is False and step_share["gap"] == "short by 30 points"
+    assert step_share["measured"] == "50% with the CUDA graph step"
+    assert "graph: fixed batch 60,000" in step_share["where"][1]
+    assert race["met"] is False and race["gap"] == "55.0 s over" and ">= 3.40x" in race["measured"]
     assert len(race["where"]) == 2 and "data alone 0.10 s" in race["where"][0]
     results["steps"][0]["mfu_datasheet_bf16"] = 0.41
-    results["race"]["loops"][0]["seconds_to_target"] = 59.0
-    assert [t["met"] for t in gpu_report.targets(results)] == [True, False, True, None]
+    results["race"]["loops"][0]["seconds_to_target"] = 15.0  # the raised target: 15 s
+    results["step_overhead"]["rows"][1]["end_to_end_share"] = 0.8
+    assert [t["met"] for t in gpu_report.targets(results)] == [True, False, True, True, None]
+    results["race"]["loops"][0]["seconds_to_target"] = 16.0
+    assert gpu_report.targets(results)[3]["gap"] == "1.0 s over"
 
 
 @needs_fashion

@@ -9,9 +9,11 @@ targets need first, until everything ran or its time limit (default 520 s) is ne
    and a matmul measured in the same run) of every model at 32 px and at 224 px with the paper's
    head; the precision x memory format x compile matrix for VGG-D-BN; timm's vgg16, vgg16_bn
    and resnet18 side by side with ours; a batch that runs out of memory is halved and retried;
-2. time to 93 % Fashion-MNIST test accuracy for VGG-D-BN: bench.train against the tutorials' loop;
-3. a study through the engine with 1, 2, 4 and 8 worker processes sharing the device (packing);
-4. the first epoch of each distinct run config of the studies' full budgets at full width on the
+2. the training step, eager and captured as a CUDA graph (bench.step): on a fixed batch and a whole
+   epoch end to end, VGG-D-BN at 32 px, batch 256 (bench.benchmark.step_overhead);
+3. time to 93 % Fashion-MNIST test accuracy for VGG-D-BN: bench.train against the tutorials' loop;
+4. a study through the engine with 1, 2, 4 and 8 worker processes sharing the device (packing);
+5. the first epoch of each distinct run config of the studies' full budgets at full width on the
    carried data, and from them each study's full budget in hours.
 
 Results go to OUT/gpu-<device>.json and .md (+ the curves' .png), rewritten after every
@@ -34,6 +36,7 @@ import torch
 
 from bench import provenance, studies
 from bench.benchmark import budgets, gpu_report, output
+from bench.benchmark.step_overhead import overhead
 from bench.benchmark.steps import Peaks, measure_model, measure_steps
 from bench.benchmark.time_to_accuracy import race
 from bench.config import RunConfig
@@ -232,7 +235,8 @@ class Suite:
         self.results = {
             "kind": "gpu-suite", **output.stamp(self.device, argv), "plan": asdict(plan), "time_limit_s": self.limit,
             "timm": getattr(self.timm, "__version__", None), "timm_missing": self.timm_missing,
-            "peaks": [], "steps": [], "race": None, "workers": None, "first_epochs": {}, "estimates": [],
+            "peaks": [], "steps": [], "step_overhead": None, "race": None, "workers": None,
+            "first_epochs": {}, "estimates": [],
             "skipped": [], "failed": [], "task_seconds": {}, "seconds": 0.0,
         }
 
@@ -268,6 +272,8 @@ class Suite:
         first = [r for r in step_rows if r.group.startswith("target")]
         rest = [r for r in step_rows if r not in first]
         tasks = [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in first]
+        tasks.append(("training step: eager vs CUDA graph, fixed batch vs end to end", 40.0,
+                      self.step_overhead))
         tasks.append((f"time to {self.plan.target:.0%} test accuracy", 150.0, self.race))
         tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
                   if not r.compile and r.group != "fp32 NCHW (the tutorials' default)"]
@@ -306,6 +312,11 @@ class Suite:
             result = measure_steps(config, 3, classes, plan.steps, plan.warmup, self.peaks, profile=row.profile)
         self.results["steps"].append({**_row_fields(row), **result})
         self.results["peaks"] = self.peaks.summary()
+
+    def step_overhead(self) -> None:
+        config = RunConfig.from_dict({**self.plan.recipe, "device": str(self.device)})
+        plan = self.plan
+        self.results["step_overhead"] = overhead(config, self.args.data_dir, plan.steps, plan.warmup)
 
     def race(self) -> None:
         config = RunConfig.from_dict({**self.plan.recipe, "device": str(self.device)})

@@ -83,8 +83,8 @@ def race(config: RunConfig, target: float, data_dir: str | None, loader_workers:
     synchronize(engine.device)
     engine_loop = Loop("bench.train", engine.train_epoch, engine.eval_model, engine.optimizer,
                        lambda: _engine_data_epoch(engine), time.perf_counter() - began)
-    result = {"config": config.to_dict(), "target": target, "loader_workers": loader_workers,
-              "cap_factor": cap_factor, "loops": []}
+    result = {"config": config.to_dict(), "step": engine.step_kind, "target": target,
+              "loader_workers": loader_workers, "cap_factor": cap_factor, "loops": []}
     first = _run(engine, engine_loop, target, config.epochs, None, time_left)
     result["loops"].append(first)
     began = time.perf_counter()
@@ -116,7 +116,7 @@ def _run(engine: Engine, loop: Loop, target: float, epochs: int, cap_s: float | 
             val_loss, val_acc, _ = engine.evaluate("val", loop.model)
             test_acc = engine.evaluate("test", loop.model)[1]
             eval_s = time.perf_counter() - began
-            lr = loop.optimizer.param_groups[0]["lr"]
+            lr = float(loop.optimizer.param_groups[0]["lr"])  # a device tensor under the graph step
             history.append(EpochStats(epoch, loss, acc, val_loss, val_acc, lr, seconds, seen / seconds))
             rows.append({"epoch": epoch, "train_loss": loss, "train_acc": acc, "val_acc": val_acc,
                          "test_acc": test_acc, "train_s": seconds, "eval_s": eval_s, "train_seconds_total": train_s,
