@@ -55,7 +55,7 @@ def analyse(frame: pd.DataFrame, order: list[str] | None = None, reference_name:
     verdicts = {(a, b): (stats.verdict(a, b, results[(a, b)]) + convergence_note(a, b, convergence)
                          if (a, b) in results else compare.missing(a, b, grouped)) for a, b in pairs}
     compute = compare.train_compute(grouped, starts_from or {})
-    comparisons = compare.frame(pairs, results, verdicts, compute)
+    comparisons = compare.frame(pairs, results, verdicts, compute, set(starts_from or {}))
     rows = []
     for name in names:
         runs = grouped[name]

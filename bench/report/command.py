@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     show(render.display_rows(report.summary), escape(report.title))
     comparisons = render.comparison_rows(report.comparisons)
     if comparisons[1]:
-        show(comparisons, "the comparisons the study names")
+        against_reference = set(report.comparisons["reference"]) <= set(
+            report.summary.loc[report.summary["verdict"].eq("reference"), "variant"])
+        show(comparisons, "each variant against the reference" if against_reference
+             else "the comparisons the study names")
     for line in render.verdict_lines(report.summary, report.comparisons):
         out.print(f"  {escape(line)}", width=terminal.width())
     if not report.published.empty:

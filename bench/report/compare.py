@@ -33,12 +33,13 @@ def train_compute(grouped: dict[str, pd.DataFrame], starts_from: dict[str, str])
 
 
 def frame(pairs: list[tuple[str, str]], results: dict[tuple[str, str], stats.Comparison],
-          verdicts: dict[tuple[str, str], str], compute: dict[str, float]) -> pd.DataFrame:
-    """One row per named comparison, in the study's order."""
+          verdicts: dict[tuple[str, str], str], compute: dict[str, float], inherited: set[str]) -> pd.DataFrame:
+    """One row per named comparison, in the study's order; the compute ratio where a side's weights
+    started from another run (elsewhere the FLOPs column already tells the cost)."""
     rows = []
     for a, b in pairs:
         row = {"variant": a, "reference": b, "verdict": verdicts[(a, b)]}
-        if a in compute and b in compute and compute[b] > 0:
+        if {a, b} & inherited and a in compute and b in compute and compute[b] > 0:
             row["compute_ratio"] = compute[a] / compute[b]
         c = results.get((a, b))
         if c is not None:

@@ -60,7 +60,7 @@ def comparison_rows(comparisons: pd.DataFrame) -> tuple[list[str], list[list[str
     where the two sides consumed different training compute in all, how much more."""
     several = "study" in comparisons and comparisons["study"].nunique() > 1
     ratios = comparisons["compute_ratio"] if "compute_ratio" in comparisons else pd.Series(dtype=float)
-    counted = bool(((ratios - 1).abs() > 1e-9).any())
+    counted = bool(ratios.notna().any())
     headers = (["study"] if several else []) + ["variant", "vs", "Δ test pts (95% CI)", "test", "p", "Holm p",
                                                 "Hedges g", f"seeds for {stats.POWER:.0%} power at Holm's α"]
     headers += ["compute vs (all)"] if counted else []

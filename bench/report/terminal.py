@@ -22,18 +22,22 @@ def width() -> int:
     return shutil.get_terminal_size((FALLBACK_WIDTH, 24)).columns
 
 
-def fit(headers: list[str], rows: list[list[str]], columns: int) -> tuple[list[int], list[str]]:
-    """The indexes of the columns to show, in the table's order, and the headers left out: the
-    FIRST ones, then the rest, each while the table (rich's borders and padding: 3 a column, 1 more)
-    still fits in `columns`."""
+def fit(headers: list[str], rows: list[list[str]], columns: int) -> tuple[dict[int, int], list[str]]:
+    """The columns to show (index: width) and the headers left out: the FIRST ones, then the rest,
+    each while the table (rich's borders and padding: 3 a column, 1 more) still fits in `columns`;
+    width left over goes to headers that would otherwise wrap."""
     needed = [column_width(h, [r[i] for r in rows]) for i, h in enumerate(headers)]
     ranked = sorted(range(len(headers)), key=lambda i: (headers[i] not in FIRST, i))
-    shown, used = [], 1
+    shown, spare = {}, columns - 1
     for i in ranked:
-        if used + needed[i] + 3 <= columns or not shown:
-            shown.append(i)
-            used += needed[i] + 3
-    return sorted(shown), [h for i, h in enumerate(headers) if i not in shown]
+        if needed[i] + 3 <= spare or not shown:
+            shown[i] = needed[i]
+            spare -= needed[i] + 3
+    for i in sorted(shown):
+        grow = max(0, min(len(headers[i]) - shown[i], spare))
+        shown[i] += grow
+        spare -= grow
+    return dict(sorted(shown.items())), [h for i, h in enumerate(headers) if i not in shown]
 
 
 def column_width(header: str, cells: list[str]) -> int:
@@ -49,13 +53,10 @@ def is_text(header: str) -> bool:
 def table(headers: list[str], rows: list[list[str]], title: str, columns: int) -> tuple[Table, list[str]]:
     """A rich table of the columns that fit in `columns`, and the headers it left out."""
     shown, left = fit(headers, rows, columns)
-    out = Table(title=title, width=None)
-    for i in shown:
-        wide = column_width(headers[i], [r[i] for r in rows])
-        if is_text(headers[i]):
-            out.add_column(escape(headers[i]), justify="left", min_width=min(wide, WRAPPED_TEXT), overflow="fold")
-        else:  # never cut or wrapped: the column is at least as wide as its widest number
-            out.add_column(escape(headers[i]), justify="right", min_width=wide, overflow="fold")
+    out = Table(title=title)
+    for i, wide in shown.items():  # fixed widths, as fit() counted them: never narrower than a number
+        out.add_column(escape(headers[i]), justify="left" if is_text(headers[i]) else "right", overflow="fold",
+                       width=wide)
     for row in rows:
         out.add_row(*(escape(row[i]) for i in shown))
     return out, left
