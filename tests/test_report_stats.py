@@ -15,7 +15,7 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from bench import studies
+from bench import reference, studies
 from bench.errors import BenchError
 from bench.report import build, compare, render, stats
 
@@ -362,3 +362,17 @@ def test_a_net_started_from_a_counts_a_s_compute_beside_its_difference():
     assert compared["compute_ratio"].item() == pytest.approx((90 + 60) / 90)
     headers, rows = render.comparison_rows(compared)
     assert rows[0][headers.index("compute vs (all)")] == "1.67x"
+
+
+def test_a_net_the_paper_never_had_shows_no_nan_figures():
+    table = runs({"vgg-a-bn": [85.0, 85.5]}).assign(batch_norm=True)
+    table.loc[:, "paper_config"] = None
+    summary = build.summarize(table)
+    shown = build.published(summary, "fashion-mnist").astype(str).values.ravel().tolist()
+    assert not any("nan" in cell for cell in shown)
+    assert "none (the paper had no BatchNorm)" in shown
+
+
+def test_peer_labels_describe_the_peer_net():
+    (mobilenet,) = reference.peer_figures("mobilenetv2", False, "cifar10")
+    assert "512->10" not in mobilenet.label and "MobileNetV2" in mobilenet.label

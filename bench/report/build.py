@@ -187,7 +187,7 @@ def published(summary: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = N
         scales = None if mine is None or not reference.paper_config(r.model) else scale_protocol(mine)
         if scales is not None:
             rows += [{**first, **row} for row in paper_protocol_rows(r.model, r.batch_norm, mine, scales)]
-        elif r.paper_config:
+        elif isinstance(r.paper_config, str):  # under pandas 3 a missing config is NaN, which is truthy
             rows.append({**first, "metric": "top-1 err %", "ours": f"{r.top1_err_pct:.2f}",
                          "theirs": f"{r.paper_top1_err_pct:.1f} (top-5 {r.paper_top5_err_pct:.1f})",
                          "source": f"{reference.PAPER_SOURCE}, config {r.paper_config}", "label": reference.PAPER_LABEL})
