@@ -81,7 +81,9 @@ class Study:
         """What the report compares: the named comparisons, or each variant against the reference."""
         if self.comparisons is not None:
             return list(self.comparisons)
-        return [(v, self.reference) for v in self.variants if self.reference is not None and v != self.reference]
+        if self.reference is None:
+            return []
+        return [(v, self.reference) for v in self.variants if v != self.reference]
 
     def target_val_acc_pct_for(self, label: str) -> float | None:
         """The time-to-accuracy target of a budget label (its name, maybe with '+overrides')."""

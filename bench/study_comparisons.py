@@ -19,7 +19,8 @@ def parse(table: Any, variants: list[str], where: str) -> tuple[tuple[str, str],
         return None
     fix = 'e.g. [comparisons] pairs = [["vgg-c", "vgg-b"]] or each = [["{x}-bn", "{x}"]]'
     if not isinstance(table, dict) or not table or set(table) - COMPARISON_KEYS:
-        raise BenchError(f"{where}: [comparisons] holds only pairs and each, lists of [variant, against]; {fix}")
+        raise BenchError(f"{where}: [comparisons] holds only pairs and each, lists of [variant, against]; "
+                         f"{fix}")
     found: list[tuple[str, str]] = []
     for key in ("pairs", "each"):
         entries = table.get(key, [])
@@ -27,7 +28,8 @@ def parse(table: Any, variants: list[str], where: str) -> tuple[tuple[str, str],
                 isinstance(e, list) and len(e) == 2 and all(isinstance(n, str) for n in e) for e in entries):
             raise BenchError(f"{where}: comparisons.{key} must be a list of [variant, against] pairs; {fix}")
         for left, right in entries:
-            found += _pair(left, right, variants, where) if key == "pairs" else _each(left, right, variants, where)
+            expand = _pair if key == "pairs" else _each
+            found += expand(left, right, variants, where)
     if len(set(found)) != len(found):
         raise BenchError(f"{where}: [comparisons] names a comparison twice: list each pair once")
     return tuple(found)

@@ -118,7 +118,8 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     assert any(line.startswith(f"# command: {command}") for line in header)
     assert any(line.startswith("# runs trained on: cpu") for line in header)
     table = pd.read_csv(csv, comment="#")  # a row per run
-    assert list(zip(table["variant"], table["seed"])) == [("vgg-a", 0), ("vgg-a", 1), ("vgg-b", 0), ("vgg-b", 1)]
+    assert list(zip(table["variant"], table["seed"])) == [
+        ("vgg-a", 0), ("vgg-a", 1), ("vgg-b", 0), ("vgg-b", 1)]
     assert matplotlib.image.imread(png).shape[1] > 1000
     assert command in Image.open(png).text["Source"]
 
@@ -307,7 +308,8 @@ def test_other_bad_input(store, monkeypatch):
 
 
 def test_the_terminal_table_fits_100_columns_and_never_cuts_a_number(store, monkeypatch, capsys):
-    summary = run_report(store, monkeypatch, capsys, "--study", "depth", "--target-val-acc", "20")["variants"]
+    summary = run_report(store, monkeypatch, capsys, "--study", "depth",
+                         "--target-val-acc", "20")["variants"]
     monkeypatch.setenv("COLUMNS", "100")
     assert command.main(["--study", "depth", "--target-val-acc", "20", "--tracking-uri",
                          f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]) == 0
@@ -322,12 +324,14 @@ def test_the_terminal_table_fits_100_columns_and_never_cuts_a_number(store, monk
 def test_a_reader_recomputes_the_tests_from_the_csv_alone(store, monkeypatch, capsys):
     out = run_report(store, monkeypatch, capsys, "--study", "depth", "--budget", "smoke")
     csv = store / "results" / "depth-synthetic-smoke.csv"
-    recomputed = recompute(pd.read_csv(csv, comment="#"), [(c["variant"], c["reference"]) for c in out["comparisons"]])
+    pairs = [(c["variant"], c["reference"]) for c in out["comparisons"]]
+    recomputed = recompute(pd.read_csv(csv, comment="#"), pairs)
     for c in out["comparisons"]:
         assert recomputed[(c["variant"], c["reference"])] == pytest.approx(
             (c["diff_pts"], c["ci_low_pts"], c["ci_high_pts"], c["p_value"], c["p_holm"]), abs=1e-9)
     runs = pd.read_csv(csv, comment="#")
-    assert runs["convergence_slope"].notna().all() and {"test_acc_pct", "best_val_acc_pct", "params"} <= set(runs)
+    assert runs["convergence_slope"].notna().all()
+    assert {"test_acc_pct", "best_val_acc_pct", "params"} <= set(runs)
 
 
 def recompute(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> dict:

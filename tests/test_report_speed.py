@@ -41,8 +41,8 @@ def test_the_interval_covers_the_median_as_often_as_it_says():
 
 
 def test_end_to_end_runs_alternating_rounds_and_reports_the_load(capsys):
-    argv = ["--model", "vgg-a", "--width", "0.0625", "--device", "cpu", "--dataset", "synthetic", "--subset", "128",
-            "--batch-size", "64", "--end-to-end", "--epochs", "6", "--json"]
+    argv = ["--model", "vgg-a", "--width", "0.0625", "--device", "cpu", "--dataset", "synthetic",
+            "--subset", "128", "--batch-size", "64", "--end-to-end", "--epochs", "6", "--json"]
     assert command.main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["loop"] for r in out["rows"][:4]] == ["bench.train", "tutorial", "tutorial", "bench.train"]

@@ -262,7 +262,8 @@ def seed_curves(slopes: list[float], epochs: int = 30, start: float = 70.0) -> p
 
 
 def test_the_convergence_verdict_follows_its_interval_not_its_mean():
-    # bn's vgg-e-bn: a mean of +0.21 over a CI from below to above the threshold is uncertain, not "not converged".
+    # bn's vgg-e-bn: a mean of +0.21 with a CI from below to above the threshold is uncertain,
+    # not "not converged".
     spread = stats.convergence(seed_curves([-0.05, 0.21, 0.47]))
     assert spread.slope == pytest.approx(0.21) and spread.low < stats.CONVERGENCE_SLOPE < spread.high
     assert spread.converged is None and spread.text.startswith(stats.UNCERTAIN)
@@ -376,3 +377,36 @@ def test_a_net_the_paper_never_had_shows_no_nan_figures():
 def test_peer_labels_describe_the_peer_net():
     (mobilenet,) = reference.peer_figures("mobilenetv2", False, "cifar10")
     assert "512->10" not in mobilenet.label and "MobileNetV2" in mobilenet.label
+
+
+# --- the committed reports recompute from their CSVs -----------------------------------------------
+
+COMMITTED = ["depth", "bn", "conv1", "lrn"]
+
+
+def md_comparisons(text: str) -> list[dict]:
+    start = text.index("| variant | vs | Δ test pts (95% CI) |")
+    lines = text[start:].split("\n\n")[0].splitlines()
+    headers = [h.strip() for h in lines[0].strip("|").split("|")]
+    return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+@pytest.mark.parametrize("study", COMMITTED)
+def test_a_committed_report_recomputes_from_its_csv(study):
+    folder = Path(__file__).resolve().parent.parent / "results"
+    runs = pd.read_csv(folder / f"{study}-fashion-mnist-cpu.csv", comment="#")
+    shown = md_comparisons((folder / f"{study}-fashion-mnist-cpu.md").read_text())
+    assert shown and {"variant", "seed", "test_acc_pct", "convergence_slope"} <= set(runs)
+    found = []
+    for row in shown:
+        sides = [runs[runs["variant"] == v].set_index("seed")["test_acc_pct"].sort_index()
+                 for v in (row["variant"], row["vs"])]
+        paired = list(sides[0].index) == list(sides[1].index)
+        result = scipy_stats.ttest_rel(*sides) if paired else scipy_stats.ttest_ind(*sides, equal_var=False)
+        interval = result.confidence_interval(0.95)
+        diff = sides[0].mean() - sides[1].mean()
+        assert row["test"] == ("paired" if paired else "Welch")
+        assert row["Δ test pts (95% CI)"] == f"{diff:+.2f} ({interval.low:.2f} to {interval.high:.2f})"
+        found.append(result.pvalue)
+    for row, p, adjusted in zip(shown, found, multipletests(found, method="holm")[1]):
+        assert (row["p"], row["Holm p"]) == (stats.format_p(p), stats.format_p(adjusted))

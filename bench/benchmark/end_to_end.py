@@ -21,7 +21,8 @@ from bench.config import RunConfig
 from bench.train import Engine
 from bench.tutorial_loop import TutorialLoop
 
-END_TO_END_EPOCHS = 12  # rounds (an epoch of each loop) when --epochs is not given: keep them short (--subset)
+# Rounds (an epoch of each loop) when --epochs is not given: keep them short with --subset.
+END_TO_END_EPOCHS = 12
 CONFIDENCE = 0.95
 
 
@@ -36,7 +37,8 @@ def end_to_end(config: RunConfig, workers: int, data_dir: str | None) -> tuple[l
     rows, load_before = [], os.getloadavg()[0]
     with progress.RunProgress(label="end-to-end", epochs=2 * config.epochs) as bar:
         for epoch in range(1, config.epochs + 1):
-            order = list(loops.items()) if epoch % 2 else list(loops.items())[::-1]  # ABBA: no side always first
+            # A B, B A, ...: neither side always goes first
+            order = list(loops.items()) if epoch % 2 else list(loops.items())[::-1]
             for name, train_epoch in order:
                 began = time.perf_counter()
                 loss, acc, seen = train_epoch(epoch, bar.batch_done)  # both read the loss back: synchronised
@@ -54,7 +56,8 @@ def end_to_end(config: RunConfig, workers: int, data_dir: str | None) -> tuple[l
         "bench_images_per_s": speed["bench.train"],
         "tutorial_images_per_s": speed["tutorial"],
         **ratio,
-        "load_average_1min": [load_before, os.getloadavg()[0]],  # before and after: other work on the machine
+        # before and after: the other work on the machine
+        "load_average_1min": [load_before, os.getloadavg()[0]],
         "cpu_count": os.cpu_count(),
         "bench_val_acc": engine.evaluate("val")[1],
         "tutorial_val_acc": engine.evaluate("val", tutorial.model)[1],
@@ -79,4 +82,5 @@ def paired_ratio(rows: list[dict]) -> dict:
     low, high = ratios[k - 1], ratios[len(ratios) - k]
     measured = f"{median:.2f}x ({CONFIDENCE:.0%} CI {low:.2f} to {high:.2f}, {len(ratios)} rounds)"
     verdict = f"not measurable: {measured} reaches 1" if low <= 1 <= high else measured
-    return {"ratio": median, "ratio_low": low, "ratio_high": high, "rounds": len(ratios), "ratio_verdict": verdict}
+    return {"ratio": median, "ratio_low": low, "ratio_high": high, "rounds": len(ratios),
+            "ratio_verdict": verdict}

@@ -173,10 +173,11 @@ def _steps_section(results: dict) -> list[str]:
              f"default); VGG-D-BN at {small[0]} px gets the whole precision x format x compile matrix; vgg-d at "
              f"{large[0]} px and timm's first model are also compiled; fp32 NCHW (the tutorials' setting) comes "
              "last, as time allows. MFU: "
-             "3x forward FLOPs per image over a peak of the precision the row's convolutions ran in: bf16 rows "
-             "over the datasheet's dense bf16 peak and an n x n bf16 matmul measured in this run; fp32 rows, whose "
-             "convolutions cuDNN runs in TF32 (its default), over the datasheet's dense TF32 peak (half the bf16 "
-             "one) and a TF32 matmul measured in this run where there is one (a full-fp32 matmul is no ceiling "
+             "3x forward FLOPs per image over a peak of the precision the row's convolutions ran in: "
+             "bf16 rows over the datasheet's dense bf16 peak and an n x n bf16 matmul measured in this "
+             "run; fp32 rows, whose convolutions cuDNN runs in TF32 (its default), over the datasheet's "
+             "dense TF32 peak (half the bf16 one) and a TF32 matmul measured in this run where there is "
+             "one (a full-fp32 matmul is no ceiling "
              "for TF32 convolutions: against it they read over 100 %). A batch that ran out of memory was "
              "halved (last column).", ""]
     for peak in results.get("peaks", []):

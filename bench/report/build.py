@@ -85,7 +85,8 @@ def analyse(frame: pd.DataFrame, order: list[str] | None = None, reference_name:
         }
         if name == reference_name and not mine:
             row["verdict"] = "reference"
-        if len(mine) == 1 and mine[0] in results:  # its one comparison's numbers (several: the comparisons table)
+        # its one comparison's numbers (several: the comparisons table has them)
+        if len(mine) == 1 and mine[0] in results:
             c = results[mine[0]]
             row.update(analysis=c.analysis, diff_pts=c.diff, ci_low_pts=c.low, ci_high_pts=c.high, p_value=c.p,
                        p_holm=c.p_holm, hedges_g=c.hedges_g, seeds_for_power=c.seeds_for_power)
@@ -246,7 +247,8 @@ def build(tracker, names: list[str], budget: str | None, dataset: str | None, co
                                     compare.starts_from(s.study.variants))
         summaries.append(summary.assign(study=s.study.name))
         comparisons.append(compared.assign(study=s.study.name))
-    summary, compared = (first_study(pd.concat(frames, ignore_index=True)) for frames in (summaries, comparisons))
+    summary, compared = (first_study(pd.concat(frames, ignore_index=True))
+                         for frames in (summaries, comparisons))
     counts = read.slice_counts(pd.concat([s.runs for s in every]))
     others = counts[(counts["budget"] != budget) | (counts["dataset"] != dataset)].reset_index(drop=True)
     parents = {study: group["parent_run_id"].mode().iloc[0]

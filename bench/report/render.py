@@ -132,13 +132,15 @@ ANALYSIS = (
     "split and the batch order, so same-seed runs pair), Welch's t-test otherwise (the test column says which); "
     f"{stats.CONFIDENCE:.0%} CI of the difference; p raw and Holm-adjusted over the study's comparisons (the verdict "
     "uses Holm's p); Hedges' g (standardised difference, small-sample corrected); the seeds per variant that "
-    f"the same test would need to detect the observed difference with {stats.POWER:.0%} power (two-sided) at the "
-    f"α Holm held that comparison to: {stats.ALPHA:.2f}/m for the smallest of m raw p-values, {stats.ALPHA:.2f}/(m-1) "
+    f"the same test would need to detect the observed difference with {stats.POWER:.0%} power "
+    f"(two-sided) at the α Holm held that comparison to: {stats.ALPHA:.2f}/m for the smallest of m raw "
+    f"p-values, {stats.ALPHA:.2f}/(m-1) "
     "for the next, and so on."
 )
 COMPUTE_NOTE = (
-    "compute vs (all): the variant's training FLOPs over everything its weights went through (3x forward FLOPs x "
-    "epochs, with the run it started from counted in: init-from-a's nets have had A's epochs too) over the other "
+    "compute vs (all): the variant's training FLOPs over everything its weights went through (3x "
+    "forward FLOPs x epochs, with the run it started from counted in: init-from-a's nets have had A's "
+    "epochs too) over the other "
     "side's."
 )
 
@@ -157,13 +159,16 @@ def markdown(report: Report) -> str:
                   "the epochs column says how many.", ""]
     verdicts = verdict_lines(summary, report.comparisons)
     if not report.comparisons.empty:
-        lines += [f"The comparisons each study names ([comparisons] in its TOML; without one, each variant against "
+        lines += [f"The comparisons each study names ([comparisons] in its TOML; without one, each "
+                  f"variant against "
                   f"the reference) on test accuracy over seeds: {ANALYSIS}", ""]
         headers, rows = comparison_rows(report.comparisons)
-        lines += [md.table(headers, rows), ""] + ([COMPUTE_NOTE, ""] if "compute vs (all)" in headers else [])
+        lines += [md.table(headers, rows), ""]
+        lines += [COMPUTE_NOTE, ""] if "compute vs (all)" in headers else []
         lines += [f"- {md.cell(v)}" for v in verdicts] + [""]
     else:
-        lines += ["No comparisons: the study names no reference variant or comparisons, or one alone has runs.", ""]
+        lines += ["No comparisons: the study names no reference variant or comparisons, or one alone has "
+                  "runs.", ""]
     judged = summary[summary["convergence"].notna()]
     if not judged.empty:
         lines += [f"Convergence ({stats.CONVERGENCE_RULE}):", ""]

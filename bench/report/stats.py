@@ -33,8 +33,9 @@ UNCERTAIN = "convergence uncertain: this ranking may reflect training speed, not
 CONVERGENCE_RULE = (
     f"the slope of validation accuracy over the last {CONVERGENCE_WINDOW} epochs (the last third of longer "
     f"runs) is fitted per seed by least squares, with a {CONFIDENCE:.0%} CI (t over seeds) of its mean; the "
-    f"threshold is {CONVERGENCE_SLOPE} points per epoch, or less where the study ranks smaller differences: a "
-    f"curve that could still move, over another window of epochs, by more than the smallest difference among "
+    f"threshold is {CONVERGENCE_SLOPE} points per epoch, or less where the study ranks smaller "
+    f"differences: a curve that could still move, over another window of epochs, by more than the "
+    f"smallest difference among "
     f"the study's comparisons is not flat enough to rank them, so the threshold is that difference over the "
     f"window's epochs. 'Converged' when the CI's upper end is below the threshold, 'not converged' when its "
     f"lower end is at or above it, 'uncertain' otherwise (and with one seed, which gives no interval)"
@@ -60,7 +61,7 @@ class Comparison:
     comparisons: int = 1  # how many comparisons Holm's correction was over
     hedges_g: float | None = None
     effect: float | None = None  # standardised, as the test sees it: d_z paired, Hedges' g for Welch
-    seeds_for_power: int | None = None  # per variant, to detect `effect` with POWER at `alpha` (see with_power)
+    seeds_for_power: int | None = None  # per variant: `effect` with POWER at `alpha` (see with_power)
     alpha: float = ALPHA  # what Holm compared this comparison's raw p with (its step's share of ALPHA)
 
     @property
@@ -133,7 +134,8 @@ def power(effect: float, n: int, paired: bool, alpha: float = ALPHA) -> float:
     return min(1.0, integrate.quad(rejected, 0, 1, limit=200)[0])
 
 
-def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA, target: float = POWER) -> int | None:
+def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA,
+                 target: float = POWER) -> int | None:
     """Seeds per variant for the test used to detect `effect` with `target` power at `alpha`
     (two-sided): the smallest n that reaches it, by bisection; None past MAX_SEEDS or for no effect."""
     if effect is None or not math.isfinite(effect) or effect == 0:
@@ -190,7 +192,8 @@ def verdict(name: str, reference_name: str, c: Comparison) -> str:
         return f"{name} {word} than {reference_name} by {abs(c.diff):.2f} points ({detail}, {n})"
     text = f"{name} vs {reference_name}: no significant difference at {n} ({c.diff:+.2f} points, {detail})"
     if c.seeds_for_power is not None:
-        text += (f"; {c.seeds_for_power} seeds each would detect a difference this size with {POWER:.0%} power "
+        text += (f"; {c.seeds_for_power} seeds each would detect a difference this size "
+                 f"with {POWER:.0%} power "
                  f"at Holm's α={c.alpha:.3g}")
     return text
 

@@ -55,8 +55,8 @@ def table(headers: list[str], rows: list[list[str]], title: str, columns: int) -
     shown, left = fit(headers, rows, columns)
     out = Table(title=title)
     for i, wide in shown.items():  # fixed widths, as fit() counted them: never narrower than a number
-        out.add_column(escape(headers[i]), justify="left" if is_text(headers[i]) else "right", overflow="fold",
-                       width=wide)
+        justify = "left" if is_text(headers[i]) else "right"
+        out.add_column(escape(headers[i]), justify=justify, overflow="fold", width=wide)
     for row in rows:
         out.add_row(*(escape(row[i]) for i in shown))
     return out, left
