@@ -17,7 +17,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from bench import reference, studies
 from bench.errors import BenchError
-from bench.report import build, compare, render, stats
+from bench.report import build, compare, confirm, render, stats
 
 @pytest.fixture(autouse=True)
 def no_full_collections(monkeypatch):
@@ -410,3 +410,21 @@ def test_a_committed_report_recomputes_from_its_csv(study):
         found.append(result.pvalue)
     for row, p, adjusted in zip(shown, found, multipletests(found, method="holm")[1]):
         assert (row["p"], row["Holm p"]) == (stats.format_p(p), stats.format_p(adjusted))
+
+
+def test_the_confirmation_budget_says_whether_a_ranking_changed():
+    assert (confirm.partner("cpu"), confirm.partner("cpu-2x+lr=0.1")) == ("cpu-2x", "cpu+lr=0.1")
+    assert studies.load("conv1").budget("cpu-2x").settings["epochs"] == 2 * studies.load("conv1").budget(
+        "cpu").settings["epochs"]
+    pairs = [("a-bn", "a"), ("b-bn", "b")]
+    base = runs({"a": [85.0, 85.4, 84.8, 85.1], "a-bn": [87.6, 87.9, 87.3, 87.5], "b": [84.9, 85.6, 84.7, 85.0],
+                 "b-bn": [85.0, 85.7, 84.6, 85.2]})
+    doubled = base.copy()
+    doubled.loc[doubled["variant"] == "b-bn", "test_acc"] += 0.03  # b-bn now 3 points ahead of b
+    lines = confirm.changes(build.analyse(base, pairs=pairs)[1], build.analyse(doubled, pairs=pairs)[1],
+                            "cpu", "cpu-2x")
+    assert lines[0] == "1 of 2 rankings changed at cpu-2x against cpu"
+    assert lines[1].startswith("a-bn vs a: unchanged: cpu better")
+    assert lines[2].startswith("b-bn vs b: CHANGED: cpu no significant difference") and "cpu-2x better" in lines[2]
+    same = build.analyse(base, pairs=pairs)[1]
+    assert confirm.changes(same, same, "cpu", "cpu-2x")[0] == "no ranking changed at cpu-2x against cpu"

@@ -4,7 +4,7 @@ convergence, time to accuracy), the published figures beside it, and its provena
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -13,7 +13,7 @@ import pandas as pd
 from bench import evaluation, provenance, reference
 from bench.config import EVAL_MODES
 from bench.errors import redact
-from bench.report import compare, read, stats
+from bench.report import compare, confirm, read, stats
 
 SUMMARY_COLUMNS = [
     "variant", "model", "batch_norm", "runs", "seeds", "params", "flops", "compute", "epochs_trained",
@@ -214,6 +214,7 @@ class Report:
     others: pd.DataFrame     # the budgets and datasets in MLflow not reported here
     parents: dict[str, str]  # study -> MLflow parent run the report is logged to
     header: dict[str, str]   # provenance: who made this report, of what, how
+    confirmation: list[str] = field(default_factory=list)  # rankings at NAME and NAME-2x (see confirm)
 
     @property
     def name(self) -> str:
@@ -249,6 +250,7 @@ def build(tracker, names: list[str], budget: str | None, dataset: str | None, co
         comparisons.append(compared.assign(study=s.study.name))
     summary, compared = (first_study(pd.concat(frames, ignore_index=True))
                          for frames in (summaries, comparisons))
+    confirmation = [line for s in every for line in confirmed(s, budget, dataset, compared)]
     counts = read.slice_counts(pd.concat([s.runs for s in every]))
     others = counts[(counts["budget"] != budget) | (counts["dataset"] != dataset)].reset_index(drop=True)
     parents = {study: group["parent_run_id"].mode().iloc[0]
@@ -257,10 +259,24 @@ def build(tracker, names: list[str], budget: str | None, dataset: str | None, co
     which = f"{budget} on {dataset}, {len(runs)} finished runs ({why})"
     return Report(
         studies=[s.study.name for s in every], budget=budget, dataset=dataset, runs=runs, summary=summary,
-        comparisons=compared,
+        comparisons=compared, confirmation=confirmation,
         published=published(summary, dataset, runs), curves=curves, others=others, parents=parents,
         header=provenance_header(runs, command, tracker.uri, which, others),
     )
+
+
+def confirmed(s, budget: str, dataset: str, compared: pd.DataFrame) -> list[str]:
+    """Whether the study's rankings hold at its partner budget (NAME vs NAME-2x), where it has runs."""
+    other = confirm.partner(budget)
+    runs = s.runs[(s.runs["budget"] == other) & (s.runs["dataset"] == dataset)]
+    if runs.empty:
+        return []
+    theirs = analyse(runs, list(s.study.variants), s.study.reference, pairs=s.study.pairs(),
+                     starts_from=compare.starts_from(s.study.variants))[1]
+    mine = compared[compared["study"] == s.study.name]
+    base, doubled = (mine, theirs) if other.endswith(confirm.SUFFIX) else (theirs, mine)
+    labels = (budget, other) if other.endswith(confirm.SUFFIX) else (other, budget)
+    return [f"{s.study.name}: {line}" for line in confirm.changes(base, doubled, *labels)]
 
 
 def first_study(frame: pd.DataFrame) -> pd.DataFrame:

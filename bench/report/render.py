@@ -169,6 +169,11 @@ def markdown(report: Report) -> str:
     else:
         lines += ["No comparisons: the study names no reference variant or comparisons, or one alone has "
                   "runs.", ""]
+    if report.confirmation:
+        lines += ["Confirmation at twice the epochs (the same comparisons at the budget NAME-2x beside NAME: "
+                  "under a cosine schedule a curve flattens because the learning rate does, so a ranking that "
+                  "holds at 2x epochs did not come from stopping early):", ""]
+        lines += [f"- {md.cell(line)}" for line in report.confirmation] + [""]
     judged = summary[summary["convergence"].notna()]
     if not judged.empty:
         lines += [f"Convergence ({stats.CONVERGENCE_RULE}):", ""]
@@ -207,5 +212,6 @@ def json_text(report: Report) -> str:
         "other_budgets": json.loads(report.others.to_json(orient="records", double_precision=15)),
         "variants": json.loads(report.summary.to_json(orient="records", double_precision=15)),
         "comparisons": json.loads(report.comparisons.to_json(orient="records", double_precision=15)),
+        "confirmation": report.confirmation,
         "published": json.loads(report.published.to_json(orient="records", double_precision=15)),
     }, indent=2)
