@@ -190,7 +190,7 @@ def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
         {"loop": "bench.train", "seconds_to_target": 70.0, "breakdown": breakdown},
         {"loop": "tutorial", "seconds_to_target": None, "train_seconds": 238.0, "breakdown": breakdown}]}}
     mfu, timm, race = gpu_report.targets(results)
-    assert mfu["met"] is False and mfu["gap"] == "short by 10.0 points (1.33x to go)"
+    assert mfu["met"] is False and mfu["gap"] == "1.33x short of 40%"  # a shortfall is a ratio (issue 28)
     assert "convolution 3.00" in mfu["where"][0] and "busy 80%" in mfu["where"][0]
     assert timm["met"] is False and timm["gap"] == "10.0% slower than timm" and "0.90x" in timm["measured"]
     assert race["met"] is False and race["gap"] == "10.0 s over" and ">= 3.40x" in race["measured"]
