@@ -208,13 +208,14 @@ class Report:
     dataset: str
     runs: pd.DataFrame       # the finished runs reported, one row each
     summary: pd.DataFrame    # one row per study x variant
-    comparisons: pd.DataFrame  # one row per comparison a study names
     published: pd.DataFrame  # paper and peer figures beside them
     curves: pd.DataFrame     # validation accuracy and training seconds per epoch of each run
     others: pd.DataFrame     # the budgets and datasets in MLflow not reported here
     parents: dict[str, str]  # study -> MLflow parent run the report is logged to
     header: dict[str, str]   # provenance: who made this report, of what, how
     confirmation: list[str] = field(default_factory=list)  # rankings at NAME and NAME-2x (see confirm)
+    # one row per comparison a study names
+    comparisons: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=compare.COLUMNS))
 
     @property
     def name(self) -> str:
