@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from bench import study_comparisons
 from bench.config import RunConfig
 from bench.errors import BenchError, choices
 from bench.provenance import PROJECT_ROOT
@@ -25,7 +26,7 @@ from bench.provenance import PROJECT_ROOT
 STUDIES_DIR = PROJECT_ROOT / "studies"
 SHARED_FILE = "_defaults.toml"  # in STUDIES_DIR: [budgets.NAME] tables that every study inherits
 TOP_KEYS = {"name", "description", "reference", "default_budget", "target_val_acc_pct", "base", "variants", "budgets",
-            "search"}
+            "search", "comparisons"}
 # target_val_acc_pct: the validation accuracy (%) whose first reach the report times (time to accuracy);
 # a budget's own value wins over the study's, since budgets differ in data and size.
 BUDGET_KEYS = {"description", "seeds", "target_val_acc_pct", "needs"}
@@ -72,6 +73,17 @@ class Study:
     budgets: dict[str, Budget]
     search: dict[str, Any] | None  # validated by bench.search
     target_val_acc_pct: float | None = None
+    # [comparisons]: (variant, against) pairs the report tests, Holm over them; None: each variant
+    # against the reference
+    comparisons: tuple[tuple[str, str], ...] | None = None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """What the report compares: the named comparisons, or each variant against the reference."""
+        if self.comparisons is not None:
+            return list(self.comparisons)
+        if self.reference is None:
+            return []
+        return [(v, self.reference) for v in self.variants if v != self.reference]
 
     def target_val_acc_pct_for(self, label: str) -> float | None:
         """The time-to-accuracy target of a budget label (its name, maybe with '+overrides')."""
@@ -232,6 +244,7 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         budgets=budgets,
         search=raw.get("search"),
         target_val_acc_pct=percent(raw.get("target_val_acc_pct"), f"{where}: target_val_acc_pct"),
+        comparisons=study_comparisons.parse(raw.get("comparisons"), list(variants), where),
     )
     for budget in budgets.values():  # catch a bad setting now, not hours into a study
         what = f"budget {budget.name!r}"

@@ -209,20 +209,20 @@ def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
          "end_to_end_images_per_s": 30000.0, "epoch_s": 1.8, "end_to_end_share": 0.5}]}
     mfu, timm, step_share, race, packing = gpu_report.targets(results)
     assert packing["met"] is None  # no study passes: tests/test_packing.py judges that target
-    assert mfu["met"] is False and mfu["gap"] == "short by 10.0 points (1.33x to go)"
+    assert mfu["met"] is False and mfu["gap"] == "1.33x short of 40%"  # a shortfall is a ratio (issue 28)
     assert "convolution 3.00" in mfu["where"][0] and "busy 80%" in mfu["where"][0]
     assert timm["met"] is False and timm["gap"] == "10.0% slower than timm" and "0.90x" in timm["measured"]
-    assert step_share["met"] is False and step_share["gap"] == "short by 30 points"
+    assert step_share["met"] is False and step_share["gap"] == "1.60x short of 80%"
     assert step_share["measured"] == "50% with the CUDA graph step"
     assert "graph: fixed batch 60,000" in step_share["where"][1]
-    assert race["met"] is False and race["gap"] == "55.0 s over" and ">= 3.40x" in race["measured"]
+    assert race["met"] is False and race["gap"] == "4.67x the 15 s target" and ">= 3.40x" in race["measured"]
     assert len(race["where"]) == 2 and "data alone 0.10 s" in race["where"][0]
     results["steps"][0]["mfu_datasheet_bf16"] = 0.41
     results["race"]["loops"][0]["seconds_to_target"] = 15.0  # the raised target: 15 s
     results["step_overhead"]["rows"][1]["end_to_end_share"] = 0.8
     assert [t["met"] for t in gpu_report.targets(results)] == [True, False, True, True, None]
     results["race"]["loops"][0]["seconds_to_target"] = 16.0
-    assert gpu_report.targets(results)[3]["gap"] == "1.0 s over"
+    assert gpu_report.targets(results)[3]["gap"] == "1.07x the 15 s target"
 
 
 @needs_fashion

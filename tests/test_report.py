@@ -104,7 +104,7 @@ def test_table_matches_the_mlflow_runs(store, monkeypatch, capsys):
 
 
 def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, monkeypatch, capsys):
-    run_report(store, monkeypatch, capsys, "--study", "depth", "--budget", "smoke")
+    out = run_report(store, monkeypatch, capsys, "--study", "depth", "--budget", "smoke")
     stem = store / "results" / "depth-synthetic-smoke"
     md, csv, png = (Path(f"{stem}.{ext}") for ext in ("md", "csv", "png"))
     command = "python -m bench.report --study depth --budget smoke"
@@ -116,8 +116,9 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     header = [line for line in csv.read_text().splitlines() if line.startswith("# ")]
     assert any(line.startswith(f"# command: {command}") for line in header)
     assert any(line.startswith("# runs trained on: cpu") for line in header)
-    table = pd.read_csv(csv, comment="#")
-    assert table["variant"].tolist() == ["vgg-a", "vgg-b"] and table["runs"].tolist() == [2, 2]
+    table = pd.read_csv(csv, comment="#")  # a row per run
+    assert list(zip(table["variant"], table["seed"])) == [
+        ("vgg-a", 0), ("vgg-a", 1), ("vgg-b", 0), ("vgg-b", 1)]
     assert matplotlib.image.imread(png).shape[1] > 1000
     assert command in Image.open(png).text["Source"]
 
@@ -127,7 +128,7 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     assert logged == {md.name, csv.name, png.name}
 
     # Each variant's convergence, in the md report and as the parent run's tags.
-    table = table.set_index("variant")
+    table = pd.DataFrame(out["variants"]).set_index("variant")
     assert f"Convergence ({report_stats.CONVERGENCE_RULE}):" in text
     tags = client.get_run(parent.info.run_id).data.tags
     for variant in ("vgg-a", "vgg-b"):
@@ -300,3 +301,38 @@ def test_other_bad_input(store, monkeypatch):
         command.main(["--compare", "depth", "depth", *uri])
     with pytest.raises(BenchError, match="say what to report"):
         command.main(uri)
+
+
+# --- issue 26 item 2, issue 28 item 5 ------------------------------------------------------------------
+
+
+def test_the_terminal_table_fits_100_columns_and_never_cuts_a_number(store, monkeypatch, capsys):
+    summary = run_report(store, monkeypatch, capsys, "--study", "depth",
+                         "--target-val-acc", "20")["variants"]
+    monkeypatch.setenv("COLUMNS", "100")
+    assert command.main(["--study", "depth", "--target-val-acc", "20", "--tracking-uri",
+                         f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]) == 0
+    shown = capsys.readouterr()
+    lines = shown.out.splitlines()
+    assert max(map(len, lines)) <= 100 and "…" not in shown.out
+    for row in summary:  # the variant and its test accuracy whole, on one line
+        assert any(row["variant"] in line and f"{row['test_acc_pct']:.2f}" in line for line in lines)
+    assert "not shown at 100 columns, in the .md and .csv: " in shown.err  # the rest is left to the files
+
+
+def test_a_reader_recomputes_the_tests_from_the_csv_alone(store, monkeypatch, capsys):
+    out = run_report(store, monkeypatch, capsys, "--study", "depth", "--budget", "smoke")
+    runs = pd.read_csv(store / "results" / "depth-synthetic-smoke.csv", comment="#")
+    tested = [c for c in out["comparisons"] if c["analysis"] is not None]  # vgg-d, vgg-e: no runs here
+    assert [(c["variant"], c["reference"]) for c in tested] == [("vgg-b", "vgg-a")]
+    for c in tested:
+        x, y = (runs[runs["variant"] == v].set_index("seed")["test_acc_pct"].sort_index()
+                for v in (c["variant"], c["reference"]))
+        assert c["diff_pts"] == pytest.approx(x.mean() - y.mean(), abs=1e-9)
+        if c["p_value"] is not None:  # smoke runs near chance may differ by the same at every seed
+            result = stats.ttest_rel(x, y)
+            interval = result.confidence_interval(0.95)
+            assert (c["ci_low_pts"], c["ci_high_pts"], c["p_value"]) == pytest.approx(
+                (interval.low, interval.high, result.pvalue), abs=1e-9)
+    assert runs["convergence_slope"].notna().all()
+    assert {"test_acc_pct", "best_val_acc_pct", "params"} <= set(runs)

@@ -4,7 +4,9 @@ accuracy. No MLflow: these are the numbers the report's verdicts rest on."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,9 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from bench.report import build, render, stats
+from bench import reference, studies
+from bench.errors import BenchError
+from bench.report import build, compare, confirm, render, stats
 
 @pytest.fixture(autouse=True)
 def no_full_collections(monkeypatch):
@@ -206,7 +210,8 @@ def test_a_still_rising_curve_is_flagged_and_a_flat_one_is_not():
 
 
 def test_verdicts_of_unconverged_variants_say_so():
-    accuracies = {"ref": [85.0, 85.2, 84.9], "slow": [85.3, 85.1, 85.4], "fine": [85.1, 85.0, 85.3]}
+    # Differences of 2 points: the threshold stays CONVERGENCE_SLOPE (smaller ones tighten it, see below).
+    accuracies = {"ref": [85.0, 85.2, 84.9], "slow": [87.3, 87.1, 87.4], "fine": [87.1, 87.0, 87.3]}
     table = build.summarize(runs(accuracies), reference_name="ref",
                             curves=curves({"ref": 0.0, "slow": 1.0, "fine": 0.0})).set_index("variant")
     assert table.loc["slow", "converged"] == "no"
@@ -245,3 +250,180 @@ def test_time_to_accuracy_is_the_first_epoch_at_the_target():
     headers, rows = render.display_rows(summary)
     assert rows[0][headers.index("epochs to val 80%")] == "3.5 (2/3 seeds)"
     assert rows[0][headers.index("train s to val 80%")] == "38 (2/3 seeds)"
+
+
+# --- issue 28: verdicts that follow the numbers ------------------------------------------------------
+
+
+def seed_curves(slopes: list[float], epochs: int = 30, start: float = 70.0) -> pd.DataFrame:
+    """One noiseless curve per seed, each rising by its own slope (points per epoch)."""
+    return pd.concat([curves({"v": slope}, epochs=epochs, seeds=1, noise=0, start=start).assign(seed=k)
+                      for k, slope in enumerate(slopes)])
+
+
+def test_the_convergence_verdict_follows_its_interval_not_its_mean():
+    # bn's vgg-e-bn: a mean of +0.21 with a CI from below to above the threshold is uncertain,
+    # not "not converged".
+    spread = stats.convergence(seed_curves([-0.05, 0.21, 0.47]))
+    assert spread.slope == pytest.approx(0.21) and spread.low < stats.CONVERGENCE_SLOPE < spread.high
+    assert spread.converged is None and spread.text.startswith(stats.UNCERTAIN)
+    # Only a lower end at or above the threshold says "not converged".
+    assert stats.convergence(seed_curves([0.3, 0.35, 0.4])).converged is False
+    # One seed gives no interval: uncertain, whatever its slope.
+    assert stats.convergence(seed_curves([0.0])).converged is None
+
+
+def test_a_curve_that_can_still_move_past_the_ranked_difference_is_not_converged():
+    # conv1's vgg-c: slope CI about +0.01 to +0.18 points an epoch, over a 10-epoch window, while the
+    # difference the study ranks is 0.27 points: up to 1.8 points still to come, so not flat enough.
+    rising = seed_curves([0.02, 0.08, 0.11, 0.14, 0.10])
+    assert stats.convergence(rising).converged is True  # against the fixed threshold alone
+    judged = stats.convergence(rising, smallest=0.27)
+    assert judged.threshold == pytest.approx(0.027) and judged.converged is not True
+    assert "threshold 0.027" in judged.text
+
+
+def test_an_uncertain_variant_carries_its_caveat_into_the_verdict():
+    accuracies = {"ref": [85.0, 85.2, 84.9], "unsure": [87.3, 87.1, 87.4]}
+    table = build.summarize(runs(accuracies), reference_name="ref", curves=pd.concat([
+        curves({"ref": 0.0}), seed_curves([-0.2, 0.1, 0.4], epochs=8).assign(variant="unsure")]))
+    table = table.set_index("variant")
+    assert table.loc["unsure", "converged"] == "uncertain"
+    assert table.loc["unsure", "verdict"].endswith(f"; {stats.UNCERTAIN}")
+
+
+def test_power_is_never_taken_from_a_nan():
+    # bn's vgg-b-bn: d_z this large at n=2 is where statsmodels' noncentral t returns NaN.
+    effect = 9.89 / np.sqrt(2)
+    assert np.isnan(TTestPower().power(effect_size=effect * np.sqrt(2), nobs=2, alpha=stats.ALPHA))
+    by_simulation = np.mean([scipy_stats.ttest_1samp(sample, 0).pvalue < stats.ALPHA
+                             for sample in np.random.default_rng(0).normal(effect, 1, (20_000, 2))])
+    assert stats.power(effect, 2, paired=True) == pytest.approx(by_simulation, abs=0.01)
+    assert stats.power(effect, 2, paired=True) < stats.POWER
+    assert stats.seeds_needed(effect, paired=True) == 3
+
+
+def test_seeds_for_power_are_at_the_alpha_holm_held_the_comparison_to():
+    comparisons = stats.holm([stats.Comparison(1.0, 0, 2, p, 3, 3, "paired", effect=1.5)
+                              for p in (0.001, 0.02, 0.04)])
+    assert [c.alpha for c in comparisons] == pytest.approx([0.05 / 3, 0.05 / 2, 0.05])
+    strictest = stats.with_power(comparisons[0])
+    assert strictest.seeds_for_power == stats.seeds_needed(1.5, paired=True, alpha=0.05 / 3)
+    assert strictest.seeds_for_power > stats.seeds_needed(1.5, paired=True)
+    assert "at Holm's α=0.0167" in stats.verdict("a", "b", dataclasses.replace(strictest, p_holm=0.06))
+
+
+def test_holm_runs_over_the_comparisons_the_study_names():
+    accuracies = {"a": [85.0, 85.4, 84.8], "a-bn": [86.6, 86.9, 86.3], "b": [84.9, 85.6, 84.7],
+                  "b-bn": [86.0, 86.2, 85.9]}
+    pairs = [("a-bn", "a"), ("b-bn", "b")]
+    summary, compared = build.analyse(runs(accuracies), reference_name="a", pairs=pairs)
+    assert list(zip(compared["variant"], compared["reference"])) == pairs
+    raw = [scipy_stats.ttest_rel(np.array(accuracies[x]), np.array(accuracies[y])).pvalue for x, y in pairs]
+    assert compared["p_value"].tolist() == pytest.approx(raw)
+    assert compared["p_holm"].tolist() == pytest.approx(multipletests(raw, method="holm")[1])
+    assert "over 2 comparisons" in compared["verdict"].iloc[0]
+    assert summary.set_index("variant").loc["b", "verdict"] == ""  # b itself is compared with nothing
+
+
+def test_studies_name_the_comparisons_they_are_about():
+    assert studies.load("bn").pairs() == [(f"vgg-{d}-bn", f"vgg-{d}") for d in "abde"]
+    assert studies.load("conv1").pairs() == [("vgg-c", "vgg-b"), ("vgg-c", "vgg-d")]
+    assert studies.load("lrn").pairs() == [("vgg-a-lrn", "vgg-a")]
+    assert studies.load("init-from-a").pairs() == [(f"{n}-from-a", f"{n}-random") for n in "bcde"]
+    assert studies.load("depth").pairs() == [(v, "vgg-a") for v in ("vgg-b", "vgg-d", "vgg-e")]  # no table
+
+
+@pytest.mark.parametrize("table, complaint", [
+    ({"pairs": [["a", "nope"]]}, "comparisons.pairs names 'nope', not one of its variants"),
+    ({"pairs": [["a", "a"]]}, "compares 'a' with itself"),
+    ({"pairs": [["a"]]}, "must be a list of \\[variant, against\\] pairs"),
+    ({"each": [["{x}-bn", "x"]]}, "needs {x} once on each side"),
+    ({"each": [["{x}-lrn", "{x}"]]}, "matches no pair of its variants"),
+    ({"pairs": [["a-bn", "a"]], "each": [["{x}-bn", "{x}"]]}, "names a comparison twice"),
+    ({"against": "a"}, "holds only pairs and each"),
+])
+def test_a_bad_comparisons_table_is_one_line(table, complaint):
+    raw = {"variants": {"a": {"model": "vgg-a"}, "a-bn": {"model": "vgg-a", "batch_norm": True}},
+           "budgets": {"cpu": {}}, "comparisons": table}
+    with pytest.raises(BenchError, match=complaint) as caught:
+        studies.parse(raw, Path("x.toml"))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_net_started_from_a_counts_a_s_compute_beside_its_difference():
+    table = runs({"vgg-a": [80.0, 81.0], "b-random": [82.0, 82.5], "b-from-a": [83.0, 83.2]}).assign(
+        epochs=10, compute_scale=1.0)
+    table["flops"] = table["variant"].map({"vgg-a": 2.0, "b-random": 3.0, "b-from-a": 3.0})
+    variants = {"vgg-a": {"model": "vgg-a"}, "b-random": {"model": "vgg-b"},
+                "b-from-a": {"model": "vgg-b", "init_from_a": True}}
+    _summary, compared = build.analyse(table, pairs=[("b-from-a", "b-random")],
+                                       starts_from=compare.starts_from(variants))
+    # b-from-a: its own 3 x 3 x 10 and A's 3 x 2 x 10, against b-random's 3 x 3 x 10.
+    assert compared["compute_ratio"].item() == pytest.approx((90 + 60) / 90)
+    headers, rows = render.comparison_rows(compared)
+    assert rows[0][headers.index("compute vs (all)")] == "1.67x"
+
+
+def test_a_net_the_paper_never_had_shows_no_nan_figures():
+    summary = build.summarize(runs({"vgg-a-bn": [85.0, 85.5]}).assign(batch_norm=True))
+    summary["paper_config"] = np.nan  # what pandas 3 makes of the None a BN net gets
+    shown = build.published(summary, "fashion-mnist").astype(str).values.ravel().tolist()
+    assert not any("nan" in cell for cell in shown)
+    assert "none (the paper had no BatchNorm)" in shown
+
+
+def test_peer_labels_describe_the_peer_net():
+    (mobilenet,) = reference.peer_figures("mobilenetv2", False, "cifar10")
+    assert "512->10" not in mobilenet.label and "MobileNetV2" in mobilenet.label
+
+
+# --- the committed reports recompute from their CSVs -----------------------------------------------
+
+COMMITTED = ["depth", "bn", "conv1", "lrn"]
+
+
+def md_comparisons(text: str) -> list[dict]:
+    start = text.index("| variant | vs | Δ test pts (95% CI) |")
+    lines = text[start:].split("\n\n")[0].splitlines()
+    headers = [h.strip() for h in lines[0].strip("|").split("|")]
+    return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+@pytest.mark.parametrize("study", COMMITTED)
+def test_a_committed_report_recomputes_from_its_csv(study):
+    folder = Path(__file__).resolve().parent.parent / "results"
+    runs = pd.read_csv(folder / f"{study}-fashion-mnist-cpu.csv", comment="#")
+    shown = md_comparisons((folder / f"{study}-fashion-mnist-cpu.md").read_text())
+    assert shown and {"variant", "seed", "test_acc_pct", "convergence_slope"} <= set(runs)
+    found = []
+    for row in shown:
+        sides = [runs[runs["variant"] == v].set_index("seed")["test_acc_pct"].sort_index()
+                 for v in (row["variant"], row["vs"])]
+        paired = list(sides[0].index) == list(sides[1].index)
+        result = scipy_stats.ttest_rel(*sides) if paired else scipy_stats.ttest_ind(*sides, equal_var=False)
+        interval = result.confidence_interval(0.95)
+        diff = sides[0].mean() - sides[1].mean()
+        assert row["test"] == ("paired" if paired else "Welch")
+        assert row["Δ test pts (95% CI)"] == f"{diff:+.2f} ({interval.low:.2f} to {interval.high:.2f})"
+        found.append(result.pvalue)
+    for row, p, adjusted in zip(shown, found, multipletests(found, method="holm")[1]):
+        assert (row["p"], row["Holm p"]) == (stats.format_p(p), stats.format_p(adjusted))
+
+
+def test_the_confirmation_budget_says_whether_a_ranking_changed():
+    assert (confirm.partner("cpu"), confirm.partner("cpu-2x+lr=0.1")) == ("cpu-2x", "cpu+lr=0.1")
+    assert studies.load("conv1").budget("cpu-2x").settings["epochs"] == 2 * studies.load("conv1").budget(
+        "cpu").settings["epochs"]
+    pairs = [("a-bn", "a"), ("b-bn", "b")]
+    base = runs({"a": [85.0, 85.4, 84.8, 85.1], "a-bn": [87.6, 87.9, 87.3, 87.5], "b": [84.9, 85.6, 84.7, 85.0],
+                 "b-bn": [85.0, 85.7, 84.6, 85.2]})
+    doubled = base.copy()
+    doubled.loc[doubled["variant"] == "b-bn", "test_acc"] += 0.03  # b-bn now 3 points ahead of b
+    lines = confirm.changes(build.analyse(base, pairs=pairs)[1], build.analyse(doubled, pairs=pairs)[1],
+                            "cpu", "cpu-2x")
+    assert lines[0] == "1 of 2 rankings changed at cpu-2x against cpu"
+    assert lines[1].startswith("a-bn vs a: unchanged: cpu better")
+    assert lines[2].startswith("b-bn vs b: CHANGED: cpu no significant difference") and "cpu-2x better" in lines[2]
+    same = build.analyse(base, pairs=pairs)[1]
+    assert confirm.changes(same, same, "cpu", "cpu-2x")[0] == "no ranking changed at cpu-2x against cpu"

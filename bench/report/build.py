@@ -4,7 +4,7 @@ convergence, time to accuracy), the published figures beside it, and its provena
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -13,10 +13,11 @@ import pandas as pd
 from bench import evaluation, provenance, reference
 from bench.config import EVAL_MODES
 from bench.errors import redact
-from bench.report import read, stats
+from bench.report import compare, confirm, read, stats
 
 SUMMARY_COLUMNS = [
     "variant", "model", "batch_norm", "runs", "seeds", "params", "flops", "compute", "epochs_trained",
+    "train_gflops_per_image",
     "best_val_acc_pct", "best_val_acc_pct_std", "test_acc_pct", "test_acc_pct_std", "top1_err_pct",
     "train_seconds", "images_per_s", "reference", "analysis", "diff_pts", "ci_low_pts", "ci_high_pts", "p_value",
     "p_holm", "hedges_g", "seeds_for_power", "verdict", "converged", "convergence_slope", "convergence_ci_low",
@@ -25,28 +26,42 @@ SUMMARY_COLUMNS = [
 ]
 FLOAT_COLUMNS = ("diff_pts", "ci_low_pts", "ci_high_pts", "p_value", "p_holm", "hedges_g", "seeds_for_power",
                  "convergence_slope", "convergence_ci_low", "convergence_ci_high", "target_val_acc_pct",
-                 "epochs_to_target", "seconds_to_target")
+                 "epochs_to_target", "seconds_to_target", "train_gflops_per_image")
 COMPUTE_LABELS = {"epochs": "equal epochs", "flops": "equal training FLOPs"}
 
 
 def summarize(frame: pd.DataFrame, order: list[str] | None = None, reference_name: str | None = None,
-              curves: pd.DataFrame | None = None, target_pct: float | None = None) -> pd.DataFrame:
-    """One row per variant of one study: seeds, cost, accuracy mean and std (percent), the reference
-    comparison (Holm-adjusted over the study's comparisons), convergence and time to `target_pct`."""
+              curves: pd.DataFrame | None = None, target_pct: float | None = None,
+              pairs: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """One row per variant of one study (see analyse)."""
+    return analyse(frame, order, reference_name, curves, target_pct, pairs)[0]
+
+
+def analyse(frame: pd.DataFrame, order: list[str] | None = None, reference_name: str | None = None,
+            curves: pd.DataFrame | None = None, target_pct: float | None = None,
+            pairs: list[tuple[str, str]] | None = None, starts_from: dict[str, str] | None = None,
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per variant of one study: seeds, cost, accuracy mean and std (percent), its comparison
+    (Holm-adjusted over the study's `pairs`, by default each variant against the reference),
+    convergence and time to `target_pct`; and one row per comparison."""
     grouped = {name: runs for name, runs in frame.groupby("variant", sort=False)}
     names = [v for v in (order or []) if v in grouped] + [v for v in grouped if v not in (order or [])]
-    ref_runs = grouped.get(reference_name)
-    percent = {name: runs["test_acc"].astype(float) * 100 for name, runs in grouped.items()}
-    compared = [n for n in names if ref_runs is not None and n != reference_name]
-    comparisons = dict(zip(compared, map(stats.with_power, stats.holm([
-        stats.compare(percent[n], percent[reference_name], grouped[n]["seed"].tolist(), ref_runs["seed"].tolist())
-        for n in compared]))))
-    convergence = {n: stats.convergence(curves[curves["variant"] == n]) for n in names} if curves is not None else {}
+    if pairs is None:
+        pairs = [(n, reference_name) for n in names if reference_name is not None and n != reference_name]
+    results = compare.tested(grouped, pairs)
+    smallest = min((abs(c.diff) for c in results.values()), default=None)
+    convergence = ({n: stats.convergence(curves[curves["variant"] == n], smallest) for n in names}
+                   if curves is not None else {})
+    verdicts = {(a, b): (stats.verdict(a, b, results[(a, b)]) + convergence_note(a, b, convergence)
+                         if (a, b) in results else compare.missing(a, b, grouped)) for a, b in pairs}
+    compute = compare.train_compute(grouped, starts_from or {})
+    comparisons = compare.frame(pairs, results, verdicts, compute, set(starts_from or {}))
     rows = []
     for name in names:
         runs = grouped[name]
-        test, val = percent[name], runs["best_val_acc"].astype(float) * 100
+        test, val = runs["test_acc"].astype(float) * 100, runs["best_val_acc"].astype(float) * 100
         model, batch_norm = runs["model"].iloc[0], bool(runs["batch_norm"].iloc[0])
+        mine = [(a, b) for a, b in pairs if a == name]
         row = {
             "variant": name,
             "model": model,
@@ -57,6 +72,7 @@ def summarize(frame: pd.DataFrame, order: list[str] | None = None, reference_nam
             "flops": float(runs["flops"].iloc[0]),
             "compute": runs["compute"].iloc[0] if "compute" in runs else "epochs",
             "epochs_trained": float((runs["epochs"] * runs["compute_scale"]).mean()) if "epochs" in runs else np.nan,
+            "train_gflops_per_image": compute[name] / 1e9,
             "best_val_acc_pct": val.mean(),
             "best_val_acc_pct_std": val.std(ddof=1),
             "test_acc_pct": test.mean(),
@@ -64,19 +80,16 @@ def summarize(frame: pd.DataFrame, order: list[str] | None = None, reference_nam
             "top1_err_pct": 100 - test.mean(),
             "train_seconds": runs["train_seconds"].astype(float).mean(),
             "images_per_s": runs["images_per_s"].astype(float).mean(),
-            "reference": reference_name,
-            "verdict": "",
+            "reference": " / ".join(b for _, b in mine) or reference_name,
+            "verdict": " / ".join(verdicts[p] for p in mine),
         }
-        if name == reference_name:
+        if name == reference_name and not mine:
             row["verdict"] = "reference"
-        elif reference_name is not None and ref_runs is None:
-            row["verdict"] = f"no finished runs of the reference {reference_name} to compare with"
-        elif name in comparisons:
-            c = comparisons[name]
+        # its one comparison's numbers (several: the comparisons table has them)
+        if len(mine) == 1 and mine[0] in results:
+            c = results[mine[0]]
             row.update(analysis=c.analysis, diff_pts=c.diff, ci_low_pts=c.low, ci_high_pts=c.high, p_value=c.p,
-                       p_holm=c.p_holm, hedges_g=c.hedges_g, seeds_for_power=c.seeds_for_power,
-                       verdict=stats.verdict(name, reference_name, c) + convergence_note(name, reference_name,
-                                                                                          convergence))
+                       p_holm=c.p_holm, hedges_g=c.hedges_g, seeds_for_power=c.seeds_for_power)
         if name in convergence:
             k = convergence[name]
             row.update(converged=k.label, convergence_slope=k.slope, convergence_ci_low=k.low,
@@ -91,15 +104,21 @@ def summarize(frame: pd.DataFrame, order: list[str] | None = None, reference_nam
         row["paper_config"], row["paper_top1_err_pct"], row["paper_top5_err_pct"] = (
             (paper.config, paper.top1, paper.top5) if paper else (None, np.nan, np.nan))
         rows.append(row)
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({c: float for c in FLOAT_COLUMNS})
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({c: float for c in FLOAT_COLUMNS})
+    return summary, comparisons
 
 
 def convergence_note(name: str, reference_name: str, convergence: dict[str, stats.Convergence]) -> str:
-    """What a verdict must add when either side of the comparison had not stopped improving."""
-    if name in convergence and convergence[name].converged is False:
-        return f"; {stats.NOT_CONVERGED}"
-    if reference_name in convergence and convergence[reference_name].converged is False:
-        return f"; the reference {reference_name} is {stats.NOT_CONVERGED}"
+    """What a verdict must add when either side of the comparison had not, or not surely, stopped
+    improving."""
+    for side, prefix in ((name, ""), (reference_name, f"the reference {reference_name} is ")):
+        judged = convergence.get(side)
+        if judged is not None and judged.converged is False:
+            return f"; {prefix}{stats.NOT_CONVERGED}"
+    for side, prefix in ((name, ""), (reference_name, f"the reference {reference_name}: ")):
+        judged = convergence.get(side)
+        if judged is not None and judged.converged is None and judged.slope is not None:
+            return f"; {prefix}{stats.UNCERTAIN}"
     return ""
 
 
@@ -169,7 +188,7 @@ def published(summary: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = N
         scales = None if mine is None or not reference.paper_config(r.model) else scale_protocol(mine)
         if scales is not None:
             rows += [{**first, **row} for row in paper_protocol_rows(r.model, r.batch_norm, mine, scales)]
-        elif r.paper_config:
+        elif isinstance(r.paper_config, str):  # under pandas 3 a missing config is NaN, which is truthy
             rows.append({**first, "metric": "top-1 err %", "ours": f"{r.top1_err_pct:.2f}",
                          "theirs": f"{r.paper_top1_err_pct:.1f} (top-5 {r.paper_top5_err_pct:.1f})",
                          "source": f"{reference.PAPER_SOURCE}, config {r.paper_config}", "label": reference.PAPER_LABEL})
@@ -194,6 +213,9 @@ class Report:
     others: pd.DataFrame     # the budgets and datasets in MLflow not reported here
     parents: dict[str, str]  # study -> MLflow parent run the report is logged to
     header: dict[str, str]   # provenance: who made this report, of what, how
+    confirmation: list[str] = field(default_factory=list)  # rankings at NAME and NAME-2x (see confirm)
+    # one row per comparison a study names
+    comparisons: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=compare.COLUMNS))
 
     @property
     def name(self) -> str:
@@ -219,13 +241,17 @@ def build(tracker, names: list[str], budget: str | None, dataset: str | None, co
     reported = [s.runs[(s.runs["budget"] == budget) & (s.runs["dataset"] == dataset)] for s in every]
     runs = pd.concat(reported, ignore_index=True)
     curves = read.curves(tracker, runs)
-    summaries = []
+    summaries, comparisons = [], []
     for s, study_runs in zip(every, reported):
         target = target_pct if target_pct is not None else s.study.target_val_acc_pct_for(budget)
-        summaries.append(summarize(study_runs, list(s.study.variants), s.study.reference,
-                                   curves[curves["study"] == s.study.name], target).assign(study=s.study.name))
-    summary = pd.concat(summaries, ignore_index=True)
-    summary = summary[["study", *summary.columns.drop("study")]]
+        summary, compared = analyse(study_runs, list(s.study.variants), s.study.reference,
+                                    curves[curves["study"] == s.study.name], target, s.study.pairs(),
+                                    compare.starts_from(s.study.variants))
+        summaries.append(summary.assign(study=s.study.name))
+        comparisons.append(compared.assign(study=s.study.name))
+    summary, compared = (first_study(pd.concat(frames, ignore_index=True))
+                         for frames in (summaries, comparisons))
+    confirmation = [line for s in every for line in confirmed(s, budget, dataset, compared)]
     counts = read.slice_counts(pd.concat([s.runs for s in every]))
     others = counts[(counts["budget"] != budget) | (counts["dataset"] != dataset)].reset_index(drop=True)
     parents = {study: group["parent_run_id"].mode().iloc[0]
@@ -234,9 +260,28 @@ def build(tracker, names: list[str], budget: str | None, dataset: str | None, co
     which = f"{budget} on {dataset}, {len(runs)} finished runs ({why})"
     return Report(
         studies=[s.study.name for s in every], budget=budget, dataset=dataset, runs=runs, summary=summary,
+        comparisons=compared, confirmation=confirmation,
         published=published(summary, dataset, runs), curves=curves, others=others, parents=parents,
         header=provenance_header(runs, command, tracker.uri, which, others),
     )
+
+
+def confirmed(s, budget: str, dataset: str, compared: pd.DataFrame) -> list[str]:
+    """Whether the study's rankings hold at its partner budget (NAME vs NAME-2x), where it has runs."""
+    other = confirm.partner(budget)
+    runs = s.runs[(s.runs["budget"] == other) & (s.runs["dataset"] == dataset)]
+    if runs.empty:
+        return []
+    theirs = analyse(runs, list(s.study.variants), s.study.reference, pairs=s.study.pairs(),
+                     starts_from=compare.starts_from(s.study.variants))[1]
+    mine = compared[compared["study"] == s.study.name]
+    base, doubled = (mine, theirs) if other.endswith(confirm.SUFFIX) else (theirs, mine)
+    labels = (budget, other) if other.endswith(confirm.SUFFIX) else (other, budget)
+    return [f"{s.study.name}: {line}" for line in confirm.changes(base, doubled, *labels)]
+
+
+def first_study(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[["study", *frame.columns.drop("study")]]
 
 
 def provenance_header(runs: pd.DataFrame, command: str, uri: str, which: str, others: pd.DataFrame) -> dict[str, str]:

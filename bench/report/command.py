@@ -20,7 +20,7 @@ from rich.markup import escape
 from bench import studies
 from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
-from bench.report import build, read, render
+from bench.report import build, read, render, terminal
 from bench.report.publish import DEFAULT_OUT, publish
 
 
@@ -43,6 +43,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def show(table: tuple[list[str], list[list[str]]], title: str) -> None:
+    """A table at the terminal's width (100 columns when piped): the columns that fit, whole."""
+    columns = terminal.width()
+    shown, left = terminal.table(*table, title=title, columns=columns)
+    out.print(shown, width=columns)
+    if left:
+        console.print(f"  (not shown at {columns} columns, in the .md and .csv: {escape(', '.join(left))})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     names = [args.study] if args.study else args.compare
@@ -63,14 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     others = report.header["other budgets in MLflow"]
     console.print(f"reporting budget {escape(report.header['budget'])}; also in MLflow: {escape(others)}")
-    out.print(render.rich_table(*render.display_rows(report.summary), title=escape(report.title)))
-    comparisons = render.comparison_rows(report.summary)
+    show(render.display_rows(report.summary), escape(report.title))
+    comparisons = render.comparison_rows(report.comparisons)
     if comparisons[1]:
-        out.print(render.rich_table(*comparisons, title="each variant against the reference"))
-    for line in render.verdict_lines(report.summary):
-        out.print(f"  {escape(line)}")
+        against_reference = set(report.comparisons["reference"]) <= set(
+            report.summary.loc[report.summary["verdict"].eq("reference"), "variant"])
+        show(comparisons, "each variant against the reference" if against_reference
+             else "the comparisons the study names")
+    for line in render.verdict_lines(report.summary, report.comparisons):
+        out.print(f"  {escape(line)}", width=terminal.width())
     if not report.published.empty:
-        out.print(render.rich_table(list(report.published.columns), report.published.astype(str).values.tolist(),
-                                    title="published figures (different data or recipe, as labelled)"))
+        show((list(report.published.columns), report.published.astype(str).values.tolist()),
+             "published figures (different data or recipe, as labelled)")
     console.print(f"wrote {', '.join(map(str, paths))} (also logged to the study's parent run under report/)")
     return 0

@@ -4,6 +4,8 @@ end of a study."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from bench.report import build, figures, render
@@ -21,9 +23,21 @@ def publish(tracker, report: build.Report, out: Path) -> list[Path]:
 def write(report: build.Report, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / f"{report.name}.md", out / f"{report.name}.csv"
-    md.write_text(render.markdown(report))
-    csv.write_text(render.csv_text(report))
+    write_atomically(md, render.markdown(report))
+    write_atomically(csv, render.csv_text(report))
     return [md, csv, figures.figure(report, out / f"{report.name}.png")]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """The whole text or the old file, never half of it (a report in results/ is committed)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def log_to_parents(tracker, report: build.Report, paths: list[Path]) -> None:

@@ -9,9 +9,9 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from bench import markdown as md, reference
+from bench import markdown as md
 from bench.data.views import PAPER_CROP, proportional
-from bench.report import stats
+from bench.report import per_run, stats
 from bench.report.build import COMPUTE_LABELS, Report, summarize
 
 TEXT_COLUMNS = ("study", "variant", "vs", "metric", "theirs", "source", "label", "converged", "test")
@@ -55,16 +55,21 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
-def comparison_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Each comparison with the reference in full: the test used, raw and Holm p, effect size, power."""
-    several = "study" in summary and summary["study"].nunique() > 1
+def comparison_rows(comparisons: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Each comparison in full: the test used, raw and Holm p, effect size, power at Holm's α, and,
+    where the two sides consumed different training compute in all, how much more."""
+    several = "study" in comparisons and comparisons["study"].nunique() > 1
+    ratios = comparisons["compute_ratio"] if "compute_ratio" in comparisons else pd.Series(dtype=float)
+    counted = bool(ratios.notna().any())
     headers = (["study"] if several else []) + ["variant", "vs", "Δ test pts (95% CI)", "test", "p", "Holm p",
-                                                "Hedges g", f"seeds for {stats.POWER:.0%} power"]
+                                                "Hedges g", f"seeds for {stats.POWER:.0%} power at Holm's α"]
+    headers += ["compute vs (all)"] if counted else []
     rows = []
-    for r in summary[summary["analysis"].notna()].itertuples():
+    for r in comparisons[comparisons["analysis"].notna()].itertuples():
         rows.append(([r.study] if several else []) + [
             r.variant, r.reference, difference(r), r.analysis, p_text(r.p_value), p_text(r.p_holm),
-            number(r.hedges_g, "+.2f"), number(r.seeds_for_power, ".0f")])
+            number(r.hedges_g, "+.2f"), number(r.seeds_for_power, ".0f")]
+            + ([number(r.compute_ratio, ".2f") + "x"] if counted else []))
     return headers, rows
 
 
@@ -114,15 +119,12 @@ def time_to_target(row) -> list[str]:
     return [f"{row.epochs_to_target:.1f}{partial}", f"{row.seconds_to_target:.0f}{partial}"]
 
 
-def verdict_lines(summary: pd.DataFrame) -> list[str]:
-    """Every comparison's verdict, and the convergence of a reference that had not converged."""
-    lines = []
-    for r in summary.itertuples():
-        if r.verdict == "reference" and r.converged == "no":
-            lines.append(f"{r.variant} (reference): {r.convergence}")
-        elif r.verdict and r.verdict != "reference":
-            lines.append(r.verdict)
-    return lines
+def verdict_lines(summary: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> list[str]:
+    """Every comparison's verdict, and the convergence of a reference that had not surely converged."""
+    lines = [f"{r.variant} (reference): {r.convergence}" for r in summary.itertuples()
+             if r.verdict == "reference" and r.converged in ("no", "uncertain")]
+    chosen = summary if comparisons is None else comparisons
+    return lines + [r.verdict for r in chosen.itertuples() if r.verdict and r.verdict != "reference"]
 
 
 ANALYSIS = (
@@ -130,8 +132,16 @@ ANALYSIS = (
     "split and the batch order, so same-seed runs pair), Welch's t-test otherwise (the test column says which); "
     f"{stats.CONFIDENCE:.0%} CI of the difference; p raw and Holm-adjusted over the study's comparisons (the verdict "
     "uses Holm's p); Hedges' g (standardised difference, small-sample corrected); the seeds per variant that "
-    f"the same test would need to detect the observed difference with {stats.POWER:.0%} power at "
-    f"α={stats.ALPHA:.2f} (two-sided, uncorrected)."
+    f"the same test would need to detect the observed difference with {stats.POWER:.0%} power "
+    f"(two-sided) at the α Holm held that comparison to: {stats.ALPHA:.2f}/m for the smallest of m raw "
+    f"p-values, {stats.ALPHA:.2f}/(m-1) "
+    "for the next, and so on."
+)
+COMPUTE_NOTE = (
+    "compute vs (all): the variant's training FLOPs over everything its weights went through (3x "
+    "forward FLOPs x epochs, with the run it started from counted in: init-from-a's nets have had A's "
+    "epochs too) over the other "
+    "side's."
 )
 
 
@@ -147,13 +157,23 @@ def markdown(report: Report) -> str:
                   "trained as many steps as give it the reference's training FLOPs (steps and learning-rate schedule "
                   "scaled by the reference's FLOPs per image over its own), so cheaper nets trained more epochs; "
                   "the epochs column says how many.", ""]
-    verdicts = verdict_lines(summary)
-    if summary["verdict"].ne("reference").any() and verdicts:
-        lines += [f"Each variant against its study's reference on test accuracy over seeds: {ANALYSIS}", ""]
-        lines += [md.table(*comparison_rows(summary)), ""]
+    verdicts = verdict_lines(summary, report.comparisons)
+    if not report.comparisons.empty:
+        lines += [f"The comparisons each study names ([comparisons] in its TOML; without one, each "
+                  f"variant against "
+                  f"the reference) on test accuracy over seeds: {ANALYSIS}", ""]
+        headers, rows = comparison_rows(report.comparisons)
+        lines += [md.table(headers, rows), ""]
+        lines += [COMPUTE_NOTE, ""] if "compute vs (all)" in headers else []
         lines += [f"- {md.cell(v)}" for v in verdicts] + [""]
     else:
-        lines += ["No comparisons: the study names no reference variant, or it alone has runs.", ""]
+        lines += ["No comparisons: the study names no reference variant or comparisons, or one alone has "
+                  "runs.", ""]
+    if report.confirmation:
+        lines += ["Confirmation at twice the epochs (the same comparisons at the budget NAME-2x beside NAME: "
+                  "under a cosine schedule a curve flattens because the learning rate does, so a ranking that "
+                  "holds at 2x epochs did not come from stopping early):", ""]
+        lines += [f"- {md.cell(line)}" for line in report.confirmation] + [""]
     judged = summary[summary["convergence"].notna()]
     if not judged.empty:
         lines += [f"Convergence ({stats.CONVERGENCE_RULE}):", ""]
@@ -177,21 +197,9 @@ def markdown(report: Report) -> str:
 
 
 def csv_text(report: Report) -> str:
+    """A row per run (variant, seed, every final metric, convergence slope) under the provenance."""
     header = "".join(f"# {key}: {value}\n" for key, value in report.header.items())
-    return header + wide_summary(report).to_csv(index=False)
-
-
-def wide_summary(report: Report) -> pd.DataFrame:
-    """The summary with one column per peer source (their published test accuracy, %)."""
-    wide = report.summary.copy()
-    for figure in reference.PEERS:
-        if figure.dataset != report.dataset:
-            continue
-        column = f"peer_acc_pct {figure.source}"
-        match = (wide["model"] == figure.model) & (
-            figure.batch_norm is None or wide["batch_norm"] == figure.batch_norm)
-        wide.loc[match, column] = figure.test_acc_pct
-    return wide
+    return header + per_run.frame(report.runs, report.curves).to_csv(index=False)
 
 
 def json_text(report: Report) -> str:
@@ -203,5 +211,7 @@ def json_text(report: Report) -> str:
         "provenance": report.header,
         "other_budgets": json.loads(report.others.to_json(orient="records", double_precision=15)),
         "variants": json.loads(report.summary.to_json(orient="records", double_precision=15)),
+        "comparisons": json.loads(report.comparisons.to_json(orient="records", double_precision=15)),
+        "confirmation": report.confirmation,
         "published": json.loads(report.published.to_json(orient="records", double_precision=15)),
     }, indent=2)

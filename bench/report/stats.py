@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import integrate, stats
 from statsmodels.stats.meta_analysis import effectsize_smd
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import TTestIndPower, TTestPower
 
 ALPHA = 0.05
 CONFIDENCE = 1 - ALPHA
@@ -25,16 +24,21 @@ POWER = 0.8
 MAX_SEEDS = 10_000  # beyond this a difference is, for a benchmark, not there to detect
 
 # Convergence: validation accuracy still rising by this many points per epoch or more, over the
-# last CONVERGENCE_WINDOW epochs (or the last third of a longer run), is not a plateau.
+# last CONVERGENCE_WINDOW epochs (or the last third of a longer run), is not a plateau. A study whose
+# verdicts rest on smaller differences asks for flatter curves (see slope_threshold).
 CONVERGENCE_SLOPE = 0.2
 CONVERGENCE_WINDOW = 3
 NOT_CONVERGED = "not converged: this ranking may reflect training speed, not capacity"
+UNCERTAIN = "convergence uncertain: this ranking may reflect training speed, not capacity"
 CONVERGENCE_RULE = (
-    f"a variant has converged when the slope of its validation accuracy over the last "
-    f"{CONVERGENCE_WINDOW} epochs (the last third of longer runs), fitted per seed by least squares, has a "
-    f"mean over seeds below {CONVERGENCE_SLOPE} points per epoch with the upper end of its {CONFIDENCE:.0%} CI "
-    f"(t over seeds) below it too; a mean at or above it is 'not converged'; a mean below it with a CI "
-    f"reaching it is 'uncertain'"
+    f"the slope of validation accuracy over the last {CONVERGENCE_WINDOW} epochs (the last third of longer "
+    f"runs) is fitted per seed by least squares, with a {CONFIDENCE:.0%} CI (t over seeds) of its mean; the "
+    f"threshold is {CONVERGENCE_SLOPE} points per epoch, or less where the study ranks smaller "
+    f"differences: a curve that could still move, over another window of epochs, by more than the "
+    f"smallest difference among "
+    f"the study's comparisons is not flat enough to rank them, so the threshold is that difference over the "
+    f"window's epochs. 'Converged' when the CI's upper end is below the threshold, 'not converged' when its "
+    f"lower end is at or above it, 'uncertain' otherwise (and with one seed, which gives no interval)"
 )
 
 
@@ -57,7 +61,8 @@ class Comparison:
     comparisons: int = 1  # how many comparisons Holm's correction was over
     hedges_g: float | None = None
     effect: float | None = None  # standardised, as the test sees it: d_z paired, Hedges' g for Welch
-    seeds_for_power: int | None = None  # per variant, to detect `effect` with POWER at ALPHA (see with_power)
+    seeds_for_power: int | None = None  # per variant: `effect` with POWER at `alpha` (see with_power)
+    alpha: float = ALPHA  # what Holm compared this comparison's raw p with (its step's share of ALPHA)
 
     @property
     def significant(self) -> bool:
@@ -113,19 +118,31 @@ def _paired_effect(differences: np.ndarray) -> float:
     return float(differences.mean() / differences.std(ddof=1))
 
 
-def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA, power: float = POWER) -> int | None:
-    """Seeds per variant for the test used to detect `effect` with `power` (two-sided, uncorrected):
-    the smallest n at which statsmodels' power of that t-test reaches it, found by bisection (its
-    solve_power fails where the answer is a handful of seeds); None past MAX_SEEDS or for no effect."""
+def power(effect: float, n: int, paired: bool, alpha: float = ALPHA) -> float:
+    """The power of the two-sided t-test used (one-sample on paired differences, or two equal samples)
+    to detect a standardised `effect` with n seeds each: the noncentral t's tail, integrated over the
+    variance's chi-square (statsmodels' and scipy's noncentral t give NaN there at one or two degrees
+    of freedom and large effects, which bn's report once took as 'enough')."""
+    df = n - 1 if paired else 2 * n - 2
+    shift = abs(effect) * math.sqrt(n if paired else n / 2)
+    critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def rejected(quantile: float) -> float:  # over the variance's quantiles: no df is too large to find
+        scale = critical * math.sqrt(stats.chi2.ppf(quantile, df) / df)
+        return stats.norm.cdf(shift - scale) + stats.norm.cdf(-shift - scale)
+
+    return min(1.0, integrate.quad(rejected, 0, 1, limit=200)[0])
+
+
+def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA,
+                 target: float = POWER) -> int | None:
+    """Seeds per variant for the test used to detect `effect` with `target` power at `alpha`
+    (two-sided): the smallest n that reaches it, by bisection; None past MAX_SEEDS or for no effect."""
     if effect is None or not math.isfinite(effect) or effect == 0:
         return None
-    solver = TTestPower() if paired else TTestIndPower()
 
     def enough(n: int) -> bool:
-        # statsmodels' noncentral t gives NaN deep in its upper tail, where the power is ~1.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return not solver.power(abs(effect), n, alpha) < power
+        return power(effect, n, paired, alpha) >= target
 
     if not enough(MAX_SEEDS):
         return None
@@ -139,8 +156,9 @@ def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA, power
 
 
 def with_power(c: Comparison) -> Comparison:
-    """The comparison with the seeds its test would need to detect the observed effect."""
-    return dataclasses.replace(c, seeds_for_power=seeds_needed(c.effect, c.analysis == "paired"))
+    """The comparison with the seeds its test would need to detect the observed effect at the α
+    Holm's correction held it to."""
+    return dataclasses.replace(c, seeds_for_power=seeds_needed(c.effect, c.analysis == "paired", c.alpha))
 
 
 def holm(comparisons: list[Comparison]) -> list[Comparison]:
@@ -149,9 +167,12 @@ def holm(comparisons: list[Comparison]) -> list[Comparison]:
     if not tested:
         return comparisons
     _reject, adjusted, _, _ = multipletests([comparisons[i].p for i in tested], alpha=ALPHA, method="holm")
+    # Holm's k-th smallest raw p (k from 0) is held to ALPHA / (m - k): the α its verdict used.
+    rank = {i: k for k, i in enumerate(sorted(tested, key=lambda i: comparisons[i].p))}
     out = list(comparisons)
     for i, p in zip(tested, adjusted):
-        out[i] = dataclasses.replace(comparisons[i], p_holm=float(p), comparisons=len(tested))
+        out[i] = dataclasses.replace(comparisons[i], p_holm=float(p), comparisons=len(tested),
+                                     alpha=ALPHA / (len(tested) - rank[i]))
     return out
 
 
@@ -171,7 +192,9 @@ def verdict(name: str, reference_name: str, c: Comparison) -> str:
         return f"{name} {word} than {reference_name} by {abs(c.diff):.2f} points ({detail}, {n})"
     text = f"{name} vs {reference_name}: no significant difference at {n} ({c.diff:+.2f} points, {detail})"
     if c.seeds_for_power is not None:
-        text += f"; {c.seeds_for_power} seeds each would detect a difference this size with {POWER:.0%} power"
+        text += (f"; {c.seeds_for_power} seeds each would detect a difference this size "
+                 f"with {POWER:.0%} power "
+                 f"at Holm's α={c.alpha:.3g}")
     return text
 
 
@@ -190,6 +213,7 @@ class Convergence:
     high: float | None
     window: int  # epochs the slope is fitted over
     seeds: int
+    threshold: float = CONVERGENCE_SLOPE
 
     @property
     def label(self) -> str:
@@ -199,16 +223,16 @@ class Convergence:
     def text(self) -> str:
         if self.slope is None:
             return "convergence unknown: fewer than 2 epochs"
-        if self.low is None:
-            spread = "one seed, no interval" if self.seeds == 1 else "every seed gave the same slope"
+        if self.seeds == 1:
+            spread = "one seed, no interval"
         else:
             spread = f"{CONFIDENCE:.0%} CI {self.low:+.2f} to {self.high:+.2f}"
         numbers = (f"validation accuracy {self.slope:+.2f} points/epoch over the last {self.window} epochs "
-                   f"({spread}, n={self.seeds}; threshold {CONVERGENCE_SLOPE})")
+                   f"({spread}, n={self.seeds}; threshold {self.threshold:.3g})")
         if self.converged is False:
             return f"{NOT_CONVERGED} ({numbers})"
         if self.converged is None:
-            return f"convergence uncertain: {numbers}; more seeds or epochs would tell"
+            return f"{UNCERTAIN} ({numbers}; more seeds or epochs would tell)"
         return f"converged: {numbers}"
 
 
@@ -216,28 +240,48 @@ def convergence_window(epochs: int) -> int:
     return max(CONVERGENCE_WINDOW, epochs // 3)
 
 
-def convergence(curves: pd.DataFrame) -> Convergence:
-    """Whether validation accuracy had stopped rising, from curves with columns seed, epoch, val_acc
-    (a fraction): one least-squares slope per seed over the window, then a t interval over seeds."""
-    slopes, window = [], 0
-    for _seed, curve in curves.groupby("seed"):
+def seed_slopes(curves: pd.DataFrame) -> tuple[dict, int]:
+    """Each seed's least-squares slope (validation points per epoch) over the convergence window,
+    from curves with columns seed, epoch, val_acc (a fraction), and the window's epochs."""
+    slopes, window = {}, 0
+    for seed, curve in curves.groupby("seed"):
         curve = curve.sort_values("epoch")
         window = min(convergence_window(int(curve["epoch"].max())), len(curve))
         tail = curve.tail(window)
         if len(tail) >= 2:
-            slopes.append(stats.linregress(tail["epoch"], tail["val_acc"] * 100).slope)
-    if not slopes:
-        return Convergence(None, None, None, None, window, 0)
-    slopes = np.asarray(slopes)
+            slopes[seed] = float(stats.linregress(tail["epoch"], tail["val_acc"] * 100).slope)
+    return slopes, window
+
+
+def slope_threshold(smallest: float | None, window: int) -> float:
+    """The slope below which a curve is flat enough to rank: CONVERGENCE_SLOPE, or less where the
+    smallest difference the study's verdicts rest on could be covered within one more window."""
+    if smallest is None or not math.isfinite(smallest) or window < 1:
+        return CONVERGENCE_SLOPE
+    return min(CONVERGENCE_SLOPE, abs(smallest) / window)
+
+
+def convergence(curves: pd.DataFrame, smallest: float | None = None) -> Convergence:
+    """Whether validation accuracy had stopped rising: one slope per seed, then a t interval over
+    seeds; the verdict follows the interval, never the mean alone. `smallest`: the smallest
+    difference (points) among the study's comparisons, which tightens the threshold."""
+    by_seed, window = seed_slopes(curves)
+    threshold = slope_threshold(smallest, window)
+    if not by_seed:
+        return Convergence(None, None, None, None, window, 0, threshold)
+    slopes = np.asarray(list(by_seed.values()))
     mean, low, high = float(slopes.mean()), None, None
-    if len(slopes) >= 2 and np.ptp(slopes) > 0:
-        interval = stats.ttest_1samp(slopes, 0.0).confidence_interval(CONFIDENCE)
-        low, high = float(interval.low), float(interval.high)
-    if mean >= CONVERGENCE_SLOPE:
+    if len(slopes) >= 2:
+        low = high = mean
+        if np.ptp(slopes) > 0:
+            interval = stats.ttest_1samp(slopes, 0.0).confidence_interval(CONFIDENCE)
+            low, high = float(interval.low), float(interval.high)
+    converged = None
+    if high is not None and high < threshold:
+        converged = True
+    elif low is not None and low >= threshold:
         converged = False
-    else:
-        converged = True if high is None or high < CONVERGENCE_SLOPE else None
-    return Convergence(converged, mean, low, high, window, len(slopes))
+    return Convergence(converged, mean, low, high, window, len(slopes), threshold)
 
 
 # --- time to accuracy -------------------------------------------------------------------------------
