@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             console.print("every run of the study is complete: nothing to train")
     else:
-        runner.work_together(job, "bench.ablation", argv, args.workers, checkpoint_root=Path(args.checkpoint_root),
-                             data_dir=args.data_dir, quiet=args.quiet)
+        runner.work_together(job, "bench.ablation", argv, args.workers, data_dir=args.data_dir,
+                             checkpoint_root=Path(args.checkpoint_root), quiet=args.quiet)
     if args.quiet:
         return 0 if job.all_finished() else 1
     return wrap_up(job, args, study, points, command)
@@ -180,7 +180,8 @@ def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.
     with runner.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             f"{study.name}-{label}", args.storage, tracker, study.name,
-            {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation", **SOURCE},
+            {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation",
+             **SOURCE},
             storage=storage,
         )
         job = AblationJob(

@@ -12,8 +12,6 @@ from bench import record, studies
 from bench.errors import BenchError, redact
 from bench.progress import console
 
-# Final numbers by column, as bench.record declares them (images_per_s: the last epoch's, past start-up).
-COLUMNS = {name: f"metrics.{metric}" for name, metric in record.reported().items()}
 TAGS = {
     "variant": f"tags.{record.VARIANT}",
     "seed": f"tags.{record.SEED}",
@@ -30,15 +28,23 @@ TAGS = {
 # Run settings the report needs, with the value runs logged before the setting existed had.
 PARAMS = {"batch_norm": "False", "epochs": None, "compute": "epochs", "compute_scale": "1.0", "train_scale": "None"}
 EVAL_METRICS = "metrics.test_top"  # the paper protocol's per mode and test scale (bench.evaluation.metric_name)
-RUN_COLUMNS = ["run_id", *TAGS, *PARAMS, *COLUMNS]
 CURVE_METRICS = {"val_acc": "val_acc", "epoch_seconds": "epoch_seconds"}
+
+
+def metric_columns() -> dict[str, str]:
+    """Final numbers by column, as bench.record declares them (images_per_s: the last epoch's)."""
+    return {name: f"metrics.{metric}" for name, metric in record.reported().items()}
+
+
+def run_columns() -> list[str]:
+    return ["run_id", *TAGS, *PARAMS, *metric_columns()]
 
 
 def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: set[str] | None = None) -> pd.DataFrame:
     """One row per FINISHED child run: variant, seed, config hash, budget, dataset, settings, final metrics."""
     runs = tracker.finished_runs([experiment_id], tags=None if budget is None else {"budget": budget})
     if runs.empty:
-        return pd.DataFrame(columns=RUN_COLUMNS)
+        return pd.DataFrame(columns=run_columns())
     params = {name: runs.get(f"params.{name}", pd.Series(default, index=runs.index, dtype=object)).fillna(default)
               for name, default in PARAMS.items()}
     frame = pd.DataFrame({
@@ -49,8 +55,9 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
         "compute": params["compute"],
         "compute_scale": pd.to_numeric(params["compute_scale"], errors="coerce"),
         "train_scale": params["train_scale"].where(params["train_scale"] != "None"),
-        **{name: runs.get(column, pd.Series(float("nan"), index=runs.index)) for name, column in COLUMNS.items()},
-    })[RUN_COLUMNS]
+        **{name: runs.get(column, pd.Series(float("nan"), index=runs.index))
+           for name, column in metric_columns().items()},
+    })[run_columns()]
     modes = [c for c in runs.columns if c.startswith(EVAL_METRICS)]
     frame = frame.join(runs[modes].rename(columns=lambda c: c.removeprefix("metrics.")))
     if hashes is not None:
@@ -63,12 +70,12 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
 
 def check_metrics(frame: pd.DataFrame) -> None:
     """Every declared final number is there for every run: a missing one is named, never read as None."""
-    for name, column in COLUMNS.items():
+    for name, column in metric_columns().items():
         missing = frame[name].isna()
         if missing.any():
             raise BenchError(f"finished run {frame.loc[missing, 'run_id'].iloc[0]} has no metric "
-                             f"{column.removeprefix('metrics.')!r} (the report's column {name}): it was logged "
-                             "by an older bench or cut off while logging; train it again, or delete that run")
+                             f"{column.removeprefix('metrics.')!r} (the report's column {name}): it was "
+                             "logged by an older bench or cut off while logging; train it again, or delete it")
 
 
 def open_store(uri: str | None):
@@ -91,7 +98,7 @@ def study_runs(tracker, name: str, tracking_uri: str | None) -> StudyRuns:
         raise BenchError(f"study {study.name!r} has no variants to report (it is a search): "
                          f"python -m bench.search --study {study.name}")
     experiment_id = tracker.find_experiment(study.name)
-    runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=RUN_COLUMNS)
+    runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=run_columns())
     runs = runs[runs["variant"].notna()]  # search trials in the same experiment have no variant
     if runs.empty:
         raise BenchError(f"study {study.name!r} has no finished runs in {redact(tracker.uri)}; run it with: "

@@ -83,9 +83,10 @@ class Logging:
         summary = {}
         for variant, group in runs.groupby(f"tags.{record.VARIANT}"):
             acc = group[f"metrics.{record.final_metrics()['test_acc']}"].dropna()
-            summary[variant] = {"test_acc_mean": float(acc.mean()),
-                                "test_acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0, "n": len(acc)}
-        values = {f"{key}.{variant}": value for variant, values in summary.items() for key, value in values.items()}
+            std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+            summary[variant] = {"test_acc_mean": float(acc.mean()), "test_acc_std": std, "n": len(acc)}
+        values = {f"{key}.{variant}": value
+                  for variant, numbers in summary.items() for key, value in numbers.items()}
         logged = self.client.get_run(parent_id).data.metrics
         self.log_metrics(parent_id, {k: v for k, v in values.items() if logged.get(k) != v}, step=step)
         return summary
@@ -105,13 +106,16 @@ class Logging:
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, as meant
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(frame, source=str(info.get("source", "unknown")),
-                                              name=str(info.get("dataset")), digest=str(info.get("split_hash"))[:36])
+                                              name=str(info.get("dataset")),
+                                              digest=str(info.get("split_hash"))[:36])
         dataset.schema = SPLIT_SCHEMA  # a cached property: set, it is never inferred
         entity = dataset._to_mlflow_entity()
-        profile = {"num_rows": info.get("n_train"), **{k: info.get(k) for k in ("n_train", "n_val", "n_test")}}
+        sizes = {k: info.get(k) for k in ("n_train", "n_val", "n_test")}
+        profile = {"num_rows": sizes["n_train"], **sizes}
         entity = DatasetEntity(entity.name, entity.digest, entity.source_type, entity.source, entity.schema,
                                json.dumps(profile))
-        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, "train")])])
+        context = InputTag(MLFLOW_DATASET_CONTEXT, "train")
+        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, enabled: bool = True):

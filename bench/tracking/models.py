@@ -69,7 +69,8 @@ class Models:
                 metadata={
                     "input": serving.describe_input(preprocessing),
                     "classes": list(preprocessing.classes),
-                    "output": "per image: class, class_index, confidence, inverted, probabilities (class -> p)",
+                    "output": "per image: class, class_index, confidence, inverted, "
+                              "probabilities (class -> p)",
                     "bare_network": "runs:/<run id>/module (mlflow.pytorch; normalised input, logits out)",
                 },
                 pip_requirements=requirements,
@@ -104,17 +105,19 @@ class Models:
                               "model: raw images in (HxW, HxWxC or a batch), class names and probabilities "
                               f"out. Alias `{record.BEST_ALIAS}` points at the current best.")
         run = self.client.get_run(run_id)
+        final = {name: run.data.metrics.get(record.final_metrics()[name], float("nan"))
+                 for name in ("best_val_acc", "test_acc")}
         self.client.update_model_version(
             name, version, description=f"Run {run.info.run_name} ({run_id}): best validation accuracy "
-                                       f"{run.data.metrics.get('best_val_acc', float('nan')):.4f}, test accuracy "
-                                       f"{run.data.metrics.get('test_acc', float('nan')):.4f}.")
+                                       f"{final['best_val_acc']:.4f}, test accuracy {final['test_acc']:.4f}.")
 
     def _logged_model_uri(self, run_id: str, name: str) -> str:
         """models:/<id> of the model `run_id` logged as `name`: registering that, not runs:/<id>/<name>,
         spares MLflow 3's warning that the run has no artifacts at that path (it keeps models apart)."""
         run = self.client.get_run(run_id)
         found = self.client.search_logged_models(  # a run id and our own name: no user text
-            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
         return f"models:/{found[0].model_id}" if found else f"runs:/{run_id}/{name}"
 
     def resolve_model(self, uri: str) -> str:

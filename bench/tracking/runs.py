@@ -42,9 +42,9 @@ class Runs:
             # Marked as model training, so the UI opens on runs, not on its GenAI (traces) view.
             return self.client.create_experiment(
                 name, artifact_location=store.artifact_location(self.uri, name),
-                tags={record.EXPERIMENT_KIND: "custom_model_development",
-                      record.DESCRIPTION: f"Study `{name}`: one parent run per budget, a child run per "
-                                          "variant and seed (or per trial of a search). Group by bench.variant."})
+                tags={record.EXPERIMENT_KIND: "custom_model_development", record.DESCRIPTION: (
+                    f"Study `{name}`: one parent run per budget, a child run per variant and seed (or per "
+                    "trial of a search). Group by bench.variant to see the variants side by side.")})
         except Exception:  # another worker created it first
             return self.client.get_experiment_by_name(name).experiment_id
 
@@ -108,11 +108,13 @@ class Runs:
             **{k if k.startswith(("bench.", "mlflow.")) else f"bench.{k}": v for k, v in tags.items()},
             record.PARENT: parent_id,
         }
-        previous = [r for r in self.child_runs(experiment_id, config_hash=config.hash) if r.info.status != "FINISHED"]
+        previous = [r for r in self.child_runs(experiment_id, config_hash=config.hash)
+                    if r.info.status != "FINISHED"]
         if previous:
             run_id = previous[0].info.run_id
             if previous[0].info.status in ACTIVE:
-                self.client.set_tag(run_id, "bench.recovered", "worker died while running; marked FAILED, resumed")
+                self.client.set_tag(run_id, "bench.recovered",
+                                    "worker died while running; marked FAILED, resumed")
                 self.client.set_terminated(run_id, "FAILED")
             self.client.update_run(run_id, status="RUNNING")
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
@@ -189,7 +191,8 @@ class Runs:
                 "carry one; give --checkpoint PATH instead"
             ) from None
 
-    def start_derived(self, source_run_id: str, name: str, params: dict[str, Any], tags: dict[str, Any]) -> str:
+    def start_derived(self, source_run_id: str, name: str, params: dict[str, Any],
+                      tags: dict[str, Any]) -> str:
         """A run nested under a finished run, for numbers derived from its model (bench.post)."""
         source = self.get_run(source_run_id)
         all_tags = {

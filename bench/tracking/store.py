@@ -49,8 +49,9 @@ def existing_uri(uri: str | None) -> str:
     path = local_store_path(uri)
     if path is not None and not path.exists():
         raise BenchError(
-            f"MLflow store {redact(uri)} does not exist ({path.absolute()} not found): run the command where the "
-            "study ran, or pass --tracking-uri (or $MLFLOW_TRACKING_URI) naming the store it wrote to"
+            f"MLflow store {redact(uri)} does not exist ({path.absolute()} not found): run the "
+            "command where the study ran, or pass --tracking-uri (or $MLFLOW_TRACKING_URI) naming the store "
+            "it wrote to"
         )
     if "://" not in uri and path is not None and path.is_file():
         uri = f"sqlite:///{path.resolve()}"  # a bare path to a database file means that sqlite store
@@ -110,7 +111,8 @@ def _check_database(uri: str) -> None:
 
     timeout = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
-        engine = sqlalchemy.create_engine(uri, connect_args=timeout if uri.startswith(("postgresql", "mysql")) else {})
+        options = timeout if uri.startswith(("postgresql", "mysql")) else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=options)
         try:
             with engine.connect():
                 pass
