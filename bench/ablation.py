@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from bench import cli, errors, preflight, runner, studies
+from bench import cli, errors, preflight, record, runner, studies
 from bench.errors import BenchError, redact
 from bench.progress import console, out
 from bench.report import build as report_build
@@ -32,6 +32,7 @@ NOT_OVERRIDES = ("seed", "budget", "compute_scale")
 # The seed param's choices: fixed for every study, since an Optuna distribution cannot grow.
 SEEDS = tuple(range(100))
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+SOURCE = {record.SOURCE_NAME: f"python -m bench.{cli.ABLATION}"}  # the UI's Source, however it was started
 
 
 @dataclass(kw_only=True)
@@ -65,7 +66,7 @@ class AblationJob(runner.Job):
         variant = trial.suggest_categorical("variant", self.variants)  # the queued point's, fixed
         seed = trial.suggest_categorical("seed", SEEDS)
         point = self.points.get(trial.user_attrs.get("point")) or self.point_for(variant, seed)
-        tags = {"study": self.experiment_name, "variant": point.variant, "seed": point.seed}
+        tags = {"study": self.experiment_name, "variant": point.variant, "seed": point.seed, **SOURCE}
         return point.config, point.key, tags
 
     def top_up(self) -> tuple[int, int]:
@@ -101,9 +102,6 @@ class AblationJob(runner.Job):
                 latest[trial.user_attrs["point"]] = trial
         return latest
 
-    def run_finished(self) -> None:
-        self.tracker.log_variant_summary(self.parent_run_id, self.experiment_id, self.label, step=self.done())
-
     def completed(self) -> set[str]:
         return {key for key, t in self.latest_trials().items() if t.state == TrialState.COMPLETE}
 
@@ -136,8 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     job = open_job(study, budget, points, args, tracker, storage, command,
                    point_for=lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0])
 
-    runner.work_together(job, "bench.ablation", argv, args.workers, checkpoint_root=Path(args.checkpoint_root),
-                         data_dir=args.data_dir, quiet=args.quiet)
+    if job.all_finished() and tracker.status(job.parent_run_id) == "FINISHED":
+        # Nothing to train: the parent run is left as it was (its status, and its end time).
+        if not args.quiet:
+            console.print("every run of the study is complete: nothing to train")
+    else:
+        runner.work_together(job, "bench.ablation", argv, args.workers, data_dir=args.data_dir,
+                             checkpoint_root=Path(args.checkpoint_root), quiet=args.quiet)
     if args.quiet:
         return 0 if job.all_finished() else 1
     return wrap_up(job, args, study, points, command)
@@ -177,7 +180,8 @@ def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.
     with runner.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             f"{study.name}-{label}", args.storage, tracker, study.name,
-            {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation"},
+            {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation",
+             **SOURCE},
             storage=storage,
         )
         job = AblationJob(
@@ -241,9 +245,10 @@ def check_distributions(storage, name: str, storage_url: str | None, variants: t
 
 
 def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Point], command: str) -> None:
-    """The study's report (md, csv, png) into reports/ and onto the parent run; its best run's
-    model into the Model Registry as <study>-<budget>, alias `best`."""
+    """The per-variant summary on the parent run, the study's report (md, csv, png) into reports/ and
+    onto the parent run; its best run's model into the Model Registry as <study>-<budget>, alias `best`."""
     config = points[0].config
+    job.tracker.log_variant_summary(job.parent_run_id, job.experiment_id, job.label)
     built = report_build.build(job.tracker, [args.study], job.label, config.dataset, command, args.tracking_uri)
     paths = publish(job.tracker, built, Path(args.report_dir))
     console.print(f"report: {', '.join(map(str, paths))} (also on the parent run under report/)")

@@ -37,29 +37,36 @@ EXAMPLES = 4  # test images kept with a result: the logged model's input example
 log = logging.getLogger("bench.train")
 
 
+# Field metadata declares what a run leaves behind (read by bench.record, MLflow-free): "metric" is
+# the name logged to MLflow; "report" marks the final numbers the report reads (a missing one is an error).
+def _metric(name: str, *, report: bool = False) -> Any:
+    return field(metadata={"metric": name, "report": report})
+
+
 @dataclass
 class EpochStats:
-    epoch: int  # 1-based
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float  # at the end of the epoch
-    seconds: float  # training time of this epoch, evaluation excluded
-    images_per_s: float
+    epoch: int  # 1-based; the MLflow step
+    train_loss: float = _metric("train_loss")
+    train_acc: float = _metric("train_acc")
+    val_loss: float = _metric("val_loss")
+    val_acc: float = _metric("val_acc")
+    lr: float = _metric("lr")  # at the end of the epoch
+    # Training time of this epoch, evaluation excluded; named apart from the run's train_seconds.
+    seconds: float = _metric("epoch_seconds")
+    images_per_s: float = _metric("images_per_s", report=True)  # the report reads the last epoch's
 
 
 @dataclass
 class Result:
     config_hash: str
     history: list[EpochStats]
-    best_val_acc: float
-    best_epoch: int
-    test_loss: float
-    test_acc: float
-    params: int
-    flops: int  # forward FLOPs of one image
-    train_seconds: float
+    best_val_acc: float = _metric("best_val_acc", report=True)
+    best_epoch: int = _metric("best_epoch")
+    test_loss: float = _metric("test_loss")
+    test_acc: float = _metric("test_acc", report=True)
+    params: int = _metric("params", report=True)
+    flops: int = _metric("flops", report=True)  # forward FLOPs of one image
+    train_seconds: float = _metric("train_seconds", report=True)
     device: str
     precision: str
     data_info: dict[str, Any]

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import torch
 
-from bench import checkpoint, data, serving
+from bench import checkpoint, data, record, serving
 from bench.config import RunConfig
 from bench.data.splits import Normaliser
 from bench.errors import BenchError
 from bench.progress import make_progress
 from bench.train import EVAL_BATCH, build_model
-
-CHECKPOINT_ARTIFACT = "checkpoints/best.pt"
 
 
 @dataclass
@@ -53,7 +51,7 @@ def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | Non
     if run_id is not None:
         tracker = tracker or tracker_for(run_id)
         with tempfile.TemporaryDirectory() as tmp:
-            path = tracker.download_artifact(run_id, CHECKPOINT_ARTIFACT, tmp)
+            path = tracker.download_artifact(run_id, record.BEST_CHECKPOINT, tmp)
             payload = checkpoint.load(path)
         source = f"run {run_id}"
     else:

@@ -66,3 +66,48 @@ def test_the_study_reads_in_the_mlflow_ui(tiny_study, mlflow_ui, browser):
     # The per-epoch history chart (a chart of steps is titled "<run> (<metric>)"), not only the last
     # value; the window is tall because the page draws only the charts in view.
     WebDriverWait(browser, 90).until(lambda _: "vgg-a seed=0 (val_acc)" in text())
+
+
+def test_the_ui_shows_sources_datasets_models_descriptions_and_final_summaries(tiny_study, mlflow_ui, browser):
+    """Issue 26, items 4 and 10, as a person sees them in the MLflow UI."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client = MlflowClient(tiny_study.uri)
+    experiment = client.get_experiment_by_name("tiny")
+    text = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
+    wait = lambda seconds, *wanted: WebDriverWait(browser, seconds).until(  # noqa: E731
+        lambda _: all(w in text() for w in wanted))
+    runs = f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs"
+    browser.get(f"{runs}?{MODEL_TRAINING}")
+    # The experiment's description, and the Source column (not "—"): the command that made the runs.
+    wait(60, "tiny-cpu", "Group by bench.variant", "python -m bench.ablation")
+    browser.find_element(
+        By.XPATH, "//a[normalize-space()='tiny-cpu']/ancestor::div[@role='gridcell'][1]//button").click()
+    wait(30, "vgg-a seed=0")
+    # The Models column names the servable `model`, with the bare `module` behind "+1".
+    models = browser.find_elements(By.XPATH, "//*[normalize-space()='model']")
+    assert models and not browser.find_elements(By.XPATH, "//a[normalize-space()='module']")
+
+    # The Dataset drawer gives the split's sizes, not the one row of its record.
+    child = client.search_runs([experiment.experiment_id], "attributes.run_name = 'vgg-a seed=0'")[0]
+    n_train = child.data.tags["bench.data.n_train"]
+    browser.find_elements(By.XPATH, "//*[starts-with(normalize-space(), 'fashion-mnist (')]")[-1].click()
+    wait(30, f"num rows: {n_train}", f"n val: {child.data.tags['bench.data.n_val']}", "n test: ")
+
+    # A child run's page carries its description.
+    browser.get(f"{runs}/{child.info.run_id}?{MODEL_TRAINING}")
+    wait(60, "vgg-a (seed 0) of study")
+
+    # The parent's per-variant summaries chart their final value (one point), not a curve over steps.
+    parent = client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'study'")[0]
+    browser.get(f"{runs}/{parent.info.run_id}/model-metrics?{MODEL_TRAINING}")
+    wait(90, "n.vgg-a", "test_acc_mean.vgg-a-bn")
+    assert "tiny-cpu (n.vgg-a)" not in text()  # the title MLflow gives a chart of a metric over steps
+
+    # The registered model and its version are described.
+    browser.get(f"{mlflow_ui}/#/models/tiny-cpu")
+    wait(60, "The best run of study-budget")
+    version = client.get_model_version_by_alias("tiny-cpu", "best").version
+    browser.get(f"{mlflow_ui}/#/models/tiny-cpu/versions/{version}")
+    wait(60, "best validation accuracy")

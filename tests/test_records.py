@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field, fields
 import threading
 import urllib.error
 import urllib.request
@@ -24,7 +25,10 @@ from optuna.distributions import CategoricalDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from PIL import Image
 
-from bench import ablation, data, predict
+from bench import ablation, data, predict, provenance, record, train
+from bench.config import RunConfig
+from bench.errors import BenchError
+from bench.report import read
 from bench.train import EVAL_BATCH
 from conftest import FASHION_DIR, ROOT, command_error, free_port, raw_idx, server, study_runs
 
@@ -207,9 +211,10 @@ def test_the_parent_run_carries_the_study(tiny_study):
         assert run.data.metrics[f"n.{variant}"] == 2
         assert run.data.metrics[f"test_acc_mean.{variant}"] == pytest.approx(np.mean(accs))
         assert run.data.metrics[f"test_acc_std.{variant}"] == pytest.approx(np.std(accs, ddof=1))
-    # updated as children finished: one point per finished run
-    counts = [m.value for m in c.get_metric_history(run.info.run_id, "n.vgg-a")]
-    assert len(c.get_metric_history(run.info.run_id, "n.vgg-a-bn")) + len(counts) >= 3 and counts[-1] == 2
+    # One point per summary, so that a chart shows the final value, not a curve over finished runs.
+    for key in ("n", "test_acc_mean", "test_acc_std"):
+        for variant in ("vgg-a", "vgg-a-bn"):
+            assert len(c.get_metric_history(run.info.run_id, f"{key}.{variant}")) == 1
     report = {a.path for a in c.list_artifacts(run.info.run_id, "report")}
     assert report == {f"report/tiny-fashion-mnist-cpu.{ext}" for ext in ("md", "csv", "png")}
     assert (tiny_study.root / "reports" / "tiny-fashion-mnist-cpu.md").is_file()
@@ -226,8 +231,11 @@ def test_child_runs_log_their_dataset_and_system_metrics(tiny_study):
         assert dataset.name == "fashion-mnist"
         assert dataset.digest == run.data.tags["bench.data.split_hash"]
         assert "fashion-mnist" in dataset.source
-        profile = json.loads(dataset.profile)
-        assert profile["num_rows"] == 1
+        profile = json.loads(dataset.profile)  # the split's sizes, not the one-row record's
+        tags = run.data.tags
+        assert profile["num_rows"] == int(tags["bench.data.n_train"]) > 1
+        assert [profile[k] for k in ("n_train", "n_val", "n_test")] == [
+            int(tags[f"bench.data.{k}"]) for k in ("n_train", "n_val", "n_test")]
         schema = json.dumps(json.loads(dataset.schema))
         assert "n_train" in schema
         system = [k for k in run.data.metrics if k.startswith("system/")]
@@ -299,3 +307,90 @@ def test_an_ablation_refuses_a_study_file_whose_variants_changed(tiny_study, tmp
     message = command_error("bench.ablation", *argv)
     assert "variant choices" in message and "--storage" in message
     assert tiny_study.journal.read_bytes() == before
+
+
+# --- 6. the run record, declared once (bench.record) ----------------------------------------------
+
+WEIRD_LABEL = "it's \"q\" `b` a\\b"  # a budget label from a folder path may hold any of these
+
+
+@dataclass
+class ResultWithMemory(train.Result):
+    """A final metric added the way the record says: a field with its metadata, nothing else."""
+    peak_memory_mb: float = field(default=0.0, metadata={"metric": "peak_memory_mb", "report": True})
+
+
+def log_finished(tracker, experiment_id: str, parent_id: str, config: RunConfig, result) -> str:
+    run_id = tracker.start_child(experiment_id, parent_id, config, "run", {"variant": "v", "seed": config.seed})
+    tracker.log_result(run_id, config, result, "run")
+    tracker.set_status(run_id, "FINISHED")
+    return run_id
+
+
+def test_a_final_metric_added_to_the_result_is_logged_and_read_by_the_report(tmp_path, monkeypatch):
+    from bench.tracking import Tracker
+
+    config = RunConfig(model="vgg-a", width=0.0625, dataset="synthetic", subset=256, epochs=1, batch_size=64)
+    result = train.fit(config)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = tracker.experiment_id("record")
+    parent_id = tracker.create_parent(experiment_id, "record-parent", {})
+    old_run = log_finished(tracker, experiment_id, parent_id, config, result)
+
+    monkeypatch.setattr(train, "Result", ResultWithMemory)
+    # A declared column a run lacks is an error that names it, not a column of None.
+    with pytest.raises(BenchError, match=f"{old_run} has no metric 'peak_memory_mb'"):
+        read.runs_frame(tracker, experiment_id)
+    extended = ResultWithMemory(**{f.name: getattr(result, f.name) for f in fields(result)}, peak_memory_mb=123.5)
+    new_run = log_finished(tracker, experiment_id, parent_id, config, extended)
+    assert tracker.client.get_run(new_run).data.metrics["peak_memory_mb"] == 123.5
+    [row] = read.runs_frame(tracker, experiment_id).itertuples()
+    assert row.run_id == new_run and row.peak_memory_mb == 123.5 and row.test_acc == result.test_acc
+
+
+def test_budget_labels_never_go_into_a_filter_string(tmp_path):
+    """Tags compared in Python: quotes, backticks and backslashes in a label match exactly."""
+    from bench.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = tracker.experiment_id("labels")
+    parent_id = tracker.create_parent(experiment_id, "labels-parent", {})
+    for label, acc in ((WEIRD_LABEL, 0.75), ("it", 0.25)):
+        run = tracker.client.create_run(experiment_id, tags={"bench.role": "run", "bench.budget": label,
+                                                             "bench.variant": "v", "bench.config_hash": label})
+        tracker.log_metrics(run.info.run_id, {name: acc for name in record.reported().values()})
+        tracker.set_status(run.info.run_id, "FINISHED")
+    [row] = read.runs_frame(tracker, experiment_id, budget=WEIRD_LABEL).itertuples()
+    assert row.budget == WEIRD_LABEL and row.test_acc == 0.75
+    assert [r.data.tags["bench.budget"] for r in tracker.child_runs(experiment_id, budget=WEIRD_LABEL)] == [WEIRD_LABEL]
+    assert tracker.log_variant_summary(parent_id, experiment_id, WEIRD_LABEL)["v"]["test_acc_mean"] == 0.75
+
+
+def test_a_study_run_again_leaves_its_parent_as_it_was(tiny_study):
+    """Nothing trained, nothing moved: the parent's end time, status and summary stay."""
+    c = client(tiny_study)
+    before = parent(tiny_study)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tiny_study.root)
+        assert ablation.main(tiny_study.argv) == 0
+    after = parent(tiny_study)
+    assert (after.info.status, after.info.end_time) == (before.info.status, before.info.end_time) == (
+        "FINISHED", before.info.end_time)
+    assert len(c.get_metric_history(after.info.run_id, "n.vgg-a")) == 1
+
+
+def test_runs_models_and_experiment_describe_themselves_in_the_ui(tiny_study):
+    """What the MLflow UI shows: source, descriptions, and the registry's texts."""
+    c = client(tiny_study)
+    experiment = c.get_experiment_by_name("tiny")
+    assert "Group by bench.variant" in experiment.tags["mlflow.note.content"]
+    for run in [parent(tiny_study), *children(tiny_study)]:
+        tags = run.data.tags
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+        assert tags["mlflow.source.git.commit"] == provenance.git_commit()
+    for run in children(tiny_study):
+        note = run.data.tags["mlflow.note.content"]
+        assert run.data.tags["bench.variant"] in note and "checkpoints/best.pt" in note
+    assert "servable" in c.get_registered_model("tiny-cpu").description
+    version = c.get_model_version_by_alias("tiny-cpu", "best")
+    assert version.run_id in version.description

@@ -8,43 +8,43 @@ from dataclasses import dataclass
 import pandas as pd
 from rich.progress import track
 
-from bench import studies
+from bench import record, studies
 from bench.errors import BenchError, redact
 from bench.progress import console
 
-COLUMNS = {
-    "params": "metrics.params",
-    "flops": "metrics.flops",
-    "best_val_acc": "metrics.best_val_acc",
-    "test_acc": "metrics.test_acc",
-    "train_seconds": "metrics.train_seconds",
-    "images_per_s": "metrics.images_per_s",  # the last epoch's: past start-up costs
-}
 TAGS = {
-    "variant": "tags.bench.variant",
-    "seed": "tags.bench.seed",
-    "config_hash": "tags.bench.config_hash",
-    "budget": "tags.bench.budget",
-    "dataset": "tags.bench.dataset",
-    "model": "tags.bench.model",
-    "device": "tags.bench.device",
+    "variant": f"tags.{record.VARIANT}",
+    "seed": f"tags.{record.SEED}",
+    "config_hash": f"tags.{record.CONFIG_HASH}",
+    "budget": f"tags.{record.BUDGET}",
+    "dataset": f"tags.{record.DATASET}",
+    "model": f"tags.{record.MODEL}",
+    "device": f"tags.{record.DEVICE}",
     "torch": "tags.bench.torch",
     "commit": "tags.bench.commit",
     "host": "tags.bench.host",
-    "parent_run_id": "tags.mlflow.parentRunId",
+    "parent_run_id": f"tags.{record.PARENT}",
 }
 # Run settings the report needs, with the value runs logged before the setting existed had.
 PARAMS = {"batch_norm": "False", "epochs": None, "compute": "epochs", "compute_scale": "1.0", "train_scale": "None"}
 EVAL_METRICS = "metrics.test_top"  # the paper protocol's per mode and test scale (bench.evaluation.metric_name)
-RUN_COLUMNS = ["run_id", *TAGS, *PARAMS, *COLUMNS]
 CURVE_METRICS = {"val_acc": "val_acc", "epoch_seconds": "epoch_seconds"}
+
+
+def metric_columns() -> dict[str, str]:
+    """Final numbers by column, as bench.record declares them (images_per_s: the last epoch's)."""
+    return {name: f"metrics.{metric}" for name, metric in record.reported().items()}
+
+
+def run_columns() -> list[str]:
+    return ["run_id", *TAGS, *PARAMS, *metric_columns()]
 
 
 def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: set[str] | None = None) -> pd.DataFrame:
     """One row per FINISHED child run: variant, seed, config hash, budget, dataset, settings, final metrics."""
-    runs = tracker.finished_runs([experiment_id], f"tags.`bench.budget` = '{budget}'" if budget is not None else "")
+    runs = tracker.finished_runs([experiment_id], tags=None if budget is None else {"budget": budget})
     if runs.empty:
-        return pd.DataFrame(columns=RUN_COLUMNS)
+        return pd.DataFrame(columns=run_columns())
     params = {name: runs.get(f"params.{name}", pd.Series(default, index=runs.index, dtype=object)).fillna(default)
               for name, default in PARAMS.items()}
     frame = pd.DataFrame({
@@ -55,14 +55,27 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
         "compute": params["compute"],
         "compute_scale": pd.to_numeric(params["compute_scale"], errors="coerce"),
         "train_scale": params["train_scale"].where(params["train_scale"] != "None"),
-        **{name: runs.get(column) for name, column in COLUMNS.items()},
-    })[RUN_COLUMNS]
+        **{name: runs.get(column, pd.Series(float("nan"), index=runs.index))
+           for name, column in metric_columns().items()},
+    })[run_columns()]
     modes = [c for c in runs.columns if c.startswith(EVAL_METRICS)]
     frame = frame.join(runs[modes].rename(columns=lambda c: c.removeprefix("metrics.")))
     if hashes is not None:
         frame = frame[frame["config_hash"].isin(hashes)]
     # Newest first (search_runs' order): a config trained twice counts once.
-    return frame.drop_duplicates("config_hash").reset_index(drop=True)
+    frame = frame.drop_duplicates("config_hash").reset_index(drop=True)
+    check_metrics(frame)
+    return frame
+
+
+def check_metrics(frame: pd.DataFrame) -> None:
+    """Every declared final number is there for every run: a missing one is named, never read as None."""
+    for name, column in metric_columns().items():
+        missing = frame[name].isna()
+        if missing.any():
+            raise BenchError(f"finished run {frame.loc[missing, 'run_id'].iloc[0]} has no metric "
+                             f"{column.removeprefix('metrics.')!r} (the report's column {name}): it was "
+                             "logged by an older bench or cut off while logging; train it again, or delete it")
 
 
 def open_store(uri: str | None):
@@ -85,7 +98,7 @@ def study_runs(tracker, name: str, tracking_uri: str | None) -> StudyRuns:
         raise BenchError(f"study {study.name!r} has no variants to report (it is a search): "
                          f"python -m bench.search --study {study.name}")
     experiment_id = tracker.find_experiment(study.name)
-    runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=RUN_COLUMNS)
+    runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=run_columns())
     runs = runs[runs["variant"].notna()]  # search trials in the same experiment have no variant
     if runs.empty:
         raise BenchError(f"study {study.name!r} has no finished runs in {redact(tracker.uri)}; run it with: "
