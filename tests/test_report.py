@@ -133,11 +133,11 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     tags = client.get_run(parent.info.run_id).data.tags
     for variant in ("vgg-a", "vgg-b"):
         assert f"- {variant}: {table.loc[variant, 'convergence']}" in text
-        assert tags[f"bench.convergence.{variant}"] == table.loc[variant, "convergence"]
+        assert tags[f"{variant}.convergence"] == table.loc[variant, "convergence"]
     failing = [v for v in ("vgg-a", "vgg-b") if table.loc[v, "converged"] == "no"]
     assert tags["bench.not_converged"] == (", ".join(failing) or "none")
     for variant in failing:
-        assert tags[f"bench.convergence.{variant}"].startswith(report_stats.NOT_CONVERGED)
+        assert tags[f"{variant}.convergence"].startswith(report_stats.NOT_CONVERGED)
 
 
 def test_compare_puts_several_studies_in_one_table(store, monkeypatch, capsys):

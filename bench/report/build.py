@@ -307,8 +307,9 @@ def provenance_header(runs: pd.DataFrame, command: str, uri: str, which: str, ot
 
 
 def convergence_tags(summary: pd.DataFrame) -> dict[str, str]:
-    """Tags for a study's parent run: each variant's convergence, and which ones had not converged."""
-    tags = {f"bench.convergence.{r.variant}": r.convergence for r in summary.itertuples() if isinstance(r.convergence, str)}
+    """Tags for a study's parent run: each variant's convergence (keyed variant first: the UI cuts long keys at
+    the end), and which ones had not converged."""
+    tags = {f"{r.variant}.convergence": r.convergence for r in summary.itertuples() if isinstance(r.convergence, str)}
     if tags:
         failing = [r.variant for r in summary.itertuples() if r.converged == "no"]
         tags["bench.not_converged"] = ", ".join(failing) or "none"
