@@ -3,9 +3,9 @@
 A worker claims the next trial from the Optuna study (atomically, so two workers never run the
 same one), trains it with bench.train.fit, logs it through bench.tracking and tells Optuna the
 outcome. An ablation enqueues its grid once (under a lock, so workers started together do not
-enqueue twice); a search asks its sampler for new trials. Workers whose process died are found
-(Optuna's heartbeat on database storages; a check of the recorded pid on this host otherwise),
-their trials failed and enqueued again, and their MLflow runs marked FAILED and later resumed.
+enqueue twice); a search asks its sampler for new trials. A trial whose owner is not proven alive
+(bench.owners: a heartbeat, a pid with its process's start time) is failed and enqueued again, and
+its MLflow run marked FAILED and later resumed.
 """
 
 from __future__ import annotations
@@ -15,135 +15,34 @@ import logging
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from bench import journal, launch, progress as progress_ui
+from bench import launch, owners, progress as progress_ui
 from bench.config import RunConfig
-from bench.errors import BenchError, one_line, redact
-from bench.store_files import STATE_DIR, locked, sqlite_path
+from bench.errors import BenchError, one_line
+# The storage's names, as the commands know them: bench.runner.open_storage and so on.
+from bench.optuna_storage import DEFAULT_STORAGE, describe_storage, open_storage, storage_lock  # noqa: F401
+from bench.store_files import STATE_DIR
 from bench.tracking import Tracker
 from bench.train import fit
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-DEFAULT_STORAGE = STATE_DIR / "optuna.journal"
-HEARTBEAT_S = 10  # database storages: a worker silent for GRACE_S is declared dead
-GRACE_S = 60
 POLL_S = 2.0  # how often an idle worker looks again while others still run
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 OBJECTIVE = "val_acc"  # every trial's value: its best validation accuracy
-
-
-# --- storage ------------------------------------------------------------------------------------
-
-
-def open_storage(url: str | None):
-    """Optuna storage from a URL: a journal file by default (safe for several local processes)."""
-    url = url or str(DEFAULT_STORAGE)
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
-    try:
-        if "://" not in url:
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
-            kept = journal.repair(Path(url))
-            if kept is not None:
-                progress_ui.console.print(f"[yellow]note:[/] {url} had a torn line (a crash mid-write): "
-                                          f"removed it, the file as it was is kept as {kept}")
-            return JournalStorage(JournalFileBackend(url))
-        if url.startswith("sqlite:"):
-            # sqlite has no row locks: wait on a busy database instead of failing at once
-            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        # Workers started together on a fresh database would create Optuna's tables at once and collide.
-        with storage_lock(url) if url.startswith("postgresql") else contextlib.nullcontext():
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=retry,
-                engine_kwargs={"pool_pre_ping": True},
-            )
-    except ImportError as exc:
-        raise BenchError(f"storage {redact(url)} needs a driver that is not installed ({exc.name}): "
-                         "pip install 'vgg-bench[postgres]'") from None
-    except Exception as exc:
-        message = redact(url)
-        reason = one_line(exc)
-        if "://" in url:
-            reason = reason.replace(url, message)
-            parsed_password = _password(url)
-            if parsed_password:
-                reason = reason.replace(parsed_password, "***")
-        raise BenchError(f"cannot open Optuna storage {message}: {reason}") from None
-
-
-def describe_storage(url: str | None) -> str:
-    return redact(url) if url else str(DEFAULT_STORAGE)
-
-
-@contextlib.contextmanager
-def storage_lock(url: str | None) -> Iterator[None]:
-    """Serialise study set-up (create, enqueue the grid) among workers sharing one storage.
-
-    Re-entrant within a process, so set-up code may open the storage while holding it.
-    """
-    url = url or str(DEFAULT_STORAGE)
-    if url in _HELD_LOCKS:
-        yield
-        return
-    _HELD_LOCKS.add(url)
-    try:
-        with _exclusive(url):
-            yield
-    finally:
-        _HELD_LOCKS.discard(url)
-
-
-_HELD_LOCKS: set[str] = set()
-
-
-@contextlib.contextmanager
-def _exclusive(url: str) -> Iterator[None]:
-    if url.startswith("postgresql"):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(url)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(738201)"))
-                try:
-                    yield
-                finally:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(738201)"))
-        finally:
-            engine.dispose()
-        return
-    path = sqlite_path(url) or Path(url)
-    with locked(path.with_name(path.name + ".setup-lock")):  # not ".lock": Optuna's journal uses that
-        yield
-
-
-def _password(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
 
 
 # --- jobs: what a worker runs ------------------------------------------------------------------
@@ -236,66 +135,29 @@ def open_study(optuna_name: str, storage_url: str | None, tracker: Tracker, expe
 
 
 def sweep_dead(job: Job) -> int:
-    """Fail trials whose worker died, enqueue them once more, mark their MLflow runs FAILED."""
+    """Fail the RUNNING trials whose owner is not proven alive (bench.owners), enqueue each once more,
+    and mark their MLflow runs FAILED."""
     fail_stale_trials(job.study)  # database storages with a heartbeat: the storage's own test
-    host = socket.gethostname()
-    count = 0
-    for frozen in job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = frozen.user_attrs.get("worker", "")
-        worker_host, _, pid = worker.rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        try:
-            job.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
-        except (ValueError, RuntimeError):
-            continue
-        RetryHeartbeatStaleTrialCallback(max_retry=1)(job.study, frozen)
+    beats = owners.beats(job.storage)
+    swept = []
+    # Claims record their owner under this lock (work), so no trial is seen here half-claimed.
+    with storage_lock(job.storage_url):
+        for frozen in job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            reason = owners.why_dead(frozen, beats)
+            if reason is None:
+                continue
+            try:
+                job.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+            except (ValueError, RuntimeError):
+                continue
+            RetryHeartbeatStaleTrialCallback(max_retry=1)(job.study, frozen)
+            swept.append((frozen, reason))
+    for frozen, reason in swept:
         run_id = frozen.user_attrs.get("mlflow_run_id")
         if run_id and job.tracker.status(run_id) == "RUNNING":
-            job.tracker.set_status(run_id, "FAILED", recovered=f"worker {worker} died; trial re-queued")
-        count += 1
-    return count
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped by its parent) is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
-    except OSError:
-        return True
-
-
-class Heartbeat:
-    """Keep a database storage's heartbeat for one trial while it trains."""
-
-    def __init__(self, job: Job, trial: optuna.Trial):
-        storage = job.storage
-        # Only database storages beat (BaseHeartbeat's public methods); a journal has none.
-        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        self._beat = storage.record_heartbeat if interval else None
-        if self._beat is not None:
-            study_id = storage.get_study_id_from_name(job.study.study_name)
-            self._trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._beat(self._trial_id)
-            self._stop.wait(HEARTBEAT_S)
-
-    def __enter__(self) -> Heartbeat:
-        if self._beat is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
+            job.tracker.set_status(run_id, "FAILED",
+                                   recovered=f"worker {owners.owner(frozen)} died: {reason}; trial re-queued")
+    return len(swept)
 
 
 # --- one trial ---------------------------------------------------------------------------------
@@ -303,7 +165,6 @@ class Heartbeat:
 
 def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: str | None, bars) -> None:
     config, run_name, tags = job.describe(trial)
-    trial.set_user_attr("worker", WORKER)
     trial.set_user_attr("config_hash", config.hash)
     tracker = job.tracker
 
@@ -330,7 +191,8 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
                 raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
 
     train = fit if config.world_size == 1 else launch.fit_in_processes  # torchrun of world_size processes
-    with bars.run(run_name, math.ceil(config.train_epochs)), Heartbeat(job, trial), \
+    heartbeat = owners.Heartbeat(job.storage, job.study.study_name, trial.number)
+    with bars.run(run_name, math.ceil(config.train_epochs)), heartbeat, \
             tracker.system_metrics(run_id, job.system_metrics):
         try:
             result = train(config, on_epoch=on_epoch, on_batch=bars.batch_done,
@@ -386,13 +248,17 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     try:
         with bars:
             bars.update(job.done(), job.progress_info())
+            waited_for = ""
             while True:
                 sweep_dead(job)
-                trial = job.claim()
+                trial = claim(job)
                 if trial is None:
+                    # Bounded: each pass sweeps again, and an owner not proven alive is failed there.
                     others = job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    if not others and not any(p.poll() is None for p in helpers or []):
+                    live_helpers = [p for p in helpers or [] if p.poll() is None]
+                    if not others and not live_helpers:
                         break
+                    waited_for = say_whom(others, live_helpers, waited_for)
                     time.sleep(POLL_S)
                     bars.update(job.done(), job.progress_info())
                     continue
@@ -407,6 +273,28 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     for helper in helpers or []:
         helper.wait()
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
+
+
+def claim(job: Job) -> optuna.Trial | None:
+    """The job's next trial, its owner recorded under the same lock that sweep_dead holds, so that
+    a trial RUNNING without an owner is one whose owner's record was lost."""
+    with storage_lock(job.storage_url):
+        trial = job.claim()
+        if trial is not None:
+            owners.record(trial)
+    return trial
+
+
+def say_whom(others: list, helpers: list[subprocess.Popen], said: str) -> str:
+    """Say on stderr whom an idle worker waits for, when that changes; returns what was said."""
+    whom = [f"trial {t.number} ({owners.owner(t)})" for t in others]
+    whom += [f"helper worker {p.pid}" for p in helpers]
+    text = ", ".join(whom)
+    if text != said:
+        progress_ui.console.print(f"waiting for {text} (each checked alive every {POLL_S:g} s; "
+                                  f"one on another host is given up after {owners.GRACE_S} s of silence)",
+                                  markup=False, highlight=False)
+    return text
 
 
 def work_together(job: Job, module: str, argv: list[str] | None, workers: int, *, checkpoint_root: Path,
