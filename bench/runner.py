@@ -128,7 +128,23 @@ def open_study(optuna_name: str, storage_url: str | None, tracker: Tracker, expe
             "bench.storage": describe_storage(storage_url), **parent_tags,
         })
         study.set_user_attr("mlflow_parent_run_id", parent_id)
+        close_orphans(tracker, experiment_id, optuna_name, describe_storage(storage_url), parent_id)
     return study, experiment_id, parent_id
+
+
+def close_orphans(tracker: Tracker, experiment_id: str, optuna_name: str, storage: str, parent_id: str) -> None:
+    """Close the parent runs left RUNNING by this study's Optuna study in this storage before it was
+    lost (a deleted journal): no worker can ever end them. KILLED, with a note naming the new parent."""
+    for run in tracker.child_runs(experiment_id, role="study"):
+        tags = run.data.tags
+        if run.info.run_id == parent_id or run.info.status != "RUNNING" or \
+                (tags.get("bench.optuna_study"), tags.get("bench.storage")) != (optuna_name, storage):
+            continue
+        note = (f"its Optuna study {optuna_name} in {storage} was lost; "
+                f"the study goes on under parent run {parent_id}")
+        tracker.set_status(run.info.run_id, "KILLED", state="superseded", superseded_by=parent_id, note=note)
+        progress_ui.console.print(f"note: parent run {run.info.run_id} closed (KILLED): {note}",
+                                  markup=False, highlight=False)
 
 
 # --- dead workers ------------------------------------------------------------------------------

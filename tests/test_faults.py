@@ -311,3 +311,24 @@ def test_ctrl_c_while_a_helper_imports_leaves_no_traceback(workdir):
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert parent.returncode == 130
+
+
+# --- issue 25: a lost journal ---------------------------------------------------------------------
+
+
+def test_a_lost_journal_closes_the_old_parent_with_a_note(workdir, capsys):
+    assert ablation.main(ONE) == 0
+    client = local_client(workdir)
+    [old] = study_runs(client, "depth", "study")
+    client.update_run(old.info.run_id, status="RUNNING")  # what a worker killed mid-study leaves
+    (workdir / ".bench" / "optuna.journal").unlink()
+    capsys.readouterr()
+
+    assert ablation.main(ONE) == 0
+    parents = {r.info.run_id: r for r in study_runs(client, "depth", "study")}
+    [new] = [r for key, r in parents.items() if key != old.info.run_id]
+    closed = parents[old.info.run_id]
+    assert closed.info.status == "KILLED" and new.info.status == "FINISHED"
+    assert closed.data.tags["bench.superseded_by"] == new.info.run_id
+    assert "was lost" in closed.data.tags["bench.note"] and new.info.run_id in closed.data.tags["bench.note"]
+    assert f"parent run {old.info.run_id} closed" in capsys.readouterr().err
