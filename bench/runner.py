@@ -28,7 +28,7 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from bench import launch, owners, progress as progress_ui
+from bench import launch, outage, owners, progress as progress_ui
 from bench.config import RunConfig
 from bench.errors import BenchError, one_line
 # The storage's names, as the commands know them: bench.runner.open_storage and so on.
@@ -43,6 +43,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 POLL_S = 2.0  # how often an idle worker looks again while others still run
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 OBJECTIVE = "val_acc"  # every trial's value: its best validation accuracy
+REFILL_OF = "refill_of"  # user attribute of a complete trial's copy queued to refill a lost MLflow store
 
 
 # --- jobs: what a worker runs ------------------------------------------------------------------
@@ -197,12 +198,14 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
     trial.set_user_attr("mlflow_run_id", run_id)
     logged = tracker.logged_epochs(run_id)  # by an attempt whose checkpoint was then lost
 
+    prune = job.prune and REFILL_OF not in trial.user_attrs  # a refill completed once: never pruned
+
     def on_epoch(stats) -> None:
         if stats.epoch not in logged:  # a metric step is logged once, whatever the retries
             tracker.log_epoch(run_id, stats)
         bars.epoch_done(stats)
         trial.report(stats.val_acc, stats.epoch)  # the dashboard's intermediate values, ablations too
-        if job.prune:
+        if prune:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
 
@@ -229,6 +232,9 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             job.study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:
+            if outage.stop_reason(exc):  # a full disk, a store gone: every later run would meet it too
+                _abandon(job, trial, run_id)
+                raise
             message = one_line(exc, limit=250)
             tracker.set_status(run_id, "FAILED", state="failed", error=f"{type(exc).__name__}: {message}")
             job.study.tell(trial, state=TrialState.FAIL)
@@ -239,6 +245,15 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
     tracker.set_status(run_id, "FINISHED", state="complete")
     job.study.tell(trial, result.best_val_acc)
     job.run_finished()
+
+
+def _abandon(job: Job, trial: optuna.Trial, run_id: str) -> None:
+    """Mark a run stopped by a fault of the machine, as far as the stores still answer: a trial left
+    RUNNING is failed and queued again by the next start, its run resumed from its checkpoint."""
+    with contextlib.suppress(Exception):
+        job.tracker.set_status(run_id, "FAILED", state="stopped")
+    with contextlib.suppress(Exception):
+        job.study.tell(trial, state=TrialState.FAIL)
 
 
 def a_checkpoint(job: Job, config: RunConfig, checkpoint_root: Path) -> Path | None:
@@ -284,7 +299,11 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
         tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
         raise
     except BaseException as exc:  # whatever stops this worker, the parent run must not stay RUNNING
-        tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
+        with contextlib.suppress(Exception):  # as far as the store still answers
+            tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
+        reason = outage.stop_reason(exc) if isinstance(exc, Exception) else None
+        if reason:
+            raise BenchError(reason) from None
         raise
     for helper in helpers or []:
         helper.wait()

@@ -103,11 +103,16 @@ def open_job(study: studies.Study, budget: studies.Budget, plan: Plan, settings:
             system_metrics=args.system_metrics, plan=plan, settings=settings,
             deadline=time.monotonic() + plan.timeout if plan.timeout else None,
         )
+        lost = job.refill()
         tracker.describe_parent(parent_id, (
             f"**{study.name}** search: {study.description}\n\nBudget `{label}`: {budget.description}\n\n"
             f"Space: {plan.space_text}; {plan.wanted} trials, sampler "
             f"{plan.sampler['name']}, pruner {plan.pruner['name']}, maximising validation accuracy.\n\n"
             f"Command: `{command}`"), {k: v for k, v in shared_config.to_dict().items() if k not in plan.space})
+    if lost:
+        console.print(f"[yellow]note:[/] {lost} trial(s) complete in Optuna's "
+                      f"{escape(runner.describe_storage(args.storage))} have no finished run in MLflow "
+                      f"{escape(redact(tracker.uri))}: queued again")
     return job
 
 

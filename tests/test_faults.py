@@ -3,6 +3,7 @@ Optuna journal, real PostgreSQL where it matters) and checked to be fixed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -22,7 +24,7 @@ from bench.report import command as report
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
-from conftest import command_error, journal_trials, main_error, study_runs
+from conftest import command_error, journal_trials, main_error, study_runs, wait_for_epochs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
@@ -332,3 +334,52 @@ def test_a_lost_journal_closes_the_old_parent_with_a_note(workdir, capsys):
     assert closed.data.tags["bench.superseded_by"] == new.info.run_id
     assert "was lost" in closed.data.tags["bench.note"] and new.info.run_id in closed.data.tags["bench.note"]
     assert f"parent run {old.info.run_id} closed" in capsys.readouterr().err
+
+
+def test_a_search_whose_store_was_deleted_is_filled_again(workdir):
+    # In processes of their own: this one's MLflow would keep the deleted file open.
+    command = [sys.executable, "-m", "bench.search", "--study", "lr-wd", "--budget", "smoke", "--trials", "3"]
+    env = {**os.environ, "COLUMNS": "300"}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (workdir / "mlflow.db").unlink()
+    shutil.rmtree(workdir / "mlruns")
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = optuna.load_study(study_name="lr-wd-search-smoke", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / ".bench" / "optuna.journal")))).trials
+    complete = [t for t in trials[:3] if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs]
+    assert complete and f"{len(complete)} trial(s) complete in Optuna" in again.stderr
+    refills = {t.user_attrs["refill_of"]: t for t in trials[3:]}
+    assert sorted(refills) == [t.number for t in complete]
+    for trial in complete:  # the same value, not pruned, each in the new store
+        assert refills[trial.number].state == optuna.trial.TrialState.COMPLETE
+        assert refills[trial.number].value == trial.value
+    client = local_client(workdir)
+    children = study_runs(client, "lr-wd")
+    assert sorted(r.info.run_name for r in children) == sorted(f"trial {t.number}" for t in refills.values())
+    assert all(r.info.status == "FINISHED" for r in children)
+    [parent] = study_runs(client, "lr-wd", "study")
+    assert parent.info.status == "FINISHED" and "best.value" in parent.data.metrics
+    assert client.get_model_version_by_alias("lr-wd-search-smoke", "best").run_id in {r.info.run_id for r in children}
+
+
+def test_a_killed_worker_takes_its_torchrun_with_it(workdir):
+    client = local_client(workdir)
+    client.search_experiments()  # the store exists before the worker opens it
+    worker = subprocess.Popen([sys.executable, "-m", "bench.ablation", *ONE, "--gpus-per-run", "2", "--quiet",
+                               "--epochs", "40", "--dataset", "synthetic:size=6000", "--subset", "6000"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_epochs(client, "depth", 1, [worker], timeout=240, output=lambda p: "")
+        group = psutil.Process(worker.pid).children(recursive=True)  # torchrun and its two ranks
+        assert len(group) >= 3
+        worker.kill()
+        worker.wait()
+        _, left = psutil.wait_procs(group, timeout=90)
+        assert not left, [p.cmdline() for p in left]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)  # the old code's orphans, not to slow later tests
+        worker.wait()

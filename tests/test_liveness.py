@@ -24,7 +24,7 @@ from conftest import journal_trials, study_runs, wait_for_epochs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
-LONG = [*ONE, "--epochs", "40", "--dataset", "synthetic:size=6000", "--subset", "6000"]  # long enough to kill
+LONG = [*ONE, "--epochs", "12", "--dataset", "synthetic:size=6000", "--subset", "6000"]  # long enough to kill
 HOST = socket.gethostname()
 
 
