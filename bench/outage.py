@@ -7,7 +7,9 @@ failed and queued again, a run resumes from its last checkpoint), instead of eac
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 from typing import Iterator
 
 from bench.errors import one_line
@@ -18,6 +20,9 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 UNREACHABLE = ("OperationalError", "InterfaceError", "could not connect", "connection refused",
                "server closed the connection", "terminating connection", "not currently accepting connections",
                "Max retries exceeded", "database is locked")
+# MLflow logs each database error with its traceback before raising it, and its system-metrics
+# thread warns at every failed sample: the raised error is told once, in one line, instead.
+NOISY = {"mlflow.store.db.utils": logging.CRITICAL, "mlflow.system_metrics": logging.ERROR}
 RESUME = "run the same command again to resume (finished runs are kept; cut-off ones resume from checkpoints)"
 
 
@@ -41,3 +46,17 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(link))
         yield link
         link = link.__cause__ or link.__context__
+
+
+@contextlib.contextmanager
+def one_voice() -> Iterator[None]:
+    """Within the block, the loggers that would repeat a fault's traceback keep quiet."""
+    loggers = {logging.getLogger(name): level for name, level in NOISY.items()}
+    before = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, level in before.items():
+            logger.setLevel(level)

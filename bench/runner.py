@@ -276,38 +276,44 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     tracker = job.tracker
     tracker.set_status(job.parent_run_id, "RUNNING")
     bars = progress_ui.StudyProgress(job.optuna_name, job.total(), quiet=quiet)
-    try:
-        with bars:
-            bars.update(job.done(), job.progress_info())
-            waited_for = ""
-            while True:
-                sweep_dead(job)
-                trial = claim(job)
-                if trial is None:
-                    # Bounded: each pass sweeps again, and an owner not proven alive is failed there.
-                    others = job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    live_helpers = [p for p in helpers or [] if p.poll() is None]
-                    if not others and not live_helpers:
-                        break
-                    waited_for = say_whom(others, live_helpers, waited_for)
-                    time.sleep(POLL_S)
-                    bars.update(job.done(), job.progress_info())
-                    continue
-                run_trial(job, trial, checkpoint_root, data_dir, bars)
-                bars.update(job.done(), job.progress_info())
-    except KeyboardInterrupt:
-        tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
-        raise
-    except BaseException as exc:  # whatever stops this worker, the parent run must not stay RUNNING
-        with contextlib.suppress(Exception):  # as far as the store still answers
-            tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
-        reason = outage.stop_reason(exc) if isinstance(exc, Exception) else None
-        if reason:
-            raise BenchError(reason) from None
-        raise
+    with outage.one_voice():
+        try:
+            with bars:
+                _claim_and_run(job, bars, helpers or [], checkpoint_root, data_dir)
+        except KeyboardInterrupt:
+            tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
+            raise
+        except BaseException as exc:  # whatever stops this worker, the parent run must not stay RUNNING
+            with contextlib.suppress(Exception):  # as far as the store still answers
+                tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
+            reason = outage.stop_reason(exc) if isinstance(exc, Exception) else None
+            if reason:
+                raise BenchError(reason) from None
+            raise
     for helper in helpers or []:
         helper.wait()
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
+
+
+def _claim_and_run(job: Job, bars, helpers: list[subprocess.Popen], checkpoint_root: Path,
+                   data_dir: str | None) -> None:
+    bars.update(job.done(), job.progress_info())
+    waited_for = ""
+    while True:
+        sweep_dead(job)
+        trial = claim(job)
+        if trial is None:
+            # Bounded: each pass sweeps again, and an owner not proven alive is failed there.
+            others = job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            live_helpers = [p for p in helpers if p.poll() is None]
+            if not others and not live_helpers:
+                return
+            waited_for = say_whom(others, live_helpers, waited_for)
+            time.sleep(POLL_S)
+            bars.update(job.done(), job.progress_info())
+            continue
+        run_trial(job, trial, checkpoint_root, data_dir, bars)
+        bars.update(job.done(), job.progress_info())
 
 
 def claim(job: Job) -> optuna.Trial | None:

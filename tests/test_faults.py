@@ -24,7 +24,7 @@ from bench.report import command as report
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
-from conftest import command_error, journal_trials, main_error, study_runs, wait_for_epochs
+from conftest import command_error, error_line, journal_trials, main_error, study_runs, wait_for_epochs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
@@ -383,3 +383,77 @@ def test_a_killed_worker_takes_its_torchrun_with_it(workdir):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)  # the old code's orphans, not to slow later tests
         worker.wait()
+
+
+# --- issue 25: a store gone, a disk full: one line, and a rerun resumes ------------------------------
+
+
+def ablation_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.ablation", *args]
+
+
+QUIET_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
+EPOCHS = ["--epochs", "6", "--dataset", "synthetic:size=3000", "--subset", "3000"]
+
+
+def finished_whole(client: MlflowClient, epochs: int) -> None:
+    """Both runs FINISHED, each epoch logged once, the parent FINISHED: recovery was right."""
+    children = study_runs(client, "depth")
+    assert sorted(r.info.run_name for r in children) == ["vgg-a seed=0", "vgg-b seed=0"]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc"))
+        assert steps == list(range(1, epochs + 1))
+    assert [r.info.status for r in study_runs(client, "depth", "study")] == ["FINISHED"]
+
+
+def test_a_tracking_database_outage_is_one_line_and_a_rerun_resumes(postgres, workdir):
+    uri = postgres.database()
+    name = make_url(uri).database
+    args = [*TWO, *EPOCHS, "--tracking-uri", uri, "--quiet"]
+    client = MlflowClient(uri)
+    client.search_experiments()  # the store exists before the worker opens it
+    worker = subprocess.Popen(ablation_command(*args), env=QUIET_ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_epochs(client, "depth", 1, [worker], timeout=240)
+        cursor = postgres.connection.cursor()
+        cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')  # the database goes away
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        _, err = worker.communicate(timeout=300)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        postgres.connection.cursor().execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    line = error_line(worker.returncode, err)
+    assert "a store stopped answering mid-study" in line and name in line
+    assert "run the same command again to resume" in line
+
+    again = subprocess.run(ablation_command(*args), env=QUIET_ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished_whole(client, 6)
+
+
+@pytest.fixture
+def small_disk(workdir):
+    """A 600 kB tmpfs: room for about one smoke run's checkpoints (root only)."""
+    disk = workdir / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_resumes(small_disk, workdir):
+    args = [*TWO, *EPOCHS, "--checkpoint-root", str(small_disk), "--quiet"]
+    done = subprocess.run(ablation_command(*args), env=QUIET_ENV, capture_output=True, text=True, timeout=300)
+    line = error_line(done.returncode, done.stderr)
+    assert "the disk is full" in line and "No space left on device" in line
+    assert "run the same command again to resume" in line
+
+    subprocess.run(["mount", "-o", "remount,size=64m", "tmpfs", str(small_disk)], check=True)  # space freed
+    again = subprocess.run(ablation_command(*args), env=QUIET_ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished_whole(local_client(workdir), 6)

@@ -53,6 +53,11 @@ def running(user_attrs: dict, system_attrs: dict | None = None, started_ago: flo
     return trial
 
 
+def journal_storage(folder: Path) -> optuna.storages.JournalStorage:
+    return optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal")))
+
+
 # --- who is alive -----------------------------------------------------------------------------------
 
 
@@ -137,7 +142,8 @@ def test_a_dead_workers_pid_taken_by_another_process_is_not_its_owner(workdir):
     finally:
         impostor.kill()
         impostor.wait()
-    [failed, retry] = journal_trials(workdir)
+    [name] = optuna.get_all_study_names(journal_storage(workdir))
+    [failed, retry] = journal_trials(workdir, name)
     assert failed.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "belongs to another process" in run.data.tags["bench.recovered"]
