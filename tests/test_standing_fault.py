@@ -4,16 +4,19 @@ an uninterrupted run of the same seeds does.
 A kill lands anywhere: in start-up, mid-epoch, mid-checkpoint, while MLflow logs or Optuna writes
 its journal. Two workers (the same command in two terminals) share the study; a random while after
 a run is seen training, one of them is SIGKILLed and a new one started in its place, several times;
-then a last clean start finishes whatever a killed retry left. The RNG that picks the moments and
+when the killed worker wrote the journal's last line, that line is torn at a random byte (the other
+workers then append after the fragment); a last clean start finishes whatever a killed retry left. The RNG that picks the moments and
 the victims is seeded, so the test itself replays the same way.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -74,8 +77,16 @@ def kill_at_random(folder: Path, rng: random.Random) -> int:
             if not live:
                 return landed
             victim = rng.choice(live)
-            victim.send_signal(signal.SIGKILL)
-            victim.wait()
+            survivors = [w for w in live if w is not victim]
+            for worker in survivors:  # still while the victim's last write is torn, as a crash leaves it
+                worker.send_signal(signal.SIGSTOP)
+            try:
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                tear_last_line(folder / ".bench" / "optuna.journal", victim.pid, rng)
+            finally:
+                for worker in survivors:
+                    worker.send_signal(signal.SIGCONT)
             landed += 1
             workers = [w for w in workers if w is not victim] + [start_worker(folder)]
         for worker in workers:
@@ -86,6 +97,23 @@ def kill_at_random(folder: Path, rng: random.Random) -> int:
                 worker.kill()
                 worker.wait()
     return landed
+
+
+def tear_last_line(journal: Path, pid: int, rng: random.Random) -> None:
+    """Cut the journal's last line at a random byte when the killed worker `pid` wrote it (as a kill
+    mid-write leaves it); the other workers' next appends are then glued onto the torn fragment,
+    mid-file. Whichever log it was (a trial's owner, its value, a heartbeat) is lost."""
+    lines = journal.read_bytes().splitlines(keepends=True) if journal.exists() else []
+    owner = f'"worker":"{socket.gethostname()}:{pid}"'.encode()
+    writers = {writer(line) for line in lines if owner in line}  # the process's storage, any thread
+    if lines and lines[-1].endswith(b"\n") and writer(lines[-1]) in writers:
+        whole = b"".join(lines)
+        journal.write_bytes(whole[: len(whole) - len(lines[-1]) + rng.randrange(1, len(lines[-1]))])
+
+
+def writer(line: bytes) -> str:
+    """The storage that wrote a journal log: its worker_id less the thread's part."""
+    return json.loads(line)["worker_id"].rsplit("-", 1)[0]
 
 
 def finish(folder: Path) -> None:
