@@ -17,7 +17,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from bench import cli, errors, preflight, record, runner, studies
+from bench import cli, errors, optuna_storage, preflight, record, runner, studies
 from bench.errors import BenchError, redact
 from bench.progress import console, out
 from bench.report import build as report_build
@@ -48,7 +48,7 @@ class AblationJob(runner.Job):
 
     def claim(self) -> optuna.Trial | None:
         if self.deferred:  # init_from_a points join the queue once their vgg-a run is complete
-            with runner.storage_lock(self.storage_url):
+            with optuna_storage.storage_lock(self.storage_url):
                 latest, done = self.latest_trials(), self.completed()
                 for key in sorted(self.deferred):
                     if self.ready(key, done):
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.check_processes(points[0].config, args)
     preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
     tracker = Tracker(args.tracking_uri)
-    storage = runner.open_storage(args.storage)
+    storage = optuna_storage.open_storage(args.storage)
     check_distributions(storage, f"{study.name}-{points[0].config.budget}", args.storage, tuple(study.variants))
     if not args.quiet:
         announce(study, budget, points, args)
@@ -177,7 +177,7 @@ def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.
              point_for: Callable[[str, int], studies.Point]) -> AblationJob:
     """The study's Optuna study and MLflow parent run, described, with every missing point queued."""
     label = points[0].config.budget
-    with runner.storage_lock(args.storage):
+    with optuna_storage.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             f"{study.name}-{label}", args.storage, tracker, study.name,
             {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation",
@@ -193,7 +193,7 @@ def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.
         tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
         _, lost = job.top_up()
     if lost:
-        console.print(f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(runner.describe_storage(args.storage))} "
+        console.print(f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(optuna_storage.describe_storage(args.storage))} "
                       f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again")
     return job
 
@@ -239,7 +239,7 @@ def check_distributions(storage, name: str, storage_url: str | None, variants: t
         for param, recorded in trial.distributions.items():
             if param in ours and recorded != ours[param]:
                 raise BenchError(
-                    f"Optuna study {name} in {runner.describe_storage(storage_url)} was started with {param} "
+                    f"Optuna study {name} in {optuna_storage.describe_storage(storage_url)} was started with {param} "
                     f"choices {list(recorded.choices)}, the study file now has {list(ours[param].choices)}: "
                     "run it under another --storage, or restore the study file's variants")
 

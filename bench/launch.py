@@ -8,6 +8,8 @@ a single-process run, and `fit_in_processes` is a drop-in for `bench.train.fit`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -26,6 +28,7 @@ from bench.errors import BenchError
 from bench.train import EpochStats, Result
 
 POLL_S = 0.5
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def fit_in_processes(
@@ -61,7 +64,8 @@ def fit_in_processes(
         with open(log_path, "a") as log:
             # A session of its own, so that stopping the run stops torchrun and every rank together.
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=_environment(config.world_size), start_new_session=True)
+                                       env=_environment(config.world_size), start_new_session=True,
+                                       preexec_fn=_die_with(os.getpid()))
         try:
             record = _follow(process, events, on_epoch)
         except BaseException:
@@ -90,6 +94,18 @@ def _follow(process: subprocess.Popen, events: Path, on_epoch) -> dict[str, Any]
         if finished:
             return record
         time.sleep(POLL_S)
+
+
+def _die_with(worker: int) -> Callable[[], None]:
+    """What torchrun runs before it starts: SIGTERM when this worker dies, however it dies (SIGKILL
+    included), so that torchrun stops its ranks instead of training on beside the rerun's torchrun in
+    the same checkpoint folder. Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
+    def arm() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != worker:  # the worker died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
 
 
 def _environment(processes: int) -> dict[str, str]:

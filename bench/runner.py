@@ -3,9 +3,9 @@
 A worker claims the next trial from the Optuna study (atomically, so two workers never run the
 same one), trains it with bench.train.fit, logs it through bench.tracking and tells Optuna the
 outcome. An ablation enqueues its grid once (under a lock, so workers started together do not
-enqueue twice); a search asks its sampler for new trials. Workers whose process died are found
-(Optuna's heartbeat on database storages; a check of the recorded pid on this host otherwise),
-their trials failed and enqueued again, and their MLflow runs marked FAILED and later resumed.
+enqueue twice); a search asks its sampler for new trials. A trial whose owner is not proven alive
+(bench.owners: a heartbeat, a pid with its process's start time) is failed and enqueued again, and
+its MLflow run marked FAILED and later resumed.
 """
 
 from __future__ import annotations
@@ -15,135 +15,34 @@ import logging
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from bench import journal, launch, packing, progress as progress_ui
+from bench import launch, outage, owners, packing, progress as progress_ui
 from bench.config import RunConfig
-from bench.errors import BenchError, one_line, redact
-from bench.store_files import STATE_DIR, locked, sqlite_path
+from bench.errors import BenchError, one_line
+from bench.optuna_storage import describe_storage, open_storage, storage_lock
+from bench.store_files import STATE_DIR
 from bench.tracking import Tracker
 from bench.train import fit
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-DEFAULT_STORAGE = STATE_DIR / "optuna.journal"
-HEARTBEAT_S = 10  # database storages: a worker silent for GRACE_S is declared dead
-GRACE_S = 60
 POLL_S = 2.0  # how often an idle worker looks again while others still run
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 OBJECTIVE = "val_acc"  # every trial's value: its best validation accuracy
-
-
-# --- storage ------------------------------------------------------------------------------------
-
-
-def open_storage(url: str | None):
-    """Optuna storage from a URL: a journal file by default (safe for several local processes)."""
-    url = url or str(DEFAULT_STORAGE)
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
-    try:
-        if "://" not in url:
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
-            kept = journal.repair(Path(url))
-            if kept is not None:
-                progress_ui.console.print(f"[yellow]note:[/] {url} had a torn line (a crash mid-write): "
-                                          f"removed it, the file as it was is kept as {kept}")
-            return JournalStorage(JournalFileBackend(url))
-        if url.startswith("sqlite:"):
-            # sqlite has no row locks: wait on a busy database instead of failing at once
-            return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        # Workers started together on a fresh database would create Optuna's tables at once and collide.
-        with storage_lock(url) if url.startswith("postgresql") else contextlib.nullcontext():
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=retry,
-                engine_kwargs={"pool_pre_ping": True},
-            )
-    except ImportError as exc:
-        raise BenchError(f"storage {redact(url)} needs a driver that is not installed ({exc.name}): "
-                         "pip install 'vgg-bench[postgres]'") from None
-    except Exception as exc:
-        message = redact(url)
-        reason = one_line(exc)
-        if "://" in url:
-            reason = reason.replace(url, message)
-            parsed_password = _password(url)
-            if parsed_password:
-                reason = reason.replace(parsed_password, "***")
-        raise BenchError(f"cannot open Optuna storage {message}: {reason}") from None
-
-
-def describe_storage(url: str | None) -> str:
-    return redact(url) if url else str(DEFAULT_STORAGE)
-
-
-@contextlib.contextmanager
-def storage_lock(url: str | None) -> Iterator[None]:
-    """Serialise study set-up (create, enqueue the grid) among workers sharing one storage.
-
-    Re-entrant within a process, so set-up code may open the storage while holding it.
-    """
-    url = url or str(DEFAULT_STORAGE)
-    if url in _HELD_LOCKS:
-        yield
-        return
-    _HELD_LOCKS.add(url)
-    try:
-        with _exclusive(url):
-            yield
-    finally:
-        _HELD_LOCKS.discard(url)
-
-
-_HELD_LOCKS: set[str] = set()
-
-
-@contextlib.contextmanager
-def _exclusive(url: str) -> Iterator[None]:
-    if url.startswith("postgresql"):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(url)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(738201)"))
-                try:
-                    yield
-                finally:
-                    connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(738201)"))
-        finally:
-            engine.dispose()
-        return
-    path = sqlite_path(url) or Path(url)
-    with locked(path.with_name(path.name + ".setup-lock")):  # not ".lock": Optuna's journal uses that
-        yield
-
-
-def _password(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
+REFILL_OF = "refill_of"  # user attribute of a complete trial's copy queued to refill a lost MLflow store
 
 
 # --- jobs: what a worker runs ------------------------------------------------------------------
@@ -229,73 +128,52 @@ def open_study(optuna_name: str, storage_url: str | None, tracker: Tracker, expe
             "bench.storage": describe_storage(storage_url), **parent_tags,
         })
         study.set_user_attr("mlflow_parent_run_id", parent_id)
+        close_orphans(tracker, experiment_id, optuna_name, describe_storage(storage_url), parent_id)
     return study, experiment_id, parent_id
+
+
+def close_orphans(tracker: Tracker, experiment_id: str, optuna_name: str, storage: str, parent_id: str) -> None:
+    """Close the parent runs left RUNNING by this study's Optuna study in this storage before it was
+    lost (a deleted journal): no worker can ever end them. KILLED, with a note naming the new parent."""
+    for run in tracker.child_runs(experiment_id, role="study"):
+        tags = run.data.tags
+        if run.info.run_id == parent_id or run.info.status != "RUNNING" or \
+                (tags.get("bench.optuna_study"), tags.get("bench.storage")) != (optuna_name, storage):
+            continue
+        note = (f"its Optuna study {optuna_name} in {storage} was lost; "
+                f"the study goes on under parent run {parent_id}")
+        tracker.set_status(run.info.run_id, "KILLED", state="superseded", superseded_by=parent_id, note=note)
+        progress_ui.console.print(f"note: parent run {run.info.run_id} closed (KILLED): {note}",
+                                  markup=False, highlight=False)
 
 
 # --- dead workers ------------------------------------------------------------------------------
 
 
 def sweep_dead(job: Job) -> int:
-    """Fail trials whose worker died, enqueue them once more, mark their MLflow runs FAILED."""
+    """Fail the RUNNING trials whose owner is not proven alive (bench.owners), enqueue each once more,
+    and mark their MLflow runs FAILED."""
     fail_stale_trials(job.study)  # database storages with a heartbeat: the storage's own test
-    host = socket.gethostname()
-    count = 0
-    for frozen in job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = frozen.user_attrs.get("worker", "")
-        worker_host, _, pid = worker.rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        try:
-            job.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
-        except (ValueError, RuntimeError):
-            continue
-        RetryHeartbeatStaleTrialCallback(max_retry=1)(job.study, frozen)
+    beats = owners.beats(job.storage)
+    swept = []
+    # Claims record their owner under this lock (work), so no trial is seen here half-claimed.
+    with storage_lock(job.storage_url):
+        for frozen in job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            reason = owners.why_dead(frozen, beats)
+            if reason is None:
+                continue
+            try:
+                job.study.tell(frozen.number, state=TrialState.FAIL, skip_if_finished=True)
+            except (ValueError, RuntimeError):
+                continue
+            RetryHeartbeatStaleTrialCallback(max_retry=1)(job.study, frozen)
+            swept.append((frozen, reason))
+    for frozen, reason in swept:
         run_id = frozen.user_attrs.get("mlflow_run_id")
         if run_id and job.tracker.status(run_id) == "RUNNING":
-            job.tracker.set_status(run_id, "FAILED", recovered=f"worker {worker} died; trial re-queued")
-        count += 1
-    return count
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped by its parent) is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
-    except OSError:
-        return True
-
-
-class Heartbeat:
-    """Keep a database storage's heartbeat for one trial while it trains."""
-
-    def __init__(self, job: Job, trial: optuna.Trial):
-        storage = job.storage
-        # Only database storages beat (BaseHeartbeat's public methods); a journal has none.
-        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-        self._beat = storage.record_heartbeat if interval else None
-        if self._beat is not None:
-            study_id = storage.get_study_id_from_name(job.study.study_name)
-            self._trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._beat(self._trial_id)
-            self._stop.wait(HEARTBEAT_S)
-
-    def __enter__(self) -> Heartbeat:
-        if self._beat is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
+            job.tracker.set_status(run_id, "FAILED",
+                                   recovered=f"worker {owners.owner(frozen)} died: {reason}; trial re-queued")
+    return len(swept)
 
 
 # --- one trial ---------------------------------------------------------------------------------
@@ -303,7 +181,6 @@ class Heartbeat:
 
 def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: str | None, bars) -> None:
     config, run_name, tags = job.describe(trial)
-    trial.set_user_attr("worker", WORKER)
     trial.set_user_attr("config_hash", config.hash)
     tracker = job.tracker
 
@@ -320,17 +197,20 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
     trial.set_user_attr("mlflow_run_id", run_id)
     logged = tracker.logged_epochs(run_id)  # by an attempt whose checkpoint was then lost
 
+    prune = job.prune and REFILL_OF not in trial.user_attrs  # a refill completed once: never pruned
+
     def on_epoch(stats) -> None:
         if stats.epoch not in logged:  # a metric step is logged once, whatever the retries
             tracker.log_epoch(run_id, stats)
         bars.epoch_done(stats)
         trial.report(stats.val_acc, stats.epoch)  # the dashboard's intermediate values, ablations too
-        if job.prune:
+        if prune:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {stats.epoch} (val acc {stats.val_acc:.4f})")
 
     train = fit if config.world_size == 1 else launch.fit_in_processes  # torchrun of world_size processes
-    with bars.run(run_name, math.ceil(config.train_epochs)), Heartbeat(job, trial), \
+    heartbeat = owners.Heartbeat(job.storage, job.study.study_name, trial.number)
+    with bars.run(run_name, math.ceil(config.train_epochs)), heartbeat, \
             tracker.system_metrics(run_id, job.system_metrics):
         try:
             result = train(config, on_epoch=on_epoch, on_batch=bars.batch_done,
@@ -351,6 +231,9 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             job.study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:
+            if outage.stop_reason(exc):  # a full disk, a store gone: every later run would meet it too
+                _abandon(job, trial, run_id)
+                raise
             message = one_line(exc, limit=250)
             tracker.set_status(run_id, "FAILED", state="failed", error=f"{type(exc).__name__}: {message}")
             job.study.tell(trial, state=TrialState.FAIL)
@@ -361,6 +244,15 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
     tracker.set_status(run_id, "FINISHED", state="complete")
     job.study.tell(trial, result.best_val_acc)
     job.run_finished()
+
+
+def _abandon(job: Job, trial: optuna.Trial, run_id: str) -> None:
+    """Mark a run stopped by a fault of the machine, as far as the stores still answer: a trial left
+    RUNNING is failed and queued again by the next start, its run resumed from its checkpoint."""
+    with contextlib.suppress(Exception):
+        job.tracker.set_status(run_id, "FAILED", state="stopped")
+    with contextlib.suppress(Exception):
+        job.study.tell(trial, state=TrialState.FAIL)
 
 
 def a_checkpoint(job: Job, config: RunConfig, checkpoint_root: Path) -> Path | None:
@@ -383,30 +275,66 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     tracker = job.tracker
     tracker.set_status(job.parent_run_id, "RUNNING")
     bars = progress_ui.StudyProgress(job.optuna_name, job.total(), quiet=quiet)
-    try:
-        with bars:
-            bars.update(job.done(), job.progress_info())
-            while True:
-                sweep_dead(job)
-                trial = job.claim()
-                if trial is None:
-                    others = job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    if not others and not any(p.poll() is None for p in helpers or []):
-                        break
-                    time.sleep(POLL_S)
-                    bars.update(job.done(), job.progress_info())
-                    continue
-                run_trial(job, trial, checkpoint_root, data_dir, bars)
-                bars.update(job.done(), job.progress_info())
-    except KeyboardInterrupt:
-        tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
-        raise
-    except BaseException as exc:  # whatever stops this worker, the parent run must not stay RUNNING
-        tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
-        raise
+    with outage.one_voice():
+        try:
+            with bars:
+                _claim_and_run(job, bars, helpers or [], checkpoint_root, data_dir)
+        except KeyboardInterrupt:
+            tracker.set_status(job.parent_run_id, "KILLED", state="interrupted")
+            raise
+        except BaseException as exc:  # whatever stops this worker, the parent run must not stay RUNNING
+            with contextlib.suppress(Exception):  # as far as the store still answers
+                tracker.set_status(job.parent_run_id, "FAILED", state="failed", error=type(exc).__name__)
+            reason = outage.stop_reason(exc) if isinstance(exc, Exception) else None
+            if reason:
+                raise BenchError(reason) from None
+            raise
     for helper in helpers or []:
         helper.wait()
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
+
+
+def _claim_and_run(job: Job, bars, helpers: list[subprocess.Popen], checkpoint_root: Path,
+                   data_dir: str | None) -> None:
+    bars.update(job.done(), job.progress_info())
+    waited_for = ""
+    while True:
+        sweep_dead(job)
+        trial = claim(job)
+        if trial is None:
+            # Bounded: each pass sweeps again, and an owner not proven alive is failed there.
+            others = job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            live_helpers = [p for p in helpers if p.poll() is None]
+            if not others and not live_helpers:
+                return
+            waited_for = say_whom(others, live_helpers, waited_for)
+            time.sleep(POLL_S)
+            bars.update(job.done(), job.progress_info())
+            continue
+        run_trial(job, trial, checkpoint_root, data_dir, bars)
+        bars.update(job.done(), job.progress_info())
+
+
+def claim(job: Job) -> optuna.Trial | None:
+    """The job's next trial, its owner recorded under the same lock that sweep_dead holds, so that
+    a trial RUNNING without an owner is one whose owner's record was lost."""
+    with storage_lock(job.storage_url):
+        trial = job.claim()
+        if trial is not None:
+            owners.record(trial)
+    return trial
+
+
+def say_whom(others: list, helpers: list[subprocess.Popen], said: str) -> str:
+    """Say on stderr whom an idle worker waits for, when that changes; returns what was said."""
+    whom = [f"trial {t.number} ({owners.owner(t)})" for t in others]
+    whom += [f"helper worker {p.pid}" for p in helpers]
+    text = ", ".join(whom)
+    if text != said:
+        progress_ui.console.print(f"waiting for {text} (each checked alive every {POLL_S:g} s; "
+                                  f"one on another host is given up after {owners.GRACE_S} s of silence)",
+                                  markup=False, highlight=False)
+    return text
 
 
 def work_together(job: Job, module: str, argv: list[str] | None, workers: int, *, checkpoint_root: Path,

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from bench import cli, errors, preflight, runner, studies
+from bench import cli, errors, optuna_storage, preflight, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.progress import console  # notes on stderr, results on stdout
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     preflight.check([shared_config, *edges], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
 
     tracker = Tracker(args.tracking_uri)
-    storage = runner.open_storage(args.storage)  # a bad URL fails here in one line, password hidden
+    storage = optuna_storage.open_storage(args.storage)  # a bad URL fails here in one line, password hidden
     job = open_job(study, budget, plan, settings, args, tracker, storage, cli.command_line(cli.SEARCH, argv))
     if not args.quiet:
         announce(study, budget, plan, settings, len(standing(job.study)), args)
@@ -85,7 +85,7 @@ def open_job(study: studies.Study, budget: studies.Budget, plan: Plan, settings:
     """The search's Optuna study (its sampler re-seeded for this worker) and its described MLflow parent run."""
     label, shared_config = settings["budget"], RunConfig.from_dict(settings)
     name = f"{study.name}-search-{label}"
-    with runner.storage_lock(args.storage):
+    with optuna_storage.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
             name, args.storage, tracker, study.name,
             {"bench.budget": label, "bench.dataset": shared_config.dataset, "bench.kind": "search",
@@ -103,11 +103,16 @@ def open_job(study: studies.Study, budget: studies.Budget, plan: Plan, settings:
             system_metrics=args.system_metrics, plan=plan, settings=settings,
             deadline=time.monotonic() + plan.timeout if plan.timeout else None,
         )
+        lost = job.refill()
         tracker.describe_parent(parent_id, (
             f"**{study.name}** search: {study.description}\n\nBudget `{label}`: {budget.description}\n\n"
             f"Space: {plan.space_text}; {plan.wanted} trials, sampler "
             f"{plan.sampler['name']}, pruner {plan.pruner['name']}, maximising validation accuracy.\n\n"
             f"Command: `{command}`"), {k: v for k, v in shared_config.to_dict().items() if k not in plan.space})
+    if lost:
+        console.print(f"[yellow]note:[/] {lost} trial(s) complete in Optuna's "
+                      f"{escape(optuna_storage.describe_storage(args.storage))} have no finished run in MLflow "
+                      f"{escape(redact(tracker.uri))}: queued again")
     return job
 
 
@@ -135,7 +140,7 @@ def _same_space(study: optuna.Study, plan: Plan, storage: str | None) -> None:
         study.set_user_attr("search_space", plan.fingerprint)
     elif recorded != plan.fingerprint:
         raise BenchError(
-            f"Optuna study {study.study_name} in {runner.describe_storage(storage)} was started with another "
+            f"Optuna study {study.study_name} in {optuna_storage.describe_storage(storage)} was started with another "
             "search space: its trials would not compare; search the new space under another --storage "
             "(or another budget label, e.g. with an override)"
         )
@@ -153,12 +158,12 @@ def announce(study: studies.Study, budget: studies.Budget, plan: Plan, settings:
         f"width {config.width}, batch {config.batch_size}, device {config.device}), maximising validation accuracy\n"
         f"space: {escape(plan.space_text)}\n"
         f"sampler {plan.sampler['name']}({options(plan.sampler)}), pruner {plan.pruner['name']}({options(plan.pruner)}), "
-        f"storage {escape(runner.describe_storage(args.storage))}"
+        f"storage {escape(optuna_storage.describe_storage(args.storage))}"
     )
 
 
 def dashboard_command(storage: str | None) -> str:
-    url = storage or str(runner.DEFAULT_STORAGE)
+    url = storage or str(optuna_storage.DEFAULT_STORAGE)
     shown = redact(url)
     hint = " (put the password back where *** is)" if shown != url else ""
     return f"optuna-dashboard {shown}{hint}"

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bench import runner
+from bench import optuna_storage, runner
 from bench.config import RunConfig
 from bench.search_space import Plan
 
@@ -43,7 +43,7 @@ class SearchJob(runner.Job):
             return None
         # Count and ask as one step, so that workers together stop at exactly --trials. ask() pops
         # a queued trial first (a dead worker's, queued again), else samples a new one.
-        with runner.storage_lock(self.storage_url):
+        with optuna_storage.storage_lock(self.storage_url):
             while (self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                    or len(standing(self.study)) < self.plan.wanted):
                 trial = self.study.ask()
@@ -59,8 +59,8 @@ class SearchJob(runner.Job):
         """
         config_hash = self.describe(trial)[0].hash  # samples the trial's params now
         trial.set_user_attr("config_hash", config_hash)
-        twin = next((t for t in standing(self.study)
-                     if t.user_attrs.get("config_hash") == config_hash and t.number != trial.number), None)
+        twin = next((t for t in standing(self.study) if t.user_attrs.get("config_hash") == config_hash
+                     and t.number != trial.number and "repeat_of" not in t.user_attrs), None)
         if twin is None:
             return False
         trial.set_user_attr("repeat_of", twin.number)
@@ -69,6 +69,23 @@ class SearchJob(runner.Job):
         else:  # pruned, failed, or in training by another worker now
             self.study.tell(trial, state=TrialState.PRUNED if twin.state == TrialState.PRUNED else TrialState.FAIL)
         return True
+
+    def refill(self) -> int:
+        """Queue again each complete trial whose MLflow run is gone (the store was deleted or replaced),
+        as a copy that stands in for it (call under the lock); returns how many.
+
+        The copy has the trial's params, so it resumes that run's checkpoint and fills the store
+        without training again; it is not pruned (it completed once). As ablations refill theirs.
+        """
+        in_mlflow = self.tracker.finished_hashes(self.experiment_id)
+        lost = [t for t in standing(self.study) if t.state == TrialState.COMPLETE
+                and "mlflow_run_id" in t.user_attrs and t.user_attrs.get("config_hash") not in in_mlflow]
+        for trial in lost:
+            history = [*trial.system_attrs.get("retry_history", ()), trial.number]
+            self.study.add_trial(optuna.trial.create_trial(
+                state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+                user_attrs={runner.REFILL_OF: trial.number}, system_attrs={"retry_history": history}))
+        return len(lost)
 
     def describe(self, trial: optuna.Trial):
         config = RunConfig.from_dict({**self.settings, **self.plan.sample(trial)})
@@ -101,5 +118,5 @@ def tally(study: optuna.Study) -> dict[TrialState, int]:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in standing(study) if t.state == TrialState.COMPLETE]
     return max(complete, key=lambda t: t.value) if complete else None

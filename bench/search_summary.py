@@ -32,7 +32,7 @@ TOP_ROWS = 10
 def log_summary(job: SearchJob) -> list[str]:
     """Best trial, importances and Optuna's plots on the parent run; returns notes for the person."""
     study, tracker, parent = job.study, job.tracker, job.parent_run_id
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in standing(study) if t.state == TrialState.COMPLETE]  # a refilled one once
     if not complete:
         return ["no trial completed: nothing to summarise in MLflow"]
     notes = []

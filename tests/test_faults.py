@@ -3,6 +3,7 @@ Optuna journal, real PostgreSQL where it matters) and checked to be fixed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -22,7 +24,7 @@ from bench.report import command as report
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
-from conftest import command_error, journal_trials, main_error, study_runs
+from conftest import command_error, error_line, journal_trials, main_error, study_runs, wait_for_epochs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
@@ -311,3 +313,147 @@ def test_ctrl_c_while_a_helper_imports_leaves_no_traceback(workdir):
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert parent.returncode == 130
+
+
+# --- issue 25: a lost journal ---------------------------------------------------------------------
+
+
+def test_a_lost_journal_closes_the_old_parent_with_a_note(workdir, capsys):
+    assert ablation.main(ONE) == 0
+    client = local_client(workdir)
+    [old] = study_runs(client, "depth", "study")
+    client.update_run(old.info.run_id, status="RUNNING")  # what a worker killed mid-study leaves
+    (workdir / ".bench" / "optuna.journal").unlink()
+    capsys.readouterr()
+
+    assert ablation.main(ONE) == 0
+    parents = {r.info.run_id: r for r in study_runs(client, "depth", "study")}
+    [new] = [r for key, r in parents.items() if key != old.info.run_id]
+    closed = parents[old.info.run_id]
+    assert closed.info.status == "KILLED" and new.info.status == "FINISHED"
+    assert closed.data.tags["bench.superseded_by"] == new.info.run_id
+    assert "was lost" in closed.data.tags["bench.note"] and new.info.run_id in closed.data.tags["bench.note"]
+    assert f"parent run {old.info.run_id} closed" in capsys.readouterr().err
+
+
+def test_a_search_whose_store_was_deleted_is_filled_again(workdir):
+    # In processes of their own: this one's MLflow would keep the deleted file open.
+    command = [sys.executable, "-m", "bench.search", "--study", "lr-wd", "--budget", "smoke", "--trials", "3"]
+    env = {**os.environ, "COLUMNS": "300"}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (workdir / "mlflow.db").unlink()
+    shutil.rmtree(workdir / "mlruns")
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = optuna.load_study(study_name="lr-wd-search-smoke", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(workdir / ".bench" / "optuna.journal")))).trials
+    complete = [t for t in trials[:3] if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs]
+    assert complete and f"{len(complete)} trial(s) complete in Optuna" in again.stderr
+    refills = {t.user_attrs["refill_of"]: t for t in trials[3:]}
+    assert sorted(refills) == [t.number for t in complete]
+    for trial in complete:  # the same value, not pruned, each in the new store
+        assert refills[trial.number].state == optuna.trial.TrialState.COMPLETE
+        assert refills[trial.number].value == trial.value
+    client = local_client(workdir)
+    children = study_runs(client, "lr-wd")
+    assert sorted(r.info.run_name for r in children) == sorted(f"trial {t.number}" for t in refills.values())
+    assert all(r.info.status == "FINISHED" for r in children)
+    [parent] = study_runs(client, "lr-wd", "study")
+    assert parent.info.status == "FINISHED" and "best.value" in parent.data.metrics
+    assert client.get_model_version_by_alias("lr-wd-search-smoke", "best").run_id in {r.info.run_id for r in children}
+
+
+def test_a_killed_worker_takes_its_torchrun_with_it(workdir):
+    client = local_client(workdir)
+    client.search_experiments()  # the store exists before the worker opens it
+    worker = subprocess.Popen([sys.executable, "-m", "bench.ablation", *ONE, "--gpus-per-run", "2", "--quiet",
+                               "--epochs", "40", "--dataset", "synthetic:size=6000", "--subset", "6000"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_epochs(client, "depth", 1, [worker], timeout=240, output=lambda p: "")
+        group = psutil.Process(worker.pid).children(recursive=True)  # torchrun and its two ranks
+        assert len(group) >= 3
+        worker.kill()
+        worker.wait()
+        _, left = psutil.wait_procs(group, timeout=90)
+        assert not left, [p.cmdline() for p in left]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)  # the old code's orphans, not to slow later tests
+        worker.wait()
+
+
+# --- issue 25: a store gone, a disk full: one line, and a rerun resumes ------------------------------
+
+
+def ablation_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.ablation", *args]
+
+
+QUIET_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
+EPOCHS = ["--epochs", "6", "--dataset", "synthetic:size=3000", "--subset", "3000"]
+
+
+def finished_whole(client: MlflowClient, epochs: int) -> None:
+    """Both runs FINISHED, each epoch logged once, the parent FINISHED: recovery was right."""
+    children = study_runs(client, "depth")
+    assert sorted(r.info.run_name for r in children) == ["vgg-a seed=0", "vgg-b seed=0"]
+    for run in children:
+        assert run.info.status == "FINISHED"
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc"))
+        assert steps == list(range(1, epochs + 1))
+    assert [r.info.status for r in study_runs(client, "depth", "study")] == ["FINISHED"]
+
+
+def test_a_tracking_database_outage_is_one_line_and_a_rerun_resumes(postgres, workdir):
+    uri = postgres.database()
+    name = make_url(uri).database
+    args = [*TWO, *EPOCHS, "--tracking-uri", uri, "--quiet"]
+    client = MlflowClient(uri)
+    client.search_experiments()  # the store exists before the worker opens it
+    worker = subprocess.Popen(ablation_command(*args), env=QUIET_ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_epochs(client, "depth", 1, [worker], timeout=240)
+        cursor = postgres.connection.cursor()
+        cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')  # the database goes away
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        _, err = worker.communicate(timeout=300)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        postgres.connection.cursor().execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    line = error_line(worker.returncode, err)
+    assert "a store stopped answering mid-study" in line and name in line
+    assert "run the same command again to resume" in line
+
+    again = subprocess.run(ablation_command(*args), env=QUIET_ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished_whole(client, 6)
+
+
+@pytest.fixture
+def small_disk(workdir):
+    """A 600 kB tmpfs: room for about one smoke run's checkpoints (root only)."""
+    disk = workdir / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_resumes(small_disk, workdir):
+    args = [*TWO, *EPOCHS, "--checkpoint-root", str(small_disk), "--quiet"]
+    done = subprocess.run(ablation_command(*args), env=QUIET_ENV, capture_output=True, text=True, timeout=300)
+    line = error_line(done.returncode, done.stderr)
+    assert "the disk is full" in line and "No space left on device" in line
+    assert "run the same command again to resume" in line
+
+    subprocess.run(["mount", "-o", "remount,size=64m", "tmpfs", str(small_disk)], check=True)  # space freed
+    again = subprocess.run(ablation_command(*args), env=QUIET_ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished_whole(local_client(workdir), 6)

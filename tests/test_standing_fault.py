@@ -4,13 +4,15 @@ an uninterrupted run of the same seeds does.
 A kill lands anywhere: in start-up, mid-epoch, mid-checkpoint, while MLflow logs or Optuna writes
 its journal. Two workers (the same command in two terminals) share the study; a random while after
 a run is seen training, one of them is SIGKILLed and a new one started in its place, several times;
-then a last clean start finishes whatever a killed retry left. The RNG that picks the moments and
+then journal logs are torn at random places (a crash mid-write, the next append glued on), and a
+last clean start mends them and finishes whatever a killed retry left. The RNG that picks the moments and
 the victims is seeded, so the test itself replays the same way.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import signal
@@ -32,6 +34,8 @@ from conftest import study_runs
 STUDY = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--seeds", "2",
          "--epochs", "6", "--quiet"]
 KILLS = 4
+TEARS = 3
+TRIAL_UPDATES = {6, 7, 8, 9}  # Optuna's journal op codes: trial state/values, intermediate value, attrs
 SEED = 13
 WAIT_S = 300  # the longest the study may take on a busy 2-core machine
 
@@ -88,6 +92,18 @@ def kill_at_random(folder: Path, rng: random.Random) -> int:
     return landed
 
 
+def tear_at_random(journal: Path, rng: random.Random, count: int = TEARS) -> None:
+    """Tear `count` logs anywhere in the journal as a crash mid-write does: the log cut at a random
+    byte, the next append glued onto the fragment. Logs that set a trial's state, value, intermediate
+    value or attribute (its owner, its heartbeat...); creating a study or trial, or a study's
+    attributes, is a single write at a worker's start that a crash loses whole or not at all."""
+    lines = journal.read_bytes().splitlines(keepends=True)
+    tearable = [i for i, line in enumerate(lines[:-1]) if json.loads(line)["op_code"] in TRIAL_UPDATES]
+    for i in rng.sample(tearable, min(count, len(tearable))):
+        lines[i] = lines[i][: rng.randrange(1, len(lines[i]) - 1)]  # no newline: the next log glues on
+    journal.write_bytes(b"".join(lines))
+
+
 def finish(folder: Path) -> None:
     result = subprocess.run(command("bench.ablation", *STUDY), cwd=folder, env=environment(),
                             capture_output=True, text=True, timeout=WAIT_S)
@@ -131,7 +147,9 @@ def test_a_study_killed_at_random_ends_as_an_uninterrupted_one(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
     finish(straight)
-    landed = kill_at_random(killed, random.Random(SEED))
+    rng = random.Random(SEED)
+    landed = kill_at_random(killed, rng)
+    tear_at_random(killed / ".bench" / "optuna.journal", rng)
     finish(killed)  # a point whose retry was killed too is queued anew by the next start
 
     assert landed == KILLS
