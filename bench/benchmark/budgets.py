@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from bench import studies
 from bench.benchmark.gpu_report import PACKING_TARGET, runs_per_hour
 from bench.benchmark.measure import synchronize
 from bench.provenance import PROJECT_ROOT
-from bench.config import RunConfig
+from bench.config import LATER_SETTINGS, RunConfig
 from bench.train import Engine, fit, flops_per_image
 
 CARRIED = "fashion-mnist"  # the data the GPU machines get: first epochs are measured on it
@@ -42,6 +42,7 @@ GPU_BUDGET = "gpu"  # the budgets sized for one packed GPU: listed and announced
 # An H100 (SXM) against the GPU the first epochs were measured on: the ratio of their memory bandwidth
 # (3.35 TB/s against the H200's 4.8), an assumption: a packed 32 px study is bound by the GPU, not the host.
 H100_SPEED = {"H100": 1.0, "H200": 0.7}
+_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 
 # --- a smoke study shared by worker processes --------------------------------------------------------
@@ -83,8 +84,26 @@ def _train(config: dict, threads: int, data_dir: str | None) -> dict:
 
 
 def speed_key(config: RunConfig) -> str:
-    """The settings that decide a step's cost: runs that share them share one measured epoch."""
-    return ",".join(f"{k}={v}" for k, v in sorted(config.to_dict().items()) if k not in NOT_SPEED)
+    """The settings that decide a step's cost: runs that share them share one measured epoch. As in the run
+    hash, a setting added later counts only off its default, so epochs measured before it existed still
+    match (`normal_key` reads keys written with every setting)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(config.to_dict().items())
+                    if k not in NOT_SPEED and not _later_default(k, str(v)))
+
+
+def normal_key(key: str) -> str:
+    """A measured epoch's key (as any version of the suite wrote it) as `speed_key` writes it today."""
+    pairs: list[list[str]] = []
+    for part in key.split(","):  # a value may hold commas itself ('train_scale=256,512')
+        if "=" in part:
+            pairs.append(part.split("=", 1))
+        else:
+            pairs[-1][1] += f",{part}"
+    return ",".join(f"{k}={v}" for k, v in pairs if not _later_default(k, v))
+
+
+def _later_default(name: str, value: str) -> bool:
+    return name in LATER_SETTINGS and value == str(_DEFAULTS[name])
 
 
 def full_budget_configs(names: list[str], data_dir: str | None) -> dict[str, dict]:
@@ -223,7 +242,8 @@ def reference(folder: Path = RESULTS) -> Reference | None:
     if not found:
         return None
     _, path, results = max(found, key=lambda item: item[0])
-    return Reference(path, results["device"], results["first_epochs"], packing_gain(results.get("workers")))
+    epochs = {normal_key(key): epoch for key, epoch in results["first_epochs"].items()}
+    return Reference(path, results["device"], epochs, packing_gain(results.get("workers")))
 
 
 def packing_gain(shared: dict | None) -> float | None:
