@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from bench import ablation
 from bench.errors import redact
 from bench.report import command as report
-from conftest import study_runs
+from conftest import main_error, study_runs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 
@@ -67,3 +67,23 @@ def test_a_password_with_every_special_character_appears_nowhere(postgres, workd
     secret = password.split("#")[0][2:]  # the random part and what surrounds it, in any text
     for text in [printed.out, printed.err, *written, *records]:
         assert secret not in text and password not in text
+
+
+# --- item 3: a study's names never become paths ------------------------------------------------------
+
+SMOKE = '[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 160\nepochs = 1\n'
+
+
+@pytest.mark.parametrize("where, name", [
+    ("name", "../../../x"), ("name", "/tmp/abs"), ("name", "a/b"), ("name", "a\\b"), ("name", ".."),
+    ("variant", "../v"), ("budget", "../b"),
+])
+def test_a_study_name_that_would_become_a_path_is_refused_when_read(workdir, capsys, where, name):
+    quoted = f"'{name}'"  # a TOML literal string: the backslash stays one
+    text = {"name": f'name = {quoted}\n[variants]\nvgg-a = {{ model = "vgg-a" }}\n' + SMOKE,
+            "variant": f'name = "ok"\n[variants]\n{quoted} = {{ model = "vgg-a" }}\n' + SMOKE,
+            "budget": f'name = "ok"\n[variants]\nvgg-a = {{ model = "vgg-a" }}\n' + SMOKE.replace("smoke", quoted)}
+    (workdir / "bad.toml").write_text(text[where])
+    line = main_error(ablation.main, ["--study", "bad.toml"], capsys)
+    assert f"{where} {name!r} would become a path" in line
+    assert sorted(p.name for p in workdir.iterdir()) == ["bad.toml"]  # nothing recorded, nothing written
