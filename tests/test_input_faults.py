@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
-from bench import ablation
-from bench.errors import redact
+from bench import ablation, checkpoint, data
+from bench.config import RunConfig
+from bench.data.generate import make_tree
+from bench.errors import BenchError, cli, redact
 from bench.report import command as report
-from conftest import main_error, study_runs
+from bench.train import build_model, fit
+from conftest import main_error, stop_after, study_runs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 
@@ -82,8 +87,86 @@ def test_a_study_name_that_would_become_a_path_is_refused_when_read(workdir, cap
     quoted = f"'{name}'"  # a TOML literal string: the backslash stays one
     text = {"name": f'name = {quoted}\n[variants]\nvgg-a = {{ model = "vgg-a" }}\n' + SMOKE,
             "variant": f'name = "ok"\n[variants]\n{quoted} = {{ model = "vgg-a" }}\n' + SMOKE,
-            "budget": f'name = "ok"\n[variants]\nvgg-a = {{ model = "vgg-a" }}\n' + SMOKE.replace("smoke", quoted)}
+            "budget": 'name = "ok"\n[variants]\nvgg-a = {}\n' + SMOKE.replace("smoke", quoted)}
     (workdir / "bad.toml").write_text(text[where])
     line = main_error(ablation.main, ["--study", "bad.toml"], capsys)
     assert f"{where} {name!r} would become a path" in line
     assert sorted(p.name for p in workdir.iterdir()) == ["bad.toml"]  # nothing recorded, nothing written
+
+
+# --- item 4: a run never silently mixes data or trains on garbage -------------------------------------
+
+
+def small_config(**values) -> RunConfig:
+    return RunConfig(**{"dataset": "synthetic", "width": 0.0625, "subset": 256, "epochs": 2, "batch_size": 64,
+                        "lr": 0.02, "device": "cpu", **values})
+
+
+def test_a_resume_on_a_changed_image_folder_is_refused_naming_the_difference(tmp_path, isolated_cache):
+    folder = make_tree(tmp_path / "tree", images=40, classes=2, size=(36, 36), workers=1)
+    config = small_config(dataset=f"imagefolder:{folder}", image_size=32, subset=None, batch_size=8)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, checkpoint_dir=tmp_path / "ck", on_epoch=stop_after(1))
+    first, second = sorted((folder / "train").rglob("*.jpg"))[:2]
+    first.write_bytes(first.read_bytes() + b"\xff\xd9")  # another file under the same name
+    (second.parent / "added.jpg").write_bytes(second.read_bytes())
+    with pytest.raises(BenchError) as refused:
+        fit(config, checkpoint_dir=tmp_path / "ck")
+    message = str(refused.value)
+    assert f"{first.relative_to(folder)} changed size" in message, message
+    assert f"1 file(s) added (e.g. {(second.parent / 'added.jpg').relative_to(folder)})" in message
+    assert "last.pt was trained on other data" in message and "\n" not in message
+
+
+def test_a_resume_on_the_same_data_goes_on(tmp_path):
+    config = small_config()
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, checkpoint_dir=tmp_path / "ck", on_epoch=stop_after(1))
+    resumed = fit(config, checkpoint_dir=tmp_path / "ck")
+    assert [h.epoch for h in resumed.history] == [1, 2]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_pretrained_file_with_non_finite_weights_is_refused_before_a_record(workdir, capsys, bad):
+    config = small_config(model="vgg-a")
+    state = build_model(config, data.open_run(config)).state_dict()
+    state["features.0.weight"][0, 0, 0, 0] = bad
+    torch.save(state, workdir / "weights.pt")
+    line = main_error(ablation.main, [*ONE, "--pretrained", str(workdir / "weights.pt")], capsys)
+    assert "NaN or infinite weights (features.0.weight)" in line
+    assert not (workdir / "mlflow.db").exists() and not list(workdir.rglob("*.journal"))  # nothing recorded
+
+
+def test_a_run_whose_loss_turns_non_finite_fails_and_is_never_registered(workdir, capsys):
+    (workdir / "diverge.toml").write_text(
+        'name = "diverge"\n[variants]\nvgg-a = { model = "vgg-a", lr = 10.0 }\n'
+        '[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 256\nepochs = 2\nbatch_size = 64\n')
+    previous = signal.getsignal(signal.SIGTERM)  # cli() installs its own SIGTERM handler
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli(ablation.main, ["--study", "diverge.toml"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "the loss is not finite" in line and "lower lr" in line and err.strip().endswith(line)
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    assert [r.info.status for r in study_runs(client, "diverge")] == ["FAILED"]
+    assert client.search_registered_models() == []
+
+
+# --- item 5: a corrupt best.pt is set aside and the run recovers --------------------------------------
+
+
+def test_a_corrupt_best_checkpoint_is_set_aside_and_the_run_trains_again(tmp_path, caplog):
+    config = small_config()
+    fit(config, checkpoint_dir=tmp_path / "ck")
+    best = tmp_path / "ck" / "best.pt"
+    best.write_bytes(best.read_bytes()[:300])  # a crash of the disk, a bad copy
+    again = fit(config, checkpoint_dir=tmp_path / "ck")
+    assert [h.epoch for h in again.history] == [1, 2]  # trained again: the best weights were lost
+    [aside] = best.parent.glob("best.pt.corrupt-*")
+    assert aside.stat().st_size == 300
+    assert checkpoint.load(best, config_hash=config.hash)["best"]["epoch"] == again.best_epoch
+    assert any("set aside" in r.getMessage() and "best.pt" in r.getMessage() for r in caplog.records)
