@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import struct
+import zlib
+from pathlib import Path
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench import ablation, checkpoint, data
+from bench import ablation, checkpoint, data, post, predict, train_command
+from bench.benchmark import command as benchmark
 from bench.config import RunConfig
 from bench.data.generate import make_tree
 from bench.errors import BenchError, cli, redact
@@ -170,3 +174,42 @@ def test_a_corrupt_best_checkpoint_is_set_aside_and_the_run_trains_again(tmp_pat
     assert aside.stat().st_size == 300
     assert checkpoint.load(best, config_hash=config.hash)["best"]["epoch"] == again.best_epoch
     assert any("set aside" in r.getMessage() and "best.pt" in r.getMessage() for r in caplog.records)
+
+
+# --- item 7: one line, not a traceback ---------------------------------------------------------------
+
+
+def bomb_png(path: Path, side: int = 20_000) -> Path:
+    """A PNG whose header claims side x side pixels (400 M at the default): PIL's decompression-bomb limit."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+                     + struct.pack(">I", zlib.crc32(chunk)) + struct.pack(">I", 0) + b"IEND"
+                     + struct.pack(">I", zlib.crc32(b"IEND")))
+    return path
+
+
+@pytest.mark.parametrize("side", [20_000, 10_000])  # past PIL's error limit, and past its warning limit
+def test_a_decompression_bomb_in_an_image_folder_is_one_line(tmp_path, isolated_cache, capsys, side):
+    folder = make_tree(tmp_path / "tree", images=20, classes=2, size=(36, 36), workers=1)
+    bomb = bomb_png(folder / "train" / sorted(os.listdir(folder / "train"))[0] / "bomb.png", side)
+    line = main_error(train_command.main, ["--dataset", f"imagefolder:{folder}", "--image-size", "32",
+                                           "--epochs", "1", "--width", "0.0625"], capsys)
+    assert f"cannot read image {bomb}: a decompression bomb" in line
+
+
+@pytest.mark.parametrize("command, argv", [
+    ("report", ["--study", "depth", "--out"]),
+    ("predict", ["--checkpoint", "best.pt", "--grid", "2", "--out-dir"]),
+    ("post", ["--checkpoint", "best.pt", "--quantize", "--out-dir"]),
+    ("benchmark", ["--suite", "gpu", "--smoke", "--out"]),
+])
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_an_out_folder_that_is_a_file_is_one_line(workdir, capsys, command, argv, where):
+    (workdir / "taken").write_text("a file, not a folder")
+    target = "taken" if where == "file" else "taken/reports"
+    mains = {"report": report.main, "predict": predict.main, "post": post.main, "benchmark": benchmark.main}
+    main = mains[command]
+    line = main_error(main, [*argv, target], capsys)
+    assert f"{argv[-1]} {target} " in line and "not a folder" in line
+    assert (workdir / "taken").read_text() == "a file, not a folder"
