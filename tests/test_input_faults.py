@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench import ablation, checkpoint, data, post, predict, train_command
+from bench import ablation, checkpoint, data, post, predict, search, train_command
 from bench.benchmark import command as benchmark
 from bench.config import RunConfig
 from bench.data.generate import make_tree
@@ -213,3 +213,38 @@ def test_an_out_folder_that_is_a_file_is_one_line(workdir, capsys, command, argv
     line = main_error(main, [*argv, target], capsys)
     assert f"{argv[-1]} {target} " in line and "not a folder" in line
     assert (workdir / "taken").read_text() == "a file, not a folder"
+
+
+# --- item 6: search settings that cannot run are refused before anything is recorded --------------------
+
+
+def search_study(workdir: Path, space: str, search_table: str = "") -> Path:
+    path = workdir / "probe.toml"
+    path.write_text('name = "probe"\n[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 160\n'
+                    f'epochs = 3\nbatch_size = 32\n[search]\n{search_table}\n[search.space]\n{space}\n')
+    return path
+
+
+LR = 'lr = { type = "float", low = 0.001, high = 0.1, log = true }'
+
+
+@pytest.mark.parametrize("pruner, said", [
+    ('{ name = "hyperband", min_resource = 0 }', "ZeroDivisionError"),
+    ('{ name = "hyperband", reduction_factor = 1 }', "ZeroDivisionError"),
+    ('{ name = "hyperband", reduction_factor = nan }', "reduction_factor = nan is not a finite number"),
+    ('{ name = "median", n_warmup_steps = inf }', "n_warmup_steps = inf is not a finite number"),
+])
+def test_pruner_options_that_cannot_run_are_refused_up_front(workdir, capsys, pruner, said):
+    path = search_study(workdir, LR, f"pruner = {pruner}")
+    line = main_error(search.main, ["--study", str(path)], capsys)
+    assert said in line and "probe.toml: search" in line, line
+    assert not (workdir / "mlflow.db").exists() and not list(workdir.rglob("*.journal"))
+
+
+def test_a_space_whose_corner_leaves_no_training_batch_is_refused_up_front(workdir, capsys):
+    space = ('subset = { type = "int", low = 64, high = 512 }\n'
+             'batch_size = { type = "categorical", choices = [32, 128] }\n' + LR)
+    line = main_error(search.main, ["--study", str(search_study(workdir, space))], capsys)
+    assert "batch size 128 is larger than the training split" in line and "subset 64" in line, line
+    assert not (workdir / "mlflow.db").exists() and not list(workdir.rglob("*.journal"))
+
