@@ -61,8 +61,8 @@ def check_components(plan: Plan, settings: dict[str, Any], where: str) -> None:
     if plan.sampler["name"] == "grid":
         for param in plan.space.values():
             if param.by is not None or (param.type == "float" and not param.step):
-                raise BenchError(f"{where}.space.{param.name}: the grid sampler needs a finite set of values: "
-                                 "give it choices (type = \"categorical\") or a step, and no by")
+                raise BenchError(f"{where}.space.{param.name}: the grid sampler needs a finite set of "
+                                 "values: give it choices (type = \"categorical\") or a step, and no by")
     try:
         plan.make_sampler()
         plan.make_pruner(RunConfig.from_dict(settings).epochs)

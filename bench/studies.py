@@ -256,8 +256,9 @@ def check_names(study: str, variants: dict[str, Any], budgets: dict[str, Any], w
     named = [("name", study)] + [("variant", v) for v in variants] + [("budget", b) for b in budgets]
     for what, value in named:
         if not _NAME.fullmatch(value):
-            raise BenchError(f"{where}: {what} {value!r} would become a path, an MLflow experiment and a model "
-                             "name: use letters, digits and . _ + - (at most 100, no separator), e.g. 'my-study'")
+            raise BenchError(f"{where}: {what} {value!r} would become a path, an MLflow experiment and a "
+                             "model name: use letters, digits and . _ + - (at most 100, no separator), "
+                             "e.g. 'my-study'")
 
 
 def _budget(name: str, table: Any, where: str) -> Budget:
