@@ -19,6 +19,11 @@ class BenchError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+class RunFailed(Exception):
+    """One run cannot go on (its loss turned NaN), said in one line: the run is marked FAILED and the
+    study or search goes on with the others, as for any failed run, but without a traceback."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose mistakes (an unknown flag, a value of the wrong type) raise BenchError, so that
     `cli` prints them as one line instead of a usage dump."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from bench import checkpoint, data, data_fingerprint, distributed, evaluation, models, resume, serving
 from bench.config import RunConfig
 from bench.device import resolve_device
-from bench.errors import BenchError
+from bench.errors import BenchError, RunFailed
 
 EVAL_BATCH = 512
 EXAMPLES = 4  # test images kept with a result: the logged model's input example
@@ -424,8 +424,8 @@ def fit(
 def _check_finite(epoch: int, train_loss: float, val_loss: float) -> None:
     """A loss that is NaN or infinite means the weights are garbage from here on: stop the run (FAILED)."""
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-        raise BenchError(f"epoch {epoch}: the loss is not finite (training {train_loss}, validation "
-                         f"{val_loss}): the run diverged; lower lr (or raise warmup_epochs) and run it again")
+        raise RunFailed(f"epoch {epoch}: the loss is not finite (training {train_loss}, validation "
+                        f"{val_loss}): the run diverged; lower lr (or raise warmup_epochs) and run it again")
 
 
 def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], best_path: Path | None) -> Result:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import struct
 import zlib
 from pathlib import Path
@@ -20,7 +19,7 @@ from bench import ablation, checkpoint, data, post, predict, search, train_comma
 from bench.benchmark import command as benchmark
 from bench.config import RunConfig
 from bench.data.generate import make_tree
-from bench.errors import BenchError, cli, redact
+from bench.errors import BenchError, redact
 from bench.report import command as report
 from bench.train import build_model, fit
 from conftest import main_error, stop_after, study_runs
@@ -145,16 +144,9 @@ def test_a_run_whose_loss_turns_non_finite_fails_and_is_never_registered(workdir
     (workdir / "diverge.toml").write_text(
         'name = "diverge"\n[variants]\nvgg-a = { model = "vgg-a", lr = 10.0 }\n'
         '[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 256\nepochs = 2\nbatch_size = 64\n')
-    previous = signal.getsignal(signal.SIGTERM)  # cli() installs its own SIGTERM handler
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            cli(ablation.main, ["--study", "diverge.toml"])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    err = capsys.readouterr().err
-    assert stopped.value.code == 2 and "Traceback" not in err
-    [line] = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert "the loss is not finite" in line and "lower lr" in line and err.strip().endswith(line)
+    assert ablation.main(["--study", "diverge.toml"]) == 1  # the run failed; a study would go on
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Traceback" not in err and "the loss is not finite" in err and "lower lr" in err, err[-3000:]
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     assert [r.info.status for r in study_runs(client, "diverge")] == ["FAILED"]
     assert client.search_registered_models() == []
