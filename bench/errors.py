@@ -19,6 +19,11 @@ class BenchError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+class RunFailed(Exception):
+    """One run cannot go on (its loss turned NaN), said in one line: the run is marked FAILED and the
+    study or search goes on with the others, as for any failed run, but without a traceback."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose mistakes (an unknown flag, a value of the wrong type) raise BenchError, so that
     `cli` prints them as one line instead of a usage dump."""
@@ -71,11 +76,42 @@ def _interrupt(signum, frame) -> NoReturn:
     raise KeyboardInterrupt
 
 
-# scheme://user:password@host: the password runs to the last "@" before the host, as urlsplit reads it.
-_CREDENTIALS = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*):(?P<password>[^\s/?#]*)@")
+# scheme://user: where a password may follow. The user stops at ':' as in sqlalchemy's make_url; the
+# password may hold any character (SQLAlchemy takes '/', '?', '#', ' ' and ':' raw), so where it ends is
+# decided by `_password_end`, not by this pattern.
+_USERINFO = re.compile(r"(?P<quote>['\"]?)\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/'\"]*:")
+_SCHEME = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def redact(text: str) -> str:
     """Hide the password of every URL in `text` (a URL, a command line, an error message):
-    postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    return _CREDENTIALS.sub(lambda m: f"{m['head']}:***@", text)
+    postgresql://user:secret@host/db -> postgresql://user:***@host/db, whatever characters the password
+    has. Where it is unclear which '@' ends a password, more is hidden, never less."""
+    parts, done = [], 0
+    for match in _USERINFO.finditer(text):
+        if match.start() < done:
+            continue  # inside a password already hidden
+        end = _password_end(text, match)
+        if end is None:
+            continue
+        parts += [text[done:match.end()], "***"]
+        done = end
+    return "".join(parts) + text[done:]
+
+
+def _password_end(text: str, match: re.Match) -> int | None:
+    """Where the password that starts at `match.end()` ends: at the last '@' of the URL's line (index),
+    or None if there is none. The last, as urllib splits (rpartition), not the first, as make_url does:
+    a password may hold '@' and a space, so it is the widest span that cannot leak. A quoted URL
+    (shlex.join quotes one with a space, '?' or '#') ends at its quote, any URL before the next one."""
+    start = match.end()
+    bounds = [text.find(match["quote"], start) if match["quote"] else -1, text.find("\n", start),
+              _next_url(text, start)]
+    stop = min([b for b in bounds if b != -1], default=len(text))
+    at = text.rfind("@", start, stop)
+    return None if at == -1 else at
+
+
+def _next_url(text: str, start: int) -> int:
+    found = _SCHEME.search(text, start)
+    return found.start() if found else -1

@@ -51,6 +51,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from bench import markdown as md
+from bench import out_folder
 from bench.errors import BenchError, Parser, cli, one_line
 from bench.progress import console, make_progress, out
 from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
@@ -447,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             raise BenchError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    if args.out_dir:
+        out_folder.check(args.out_dir, "--out-dir")
     tracker = tracker_for(args.run, args.tracking_uri)
     trained = load_trained(run_id=args.run, checkpoint_path=args.checkpoint, tracker=tracker, data_dir=args.data_dir)
     out_dir = Path(args.out_dir) if args.out_dir else Path(".bench", "post", trained.tag)

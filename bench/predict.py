@@ -42,7 +42,7 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, plots, serving
+from bench import data, out_folder, plots, serving
 from bench.data.images import decode_bytes, file_bytes
 from bench.errors import BenchError, Parser, cli, one_line
 from bench.progress import console, out
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--grid takes a positive number of test images, got {args.grid}")
     if sum(x is not None for x in (args.run, args.model, args.checkpoint)) > 1:
         raise BenchError("say which model once: --run RUN_ID, --model models:/NAME@ALIAS or --checkpoint PATH")
+    out_dir = out_folder.check(args.out_dir, "--out-dir")
     run_id = args.run
     tracker = tracker_for(args.run or args.model, args.tracking_uri)
     if args.model is not None:
@@ -194,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     trained = load_trained(run_id=run_id, checkpoint_path=args.checkpoint, tracker=tracker, data_dir=args.data_dir)
     if args.model is not None:
         trained = dataclasses.replace(trained, source=f"{args.model} (run {run_id})")
-    out_dir = Path(args.out_dir)
     written = []
 
     if args.images:

@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from bench import launch, outage, owners, packing, progress as progress_ui
 from bench.config import RunConfig
-from bench.errors import BenchError, one_line
+from bench.errors import BenchError, RunFailed, one_line
 from bench.optuna_storage import describe_storage, open_storage, storage_lock
 from bench.store_files import STATE_DIR
 from bench.tracking import Tracker
@@ -238,7 +238,10 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
             tracker.set_status(run_id, "FAILED", state="failed", error=f"{type(exc).__name__}: {message}")
             job.study.tell(trial, state=TrialState.FAIL)
             job.failures.append(f"{run_name}: {type(exc).__name__}: {message}")
-            logging.getLogger("bench").exception("run %s failed", run_name)
+            if isinstance(exc, RunFailed):  # said in one line; a traceback would add nothing
+                logging.getLogger("bench").warning("run %s failed: %s", run_name, message)
+            else:
+                logging.getLogger("bench").exception("run %s failed", run_name)
             return
     tracker.log_result(run_id, config, result, run_name)
     tracker.set_status(run_id, "FINISHED", state="complete")

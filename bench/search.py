@@ -25,6 +25,7 @@ from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.progress import console  # notes on stderr, results on stdout
 from bench.search_job import SearchJob, standing
+from bench.search_checks import corner_configs
 from bench.search_space import Plan, load_plan
 from bench.search_summary import log_summary, print_outcome
 from bench.tracking import Tracker
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     budget, plan, settings = chosen_plan(study, args, overrides)
     shared_config = RunConfig.from_dict(settings)  # what every trial has before sampling
     cli.check_processes(shared_config, args)
-    edges = [shared_config.replace(**{p.name: v}) for p in plan.space.values() for v in p.extremes()]
+    edges = corner_configs(plan, shared_config)  # every combination of the space's extremes
     preflight.check([shared_config, *edges], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
 
     tracker = Tracker(args.tracking_uri)

@@ -41,7 +41,7 @@ import optuna
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 from optuna.samplers import GridSampler, RandomSampler, TPESampler
 
-from bench import studies
+from bench import search_checks, studies
 from bench.config import RunConfig
 from bench.errors import BenchError
 
@@ -198,8 +198,8 @@ def load_plan(study: studies.Study, budget: str, settings: dict[str, Any],
         sampler=_component(merged.get("sampler", "tpe"), SAMPLERS, "sampler", where),
         pruner=_component(merged.get("pruner", "median"), PRUNERS, "pruner", where),
     )
-    _check_against_config(plan, settings, where)
-    _check_components(plan, settings, where)
+    search_checks.check_against_config(plan, settings, where)
+    search_checks.check_components(plan, settings, where)
     return plan
 
 
@@ -297,34 +297,13 @@ def _component(spec: Any, known: dict[str, Any], kind: str, where: str) -> dict[
     if spec["name"] not in known:
         _unknown(f"{where}.{kind}", kind, spec["name"], known)
     accepted = set(inspect.signature(known[spec["name"]].__init__).parameters) - {"self", "search_space"}
-    for option in spec:
+    for option, value in spec.items():
         if option != "name" and option not in accepted:
             raise BenchError(f"{where}.{kind}: {spec['name']} takes no option {option!r}; it takes: "
                              f"{', '.join(sorted(accepted)) or 'none'}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BenchError(f"{where}.{kind}: {option} = {value} is not a finite number; give one")
     return dict(spec)
-
-
-def _check_against_config(plan: Plan, settings: dict[str, Any], where: str) -> None:
-    """Each edge of the space must make a valid RunConfig, or the search fails hours in."""
-    for param in plan.space.values():
-        for value in param.extremes():
-            try:
-                RunConfig.from_dict({**settings, param.name: value})
-            except BenchError as exc:
-                raise BenchError(f"{where}.space.{param.name}: {value!r} cannot be trained: {exc}") from None
-
-
-def _check_components(plan: Plan, settings: dict[str, Any], where: str) -> None:
-    if plan.sampler["name"] == "grid":
-        for param in plan.space.values():
-            if param.by is not None or (param.type == "float" and not param.step):
-                raise BenchError(f"{where}.space.{param.name}: the grid sampler needs a finite set of values: "
-                                 "give it choices (type = \"categorical\") or a step, and no by")
-    try:
-        plan.make_sampler()
-        plan.make_pruner(RunConfig.from_dict(settings).epochs)
-    except (TypeError, ValueError) as exc:
-        raise BenchError(f"{where}: sampler {plan.sampler} or pruner {plan.pruner} rejected its options: {exc}") from None
 
 
 def _known_keys(table: dict[str, Any], known: set[str], where: str) -> None:

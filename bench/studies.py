@@ -13,6 +13,7 @@ A study may also hold a [search] table (see bench.search); adding a study needs 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,7 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         raise BenchError(f"{where}: a study needs a [variants] table (or a [search] table)")
     if not budgets_raw:
         raise BenchError(f"{where}: a study needs at least one budget of its own, e.g. [budgets.cpu]")
+    check_names(str(raw.get("name", path.stem)), variants, budgets_raw, where)
     budgets = {name: _budget(name, table, where) for name, table in budgets_raw.items()}
     inherited = {name: budget for name, budget in shared_budgets().items() if name not in budgets}
     budgets.update(inherited)
@@ -255,6 +257,21 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
         if not variants:
             _config(study, what, {**base, **budget.settings})
     return study
+
+
+# A study's, variant's and budget's names become folders (reports/, checkpoints), MLflow experiments and
+# registered models: letters, digits and . _ + - only, so none can climb out of a folder or name one.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+
+
+def check_names(study: str, variants: dict[str, Any], budgets: dict[str, Any], where: str) -> None:
+    """Refuse, in one line, a name that would become a path (`../x`, `/abs`, `a/b`) or escape a name."""
+    named = [("name", study)] + [("variant", v) for v in variants] + [("budget", b) for b in budgets]
+    for what, value in named:
+        if not _NAME.fullmatch(value):
+            raise BenchError(f"{where}: {what} {value!r} would become a path, an MLflow experiment and a "
+                             "model name: use letters, digits and . _ + - (at most 100, no separator), "
+                             "e.g. 'my-study'")
 
 
 def _budget(name: str, table: Any, where: str) -> Budget:

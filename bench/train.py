@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -26,15 +25,14 @@ from typing import Any, Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, distributed, evaluation, models, serving, step
+from bench import checkpoint, data, data_fingerprint, distributed, evaluation, models, resume, serving, step
 from bench.config import RunConfig
 from bench.device import resolve_device
-from bench.errors import BenchError
+from bench.errors import BenchError, RunFailed
 from bench.optimization import last_linear, lr_at, make_optimizer, plateau_drops
 
 EVAL_BATCH = 512
 EXAMPLES = 4  # test images kept with a result: the logged model's input example
-log = logging.getLogger("bench.train")
 
 
 # Field metadata declares what a run leaves behind (read by bench.record, MLflow-free): "metric" is
@@ -168,6 +166,10 @@ def load_pretrained(model: torch.nn.Module, path: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BenchError(f"pretrained file {path} holds a {type(state).__name__}, not a state_dict of tensors: "
                          "save it with torch.save(model.state_dict(), path)")
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if broken is not None:
+        raise BenchError(f"pretrained file {path} holds NaN or infinite weights ({broken}): training from it "
+                         "gives NaN losses; give a file saved from a model that trained well")
     last = {f"{name}.{p}" for name, m in model.named_modules() if m is last_linear(model)
             for p in ("weight", "bias")}
     own = model.state_dict()
@@ -341,23 +343,26 @@ def fit(
     last_path = ckpt_dir / "last.pt" if ckpt_dir else None
     best_path = ckpt_dir / "best.pt" if ckpt_dir else None
 
-    start, history, best = _resume(engine, last_path)
+    trained_on = data_fingerprint.of(config, engine.splits.info) if ckpt_dir else {}
+    start, history, best = resume.resume(engine, last_path, best_path, trained_on)
     best_weights = None
     for epoch in range(start + 1, engine.epochs + 1):
         began = time.perf_counter()
         train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
         seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised
         val_loss, val_acc, _ = engine.evaluate("val")
-        stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, engine.lr, seconds,
-                           seen / seconds)
+        _check_finite(epoch, train_loss, val_loss)
+        stats = EpochStats(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                           val_acc=val_acc, lr=engine.lr, seconds=seconds, images_per_s=seen / seconds)
         history.append(stats)
         if val_acc > best["val_acc"]:
             best = {"val_acc": val_acc, "epoch": epoch}
             best_weights = copy.deepcopy(engine.model.state_dict())
-            if best_path is not None:
-                _save(group, best_path, {**engine.state(epoch, history, best), "optimizer": {}})
-        if last_path is not None:
-            _save(group, last_path, engine.state(epoch, history, best))
+        if ckpt_dir is not None:  # with the data it trained on, so that a resume on other data is refused
+            state = {**engine.state(epoch, history, best), "data": trained_on}
+            if best["epoch"] == epoch:
+                _save(group, best_path, {**state, "optimizer": {}})
+            _save(group, last_path, state)
         if on_epoch is not None:
             on_epoch(stats)
 
@@ -368,19 +373,11 @@ def fit(
     return _tested(engine, history, best, best_path)
 
 
-def _resume(engine: Engine, last_path: Path | None) -> tuple[int, list[EpochStats], dict[str, Any]]:
-    """(epochs done, history, best so far) from the last checkpoint, or a fresh start without one."""
-    fresh = 0, [], {"val_acc": -1.0, "epoch": 0}
-    if last_path is None or not last_path.exists():
-        return fresh
-    try:
-        state = checkpoint.load(last_path, config_hash=engine.config.hash)
-    except checkpoint.Unreadable as exc:  # torn by a crash: start over, keep the file to look at
-        if engine.group.is_main:  # every rank starts over; one renames the file
-            aside = checkpoint.set_aside(last_path)
-            log.warning("%s; set aside as %s, the run starts again from epoch 1", exc, aside)
-        return fresh
-    return engine.restore(state)
+def _check_finite(epoch: int, train_loss: float, val_loss: float) -> None:
+    """A loss that is NaN or infinite means the weights are garbage from here on: stop the run (FAILED)."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise RunFailed(f"epoch {epoch}: the loss is not finite (training {train_loss}, validation "
+                        f"{val_loss}): the run diverged; lower lr (or raise warmup_epochs) and run it again")
 
 
 def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], best_path: Path | None) -> Result:

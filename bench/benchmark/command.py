@@ -6,6 +6,7 @@ import argparse
 import itertools
 import sys
 
+from bench import out_folder
 from bench.benchmark import gpu
 from bench.benchmark.end_to_end import END_TO_END_EPOCHS, end_to_end
 from bench.benchmark.output import report
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.until is not None and not 0 < args.until <= 1:
         raise BenchError(f"--until is a validation accuracy in (0, 1], got {args.until}")
     if args.suite:
+        if args.out:
+            out_folder.check(args.out, "--out")
         return gpu.run_suite(args, argv)
     if args.smoke or args.out or args.timm_models or args.time_limit:
         raise BenchError("--smoke, --out, --timm-models and --time-limit belong to --suite gpu")

@@ -117,7 +117,8 @@ def _run(engine: Engine, loop: Loop, target: float, epochs: int, cap_s: float | 
             test_acc = engine.evaluate("test", loop.model)[1]
             eval_s = time.perf_counter() - began
             lr = float(loop.optimizer.param_groups[0]["lr"])  # a device tensor under the graph step
-            history.append(EpochStats(epoch, loss, acc, val_loss, val_acc, lr, seconds, seen / seconds))
+            history.append(EpochStats(epoch=epoch, train_loss=loss, train_acc=acc, val_loss=val_loss, val_acc=val_acc,
+                                      lr=lr, seconds=seconds, images_per_s=seen / seconds))
             rows.append({"epoch": epoch, "train_loss": loss, "train_acc": acc, "val_acc": val_acc,
                          "test_acc": test_acc, "train_s": seconds, "eval_s": eval_s, "train_seconds_total": train_s,
                          "images_per_s": seen / seconds})

@@ -7,6 +7,7 @@ a served model sees its images exactly as training did.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,12 +76,20 @@ def header(path: Path) -> tuple[str, int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            return img.mode, img.size[0], img.size[1]
+        with warnings.catch_warnings():
+            # Past PIL's pixel limit a header is a decompression bomb: decoding it would exhaust memory.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.mode, img.size[0], img.size[1]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BenchError(f"cannot read image {path}: a decompression bomb ({one_line(exc)}); remove or "
+                         "replace the file") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise BenchError(f"cannot read image {path}: {one_line(exc)}; remove or replace the file") from None
 
 
 def choose_mode(modes) -> str:
     """'L' when every image is greyscale, else 'RGB' (alpha dropped)."""
-    return "L" if all(m in GREY_MODES for m in modes) else "RGB"
+    # Every mode is taken before deciding: given a generator of headers, all() would stop at the first
+    # colour image and leave the other files' headers unread, a bad file (a bomb) found only mid-run.
+    return "L" if all([m in GREY_MODES for m in modes]) else "RGB"

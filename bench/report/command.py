@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from bench import studies
+from bench import out_folder, studies
 from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
 from bench.report import build, read, render, terminal
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         raise BenchError(f"--compare names a study twice: {' '.join(names)}")
     target = studies.percent(args.target_val_acc, "--target-val-acc")
+    out_folder.check(args.out, "--out")
     # Stamped into the md, csv and png and logged to MLflow: never with a password in it.
     command = redact("python -m bench.report " + shlex.join(sys.argv[1:] if argv is None else argv))
     tracker = read.open_store(args.tracking_uri)
