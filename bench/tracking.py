@@ -170,7 +170,7 @@ class Tracker:
             return None
 
     def start_child(
-        self, experiment_id: str, parent_id: str, config: RunConfig, name: str, tags: dict[str, Any]
+        self, experiment_id: str, parent_id: str | None, config: RunConfig, name: str, tags: dict[str, Any]
     ) -> str:
         """A run for `config`: the cut-off one with the same config hash if there is one, else new.
 
@@ -187,7 +187,7 @@ class Tracker:
             "bench.pid": os.getpid(),
             **{f"bench.{k}": v for k, v in provenance.stamp(_device(config)).items()},
             **{k if k.startswith(("bench.", "mlflow.")) else f"bench.{k}": v for k, v in tags.items()},
-            "mlflow.parentRunId": parent_id,
+            **({"mlflow.parentRunId": parent_id} if parent_id else {}),  # none: a lone bench.train run
         }
         previous = [r for r in self.child_runs(experiment_id, config_hash=config.hash) if r.info.status != "FINISHED"]
         if previous:
