@@ -44,7 +44,7 @@ from rich.table import Table
 
 from bench import data, plots, serving
 from bench.data.images import decode_bytes, file_bytes
-from bench.errors import BenchError, Parser, cli, one_line
+from bench.errors import BenchError, Parser, cli, one_line, redact
 from bench.progress import console, out
 from bench.train import EVAL_BATCH
 from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
@@ -215,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
             out_dir / f"confusion-{trained.tag}.png", f"{trained.source}: test set"))
     for path in written:
         console.print(f"wrote {path}")
-        if tracker is not None:
-            tracker.log_file(trained.run_id, path, "predict")
     if tracker is not None and written:
-        console.print(f"logged to run {trained.run_id} under predict/")
+        behind = f" (the run behind {args.model})" if args.model else ""
+        console.print(f"note: adding {', '.join(p.name for p in written)} under predict/ to recorded MLflow run "
+                      f"{trained.run_id}{escape(behind)} in {escape(redact(tracker.uri))}", soft_wrap=True)
+        for path in written:
+            tracker.log_file(trained.run_id, path, "predict")
     return 0
 
 

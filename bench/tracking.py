@@ -486,6 +486,21 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), folder)
 
 
+class RefusedInput(MlflowException):
+    """A served request refused in one line (HTTP 400). MLflow's scoring server rewrites the message
+    of every MlflowException to "Failed to predict data '<the whole input>'. Error: ...": this one
+    keeps its first message, so a refusal never echoes the input back."""
+
+    @property
+    def message(self) -> str:
+        return self._first_message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_first_message"):
+            self._first_message = value
+
+
 class ServedModel(mlflow.pyfunc.PythonModel):
     """The pyfunc face of a bench.serving.Servable: what `mlflow models serve` and
     mlflow.pyfunc.load_model run. Param `invert`: auto (default), yes or no."""
@@ -501,7 +516,7 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         try:
             return self.servable.predict(model_input, invert=(params or {}).get("invert", "auto"))
         except BenchError as exc:  # a 400 with our one line, not a server error
-            raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from None
+            raise RefusedInput(str(exc), INVALID_PARAMETER_VALUE) from None
 
 
 def open_existing(uri: str | None) -> Tracker:

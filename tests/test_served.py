@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import FASHION_DIR, ROOT, free_port, needs_fashion, raw_idx, wait_for
 from mlflow.tracking import MlflowClient
+from test_records import post_json
 
-from bench import serving
+from bench import latency, post, predict, serving
 from bench.errors import BenchError
 from bench.trained import load_trained
-from conftest import FASHION_DIR, ROOT, free_port, needs_fashion, raw_idx, wait_for
-from test_records import post_json
 
 TRAIN = ["--model", "vgg-a", "--width", "0.125", "--subset", "2000", "--epochs", "1", "--batch-size", "64",
          "--no-system-metrics"]
@@ -31,7 +32,7 @@ def train(folder: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", "bench.train", *TRAIN, *extra], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,42 @@ def test_what_cannot_be_read_is_refused_in_terms_of_shapes(shape, says):
     with pytest.raises(BenchError) as refused:
         preprocessing.to_uint8(np.full(shape, 123, np.uint8))
     assert says in str(refused.value) and "123" not in str(refused.value)
+
+
+@needs_fashion
+def test_predict_and_post_say_when_they_write_into_a_recorded_run(lone_run, tmp_path, capsys):
+    folder, run_id = lone_run
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    assert predict.main(["--run", run_id, "--tracking-uri", uri, "--grid", "4", "--out-dir", str(tmp_path)]) == 0
+    [note] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: adding")]
+    assert f"under predict/ to recorded MLflow run {run_id}" in note
+    assert {a.path for a in MlflowClient(uri).list_artifacts(run_id, "predict")} == {"predict/predictions-run-"
+                                                                                   f"{run_id[:8]}.png"}
+
+    assert post.main(["--run", run_id, "--tracking-uri", uri, "--prune", "0.5", "--repeats", "12", "--threads", "1",
+                      "--out-dir", str(tmp_path / "post")]) == 0
+    captured = capsys.readouterr()
+    [note] = [line for line in captured.err.splitlines() if line.startswith("note: adding nested run")]
+    assert f"to recorded MLflow run {run_id}" in note
+    [child] = MlflowClient(uri).search_runs([MlflowClient(uri).get_run(run_id).info.experiment_id],
+                                            filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert child.info.run_id in note and child.data.params["layout"] == "NCHW contiguous"
+    m = child.data.metrics
+    for variant in ("fp32", "pruned-50"):  # the same layout, batch 1 and 32, a median inside its interval
+        for b in (1, 32):
+            assert 0 < m[f"{variant}.ms_b{b}_low"] <= m[f"{variant}.ms_b{b}"] <= m[f"{variant}.ms_b{b}_high"]
+    assert "ms/call b=32" in captured.out
+
+
+def test_every_format_is_timed_in_one_layout_with_an_interval():
+    model = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    seen = []
+    forward = post.torch_forward(model)  # the model's weights are made contiguous NCHW
+    assert model.weight.is_contiguous() and not model.weight.is_contiguous(memory_format=torch.channels_last)
+    [timing] = latency.time_in_turns([lambda x: seen.append(x.is_contiguous()) or forward(x)],
+                                     torch.zeros(2, 8, 8, 3).permute(0, 3, 1, 2), rounds=20, warmup=1)
+    assert all(seen) and timing.batch == 2 and timing.calls == 20
+    assert timing.low_ms <= timing.median_ms <= timing.high_ms
+    median, low, high = latency.median_interval([float(i) for i in range(1, 51)])
+    assert (median, low, high) == (25.5, 18.0, 33.0)  # the order statistics of a binomial(50, 1/2)
+    assert latency.median_interval([3.0, 1.0, 2.0]) == (2.0, 1.0, 3.0)  # too few calls: the extremes
