@@ -256,8 +256,8 @@ def seed_distribution(recorded: BaseDistribution | None, seeds: list[int], where
     if isinstance(recorded, CategoricalDistribution):
         outside = sorted(set(seeds) - set(recorded.choices))
         if outside:
-            raise BenchError(f"seed {outside[0]} is not among the seeds {where} takes (0..99, as it was started "
-                             "with): choose seeds in that range, or run it under another --storage")
+            raise BenchError(f"seed {outside[0]} is not among the seeds {where} takes (0..99, as it was "
+                             "started with): choose seeds in that range, or run it under another --storage")
         return recorded
     return IntDistribution(min(seeds), max(seeds))
 

@@ -78,8 +78,8 @@ class Variant:
         """One row of the csv: the timings as columns."""
         row = {k: v for k, v in asdict(self).items() if k != "timings"}
         for batch, t in self.timings.items():
-            row.update({f"ms_b{batch}": t.median_ms, f"ms_b{batch}_low": t.low_ms, f"ms_b{batch}_high": t.high_ms,
-                        f"images_per_s_b{batch}": t.images_per_s})
+            row.update({f"ms_b{batch}": t.median_ms, f"ms_b{batch}_low": t.low_ms,
+                        f"ms_b{batch}_high": t.high_ms, f"images_per_s_b{batch}": t.images_per_s})
         return row
 
 
@@ -299,7 +299,8 @@ def metrics(variants: list[Variant]) -> dict[str, float]:
             numbers["acc_delta"] = v.test_acc - base.test_acc
         for b, t in v.timings.items():
             numbers.update({f"ms_b{b}": t.median_ms, f"ms_b{b}_low": t.low_ms, f"ms_b{b}_high": t.high_ms,
-                            f"images_per_s_b{b}": t.images_per_s, f"speedup_b{b}": base.timings[b].median_ms / t.median_ms})
+                            f"images_per_s_b{b}": t.images_per_s,
+                            f"speedup_b{b}": base.timings[b].median_ms / t.median_ms})
         values.update({f"{v.name}.{k}": x for k, x in numbers.items() if x is not None})
     return values
 

@@ -217,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"wrote {path}")
     if tracker is not None and written:
         behind = f" (the run behind {args.model})" if args.model else ""
-        console.print(f"note: adding {', '.join(p.name for p in written)} under predict/ to recorded MLflow run "
-                      f"{trained.run_id}{escape(behind)} in {escape(redact(tracker.uri))}", soft_wrap=True)
+        names = ", ".join(p.name for p in written)
+        console.print(f"note: adding {names} under predict/ to recorded MLflow run {trained.run_id}"
+                      f"{escape(behind)} in {escape(redact(tracker.uri))}", soft_wrap=True)
         for path in written:
             tracker.log_file(trained.run_id, path, "predict")
     return 0

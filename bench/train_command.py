@@ -39,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
                                     "the process that reads it records the run, so this one does not track")
     p.add_argument("--no-track", dest="track", action="store_false",
                    help=f"keep nothing in MLflow (default: a run in experiment {EXPERIMENT!r} of the store)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--tracking-uri",
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
                    help="do not sample CPU, memory and GPU use into the run (MLflow's system/ metrics)")
     return p
@@ -54,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     events = EventLog(args.events if group.is_main else None)
     track = args.track and group.is_main and args.events is None
     try:
-        recorder = tracked_run(config, args, command_line("train", argv)) if track else contextlib.nullcontext(Untracked())
+        recorder = (tracked_run(config, args, command_line("train", argv)) if track
+                    else contextlib.nullcontext(Untracked()))
         with recorder as run, progress.RunProgress(quiet=not group.is_main) as bar:
             result = fit(
                 config,
-                on_epoch=lambda stats: (bar.epoch_done(stats), events.write(epoch=asdict(stats)), run.epoch(stats)),
+                on_epoch=lambda stats: (bar.epoch_done(stats), events.write(epoch=asdict(stats)),
+                                        run.epoch(stats)),
                 on_batch=bar.batch_done,
                 checkpoint_dir=run.checkpoint_dir or args.checkpoint_dir,
                 data_dir=args.data_dir,
@@ -105,9 +108,11 @@ class TrackedRun:
     def finish(self, result) -> None:
         self.tracker.log_result(self.run_id, self.config, result, run_name(self.config))
         self.tracker.set_status(self.run_id, "FINISHED", state="complete")
-        progress.console.print(f"logged as MLflow run {self.run_id} in experiment {EXPERIMENT!r} of "
-                               f"{redact(self.tracker.uri)}: python -m bench.predict --run {self.run_id} IMAGE, "
-                               f"or mlflow models serve -m runs:/{self.run_id}/model", highlight=False)
+        progress.console.print(
+            f"logged as MLflow run {self.run_id} in experiment {EXPERIMENT!r} of {redact(self.tracker.uri)}: "
+            f"python -m bench.predict --run {self.run_id} IMAGE, "
+            f"or mlflow models serve -m runs:/{self.run_id}/model",
+            highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

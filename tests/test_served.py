@@ -61,7 +61,7 @@ def test_bench_train_is_tracked_with_its_model_and_checkpoint(lone_run, tmp_path
     assert {"checkpoints", "plots"} <= artifacts
     from bench.tracking import Tracker
 
-    trained = load_trained(run_id=run_id, tracker=Tracker(uri))  # what bench.predict and bench.post start from
+    trained = load_trained(run_id=run_id, tracker=Tracker(uri))  # where bench.predict and bench.post start
     assert trained.config.hash == run.data.tags["bench.config_hash"]
 
     # --no-track keeps nothing: no store is even created.
@@ -101,14 +101,16 @@ def test_the_readme_serving_command_from_a_fresh_shell(lone_run):
     for name, (code, answer) in refused.items():
         message = answer.get("message", "")
         assert code == 400 and "\n" not in message, (name, code, answer)
-        assert "Traceback" not in json.dumps(answer) and "[[" not in message and len(message) < 300, (name, message)
+        assert "Traceback" not in json.dumps(answer), (name, answer)
+        assert "[[" not in message and len(message) < 300, (name, message)  # the input is not echoed
     assert "ambiguous" in refused["3x28x28"][1]["message"]
     assert "at least 8 px" in refused["1x1"][1]["message"] and "28x28x4" in refused["rgba"][1]["message"]
     assert "no images" in refused["empty"][1]["message"]
 
 
-@pytest.mark.parametrize("shape, images", [((28, 28), 1), ((28, 28, 1), 1), ((28, 28, 3), 1), ((1, 28, 28), 1),
-                                           ((5, 28, 28), 5), ((2, 1, 28, 28), 2), ((2, 28, 28, 3), 2),
+@pytest.mark.parametrize("shape, images", [((28, 28), 1), ((28, 28, 1), 1), ((28, 28, 3), 1),
+                                           ((1, 28, 28), 1), ((5, 28, 28), 5), ((2, 1, 28, 28), 2),
+                                           ((2, 28, 28, 3), 2),
                                            ((60, 40), 1), ((8, 8), 1)])
 def test_layouts_read_one_way_only(shape, images):
     preprocessing = serving.Preprocessing(("a", "b"), (0.3,), (0.3,), 1, 32, 28)
@@ -119,7 +121,8 @@ def test_layouts_read_one_way_only(shape, images):
 @pytest.mark.parametrize("shape, says", [((28, 28, 4), "cannot read"), ((28, 28, 2), "cannot read"),
                                          ((2, 28, 28, 4), "cannot read"), ((3, 28, 28), "ambiguous"),
                                          ((1, 1), "at least 8 px"), ((2, 2), "at least 8 px"),
-                                         ((7, 7), "at least 8 px"), ((0, 28, 28), "no images"), ((28,), "cannot read")])
+                                         ((7, 7), "at least 8 px"), ((0, 28, 28), "no images"),
+                                         ((28,), "cannot read")])
 def test_what_cannot_be_read_is_refused_in_terms_of_shapes(shape, says):
     preprocessing = serving.Preprocessing(("a", "b"), (0.3,), (0.3,), 1, 32, 28)
     with pytest.raises(BenchError) as refused:
@@ -131,13 +134,14 @@ def test_what_cannot_be_read_is_refused_in_terms_of_shapes(shape, says):
 def test_predict_and_post_say_when_they_write_into_a_recorded_run(lone_run, tmp_path, capsys):
     folder, run_id = lone_run
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    assert predict.main(["--run", run_id, "--tracking-uri", uri, "--grid", "4", "--out-dir", str(tmp_path)]) == 0
+    argv = ["--run", run_id, "--tracking-uri", uri]
+    assert predict.main([*argv, "--grid", "4", "--out-dir", str(tmp_path)]) == 0
     [note] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: adding")]
     assert f"under predict/ to recorded MLflow run {run_id}" in note
-    assert {a.path for a in MlflowClient(uri).list_artifacts(run_id, "predict")} == {"predict/predictions-run-"
-                                                                                   f"{run_id[:8]}.png"}
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "predict")}
+    assert logged == {f"predict/predictions-run-{run_id[:8]}.png"}
 
-    assert post.main(["--run", run_id, "--tracking-uri", uri, "--prune", "0.5", "--repeats", "12", "--threads", "1",
+    assert post.main([*argv, "--prune", "0.5", "--repeats", "12", "--threads", "1",
                       "--out-dir", str(tmp_path / "post")]) == 0
     captured = capsys.readouterr()
     [note] = [line for line in captured.err.splitlines() if line.startswith("note: adding nested run")]

@@ -51,7 +51,8 @@ def test_a_journal_begun_with_seeds_as_categorical_still_resumes(workdir):
     old = optuna.create_study(study_name="depth-smoke", storage=journal(workdir), direction="maximize")
     old.add_trial(optuna.trial.create_trial(
         params={"variant": "vgg-a", "seed": 0}, state=optuna.trial.TrialState.FAIL,
-        distributions={"variant": CategoricalDistribution(("vgg-a", "vgg-b", "vgg-d", "vgg-e")), "seed": OLD_SEEDS}))
+        distributions={"variant": CategoricalDistribution(("vgg-a", "vgg-b", "vgg-d", "vgg-e")),
+                       "seed": OLD_SEEDS}))
     message = command_error("bench.ablation", *SMOKE, "--seeds", "5,100", cwd=workdir, timeout=600)
     assert "seed 100 is not among" in message and "--storage" in message
     assert ablation.main([*SMOKE, "--seeds", "1"]) == 0
