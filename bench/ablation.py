@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from rich.markup import escape
 
@@ -29,21 +29,24 @@ from bench.train import flops_per_image
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
 NOT_OVERRIDES = ("seed", "budget", "compute_scale")
-# The seed param's choices: fixed for every study, since an Optuna distribution cannot grow.
-SEEDS = tuple(range(100))
+# What the trial's value is, in the study's metadata (a study's metric name is set once, when made).
+OBJECTIVE_NOTE = ("best_val_acc: the MLflow metric of the trial's run (user attr mlflow_run_id), its best "
+                  "validation accuracy over the epochs")
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
 SOURCE = {record.SOURCE_NAME: f"python -m bench.{cli.ABLATION}"}  # the UI's Source, however it was started
 
 
 @dataclass(kw_only=True)
 class AblationJob(runner.Job):
-    """The grid as Optuna trials whose params are `variant` and `seed` (categorical, so that the
-    dashboard's history, slice and importance views work as for a search)."""
+    """The grid as Optuna trials whose params are `variant` (categorical) and `seed` (an int range
+    over the grid's seeds), so that the dashboard's history, slice, contour, parallel-coordinate
+    and importance views work as for a search."""
 
     points: dict[str, studies.Point]  # by config hash
     variants: tuple[str, ...]  # every variant of the study file: one distribution for all trials
     label: str  # the budget label
     point_for: Callable[[str, int], studies.Point]  # a point another worker queued, with these settings
+    seed_distribution: BaseDistribution  # see seed_distribution()
     deferred: set[str] = field(default_factory=set)  # init_from_a points held back until their vgg-a run is complete
 
     def claim(self) -> optuna.Trial | None:
@@ -64,7 +67,7 @@ class AblationJob(runner.Job):
 
     def describe(self, trial: optuna.Trial):
         variant = trial.suggest_categorical("variant", self.variants)  # the queued point's, fixed
-        seed = trial.suggest_categorical("seed", SEEDS)
+        seed = suggest_seed(trial, self.seed_distribution)
         point = self.points.get(trial.user_attrs.get("point")) or self.point_for(variant, seed)
         tags = {"study": self.experiment_name, "variant": point.variant, "seed": point.seed, **SOURCE}
         return point.config, point.key, tags
@@ -128,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
     tracker = Tracker(args.tracking_uri)
     storage = optuna_storage.open_storage(args.storage)
-    check_distributions(storage, f"{study.name}-{points[0].config.budget}", args.storage, tuple(study.variants))
+    seeds = check_distributions(storage, f"{study.name}-{points[0].config.budget}", args.storage,
+                                tuple(study.variants), sorted({p.seed for p in points}))
     if not args.quiet:
         announce(study, budget, points, args)
-    job = open_job(study, budget, points, args, tracker, storage, command,
+    job = open_job(study, budget, points, args, tracker, storage, command, seeds,
                    point_for=lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0])
 
     if job.all_finished() and tracker.status(job.parent_run_id) == "FINISHED":
@@ -165,15 +169,11 @@ def chosen_grid(study: studies.Study, args: argparse.Namespace, overrides: dict[
     budget.check_needs(overrides)
     points = a_runs_first(study.grid(args.budget, overrides, seeds, variants,
                                      flops_per_image=lambda config: flops_per_image(config, args.data_dir)))
-    outside = sorted({p.seed for p in points} - set(SEEDS))
-    if outside:
-        raise BenchError(f"seed {outside[0]} is outside 0..{SEEDS[-1]}, the seeds an ablation's Optuna study "
-                         "knows: choose seeds in that range")
     return budget, points
 
 
 def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args: argparse.Namespace,
-             tracker: Tracker, storage, command: str,
+             tracker: Tracker, storage, command: str, seed_distribution: BaseDistribution,
              point_for: Callable[[str, int], studies.Point]) -> AblationJob:
     """The study's Optuna study and MLflow parent run, described, with every missing point queued."""
     label = points[0].config.budget
@@ -189,7 +189,10 @@ def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.
             experiment_id=experiment_id, parent_run_id=parent_id, storage=storage, storage_url=args.storage,
             system_metrics=args.system_metrics, points={p.config.hash: p for p in points},
             variants=tuple(study.variants), label=label, point_for=point_for,
+            seed_distribution=seed_distribution,
         )
+        if "objective" not in optuna_study.user_attrs:
+            optuna_study.set_user_attr("objective", OBJECTIVE_NOTE)
         tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
         _, lost = job.top_up()
     if lost:
@@ -229,19 +232,47 @@ def a_runs_first(points: list[studies.Point]) -> list[studies.Point]:
     return sorted(points, key=lambda p: p.config.hash not in needed)
 
 
-def check_distributions(storage, name: str, storage_url: str | None, variants: tuple[str, ...]) -> None:
+def check_distributions(storage, name: str, storage_url: str | None, variants: tuple[str, ...],
+                        seeds: list[int]) -> BaseDistribution:
     """An Optuna study keeps one distribution per param: a study file whose variants changed
-    since its trials ran cannot add trials to it. Checked before anything is recorded."""
-    if name not in optuna.get_all_study_names(storage):
-        return
-    ours = {"variant": CategoricalDistribution(variants), "seed": CategoricalDistribution(SEEDS)}
-    for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
-        for param, recorded in trial.distributions.items():
-            if param in ours and recorded != ours[param]:
-                raise BenchError(
-                    f"Optuna study {name} in {optuna_storage.describe_storage(storage_url)} was started with {param} "
-                    f"choices {list(recorded.choices)}, the study file now has {list(ours[param].choices)}: "
-                    "run it under another --storage, or restore the study file's variants")
+    since its trials ran cannot add trials to it. Checked before anything is recorded.
+    Returns the distribution the grid's `seed` params take (seed_distribution)."""
+    recorded: dict[str, BaseDistribution] = {}
+    if name in optuna.get_all_study_names(storage):
+        for trial in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+            for param, distribution in trial.distributions.items():
+                recorded.setdefault(param, distribution)
+    where = f"Optuna study {name} in {optuna_storage.describe_storage(storage_url)}"
+    ours = CategoricalDistribution(variants)
+    if recorded.get("variant", ours) != ours:
+        raise BenchError(
+            f"{where} was started with variant choices {list(recorded['variant'].choices)}, the study file "
+            f"now has {list(variants)}: run it under another --storage, or restore the study file's variants")
+    return seed_distribution(recorded.get("seed"), seeds, where)
+
+
+def seed_distribution(recorded: BaseDistribution | None, seeds: list[int], where: str) -> BaseDistribution:
+    """The study's own seeds as an int range, which the dashboard draws as a numeric axis.
+
+    A study begun when every ablation's seed was a categorical of 0..99 keeps that one: Optuna
+    refuses another kind of distribution for a param that trials already hold, so it resumes.
+    """
+    if isinstance(recorded, CategoricalDistribution):
+        outside = sorted(set(seeds) - set(recorded.choices))
+        if outside:
+            raise BenchError(f"seed {outside[0]} is not among the seeds {where} takes (0..99, as it was "
+                             "started with): choose seeds in that range, or run it under another --storage")
+        return recorded
+    return IntDistribution(min(seeds), max(seeds))
+
+
+def suggest_seed(trial: optuna.Trial, distribution: BaseDistribution) -> int:
+    """The queued point's seed, recorded under `distribution`, widened to hold a seed that another
+    worker's grid (other --seeds) queued, so that Optuna records it without an out-of-range warning."""
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical("seed", distribution.choices)
+    queued = trial.user_attrs.get("seed", distribution.low)
+    return trial.suggest_int("seed", min(distribution.low, queued), max(distribution.high, queued))
 
 
 def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Point], command: str) -> None:

@@ -4,12 +4,13 @@
     python -m bench.post --checkpoint best.pt --quantize --prune 0.5 --onnx
 
 Every variant is measured the same way against the unchanged fp32 model: test accuracy on the run's
-own test set, size on disk (the saved state_dict, or the .onnx file) and that file gzipped, CPU
-latency for one image (median of repeated batch-1 calls) and throughput at batch 256 (images/s),
-in PyTorch's default NCHW layout, with the same threads for PyTorch and onnxruntime (--threads;
-default torch's, one per core). On a CPU shared with other work, batch-1 latency with several
-threads can jump by orders of magnitude (a thread waits for a descheduled sibling): measure on
-a quiet machine, or with --threads 1.
+own test set, size on disk (the saved state_dict, or the .onnx file) and that file gzipped, and
+CPU time per call at batch 1 and 32 (bench.latency: every format on the same contiguous NCHW
+input, the model's weights contiguous too, timed in turns; median with a 95 % interval), with the
+same threads for PyTorch and onnxruntime (--threads; default torch's, one per core). On a CPU
+shared with other work, batch-1 latency with several threads can jump by orders of magnitude (a
+thread waits for a descheduled sibling): measure on a quiet machine, or with --threads 1; a wide
+interval says the machine was not quiet.
 
 - int8-dynamic: torch.ao.quantization.quantize_dynamic on the Linear layers only (weights stored
   as int8, activations quantised on the fly). Convolutions stay fp32, so the gain depends on how
@@ -20,14 +21,11 @@ a quiet machine, or with --threads 1.
   storage keeps every zero: the file does not shrink and dense kernels run no faster; the gzipped
   size shows what a sparse or compressed format could save. No fine-tuning after pruning, so the
   accuracy column is pruning's raw cost.
-- onnx: torch.onnx.export (the TorchScript exporter; the dynamo one needs onnxscript) with a dynamic
-  batch axis, validated with onnx.checker and, when onnxruntime is installed, by comparing its
-  outputs with PyTorch's on test images; accuracy and speed are then onnxruntime's. Adaptive
-  pooling that the exporter cannot express (the paper/light heads' 1x1 -> 7x7 at 32 px) is
-  exported as the equivalent fixed matrix products.
+- onnx: bench.onnx_export, validated with onnx.checker and, when onnxruntime is installed, by
+  comparing its outputs with PyTorch's on test images; accuracy and speed are then onnxruntime's.
 
 With --run, the numbers are logged as metrics of a new MLflow run nested under the source run
-(tag bench.role=post), with the summary table and the .onnx file as artifacts.
+(tag bench.role=post), with the summary table and the .onnx file as artifacts; one line says so.
 """
 
 from __future__ import annotations
@@ -36,12 +34,10 @@ import argparse
 import copy
 import csv
 import gzip
-import statistics
-import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from rich import box
@@ -52,13 +48,19 @@ from torch.nn.utils import prune
 
 from bench import markdown as md
 from bench import out_folder
-from bench.errors import BenchError, Parser, cli, one_line
+from bench.errors import BenchError, Parser, cli, redact
+from bench.latency import BATCHES, Timing, batch_of, time_in_turns
+from bench.onnx_export import check_onnx, export_onnx
 from bench.progress import console, make_progress, out
-from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
+from bench.trained import (
+    Trained,
+    load_trained,
+    normalise,
+    test_predictions,
+    tracker_for,
+)
 
 DEFAULT_PRUNE = (0.3, 0.5, 0.7)
-THROUGHPUT_BATCH = 256
-ONNX_ATOL = 1e-4  # fp32 kernels of two engines differ in summation order, not more
 PRUNE_SCOPES = ("global", "layer")
 
 
@@ -69,10 +71,17 @@ class Variant:
     size_bytes: int
     gzip_bytes: int
     sparsity: float | None  # zero fraction of the conv and Linear weights; None where not plain floats
-    latency_ms: float | None  # batch 1, median
-    images_per_s: float | None  # batch THROUGHPUT_BATCH
     file: str
     note: str = ""
+    timings: dict[int, Timing] = field(default_factory=dict)  # by batch size; none where it cannot run
+
+    def flat(self) -> dict[str, object]:
+        """One row of the csv: the timings as columns."""
+        row = {k: v for k, v in asdict(self).items() if k != "timings"}
+        for batch, t in self.timings.items():
+            row.update({f"ms_b{batch}": t.median_ms, f"ms_b{batch}_low": t.low_ms,
+                        f"ms_b{batch}_high": t.high_ms, f"images_per_s_b{batch}": t.images_per_s})
+        return row
 
 
 # --- the transformations ------------------------------------------------------------------------
@@ -128,107 +137,6 @@ def parse_amounts(text: str) -> tuple[float, ...]:
     return amounts
 
 
-# --- ONNX -----------------------------------------------------------------------------------------
-
-
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-    """The model as ONNX with a dynamic batch axis (input 'images', output 'logits')."""
-    exportable = fixed_size_pools(model, input_shape)
-    try:
-        with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                exportable, (torch.zeros(1, *input_shape),), str(path), dynamo=False,
-                input_names=["images"], output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            )
-    except Exception as exc:  # an operator the exporter cannot express: say which, in one line
-        raise BenchError(f"ONNX export of {type(model).__name__} failed: {one_line(exc)}") from None
-    return path
-
-
-class AdaptivePoolAsMatmul(nn.Module):
-    """AdaptiveAvgPool2d for one input size, as two matrix products with the bins' averaging weights.
-
-    The TorchScript exporter cannot express adaptive pooling whose output size does not divide the
-    input's, which is what the paper and light heads do at 32 px (a 1x1 map pooled to 7x7). The
-    image size is fixed in an export (only the batch is dynamic), so the pooling is a fixed linear map.
-    """
-
-    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]):
-        super().__init__()
-        self.register_buffer("rows", self.bins(in_size[0], out_size[0]))
-        self.register_buffer("cols", self.bins(in_size[1], out_size[1]))
-
-    @staticmethod
-    def bins(size: int, out: int) -> torch.Tensor:
-        weights = torch.zeros(out, size)
-        for i in range(out):  # torch's bin i spans [floor(i*size/out), ceil((i+1)*size/out))
-            start, end = (i * size) // out, -((-(i + 1) * size) // out)
-            weights[i, start:end] = 1.0 / (end - start)
-        return weights
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rows @ x @ self.cols.T
-
-
-def fixed_size_pools(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
-    """A copy of `model` with each AdaptiveAvgPool2d that the exporter refuses made a fixed matmul."""
-    pools = {name: m for name, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)}
-    seen: dict[str, tuple[int, int]] = {}  # each pool's input map size, from one forward pass
-
-    def recorder(name: str):
-        def record(module, args, output) -> None:  # returning nothing keeps the output as it is
-            seen[name] = tuple(args[0].shape[-2:])
-        return record
-
-    hooks = [pool.register_forward_hook(recorder(name)) for name, pool in pools.items()]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    exportable = copy.deepcopy(model)
-    for name, pool in pools.items():
-        out = pool.output_size if isinstance(pool.output_size, tuple) else (pool.output_size,) * 2
-        in_size = seen[name]
-        out = tuple(i if o is None else o for o, i in zip(out, in_size))
-        if all(i % o == 0 for i, o in zip(in_size, out)):
-            continue  # the exporter turns these into plain average pooling
-        parent_name, _, child = name.rpartition(".")
-        setattr(exportable.get_submodule(parent_name), child, AdaptivePoolAsMatmul(in_size, out))
-    return exportable
-
-
-def check_onnx(path: Path, model: nn.Module, sample: torch.Tensor):
-    """Validate the exported file: (an onnxruntime session or None, a note saying how it was checked
-    and, when onnxruntime ran it, how far its logits are from PyTorch's on `sample`)."""
-    try:
-        import onnx
-    except ImportError:
-        onnx = None
-    try:
-        import onnxruntime
-    except ImportError:
-        onnxruntime = None
-    if onnx is None and onnxruntime is None:
-        raise BenchError("checking an ONNX export needs onnx or onnxruntime: pip install 'vgg-bench[export]'")
-    if onnx is not None:
-        onnx.checker.check_model(str(path), full_check=True)
-    if onnxruntime is None:
-        return None, "onnx.checker passed; onnxruntime not installed, so not run or timed"
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # the same cores PyTorch gets
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    with torch.inference_mode():
-        expected = model(sample).numpy()
-    difference = float(abs(session.run(None, {"images": sample.numpy()})[0] - expected).max())
-    checked = "onnx.checker and " if onnx is not None else ""
-    verdict = "matches" if difference <= ONNX_ATOL else "DIFFERS FROM"
-    return session, f"{checked}onnxruntime: {verdict} PyTorch (max |Δlogit| {difference:.1e})"
-
-
 # --- measuring ------------------------------------------------------------------------------------
 
 
@@ -242,22 +150,9 @@ def accuracy(forward: Callable, trained: Trained) -> float:
     return int((predictions == trained.splits.labels("test")).sum()) / len(predictions)
 
 
-def round_robin_medians(forwards: list[Callable], x, rounds: int, warmup: int) -> list[float]:
-    """Median seconds per call of each forward, timed in turns (one call each, `rounds` times), so
-    that a change in the machine's load falls on every variant alike, not on whichever ran then."""
-    for forward in forwards:
-        for _ in range(warmup):
-            forward(x)
-    spent: list[list[float]] = [[] for _ in forwards]
-    for _ in range(rounds):
-        for forward, times in zip(forwards, spent):
-            began = time.perf_counter()
-            forward(x)
-            times.append(time.perf_counter() - began)
-    return [statistics.median(times) for times in spent]
-
-
 def torch_forward(model: nn.Module) -> Callable:
+    model.to(memory_format=torch.contiguous_format)  # the layout every format is timed in (bench.latency)
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return model(x)
@@ -315,7 +210,7 @@ def run_all(trained: Trained, out_dir: Path, *, quantize: bool, amounts: tuple[f
     splits = trained.splits
     count = 1 + quantize + len(amounts) + onnx
     with make_progress() as bar:
-        task = bar.add_task("post", total=2 * count + 2, info="")
+        task = bar.add_task("post", total=count + len(BATCHES) + 1 + count, info="")
 
         def advance(what: str) -> None:
             bar.update(task, advance=1, description=escape(what))
@@ -326,28 +221,29 @@ def run_all(trained: Trained, out_dir: Path, *, quantize: bool, amounts: tuple[f
         for b in runnable:
             advance(f"{b.name}: test accuracy")
             accuracies[b.name] = accuracy(b.forward, trained)
-        forwards = [b.forward for b in runnable]
-        advance("latency at batch 1, in turns")
-        one = normalise(splits, splits.examples(1))
-        latency = round_robin_medians(forwards, one, repeats, warmup=max(3, repeats // 10))
-        advance(f"throughput at batch {THROUGHPUT_BATCH}, in turns")
-        examples = splits.examples(THROUGHPUT_BATCH)
-        index = torch.arange(THROUGHPUT_BATCH) % len(examples)  # a tiny test set is repeated
-        per_batch = round_robin_medians(forwards, normalise(splits, examples[index]),
-                                        max(5, repeats // 5), warmup=2)
-        bar.update(task, completed=2 * count + 2)
-    timing = {b.name: (1000 * t1, THROUGHPUT_BATCH / tb) for b, t1, tb in zip(runnable, latency, per_batch)}
-    return [Variant(b.name, accuracies.get(b.name), *file_sizes(b.file), b.sparsity, *timing.get(b.name, (None, None)),
-                    str(b.file), b.note) for b in built]
+        timings: dict[str, dict[int, Timing]] = {b.name: {} for b in runnable}
+        examples = normalise(splits, splits.examples(max(BATCHES)))
+        for batch in BATCHES:
+            advance(f"time at batch {batch}, in turns")
+            # Fewer calls of a bigger batch: each takes longer and varies less.
+            rounds = repeats if batch == 1 else max(10, repeats // 5)
+            measured = time_in_turns([b.forward for b in runnable], batch_of(examples, batch), rounds,
+                                     warmup=max(3, rounds // 10))
+            for b, timing in zip(runnable, measured):
+                timings[b.name][batch] = timing
+        bar.update(task, completed=count + len(BATCHES) + 1 + len(built))
+    return [Variant(b.name, accuracies.get(b.name), *file_sizes(b.file), b.sparsity, str(b.file), b.note,
+                    timings.get(b.name, {})) for b in built]
 
 
 # --- reporting ----------------------------------------------------------------------------------
 
-# (markdown header, terminal header): the terminal's are stacked so the table fits 80 columns.
+# (markdown header, terminal header): the terminal's are stacked so the table fits 100 columns.
 COLUMNS = (("variant", "variant"), ("test acc", "test\nacc"), ("Δ acc (pp)", "Δ acc\npp"),
-           ("size MB", "size\nMB"), ("gzip MB", "gzip\nMB"), ("x smaller", "size\n÷"),
-           ("zeros", "zeros"), ("ms/image (b=1)", "ms\nb=1"), ("x faster (b=1)", "speed\n×"),
-           ("img/s (b=256)", "img/s\nb=256"))
+           ("size MB", "size\nMB"), ("gzip MB", "gzip\nMB"), ("x smaller", "size\n÷"), ("zeros", "zeros"),
+           *[column for b in BATCHES for column in (
+               (f"ms b={b} [95% CI]", f"ms/call b={b}\n[95% CI]"), (f"x faster b={b}", f"speed\n× b={b}"))],
+           (f"img/s b={max(BATCHES)}", f"img/s\nb={max(BATCHES)}"))
 
 
 def rows(variants: list[Variant]) -> list[list[str]]:
@@ -357,6 +253,12 @@ def rows(variants: list[Variant]) -> list[list[str]]:
     def cell(value, fmt: str) -> str:
         return "n/a" if value is None else format(value, fmt)
 
+    def timing(v: Variant, b: int) -> list[str]:
+        if b not in v.timings:
+            return ["n/a", "n/a"]
+        return [v.timings[b].text(), cell(base.timings[b].median_ms / v.timings[b].median_ms, ".2f")]
+
+    biggest = max(BATCHES)
     return [[
         v.name,
         cell(v.test_acc, ".4f"),
@@ -365,9 +267,8 @@ def rows(variants: list[Variant]) -> list[list[str]]:
         f"{v.gzip_bytes / 1e6:.3f}",
         f"{base.size_bytes / v.size_bytes:.2f}",
         cell(v.sparsity, ".1%"),
-        cell(v.latency_ms, ".3f"),
-        cell(None if v.latency_ms is None else base.latency_ms / v.latency_ms, ".2f"),
-        cell(v.images_per_s, ",.0f"),
+        *[text for b in BATCHES for text in timing(v, b)],
+        cell(v.timings[biggest].images_per_s if biggest in v.timings else None, ",.0f"),
     ] for v in variants]
 
 
@@ -397,8 +298,10 @@ def metrics(variants: list[Variant]) -> dict[str, float]:
         numbers["size_ratio"] = base.size_bytes / v.size_bytes
         if v.test_acc is not None:
             numbers["acc_delta"] = v.test_acc - base.test_acc
-        if v.latency_ms is not None:
-            numbers["speedup"] = base.latency_ms / v.latency_ms
+        for b, t in v.timings.items():
+            numbers.update({f"ms_b{b}": t.median_ms, f"ms_b{b}_low": t.low_ms, f"ms_b{b}_high": t.high_ms,
+                            f"images_per_s_b{b}": t.images_per_s,
+                            f"speedup_b{b}": base.timings[b].median_ms / t.median_ms})
         values.update({f"{v.name}.{k}": x for k, x in numbers.items() if x is not None})
     return values
 
@@ -408,9 +311,9 @@ def write_summary(variants: list[Variant], out_dir: Path) -> list[Path]:
     md.write_text(markdown(variants))
     table_csv = out_dir / "summary.csv"
     with table_csv.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(variants[0])))
+        writer = csv.DictWriter(handle, fieldnames=list(variants[0].flat()))
         writer.writeheader()
-        writer.writerows(asdict(v) for v in variants)
+        writer.writerows(v.flat() for v in variants)
     return [md, table_csv]
 
 
@@ -428,7 +331,8 @@ def parser() -> argparse.ArgumentParser:
                    help="rank all conv/Linear weights together (default) or prune each layer by the fraction")
     p.add_argument("--onnx", action="store_true", help="export to ONNX (dynamic batch) and check it")
     p.add_argument("--all", action="store_true", help="--quantize --prune 0.3,0.5,0.7 --onnx")
-    p.add_argument("--repeats", type=int, default=50, help="batch-1 timing calls per variant (default 50)")
+    p.add_argument("--repeats", type=int, default=50,
+                   help="timed batch-1 calls per variant (default 50; a fifth, at least 10, at batch 32)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch and onnxruntime (default: torch's, one per core)")
     p.add_argument("--out-dir", help="where the variants are written (default: .bench/post/<run or config hash>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
@@ -464,10 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         derived = tracker.start_derived(trained.run_id, f"post: {' + '.join(done)}", params={
             "quantize": quantize, "prune": ",".join(f"{a:g}" for a in amounts) or "none",
             "prune_scope": args.prune_scope if amounts else "none", "onnx": onnx, "repeats": args.repeats,
-            "threads": threads, "throughput_batch": THROUGHPUT_BATCH,
+            "threads": threads, "timed_batches": ",".join(map(str, BATCHES)), "layout": "NCHW contiguous",
             "quantized_engine": torch.backends.quantized.engine,
         }, tags={"config_hash": trained.config.hash, "model": trained.config.model,
                  "dataset": trained.config.dataset})
+        console.print(f"note: adding nested run {derived} to recorded MLflow run {trained.run_id} "
+                      f"({escape(redact(tracker.uri))}): its metrics, summary and files", soft_wrap=True)
     try:
         variants = run_all(trained, out_dir, quantize=quantize, amounts=amounts, scope=args.prune_scope,
                            onnx=onnx, repeats=args.repeats)

@@ -44,7 +44,7 @@ from rich.table import Table
 
 from bench import data, out_folder, plots, serving
 from bench.data.images import decode_bytes, file_bytes
-from bench.errors import BenchError, Parser, cli, one_line
+from bench.errors import BenchError, Parser, cli, one_line, redact
 from bench.progress import console, out
 from bench.train import EVAL_BATCH
 from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
@@ -215,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
             out_dir / f"confusion-{trained.tag}.png", f"{trained.source}: test set"))
     for path in written:
         console.print(f"wrote {path}")
-        if tracker is not None:
-            tracker.log_file(trained.run_id, path, "predict")
     if tracker is not None and written:
-        console.print(f"logged to run {trained.run_id} under predict/")
+        behind = f" (the run behind {args.model})" if args.model else ""
+        names = ", ".join(p.name for p in written)
+        console.print(f"note: adding {names} under predict/ to recorded MLflow run {trained.run_id}"
+                      f"{escape(behind)} in {escape(redact(tracker.uri))}", soft_wrap=True)
+        for path in written:
+            tracker.log_file(trained.run_id, path, "predict")
     return 0
 
 

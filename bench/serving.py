@@ -6,8 +6,11 @@ same answer for the same pixels. What it accepts:
 
 - values: uint8 (or any integers) in 0..255, or floats in [0, 1] (floats above 1 and up to 255
   are read as 0..255: JSON has no uint8, so served integers may arrive as floats);
-- layout: one image HxW or HxWxC, or a batch NxHxW, NxHxWxC or NxCxHxW (C = 1 or 3); colour
-  images become greyscale for a greyscale model (PIL's weights) and greyscale becomes RGB;
+- layout: one image HxW, HxWxC or CxHxW, or a batch NxHxW, NxHxWxC or NxCxHxW (C = 1 or 3); colour
+  images become greyscale for a greyscale model (PIL's weights) and greyscale becomes RGB. An array
+  that fits no layout (28x28x4), or two that differ (3x28x28: one colour image or three greyscale
+  ones), is refused, never guessed; so are images with a side under `Preprocessing.min_side`
+  (8 px, or a quarter of the dataset's side where that is more);
 - size: the dataset's native size (28x28 for Fashion-MNIST) gets the run's own treatment (the
   zero-padding 28 -> 32, or its resize); the model's own input size is taken as is; any other size
   is first brought to the native size (shorter side resized, centre cropped) as bench.data
@@ -45,6 +48,9 @@ INVERT_CHOICES = ("auto", "yes", "no")
 # CIFAR 0.47): only for them does a light border mean "invert me".
 DARK_MEAN = 0.35
 LIGHT_BORDER = 127.5
+MIN_SIDE = 8  # px; see Preprocessing.min_side
+CHANNELS = (1, 3)
+LAYOUTS = "one image HxW, HxWxC or CxHxW (C = 1 or 3), or a batch NxHxW, NxHxWxC or NxCxHxW"
 
 
 @dataclass(frozen=True)
@@ -83,24 +89,15 @@ class Preprocessing:
 
     # --- pixels to network input -----------------------------------------------------------
 
+    @property
+    def min_side(self) -> int:
+        """The smallest image side read as a picture: below it there is no shape to classify, and a
+        wrongly read array (28x28x4 as 28 images of 28x4) is refused instead of answered."""
+        return max(MIN_SIDE, self.native_size // 4)
+
     def to_uint8(self, values: Any) -> torch.Tensor:
         """Any accepted array as uint8 [N, C, H, W] with the model's channels (module docstring)."""
-        array = _numbers(values)
-        if array.ndim == 2:
-            array = array[None, None]
-        elif array.ndim == 3:
-            array = array.transpose(2, 0, 1)[None] if array.shape[-1] in (1, 3) else array[:, None]
-        elif array.ndim == 4:
-            if array.shape[1] not in (1, 3):
-                if array.shape[-1] not in (1, 3):
-                    raise BenchError(f"images of shape {array.shape}: a batch is NxHxW, NxHxWxC or NxCxHxW "
-                                     "with C = 1 or 3")
-                array = array.transpose(0, 3, 1, 2)
-        else:
-            raise BenchError(f"images of shape {array.shape}: give HxW, HxWxC, or a batch NxHxW, "
-                             "NxHxWxC or NxCxHxW")
-        if min(array.shape) == 0:
-            raise BenchError(f"no pixels in images of shape {array.shape}")
+        array = read_layout(_numbers(values), self.min_side)
         images = torch.from_numpy(_as_0_255(array))
         if images.shape[1] == 3 and self.in_channels == 1:
             images = TF.rgb_to_grayscale(images)
@@ -217,8 +214,8 @@ def describe_input(preprocessing: Preprocessing) -> str:
     """What the logged model takes, in words (its signature can only say "an array")."""
     n, s = preprocessing.native_size, preprocessing.image_size
     colour = "greyscale" if preprocessing.in_channels == 1 else "RGB"
-    return (f"{colour} images as arrays: uint8 0..255 or floats in [0, 1]; one HxW or HxWxC image, or a batch "
-            f"NxHxW, NxHxWxC or NxCxHxW; {n}x{n} as the dataset stores them"
+    return (f"{colour} images as arrays: uint8 0..255 or floats in [0, 1]; {LAYOUTS}, "
+            f"sides of at least {preprocessing.min_side} px; {n}x{n} as the dataset stores them"
             + (f", {s}x{s} (the model's size)" if s != n else "")
             + " or any size (resized to it); light-background images are inverted (param invert: auto|yes|no)")
 
@@ -233,6 +230,51 @@ def native_examples(images: torch.Tensor, preprocessing: Preprocessing) -> np.nd
             images = inner
     array = images.cpu().numpy()
     return array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
+
+
+def readings(array: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Every layout an array's shape allows, each as an [N, C, H, W] view."""
+    shape = array.shape
+    if array.ndim == 2:
+        return [("HxW", array[None, None])]
+    if array.ndim == 3:
+        found = [("NxHxW", array[:, None])]
+        if shape[-1] in CHANNELS:
+            found.append(("HxWxC", array.transpose(2, 0, 1)[None]))
+        if shape[0] in CHANNELS:
+            found.append(("CxHxW", array[None]))
+        return found
+    if array.ndim == 4:
+        found = [("NxCxHxW", array)] if shape[1] in CHANNELS else []
+        if shape[-1] in CHANNELS:
+            found.append(("NxHxWxC", array.transpose(0, 3, 1, 2)))
+        return found
+    return []
+
+
+def read_layout(array: np.ndarray, min_side: int) -> np.ndarray:
+    """The one [N, C, H, W] reading of an array whose images have sides of at least `min_side`.
+
+    None (a 28x28x4 array, 1x1 "images") or two that differ (3x28x28: one colour image, or three
+    greyscale ones) is an error, never a guess. Readings of the same shape are the same pixels
+    (1xHxW as one CxHxW or a batch of one HxW), so they count once. Messages give shapes, never values.
+    """
+    shape = "x".join(map(str, array.shape))
+    if array.size == 0:
+        raise BenchError(f"no images (an empty array, shape {shape or '()'}): send at least one: {LAYOUTS}")
+    found: dict[tuple[int, ...], tuple[str, np.ndarray]] = {}
+    for name, view in readings(array):
+        if min(view.shape[-2:]) >= min_side:
+            found.setdefault(view.shape, (name, view))
+    if len(found) == 1:
+        return next(iter(found.values()))[1]
+    if not found:
+        raise BenchError(f"cannot read an array of shape {shape} as images: send {LAYOUTS}, with sides "
+                         f"of at least {min_side} px")
+    h, w = array.shape[-2:]
+    raise BenchError(f"an array of shape {shape} is ambiguous: one colour image (CxHxW) or {array.shape[0]} "
+                     f"greyscale images (NxHxW); send one colour image as {h}x{w}x3, greyscale images as "
+                     f"{shape}x1")
 
 
 def _numbers(values: Any) -> np.ndarray:

@@ -196,8 +196,10 @@ def test_post_measures_every_variant_in_a_child_run_of_the_source(trained_run, t
     assert m["pruned-30.test_acc"] > 0.45
     # ONNX: onnxruntime gives the same predictions as PyTorch on the whole test set.
     assert m["onnx.test_acc"] == pytest.approx(fp32_acc, abs=1e-9)
-    for metric in ("latency_ms", "images_per_s"):
-        assert all(m[f"{v}.{metric}"] > 0 for v in ("fp32", "int8-dynamic", "pruned-50", "onnx"))
+    for v in ("fp32", "int8-dynamic", "pruned-50", "onnx"):  # every format timed at batch 1 and 32
+        for b in (1, 32):
+            assert 0 < m[f"{v}.ms_b{b}_low"] <= m[f"{v}.ms_b{b}"] <= m[f"{v}.ms_b{b}_high"]
+            assert m[f"{v}.images_per_s_b{b}"] == pytest.approx(1000 * b / m[f"{v}.ms_b{b}"])
 
     # The pruned file is a plain state_dict that loads into a fresh model.
     state = torch.load(tmp_path / "post" / "pruned-50.pt", weights_only=True)

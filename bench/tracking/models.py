@@ -146,6 +146,21 @@ class Models:
             return []
 
 
+class RefusedInput(MlflowException):
+    """A served request refused in one line (HTTP 400). MLflow's scoring server rewrites the message
+    of every MlflowException to "Failed to predict data '<the whole input>'. Error: ...": this one
+    keeps its first message, so a refusal never echoes the input back."""
+
+    @property
+    def message(self) -> str:
+        return self._first_message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_first_message"):
+            self._first_message = value
+
+
 class ServedModel(mlflow.pyfunc.PythonModel):
     """The pyfunc face of a bench.serving.Servable: what `mlflow models serve` and
     mlflow.pyfunc.load_model run. Param `invert`: auto (default), yes or no."""
@@ -161,7 +176,7 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         try:
             return self.servable.predict(model_input, invert=(params or {}).get("invert", "auto"))
         except BenchError as exc:  # a 400 with our one line, not a server error
-            raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from None
+            raise RefusedInput(str(exc), INVALID_PARAMETER_VALUE) from None
 
 
 def registry_name(name: str) -> str:

@@ -87,7 +87,7 @@ class Runs:
             return None
 
     def start_child(
-        self, experiment_id: str, parent_id: str, config: RunConfig, name: str, tags: dict[str, Any]
+        self, experiment_id: str, parent_id: str | None, config: RunConfig, name: str, tags: dict[str, Any]
     ) -> str:
         """A run for `config`: the cut-off one with the same config hash if there is one, else new.
 
@@ -106,7 +106,7 @@ class Runs:
             **source_tags(),
             record.DESCRIPTION: child_description(config, tags),
             **{k if k.startswith(("bench.", "mlflow.")) else f"bench.{k}": v for k, v in tags.items()},
-            record.PARENT: parent_id,
+            **({record.PARENT: parent_id} if parent_id else {}),  # none: a lone bench.train run
         }
         previous = [r for r in self.child_runs(experiment_id, config_hash=config.hash)
                     if r.info.status != "FINISHED"]
