@@ -92,6 +92,21 @@ def study_runs(client: MlflowClient, experiment: str, role: str = "run", where: 
     return client.search_runs([found.experiment_id], query, max_results=1000)
 
 
+def study_records(client: MlflowClient, experiment: str, folder: Path, artifacts: tuple[str, ...]) -> list[str]:
+    """The texts a study left in MLflow: every run's tags and params, and its artifacts named in
+    `artifacts` (downloaded under `folder`), for tests that look for what must never be written."""
+    records = []
+    for run in study_runs(client, experiment) + study_runs(client, experiment, "study"):
+        records += [str(run.data.tags), str(run.data.params)]
+        into = folder / run.info.run_id
+        into.mkdir(parents=True)
+        for entry in client.list_artifacts(run.info.run_id):
+            if entry.path in artifacts:
+                client.download_artifacts(run.info.run_id, entry.path, str(into))
+        records += [p.read_bytes().decode("latin-1") for p in into.rglob("*") if p.is_file()]
+    return records
+
+
 def journal_trials(folder: Path, name: str = "depth-smoke") -> list:
     """The trials of an Optuna study in a command's default journal (.bench/optuna.journal) under `folder`."""
     import optuna

@@ -24,7 +24,7 @@ from bench.report import command as report
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.tracking import Tracker
-from conftest import command_error, error_line, journal_trials, main_error, study_runs, wait_for_epochs
+from conftest import command_error, error_line, journal_trials, main_error, study_records, study_runs, wait_for_epochs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
@@ -55,15 +55,7 @@ def test_a_tracking_password_appears_nowhere(postgres, workdir, capsys):
     assert "MLflow store: postgresql://" in printed.err and ":***@" in printed.err
     written = [p.read_bytes() for p in (workdir / "out").iterdir()]
     assert len(written) == 3  # md, csv, png (its metadata holds the command)
-    client = MlflowClient(uri)
-    records = []
-    for run in study_runs(client, "depth") + study_runs(client, "depth", "study"):
-        records += [str(run.data.tags), str(run.data.params)]
-        folder = workdir / "artifacts" / run.info.run_id
-        folder.mkdir(parents=True)
-        if client.list_artifacts(run.info.run_id, "report"):
-            client.download_artifacts(run.info.run_id, "report", str(folder))
-            records += [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
+    records = study_records(MlflowClient(uri), "depth", workdir / "artifacts", ("report",))
     assert any("python -m bench.report" in r for r in records)  # the stamped command was checked
     for text in [printed.out, printed.err, *[w.decode("latin-1") for w in written], *records]:
         assert password not in text

@@ -22,7 +22,7 @@ from bench.data.generate import make_tree
 from bench.errors import BenchError, redact
 from bench.report import command as report
 from bench.train import build_model, fit
-from conftest import main_error, stop_after, study_runs
+from conftest import main_error, stop_after, study_records, study_runs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 
@@ -61,16 +61,7 @@ def test_a_password_with_every_special_character_appears_nowhere(postgres, workd
     printed = capsys.readouterr()
     assert ":***@" in printed.err
     written = [p.read_bytes().decode("latin-1") for p in (workdir / "out").iterdir()]
-    client = MlflowClient(uri)
-    records = []
-    for run in study_runs(client, "depth") + study_runs(client, "depth", "study"):
-        records += [str(run.data.tags), str(run.data.params)]
-        folder = workdir / "artifacts" / run.info.run_id
-        folder.mkdir(parents=True)
-        for entry in client.list_artifacts(run.info.run_id):
-            if entry.path in ("report", "config.json", "study.toml"):
-                client.download_artifacts(run.info.run_id, entry.path, str(folder))
-        records += [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
+    records = study_records(MlflowClient(uri), "depth", workdir / "artifacts", ("report", "config.json", "study.toml"))
     assert any("bench.storage" in r and ":***@" in r for r in records)  # the parent's tag was checked
     secret = password.split("#")[0][2:]  # the random part and what surrounds it, in any text
     for text in [printed.out, printed.err, *written, *records]:
