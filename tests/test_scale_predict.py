@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data, post, predict, serving
+from bench import compress, data, post, predict, serving
 from bench.config import RunConfig
 from bench.data import images
 from bench.data.generate import make_tree
@@ -65,5 +65,5 @@ def test_grid_confusion_and_post_run_on_the_streamed_splits(trained_run, tmp_pat
     assert predict.main(["--checkpoint", str(best), "--grid", "4", "--confusion", "--out-dir", str(tmp_path)]) == 0
     assert {p.name.split("-")[0] for p in tmp_path.glob("*.png")} == {"predictions", "confusion"}
     trained = predict.load_trained(checkpoint_path=best)
-    assert post.accuracy(trained.model, trained) == pytest.approx(result.test_acc)
+    assert compress.accuracy(trained.model, trained) == pytest.approx(result.test_acc)
     assert post.main(["--checkpoint", str(best), "--quantize", "--repeats", "2", "--out-dir", str(tmp_path / "post")]) == 0

@@ -18,7 +18,7 @@ from conftest import FASHION_DIR, ROOT, free_port, needs_fashion, raw_idx, wait_
 from mlflow.tracking import MlflowClient
 from test_records import post_json
 
-from bench import latency, post, predict, serving
+from bench import compress, latency, post, predict, serving
 from bench.errors import BenchError
 from bench.trained import load_trained
 
@@ -160,7 +160,7 @@ def test_predict_and_post_say_when_they_write_into_a_recorded_run(lone_run, tmp_
 def test_every_format_is_timed_in_one_layout_with_an_interval():
     model = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
     seen = []
-    forward = post.torch_forward(model)  # the model's weights are made contiguous NCHW
+    forward = compress.torch_forward(model)  # the model's weights are made contiguous NCHW
     assert model.weight.is_contiguous() and not model.weight.is_contiguous(memory_format=torch.channels_last)
     [timing] = latency.time_in_turns([lambda x: seen.append(x.is_contiguous()) or forward(x)],
                                      torch.zeros(2, 8, 8, 3).permute(0, 3, 1, 2), rounds=20, warmup=1)
