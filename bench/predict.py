@@ -13,7 +13,7 @@ same subset and split seed, so the normalisation statistics and class names are 
 own. Everything runs on the CPU.
 
 How a user's image becomes model input, so that it goes through the training images' own path
-(bench.serving, the same code as the run's logged pyfunc model):
+(bench.preprocessing, the same code as the run's logged pyfunc model):
 - colour: converted to greyscale ("L") for a 1-channel model, to RGB for a 3-channel one (alpha
   dropped), as bench.data decodes image folders;
 - geometry: for imagefolder and synthetic models, the shorter side is resized to the model's image
@@ -42,9 +42,10 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, out_folder, plots, serving
+from bench import data, out_folder, plots
 from bench.data.images import decode_bytes, file_bytes
 from bench.errors import BenchError, Parser, cli, one_line, redact
+from bench.preprocessing import Preprocessing
 from bench.progress import console, out
 from bench.train import EVAL_BATCH
 from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
@@ -63,16 +64,16 @@ def preprocess(trained: Trained, path: str | Path, invert: str = "auto") -> torc
 
 def prepare(trained: Trained, paths: list[str | Path], invert: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images at the model's size, which were inverted) for image files, through
-    bench.serving: the logged model's own preprocessing."""
+    bench.preprocessing: the logged model's own."""
     preprocessing = trained.servable.preprocessing
     mode = "L" if preprocessing.in_channels == 1 else "RGB"
     # Files are decoded by bench.data's own decoder at the dataset's native size (imagefolder:
-    # the model's size), as its images were; the run's padding or resize comes after, in serving.
+    # the model's size), as its images were; the run's padding or resize comes after, in Preprocessing.
     decoded = [read_image(Path(path), mode, preprocessing) for path in paths]
     return preprocessing.prepare(torch.stack(decoded).numpy(), invert)
 
 
-def read_image(path: Path, mode: str, preprocessing: serving.Preprocessing) -> torch.Tensor:
+def read_image(path: Path, mode: str, preprocessing: Preprocessing) -> torch.Tensor:
     """uint8 [C, H, W] at the native size (under the scale protocol: the run's test view), or one line
     saying why the file is not an image."""
     from PIL import Image

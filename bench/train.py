@@ -25,11 +25,13 @@ from typing import Any, Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from bench import checkpoint, data, data_fingerprint, distributed, evaluation, models, resume, serving, step
+from bench import checkpoint, data, data_fingerprint, distributed, evaluation, models, resume, step
 from bench.config import RunConfig
 from bench.device import resolve_device
 from bench.errors import BenchError, RunFailed
-from bench.optimization import last_linear, lr_at, make_optimizer, plateau_drops
+from bench.optimization import lr_at, make_optimizer, plateau_drops
+from bench.preprocessing import Preprocessing
+from bench.transfer import freeze_convs, load_pretrained, start_from_a
 
 EVAL_BATCH = 512
 EXAMPLES = 4  # test images kept with a result: the logged model's input example
@@ -76,7 +78,7 @@ class Result:
     model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
     evaluations: dict[str, float] = field(default_factory=dict)  # the paper's eval modes (bench.evaluation)
     examples: torch.Tensor | None = field(default=None, repr=False)  # a few test images, uint8, for the logged model
-    preprocessing: Any = field(default=None, repr=False)  # bench.serving.Preprocessing of the training split
+    preprocessing: Any = field(default=None, repr=False)  # a Preprocessing of the training split
 
     def record(self) -> dict[str, Any]:
         """Everything but the model, as JSON-able values (what rank 0 of a torchrun hands back)."""
@@ -91,7 +93,8 @@ class Result:
         return cls(**{**record, "history": [EpochStats(**h) for h in record["history"]],
                       "input_shape": tuple(record["input_shape"]),
                       "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
-                      "preprocessing": None if preprocessing is None else serving.Preprocessing.from_json(preprocessing)})
+                      "preprocessing": None if preprocessing is None
+                      else Preprocessing.from_json(preprocessing)})
 
 
 class Evaluation(NamedTuple):
@@ -143,49 +146,6 @@ def flops_per_image(config: RunConfig, data_dir: str | None = None) -> int:
 def _data_of(data_settings: tuple[tuple[str, Any], ...], data_dir: str | None) -> data.RunData:
     """The data of every config with these data settings, opened once (a study's variants share it)."""
     return data.open_run(RunConfig(**dict(data_settings), loader_workers=0), data_dir=data_dir)
-
-
-def start_from_a(model: torch.nn.Module, a_model: torch.nn.Module, config: RunConfig, path) -> None:
-    """Section 3.1: A's first four convs and three FC layers into `model`, from A's best checkpoint."""
-    a_hash = config.a_config.hash
-    if path is None or not Path(path).is_file():
-        raise BenchError(f"init_from_a needs the trained vgg-a run {a_hash} (same settings and seed) first; "
-                         f"its checkpoint {path or 'best.pt'} is missing: train that vgg-a run, then this one")
-    state = checkpoint.load(Path(path), config_hash=a_hash)
-    checkpoint.load_weights(a_model, state["model"], f"vgg-a checkpoint {path}")
-    models.vgg.init_from_a(model, a_model)
-
-
-def load_pretrained(model: torch.nn.Module, path: str) -> None:
-    """Load a torchvision-style state_dict, all but the last layer, which stays new for our classes."""
-    if not Path(path).is_file():
-        raise BenchError(f"pretrained file {path} does not exist: give the path of a saved state_dict")
-    state = checkpoint.read(path, "pretrained state_dict")
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # one of our own checkpoints
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BenchError(f"pretrained file {path} holds a {type(state).__name__}, not a state_dict of tensors: "
-                         "save it with torch.save(model.state_dict(), path)")
-    broken = next((k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None)
-    if broken is not None:
-        raise BenchError(f"pretrained file {path} holds NaN or infinite weights ({broken}): training from it "
-                         "gives NaN losses; give a file saved from a model that trained well")
-    last = {f"{name}.{p}" for name, m in model.named_modules() if m is last_linear(model)
-            for p in ("weight", "bias")}
-    own = model.state_dict()
-    kept = {k: v for k, v in state.items() if not (k in last and tuple(v.shape) != tuple(own[k].shape))}
-    checkpoint.load_weights(model, {**{k: own[k] for k in last}, **kept}, f"pretrained file {path}")
-
-
-def freeze_convs(model: torch.nn.Module, count: int) -> None:
-    """Fix the first `count` conv layers and the BatchNorm right after each."""
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
-    convs = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d)]
-    if count > len(convs):
-        raise BenchError(f"freeze={count} but {type(model).__name__} has only {len(convs)} conv layers")
-    end = convs[count] if count < len(convs) else len(layers)
-    for layer in layers[:end]:
-        layer.requires_grad_(False)
 
 
 class Engine:
@@ -410,7 +370,7 @@ def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], bes
         model=engine.model,
         evaluations=evaluations,
         examples=engine.splits.examples(EXAMPLES),
-        preprocessing=serving.Preprocessing.from_splits(engine.splits),
+        preprocessing=Preprocessing.from_splits(engine.splits),
     )
 
 

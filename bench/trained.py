@@ -18,6 +18,7 @@ from bench import checkpoint, data, record, serving
 from bench.config import RunConfig
 from bench.data.splits import Normaliser
 from bench.errors import BenchError
+from bench.preprocessing import Preprocessing
 from bench.progress import make_progress
 from bench.train import EVAL_BATCH, build_model
 
@@ -35,7 +36,7 @@ class Trained:
     @property
     def servable(self) -> serving.Servable:
         """The model with the preprocessing its logged pyfunc model carries."""
-        return serving.Servable(self.model, serving.Preprocessing.from_splits(self.splits), self.config)
+        return serving.Servable(self.model, Preprocessing.from_splits(self.splits), self.config)
 
     @property
     def tag(self) -> str:

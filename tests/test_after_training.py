@@ -17,7 +17,7 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw
 
-from bench import ablation, checkpoint, data, models, post, predict, studies
+from bench import ablation, checkpoint, compress, data, models, onnx_export, post, predict, studies
 from bench.config import RunConfig
 from bench.tracking import Tracker
 from bench.train import Engine, build_model, fit
@@ -216,7 +216,7 @@ def test_onnx_export_has_a_dynamic_batch_and_matches_pytorch(tmp_path):
     torch.manual_seed(0)
     # The paper head pools a 1x1 map to 7x7: the case the exporter cannot express directly.
     model = models.build("vgg-a", width=0.0625, head="paper", in_channels=3, batch_norm=True).eval()
-    path = post.export_onnx(model, (3, 32, 32), tmp_path / "m.onnx")
+    path = onnx_export.export_onnx(model, (3, 32, 32), tmp_path / "m.onnx")
     assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 7):
@@ -232,12 +232,13 @@ def test_pruning_and_quantisation_units():
     torch.manual_seed(0)
     model = models.build("vgg-a", width=0.0625, head="light", in_channels=1).eval()
     for amount in (0.3, 0.5):
-        layered = post.prune_weights(model, amount, "layer")
-        for module, _ in post.prunable(layered):
+        layered = compress.prune_weights(model, amount, "layer")
+        for module, _ in compress.prunable(layered):
             assert float((module.weight == 0).float().mean()) == pytest.approx(amount, abs=0.5 / module.weight.numel() + 1e-9)
-        assert post.sparsity(post.prune_weights(model, amount, "global")) == pytest.approx(amount, abs=1e-3)
-    assert post.sparsity(model) == 0.0  # pruning works on copies
-    quantized = post.quantize_linear(model)
+        pruned = compress.prune_weights(model, amount, "global")
+        assert compress.sparsity(pruned) == pytest.approx(amount, abs=1e-3)
+    assert compress.sparsity(model) == 0.0  # pruning works on copies
+    quantized = compress.quantize_linear(model)
     dynamic = torch.ao.nn.quantized.dynamic.Linear
     assert sum(isinstance(m, dynamic) for m in quantized.modules()) == 3  # the light head's three
     assert not any(type(m) is torch.nn.Linear for m in quantized.modules())

@@ -19,10 +19,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 
-from bench import ablation, checkpoint, runner, search, studies
-from bench.report import command as report
+from bench import ablation, checkpoint, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
+from bench.report import command as report
+from bench.search import command as search
 from bench.tracking import Tracker
 from conftest import command_error, error_line, journal_trials, main_error, study_records, study_runs, wait_for_epochs
 

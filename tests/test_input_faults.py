@@ -15,12 +15,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench import ablation, checkpoint, data, post, predict, search, train_command
+from bench import ablation, checkpoint, data, post, predict, train_command
 from bench.benchmark import command as benchmark
 from bench.config import RunConfig
 from bench.data.generate import make_tree
 from bench.errors import BenchError, redact
 from bench.report import command as report
+from bench.search import command as search
 from bench.train import build_model, fit
 from conftest import main_error, stop_after, study_records, study_runs
 

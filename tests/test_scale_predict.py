@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data, post, predict, serving
+from bench import compress, data, post, predict
 from bench.config import RunConfig
 from bench.data import images
 from bench.data.generate import make_tree
+from bench.preprocessing import Preprocessing
 from bench.train import fit
 
 
@@ -51,12 +52,12 @@ def test_predict_takes_the_runs_test_view_at_q(trained_run):
 def test_served_arrays_of_any_size_get_the_same_view(trained_run):
     _, _, best = trained_run
     trained = predict.load_trained(checkpoint_path=best)
-    preprocessing = serving.Preprocessing.from_json(trained.servable.preprocessing.to_json())  # as logged
+    preprocessing = Preprocessing.from_json(trained.servable.preprocessing.to_json())  # as logged
     path = trained.splits.parts["test"].files[0]
     whole = images.decode_bytes(images.file_bytes(path), "RGB", path)
     served, _ = preprocessing.prepare(whole.permute(1, 2, 0).numpy(), invert="no")
     assert torch.equal(served[0], predict.read_image(Path(path), "RGB", preprocessing))
-    old = serving.Preprocessing.from_json({k: v for k, v in preprocessing.to_json().items() if k != "test_scale"})
+    old = Preprocessing.from_json({k: v for k, v in preprocessing.to_json().items() if k != "test_scale"})
     assert old.test_scale is None  # a model logged before the setting keeps its centre crop
 
 
@@ -65,5 +66,5 @@ def test_grid_confusion_and_post_run_on_the_streamed_splits(trained_run, tmp_pat
     assert predict.main(["--checkpoint", str(best), "--grid", "4", "--confusion", "--out-dir", str(tmp_path)]) == 0
     assert {p.name.split("-")[0] for p in tmp_path.glob("*.png")} == {"predictions", "confusion"}
     trained = predict.load_trained(checkpoint_path=best)
-    assert post.accuracy(trained.model, trained) == pytest.approx(result.test_acc)
+    assert compress.accuracy(trained.model, trained) == pytest.approx(result.test_acc)
     assert post.main(["--checkpoint", str(best), "--quantize", "--repeats", "2", "--out-dir", str(tmp_path / "post")]) == 0

@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from bench import search
+from bench.search import command as search
+from bench.search.job import standing
 from conftest import ROOT, error_line, main_error, study_runs
 
 STUDY = "lr-wd-search-smoke+device=cpu"  # the override is part of the budget label
@@ -154,7 +155,7 @@ def test_a_killed_worker_leaves_a_trial_that_the_next_start_fails_and_retries(pl
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead.number)
     assert retry.params == dead.params and retry.state == TrialState.COMPLETE
     assert 1 not in retry.intermediate_values  # resumed from the dead trial's checkpoint
-    assert len(search.standing(load(place))) == 2  # the retry stands in for the dead trial
+    assert len(standing(load(place))) == 2  # the retry stands in for the dead trial
 
     run = child_runs(place)[retry.number]  # the dead trial's MLflow run, continued
     assert run.info.run_id == dead.user_attrs["mlflow_run_id"]

@@ -18,8 +18,9 @@ from conftest import FASHION_DIR, ROOT, free_port, needs_fashion, raw_idx, wait_
 from mlflow.tracking import MlflowClient
 from test_records import post_json
 
-from bench import latency, post, predict, serving
+from bench import compress, latency, post, predict
 from bench.errors import BenchError
+from bench.preprocessing import Preprocessing
 from bench.trained import load_trained
 
 TRAIN = ["--model", "vgg-a", "--width", "0.125", "--subset", "2000", "--epochs", "1", "--batch-size", "64",
@@ -114,7 +115,7 @@ def test_the_readme_serving_command_from_a_fresh_shell(lone_run):
                                            ((2, 28, 28, 3), 2),
                                            ((60, 40), 1), ((8, 8), 1)])
 def test_layouts_read_one_way_only(shape, images):
-    preprocessing = serving.Preprocessing(("a", "b"), (0.3,), (0.3,), 1, 32, 28)
+    preprocessing = Preprocessing(("a", "b"), (0.3,), (0.3,), 1, 32, 28)
     read = preprocessing.to_uint8(np.zeros(shape, np.uint8))
     assert len(read) == images and read.shape[1] == 1 and tuple(read.shape[-2:]) in (shape[-2:], shape[-3:-1])
 
@@ -125,7 +126,7 @@ def test_layouts_read_one_way_only(shape, images):
                                          ((7, 7), "at least 8 px"), ((0, 28, 28), "no images"),
                                          ((28,), "cannot read")])
 def test_what_cannot_be_read_is_refused_in_terms_of_shapes(shape, says):
-    preprocessing = serving.Preprocessing(("a", "b"), (0.3,), (0.3,), 1, 32, 28)
+    preprocessing = Preprocessing(("a", "b"), (0.3,), (0.3,), 1, 32, 28)
     with pytest.raises(BenchError) as refused:
         preprocessing.to_uint8(np.full(shape, 123, np.uint8))
     assert says in str(refused.value) and "123" not in str(refused.value)
@@ -160,7 +161,7 @@ def test_predict_and_post_say_when_they_write_into_a_recorded_run(lone_run, tmp_
 def test_every_format_is_timed_in_one_layout_with_an_interval():
     model = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
     seen = []
-    forward = post.torch_forward(model)  # the model's weights are made contiguous NCHW
+    forward = compress.torch_forward(model)  # the model's weights are made contiguous NCHW
     assert model.weight.is_contiguous() and not model.weight.is_contiguous(memory_format=torch.channels_last)
     [timing] = latency.time_in_turns([lambda x: seen.append(x.is_contiguous()) or forward(x)],
                                      torch.zeros(2, 8, 8, 3).permute(0, 3, 1, 2), rounds=20, warmup=1)

@@ -165,7 +165,7 @@ class ServedModel(mlflow.pyfunc.PythonModel):
     """The pyfunc face of a bench.serving.Servable: what `mlflow models serve` and
     mlflow.pyfunc.load_model run. Param `invert`: auto (default), yes or no."""
 
-    # The signature is given explicitly (the input takes several layouts, see bench.serving), not
+    # The signature is given explicitly (the input takes several layouts, see bench.preprocessing), not
     # inferred from type hints; this tells MLflow not to ask for them.
     _skip_type_hint_validation = True
 

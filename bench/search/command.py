@@ -1,12 +1,12 @@
 """python -m bench.search --study lr-wd: an Optuna search over a study's space, every trial in MLflow.
 
-The space is the study file's [search] table (bench.search_space). Trials come from the runner
+The space is the study file's [search] table (bench.search.space). Trials come from the runner
 (bench.runner), as for ablations: the Optuna study NAME-search-LABEL in the storage is the queue
-(bench.search_job says how trials are claimed and counted); each trial is one MLflow child run
+(bench.search.job says how trials are claimed and counted); each trial is one MLflow child run
 named `trial N` under the parent run of the study at that budget, reporting validation accuracy
 every epoch so the pruner can stop it (a pruned run is KILLED with tag bench.state=pruned, its
 curve kept). When no trial is left running or queued, the last worker logs the search's summary
-on the parent run (bench.search_summary).
+on the parent run (bench.search.summary).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import optuna
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from bench import cli, errors, optuna_storage, preflight, runner, studies
+from bench import cli, optuna_storage, preflight, runner, studies
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.progress import console  # notes on stderr, results on stdout
-from bench.search_job import SearchJob, standing
-from bench.search_checks import corner_configs
-from bench.search_space import Plan, load_plan
-from bench.search_summary import log_summary, print_outcome
+from bench.search.checks import corner_configs
+from bench.search.job import SearchJob, standing
+from bench.search.space import Plan, load_plan
+from bench.search.summary import log_summary, print_outcome
 from bench.tracking import Tracker
 
 NOT_OVERRIDES = ("budget",)  # the budget label is made from the overrides
@@ -168,7 +168,3 @@ def dashboard_command(storage: str | None) -> str:
     shown = redact(url)
     hint = " (put the password back where *** is)" if shown != url else ""
     return f"optuna-dashboard {shown}{hint}"
-
-
-if __name__ == "__main__":
-    errors.cli(main)

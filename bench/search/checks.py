@@ -14,7 +14,7 @@ from bench.config import RunConfig
 from bench.errors import BenchError, one_line
 
 if TYPE_CHECKING:
-    from bench.search_space import Plan
+    from bench.search.space import Plan
 
 MAX_CORNERS = 4096  # combinations of extremes checked up front; past that, each edge alone
 DRY_TRIALS = 4  # made-up trials put through the sampler and pruner before anything is recorded

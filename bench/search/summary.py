@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.markup import escape
+from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
-from rich.markup import escape  # noqa: E402
-from rich.table import Table  # noqa: E402
+from bench.progress import out
+from bench.search.job import SearchJob, best_trial, standing, tally
+from bench.tracking import registry_name
 
-from bench.progress import out  # noqa: E402
-from bench.search_job import SearchJob, best_trial, standing, tally  # noqa: E402
-from bench.tracking import registry_name  # noqa: E402
+matplotlib.use("Agg")  # no display needed (pyplot, imported already, switches to it)
 
 TOP_ROWS = 10
 

@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bench import optuna_storage, runner
 from bench.config import RunConfig
-from bench.search_space import Plan
+from bench.search.space import Plan
 
 
 def standing(study: optuna.Study) -> list[FrozenTrial]:

@@ -41,9 +41,10 @@ import optuna
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 from optuna.samplers import GridSampler, RandomSampler, TPESampler
 
-from bench import search_checks, studies
+from bench import studies
 from bench.config import RunConfig
 from bench.errors import BenchError
+from bench.search import checks
 
 OBJECTIVE = "val_acc"
 TYPES = ("float", "int", "categorical")
@@ -198,8 +199,8 @@ def load_plan(study: studies.Study, budget: str, settings: dict[str, Any],
         sampler=_component(merged.get("sampler", "tpe"), SAMPLERS, "sampler", where),
         pruner=_component(merged.get("pruner", "median"), PRUNERS, "pruner", where),
     )
-    search_checks.check_against_config(plan, settings, where)
-    search_checks.check_components(plan, settings, where)
+    checks.check_against_config(plan, settings, where)
+    checks.check_components(plan, settings, where)
     return plan
 
 
