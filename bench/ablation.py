@@ -30,8 +30,10 @@ from bench.train import flops_per_image
 # Chosen per point of the grid, so they are not overrides of a study's settings.
 NOT_OVERRIDES = ("seed", "budget", "compute_scale")
 # What the trial's value is, in the study's metadata (a study's metric name is set once, when made).
-OBJECTIVE_NOTE = ("best_val_acc: the MLflow metric of the trial's run (user attr mlflow_run_id), its best "
-                  "validation accuracy over the epochs")
+OBJECTIVE_NOTE = (
+    "best_val_acc: the MLflow metric of the trial's run (user attr mlflow_run_id), its best "
+    "validation accuracy over the epochs"
+)
 LIVE = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
 SOURCE = {record.SOURCE_NAME: f"python -m bench.{cli.ABLATION}"}  # the UI's Source, however it was started
 
@@ -131,64 +133,117 @@ def main(argv: list[str] | None = None) -> int:
     preflight.check([p.config for p in points], data_dir=args.data_dir, checkpoint_root=Path(args.checkpoint_root))
     tracker = Tracker(args.tracking_uri)
     storage = optuna_storage.open_storage(args.storage)
-    seeds = check_distributions(storage, f"{study.name}-{points[0].config.budget}", args.storage,
-                                tuple(study.variants), sorted({p.seed for p in points}))
+    seeds = check_distributions(
+        storage,
+        f"{study.name}-{points[0].config.budget}",
+        args.storage,
+        tuple(study.variants),
+        sorted({p.seed for p in points}),
+    )
     if not args.quiet:
         announce(study, budget, points, args)
-    job = open_job(study, budget, points, args, tracker, storage, command, seeds,
-                   point_for=lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0])
+    job = open_job(
+        study,
+        budget,
+        points,
+        args,
+        tracker,
+        storage,
+        command,
+        seeds,
+        point_for=lambda variant, seed: study.grid(args.budget, overrides, (seed,), [variant])[0],
+    )
 
     if job.all_finished() and tracker.status(job.parent_run_id) == "FINISHED":
         # Nothing to train: the parent run is left as it was (its status, and its end time).
         if not args.quiet:
             console.print("every run of the study is complete: nothing to train")
     else:
-        runner.work_together(job, "bench.ablation", argv, args.workers, data_dir=args.data_dir,
-                             checkpoint_root=Path(args.checkpoint_root), quiet=args.quiet)
+        runner.work_together(
+            job,
+            "bench.ablation",
+            argv,
+            args.workers,
+            data_dir=args.data_dir,
+            checkpoint_root=Path(args.checkpoint_root),
+            quiet=args.quiet,
+        )
     if args.quiet:
         return 0 if job.all_finished() else 1
     return wrap_up(job, args, study, points, command)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.study_parser(cli.ABLATION, "Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
-                         listing="show the studies with their variants and budgets")
+    p = cli.study_parser(
+        cli.ABLATION,
+        "Run a study's variants x seeds; every run, metric and checkpoint goes to MLflow.",
+        listing="show the studies with their variants and budgets",
+    )
     p.add_argument("--seeds", help="a count (3 means 0,1,2) or a list (0,5,7); default: the budget's")
     p.add_argument("--variants", help="comma-separated subset of the study's variants")
-    p.add_argument("--report-dir", default=REPORT_DIR, help="where the study's report goes at the end (default: reports/)")
+    p.add_argument(
+        "--report-dir", default=REPORT_DIR, help="where the study's report goes at the end (default: reports/)"
+    )
     cli.add_study_flags(p, "runs", "overrides (any run setting, applied to every variant)", NOT_OVERRIDES)
     return p
 
 
-def chosen_grid(study: studies.Study, args: argparse.Namespace, overrides: dict[str, Any]
-                ) -> tuple[studies.Budget, list[studies.Point]]:
+def chosen_grid(
+    study: studies.Study, args: argparse.Namespace, overrides: dict[str, Any]
+) -> tuple[studies.Budget, list[studies.Point]]:
     """The budget and the points of the grid that --budget, --seeds, --variants and the overrides choose."""
     seeds = studies.parse_seeds(args.seeds) if args.seeds else None
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     budget = study.budget(args.budget)
     budget.check_needs(overrides)
-    points = a_runs_first(study.grid(args.budget, overrides, seeds, variants,
-                                     flops_per_image=lambda config: flops_per_image(config, args.data_dir)))
+    points = a_runs_first(
+        study.grid(
+            args.budget,
+            overrides,
+            seeds,
+            variants,
+            flops_per_image=lambda config: flops_per_image(config, args.data_dir),
+        )
+    )
     return budget, points
 
 
-def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args: argparse.Namespace,
-             tracker: Tracker, storage, command: str, seed_distribution: BaseDistribution,
-             point_for: Callable[[str, int], studies.Point]) -> AblationJob:
+def open_job(
+    study: studies.Study,
+    budget: studies.Budget,
+    points: list[studies.Point],
+    args: argparse.Namespace,
+    tracker: Tracker,
+    storage,
+    command: str,
+    seed_distribution: BaseDistribution,
+    point_for: Callable[[str, int], studies.Point],
+) -> AblationJob:
     """The study's Optuna study and MLflow parent run, described, with every missing point queued."""
     label = points[0].config.budget
     with optuna_storage.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
-            f"{study.name}-{label}", args.storage, tracker, study.name,
-            {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation",
-             **SOURCE},
+            f"{study.name}-{label}",
+            args.storage,
+            tracker,
+            study.name,
+            {"bench.budget": label, "bench.dataset": points[0].config.dataset, "bench.kind": "ablation", **SOURCE},
             storage=storage,
         )
         job = AblationJob(
-            experiment_name=study.name, optuna_name=optuna_study.study_name, study=optuna_study, tracker=tracker,
-            experiment_id=experiment_id, parent_run_id=parent_id, storage=storage, storage_url=args.storage,
-            system_metrics=args.system_metrics, points={p.config.hash: p for p in points},
-            variants=tuple(study.variants), label=label, point_for=point_for,
+            experiment_name=study.name,
+            optuna_name=optuna_study.study_name,
+            study=optuna_study,
+            tracker=tracker,
+            experiment_id=experiment_id,
+            parent_run_id=parent_id,
+            storage=storage,
+            storage_url=args.storage,
+            system_metrics=args.system_metrics,
+            points={p.config.hash: p for p in points},
+            variants=tuple(study.variants),
+            label=label,
+            point_for=point_for,
             seed_distribution=seed_distribution,
         )
         if "objective" not in optuna_study.user_attrs:
@@ -196,22 +251,30 @@ def open_job(study: studies.Study, budget: studies.Budget, points: list[studies.
         tracker.describe_parent(parent_id, parent_description(study, budget, points, command), shared_settings(points))
         _, lost = job.top_up()
     if lost:
-        console.print(f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(optuna_storage.describe_storage(args.storage))} "
-                      f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again")
+        console.print(
+            f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(optuna_storage.describe_storage(args.storage))} "
+            f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again"
+        )
     return job
 
 
-def wrap_up(job: AblationJob, args: argparse.Namespace, study: studies.Study, points: list[studies.Point],
-            command: str) -> int:
+def wrap_up(
+    job: AblationJob, args: argparse.Namespace, study: studies.Study, points: list[studies.Point], command: str
+) -> int:
     """The variant table, the report once any run is complete, and what is left; the exit code."""
     tracker, label = job.tracker, job.label
     frame = runs_frame(tracker, job.experiment_id, budget=label, hashes=set(job.points))
-    out.print(variant_table(frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"),
-                            order=list(study.variants)))
+    out.print(
+        variant_table(
+            frame, title=escape(f"{study.name} [{label}] on {points[0].config.dataset}"), order=list(study.variants)
+        )
+    )
     if job.done():
         finish(job, args, study, points, command)
-    console.print(f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{tracker.ui_command}[/], "
-                  f"then {tracker.runs_page(job.experiment_id)}")
+    console.print(
+        f"MLflow store: {escape(redact(tracker.uri))}; browse it with: [bold]{tracker.ui_command}[/], "
+        f"then {tracker.runs_page(job.experiment_id)}"
+    )
     for failure in job.failures:
         console.print(f"[red]failed:[/] {failure}")
     if not job.all_finished():
@@ -227,13 +290,16 @@ def a_runs_first(points: list[studies.Point]) -> list[studies.Point]:
     needed = {p.config.a_config.hash: p for p in points if p.config.init_from_a}
     for a_hash, point in needed.items():
         if a_hash not in hashes:
-            raise BenchError(f"{point.key} starts from a trained vgg-a (init_from_a), but that run is not in "
-                             "this grid: add vgg-a (without init_from_a) to the study's variants or to --variants")
+            raise BenchError(
+                f"{point.key} starts from a trained vgg-a (init_from_a), but that run is not in "
+                "this grid: add vgg-a (without init_from_a) to the study's variants or to --variants"
+            )
     return sorted(points, key=lambda p: p.config.hash not in needed)
 
 
-def check_distributions(storage, name: str, storage_url: str | None, variants: tuple[str, ...],
-                        seeds: list[int]) -> BaseDistribution:
+def check_distributions(
+    storage, name: str, storage_url: str | None, variants: tuple[str, ...], seeds: list[int]
+) -> BaseDistribution:
     """An Optuna study keeps one distribution per param: a study file whose variants changed
     since its trials ran cannot add trials to it. Checked before anything is recorded.
     Returns the distribution the grid's `seed` params take (seed_distribution)."""
@@ -247,7 +313,8 @@ def check_distributions(storage, name: str, storage_url: str | None, variants: t
     if recorded.get("variant", ours) != ours:
         raise BenchError(
             f"{where} was started with variant choices {list(recorded['variant'].choices)}, the study file "
-            f"now has {list(variants)}: run it under another --storage, or restore the study file's variants")
+            f"now has {list(variants)}: run it under another --storage, or restore the study file's variants"
+        )
     return seed_distribution(recorded.get("seed"), seeds, where)
 
 
@@ -260,8 +327,10 @@ def seed_distribution(recorded: BaseDistribution | None, seeds: list[int], where
     if isinstance(recorded, CategoricalDistribution):
         outside = sorted(set(seeds) - set(recorded.choices))
         if outside:
-            raise BenchError(f"seed {outside[0]} is not among the seeds {where} takes (0..99, as it was "
-                             "started with): choose seeds in that range, or run it under another --storage")
+            raise BenchError(
+                f"seed {outside[0]} is not among the seeds {where} takes (0..99, as it was "
+                "started with): choose seeds in that range, or run it under another --storage"
+            )
         return recorded
     return IntDistribution(min(seeds), max(seeds))
 
@@ -284,39 +353,50 @@ def finish(job: AblationJob, args, study: studies.Study, points: list[studies.Po
     paths = publish(job.tracker, built, Path(args.report_dir))
     console.print(f"report: {', '.join(map(str, paths))} (also on the parent run under report/)")
     # A trial whose MLflow run is gone (a replaced store, trained again since) cannot be registered.
-    recorded = [t for t in job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if job.tracker.run_exists(t.user_attrs.get("mlflow_run_id", ""))]
+    recorded = [
+        t
+        for t in job.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if job.tracker.run_exists(t.user_attrs.get("mlflow_run_id", ""))
+    ]
     best = max(recorded, key=lambda t: t.value)
     name = registry_name(f"{study.name}-{job.label}")
     version = job.tracker.register_best(name, best.user_attrs["mlflow_run_id"])
-    console.print(f"best run by validation accuracy: {escape(best.user_attrs.get('variant', ''))} seed "
-                  f"{best.user_attrs.get('seed', '')}, registered as [bold]models:/{escape(name)}@best[/] (version {version})")
+    console.print(
+        f"best run by validation accuracy: {escape(best.user_attrs.get('variant', ''))} seed "
+        f"{best.user_attrs.get('seed', '')}, registered as [bold]models:/{escape(name)}@best[/] (version {version})"
+    )
 
 
 def parent_description(study: studies.Study, budget: studies.Budget, points: list[studies.Point], command: str) -> str:
     variants = list(dict.fromkeys(p.variant for p in points))
     seeds = sorted({p.seed for p in points})
-    return (f"**{study.name}**: {study.description}\n\n"
-            f"Budget `{points[0].config.budget}`: {budget.description}\n\n"
-            f"Variants: {', '.join(variants)}; seeds: {', '.join(map(str, seeds))} "
-            f"({len(points)} runs on {points[0].config.dataset}).\n\n"
-            f"Command: `{command}`")
+    return (
+        f"**{study.name}**: {study.description}\n\n"
+        f"Budget `{points[0].config.budget}`: {budget.description}\n\n"
+        f"Variants: {', '.join(variants)}; seeds: {', '.join(map(str, seeds))} "
+        f"({len(points)} runs on {points[0].config.dataset}).\n\n"
+        f"Command: `{command}`"
+    )
 
 
 def shared_settings(points: list[studies.Point]) -> dict[str, Any]:
     """The run settings every point of the grid has in common (the variants change the rest)."""
     first = points[0].config.to_dict()
-    return {k: v for k, v in first.items()
-            if k != "seed" and all(p.config.to_dict()[k] == v for p in points[1:])}
+    return {k: v for k, v in first.items() if k != "seed" and all(p.config.to_dict()[k] == v for p in points[1:])}
 
 
 def announce(study: studies.Study, budget: studies.Budget, points: list[studies.Point], args) -> None:
     config = points[0].config
     variants = sorted({p.variant for p in points}, key=list(study.variants).index)
-    cli.announce(study, budget, config.budget, bool(args.budget),
-                 f"{len(points)} runs = {len(variants)} variants x {len(points) // len(variants)} seeds on "
-                 f"{config.dataset} (subset {config.subset or 'all'}, {epochs_text(points)}, width {config.width}, "
-                 f"batch {config.batch_size}, device {config.device})")
+    cli.announce(
+        study,
+        budget,
+        config.budget,
+        bool(args.budget),
+        f"{len(points)} runs = {len(variants)} variants x {len(points) // len(variants)} seeds on "
+        f"{config.dataset} (subset {config.subset or 'all'}, {epochs_text(points)}, width {config.width}, "
+        f"batch {config.batch_size}, device {config.device})",
+    )
 
 
 def epochs_text(points: list[studies.Point]) -> str:
@@ -325,8 +405,11 @@ def epochs_text(points: list[studies.Point]) -> str:
     if config.compute == "epochs":
         return f"{config.epochs} epochs"
     each = {p.variant: p.config.train_epochs for p in points}
-    return (f"equal training FLOPs: the reference's {config.epochs} epochs; "
-            + ", ".join(f"{v} {e:.2f}" for v, e in each.items()) + " epochs")
+    return (
+        f"equal training FLOPs: the reference's {config.epochs} epochs; "
+        + ", ".join(f"{v} {e:.2f}" for v, e in each.items())
+        + " epochs"
+    )
 
 
 if __name__ == "__main__":

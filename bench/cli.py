@@ -58,19 +58,39 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
 def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
     """The flags every study command shares: where the queue and the record are, how many workers."""
     parser.add_argument("--storage", help="Optuna storage URL shared by workers (default: a journal file in .bench/)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--workers", type=worker_count, action=WorkerCounts, default=1, metavar="N|auto",
-                        help="worker processes on this machine (default 1); auto: as many runs as pack well "
-                             "onto the GPU, from its free memory and a short measurement of the first run "
-                             "(one on a CPU)")
-    parser.add_argument("--gpus-per-run", type=int, default=1, metavar="N",
-                        help="train each run over N processes with torchrun (DDP): N GPUs each, or N CPU "
-                             "processes where there is no GPU; --workers counts such groups (default 1)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        action=WorkerCounts,
+        default=1,
+        metavar="N|auto",
+        help="worker processes on this machine (default 1); auto: as many runs as pack well "
+        "onto the GPU, from its free memory and a short measurement of the first run "
+        "(one on a CPU)",
+    )
+    parser.add_argument(
+        "--gpus-per-run",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train each run over N processes with torchrun (DDP): N GPUs each, or N CPU "
+        "processes where there is no GPU; --workers counts such groups (default 1)",
+    )
     parser.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
-    parser.add_argument("--checkpoint-root", default=str(STATE_DIR / "checkpoints"),
-                        help=f"per-run checkpoint folders, used to resume cut-off {unit}")
-    parser.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
-                        help="do not sample CPU, memory and GPU use into each run (MLflow's system/ metrics)")
+    parser.add_argument(
+        "--checkpoint-root",
+        default=str(STATE_DIR / "checkpoints"),
+        help=f"per-run checkpoint folders, used to resume cut-off {unit}",
+    )
+    parser.add_argument(
+        "--no-system-metrics",
+        dest="system_metrics",
+        action="store_false",
+        help="do not sample CPU, memory and GPU use into each run (MLflow's system/ metrics)",
+    )
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -97,11 +117,14 @@ def check_workers(args: argparse.Namespace) -> None:
     given = getattr(args, "workers_given", [])
     counts = [v for v in given if v != packing.AUTO]
     if packing.AUTO in given and counts:
-        raise BenchError(f"--workers auto chooses the count itself, but --workers {counts[-1]} fixes it too: "
-                         "give one of them")
+        raise BenchError(
+            f"--workers auto chooses the count itself, but --workers {counts[-1]} fixes it too: give one of them"
+        )
     if args.workers == packing.AUTO and args.gpus_per_run > 1:
-        raise BenchError(f"--workers auto packs runs onto one GPU, but --gpus-per-run {args.gpus_per_run} "
-                         "spreads each run over several: give --workers N with --gpus-per-run")
+        raise BenchError(
+            f"--workers auto packs runs onto one GPU, but --gpus-per-run {args.gpus_per_run} "
+            "spreads each run over several: give --workers N with --gpus-per-run"
+        )
     if args.workers != packing.AUTO and args.workers < 1:
         raise BenchError(f"--workers must be at least 1, got {args.workers}")
     if args.gpus_per_run < 1:
@@ -140,8 +163,9 @@ def add_study_flags(parser: argparse.ArgumentParser, unit: str, overrides: str, 
     add_config_flags(parser.add_argument_group(overrides), defaults=False, exclude=exclude)
 
 
-def open_study_command(kind: str, parser: argparse.ArgumentParser, argv: list[str] | None,
-                       not_overrides: tuple[str, ...]):
+def open_study_command(
+    kind: str, parser: argparse.ArgumentParser, argv: list[str] | None, not_overrides: tuple[str, ...]
+):
     """Parse a study command's line: (args, study, overrides), or None once --list has been answered."""
     args = parser.parse_args(argv)
     if args.list:
@@ -183,8 +207,9 @@ def budget_cell(study: studies.Study, name: str) -> str:
     return f"{name} ({'; '.join(notes)})" if notes else name
 
 
-def chosen_study(args: argparse.Namespace, kind: str, not_overrides: tuple[str, ...]
-                 ) -> tuple[studies.Study, dict[str, Any]]:
+def chosen_study(
+    args: argparse.Namespace, kind: str, not_overrides: tuple[str, ...]
+) -> tuple[studies.Study, dict[str, Any]]:
     """The study --study names, checked to be one `kind` can run, and the typed run-setting overrides."""
     if not args.study:
         verb = "run" if kind == ABLATION else "search"
@@ -192,10 +217,13 @@ def chosen_study(args: argparse.Namespace, kind: str, not_overrides: tuple[str, 
     check_workers(args)
     study = studies.load(args.study)
     if kind == ABLATION and not study.variants:
-        raise BenchError(f"study {study.name!r} has no variants, only a search: python -m bench.search --study {study.name}")
+        raise BenchError(
+            f"study {study.name!r} has no variants, only a search: python -m bench.search --study {study.name}"
+        )
     if kind == SEARCH and study.search is None:
-        raise BenchError(f"study {study.name!r} has no [search] table, only variants: "
-                         f"python -m bench.ablation --study {study.name}")
+        raise BenchError(
+            f"study {study.name!r} has no [search] table, only variants: python -m bench.ablation --study {study.name}"
+        )
     typed = {k: v for k, v in given_settings(args).items() if k not in not_overrides}
     return study, RunConfig.typed({**typed, **run_settings(args)})
 

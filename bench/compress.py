@@ -39,8 +39,14 @@ class Variant:
         """One row of the csv: the timings as columns."""
         row = {k: v for k, v in asdict(self).items() if k != "timings"}
         for batch, t in self.timings.items():
-            row.update({f"ms_b{batch}": t.median_ms, f"ms_b{batch}_low": t.low_ms,
-                        f"ms_b{batch}_high": t.high_ms, f"images_per_s_b{batch}": t.images_per_s})
+            row.update(
+                {
+                    f"ms_b{batch}": t.median_ms,
+                    f"ms_b{batch}_low": t.low_ms,
+                    f"ms_b{batch}_high": t.high_ms,
+                    f"images_per_s_b{batch}": t.images_per_s,
+                }
+            )
         return row
 
 
@@ -103,6 +109,7 @@ def torch_forward(model: nn.Module) -> Callable:
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return model(x)
+
     return forward
 
 
@@ -117,8 +124,15 @@ class Built:
     note: str
 
 
-def build_variants(trained: Trained, out_dir: Path, quantize: bool, amounts: tuple[float, ...], scope: str,
-                   onnx: bool, advance: Callable[[str], None]) -> list[Built]:
+def build_variants(
+    trained: Trained,
+    out_dir: Path,
+    quantize: bool,
+    amounts: tuple[float, ...],
+    scope: str,
+    onnx: bool,
+    advance: Callable[[str], None],
+) -> list[Built]:
     model = trained.model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -151,8 +165,9 @@ def build_variants(trained: Trained, out_dir: Path, quantize: bool, amounts: tup
     return built
 
 
-def run_all(trained: Trained, out_dir: Path, *, quantize: bool, amounts: tuple[float, ...], scope: str,
-            onnx: bool, repeats: int) -> list[Variant]:
+def run_all(
+    trained: Trained, out_dir: Path, *, quantize: bool, amounts: tuple[float, ...], scope: str, onnx: bool, repeats: int
+) -> list[Variant]:
     """Build every asked-for variant, then measure them all the same way."""
     splits = trained.splits
     count = 1 + quantize + len(amounts) + onnx
@@ -174,10 +189,21 @@ def run_all(trained: Trained, out_dir: Path, *, quantize: bool, amounts: tuple[f
             advance(f"time at batch {batch}, in turns")
             # Fewer calls of a bigger batch: each takes longer and varies less.
             rounds = repeats if batch == 1 else max(10, repeats // 5)
-            measured = time_in_turns([b.forward for b in runnable], batch_of(examples, batch), rounds,
-                                     warmup=max(3, rounds // 10))
+            measured = time_in_turns(
+                [b.forward for b in runnable], batch_of(examples, batch), rounds, warmup=max(3, rounds // 10)
+            )
             for b, timing in zip(runnable, measured):
                 timings[b.name][batch] = timing
         bar.update(task, completed=count + len(BATCHES) + 1 + len(built))
-    return [Variant(b.name, accuracies.get(b.name), *file_sizes(b.file), b.sparsity, str(b.file), b.note,
-                    timings.get(b.name, {})) for b in built]
+    return [
+        Variant(
+            b.name,
+            accuracies.get(b.name),
+            *file_sizes(b.file),
+            b.sparsity,
+            str(b.file),
+            b.note,
+            timings.get(b.name, {}),
+        )
+        for b in built
+    ]

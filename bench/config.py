@@ -128,8 +128,10 @@ class RunConfig:
             choices("compute", self.compute, COMPUTES)
         _check_range("compute_scale", self.compute_scale, Interval(0, 1000, low_open=True))
         if self.compute == "epochs" and self.compute_scale != 1.0:
-            raise BenchError(f"setting 'compute_scale' = {self.compute_scale!r} needs compute = 'flops' (a study "
-                             "with compute = 'flops' sets it from the models' FLOPs; with 'epochs' it stays 1)")
+            raise BenchError(
+                f"setting 'compute_scale' = {self.compute_scale!r} needs compute = 'flops' (a study "
+                "with compute = 'flops' sets it from the models' FLOPs; with 'epochs' it stays 1)"
+            )
         _check_range("width", self.width, WIDTH)
         _check_range("dropout", self.dropout, DROPOUT)
         _check_range("val_fraction", self.val_fraction, Interval(0, 1, low_open=True, high_open=True))
@@ -141,16 +143,20 @@ class RunConfig:
         _check_range("backbone_lr_scale", self.backbone_lr_scale, Interval(0, 10))
         _check_range("freeze", self.freeze, Interval(0))
         if self.batch_size % self.world_size:
-            raise BenchError(f"batch size {self.batch_size} is not a multiple of the world size "
-                             f"{self.world_size}: choose a batch size divisible by {self.world_size}")
+            raise BenchError(
+                f"batch size {self.batch_size} is not a multiple of the world size "
+                f"{self.world_size}: choose a batch size divisible by {self.world_size}"
+            )
         if self.subset is not None:
             _check_range("subset", self.subset, Interval(1))
         if self.image_size is not None:
             _check_range("image_size", self.image_size, IMAGE_SIZE)
         self._check_scales()
         if self.init_from_a and self.model not in ("vgg-b", "vgg-c", "vgg-d", "vgg-e"):
-            raise BenchError(f"init_from_a starts a deeper VGG (vgg-b, vgg-c, vgg-d, vgg-e) from a trained "
-                             f"vgg-a; {self.model} is not one: drop --init-from-a")
+            raise BenchError(
+                f"init_from_a starts a deeper VGG (vgg-b, vgg-c, vgg-d, vgg-e) from a trained "
+                f"vgg-a; {self.model} is not one: drop --init-from-a"
+            )
         if self.init_from_a and self.pretrained is not None:
             raise BenchError("init_from_a and pretrained both set the starting weights: choose one")
         _check_range("loader_workers", self.loader_workers, Interval(0, 64))
@@ -165,28 +171,38 @@ class RunConfig:
         for mode in modes:
             if mode not in EVAL_MODES:
                 choices("evaluation mode", mode, EVAL_MODES)
-        canonical = {"train_scale": self.train_scale and ",".join(map(str, _scales("train_scale", self.train_scale))),
-                     "test_scales": self.test_scales and ",".join(map(str, _scales("test_scales", self.test_scales))),
-                     "eval_modes": ",".join(dict.fromkeys(modes))}
+        canonical = {
+            "train_scale": self.train_scale and ",".join(map(str, _scales("train_scale", self.train_scale))),
+            "test_scales": self.test_scales and ",".join(map(str, _scales("test_scales", self.test_scales))),
+            "eval_modes": ",".join(dict.fromkeys(modes)),
+        }
         for name, value in canonical.items():  # one spelling per meaning, so equal runs hash equal
             object.__setattr__(self, name, value)
         if self.train_scale is None and (self.test_scales is not None or modes != ("centre",)):
-            raise BenchError("test_scales and eval_modes other than centre need train_scale (the paper's scale "
-                             "protocol, e.g. --train-scale 256); set it too")
+            raise BenchError(
+                "test_scales and eval_modes other than centre need train_scale (the paper's scale "
+                "protocol, e.g. --train-scale 256); set it too"
+            )
         folder = self.dataset.startswith(IMAGE_FOLDERS)
         if self.train_scale is not None and not folder:
-            raise BenchError(f"train_scale needs an image folder (--dataset imagefolder:PATH or synthetic-images), "
-                             f"not {self.dataset!r}")
+            raise BenchError(
+                f"train_scale needs an image folder (--dataset imagefolder:PATH or synthetic-images), "
+                f"not {self.dataset!r}"
+            )
         if self.train_scale is not None:
             s = _scales("train_scale", self.train_scale)
             if len(s) > 2:
                 raise BenchError(f"train_scale is S or S_min,S_max, got {self.train_scale!r}")
             if s[0] > s[-1]:
-                raise BenchError(f"train_scale range {s[0]},{s[-1]} has min > max; give S_min,S_max with "
-                                 "S_min <= S_max (e.g. 256,512)")
+                raise BenchError(
+                    f"train_scale range {s[0]},{s[-1]} has min > max; give S_min,S_max with "
+                    "S_min <= S_max (e.g. 256,512)"
+                )
         if self.data_holder != "auto" and not folder:
-            raise BenchError(f"data_holder {self.data_holder!r} applies to image folders only; "
-                             f"{self.dataset!r} is always held in memory: leave it at auto")
+            raise BenchError(
+                f"data_holder {self.data_holder!r} applies to image folders only; "
+                f"{self.dataset!r} is always held in memory: leave it at auto"
+            )
 
     @property
     def a_config(self) -> RunConfig | None:
@@ -262,9 +278,7 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise BenchError(
-                f"unknown setting {sorted(unknown)[0]!r}; valid settings: {', '.join(sorted(known))}"
-            )
+            raise BenchError(f"unknown setting {sorted(unknown)[0]!r}; valid settings: {', '.join(sorted(known))}")
         return {k: coerce(k, v, hints[k]) for k, v in values.items()}
 
     @classmethod
@@ -326,8 +340,9 @@ def _scales(name: str, text: str) -> tuple[int, ...]:
         value = int(item)
         if value < PAPER_CROP:
             what = "test scale Q" if name == "test_scales" else "training scale S"
-            raise BenchError(f"{what} {value} is smaller than the crop ({PAPER_CROP} at the paper's scale): "
-                             f"use {PAPER_CROP} or more")
+            raise BenchError(
+                f"{what} {value} is smaller than the crop ({PAPER_CROP} at the paper's scale): use {PAPER_CROP} or more"
+            )
         if value > MAX_SCALE:
             raise BenchError(f"setting {name!r} value {value} is larger than {MAX_SCALE}")
         values.append(value)

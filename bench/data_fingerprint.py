@@ -45,8 +45,7 @@ def difference(saved: Fingerprint | None, now: Fingerprint) -> str | None:
         return None
     if "split" in saved or "split" in now:
         before, after = saved.get("split", {}), now.get("split", {})
-        changed = [f"{k} {before.get(k)} -> {after.get(k)}" for k in SPLIT_KEYS
-                   if before.get(k) != after.get(k)]
+        changed = [f"{k} {before.get(k)} -> {after.get(k)}" for k in SPLIT_KEYS if before.get(k) != after.get(k)]
         return f"the split differs ({', '.join(changed)})" if changed else None
     return _files_difference(saved["files"], now["files"])
 
@@ -72,5 +71,7 @@ def check(saved: Fingerprint | None, now: Fingerprint, where: Path) -> None:
     """Refuse, in one line naming the difference, to resume the checkpoint at `where` on other data."""
     found = difference(saved, now)
     if found:
-        raise BenchError(f"{where} was trained on other data: {found}; put the data back as it was, or "
-                         f"delete {where.parent} to train this run again from epoch 1")
+        raise BenchError(
+            f"{where} was trained on other data: {found}; put the data back as it was, or "
+            f"delete {where.parent} to train this run again from epoch 1"
+        )

@@ -111,8 +111,9 @@ def check(world_size: int, device: str, sync_batch_norm: bool, groups: int = 1) 
     """What this machine must offer `groups` runs at once over `world_size` processes each (one line)."""
     wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if wants_cuda and world_size * groups > torch.cuda.device_count():
-        raise BenchError(f"{groups} worker(s) x {world_size} processes per run need {world_size * groups} GPUs; "
-                         f"this machine has {torch.cuda.device_count()}: ask for fewer --gpus-per-run or --workers")
+        raise BenchError(
+            f"{groups} worker(s) x {world_size} processes per run need {world_size * groups} GPUs; "
+            f"this machine has {torch.cuda.device_count()}: ask for fewer --gpus-per-run or --workers"
+        )
     if sync_batch_norm and world_size > 1 and not wants_cuda:
-        raise BenchError("sync_batch_norm works on GPUs only (PyTorch's SyncBatchNorm): "
-                         "drop --sync-batch-norm on CPU")
+        raise BenchError("sync_batch_norm works on GPUs only (PyTorch's SyncBatchNorm): drop --sync-batch-norm on CPU")

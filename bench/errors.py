@@ -94,7 +94,7 @@ def redact(text: str) -> str:
         end = _password_end(text, match)
         if end is None:
             continue
-        parts += [text[done:match.end()], "***"]
+        parts += [text[done : match.end()], "***"]
         done = end
     return "".join(parts) + text[done:]
 
@@ -105,8 +105,11 @@ def _password_end(text: str, match: re.Match) -> int | None:
     a password may hold '@' and a space, so it is the widest span that cannot leak. A quoted URL
     (shlex.join quotes one with a space, '?' or '#') ends at its quote, any URL before the next one."""
     start = match.end()
-    bounds = [text.find(match["quote"], start) if match["quote"] else -1, text.find("\n", start),
-              _next_url(text, start)]
+    bounds = [
+        text.find(match["quote"], start) if match["quote"] else -1,
+        text.find("\n", start),
+        _next_url(text, start),
+    ]
     stop = min([b for b in bounds if b != -1], default=len(text))
     at = text.rfind("@", start, stop)
     return None if at == -1 else at

@@ -33,7 +33,7 @@ def grid_crops(image: torch.Tensor, crop: int) -> torch.Tensor:
     h, w = image.shape[-2:]
     tops = torch.linspace(0, h - crop, GRID).round().long().tolist()
     lefts = torch.linspace(0, w - crop, GRID).round().long().tolist()
-    crops = torch.stack([image[:, t:t + crop, l:l + crop] for t in tops for l in lefts])
+    crops = torch.stack([image[:, t : t + crop, l : l + crop] for t in tops for l in lefts])
     return torch.cat([crops, crops.flip(-1)])
 
 
@@ -58,8 +58,15 @@ def topk_correct(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Ten
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, splits, modes: tuple[str, ...], paper_scales: tuple[int, ...],
-             autocast, channels_last: bool = False, group: Group = Group()) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    splits,
+    modes: tuple[str, ...],
+    paper_scales: tuple[int, ...],
+    autocast,
+    channels_last: bool = False,
+    group: Group = Group(),
+) -> dict[str, float]:
     """Top-1 and top-5 accuracy on the test part for each mode asked, at each test scale and over all.
 
     In a process group of several ranks each rank decodes and scores its own share of the

@@ -31,11 +31,9 @@ from bench.errors import BenchError, one_line
 
 # What the studies import beyond the image. mlflow-skinny, not mlflow: full mlflow's closure needs pyarrow
 # (~90 MB); skinny holds tracking, the registry and the pyfunc models the studies write.
-KIT_PACKAGES = ("mlflow-skinny", "optuna", "sqlalchemy", "alembic", "psutil", "nvidia-ml-py", "filelock",
-                "statsmodels")
+KIT_PACKAGES = ("mlflow-skinny", "optuna", "sqlalchemy", "alembic", "psutil", "nvidia-ml-py", "filelock", "statsmodels")
 # The image's own packages; with what they need (found here), they stay out of the kit.
-IMAGE_PACKAGES = ("torch", "torchvision", "timm", "pandas", "rich", "scipy", "matplotlib", "numpy", "pillow",
-                  "pip")
+IMAGE_PACKAGES = ("torch", "torchvision", "timm", "pandas", "rich", "scipy", "matplotlib", "numpy", "pillow", "pip")
 # Modern wheels carry compound tags (manylinux2014 + manylinux_2_17 + ...); pip matches any one given here.
 PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 29)))
 CARRY_LIMIT_MIB = 64  # what a GPU machine typically takes along with the working tree
@@ -82,36 +80,47 @@ def frozen_image(path: Path) -> dict[str, str | None]:
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
-        raise BenchError(f"cannot read --image {path}: {one_line(exc)}; give the GPU image's `python3 -m pip "
-                         "freeze` saved to a file") from None
+        raise BenchError(
+            f"cannot read --image {path}: {one_line(exc)}; give the GPU image's `python3 -m pip freeze` saved to a file"
+        ) from None
     pins: dict[str, str | None] = {}
     for line in lines:
         found = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s;]+)|@)", line.strip())
         if found:
             pins[canonical(found[1])] = found[2]
     if not pins:
-        raise BenchError(f"--image {path} names no package; give the GPU image's `python3 -m pip freeze` "
-                         "output")
+        raise BenchError(f"--image {path} names no package; give the GPU image's `python3 -m pip freeze` output")
     return pins
 
 
 def target_flags(python: str) -> list[str]:
     """pip's flags for wheels that CPython `python` on manylinux x86_64 can install."""
     platforms = [flag for name in PLATFORMS for flag in ("--platform", name)]
-    return ["--only-binary=:all:", "--python-version", python, "--implementation", "cp",
-            "--abi", f"cp{python.replace('.', '')}", *platforms]
+    return [
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{python.replace('.', '')}",
+        *platforms,
+    ]
 
 
 def pip(args: list[str], what: str) -> None:
     """Run this interpreter's pip quietly; its last line of complaint becomes our one line."""
-    done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args], capture_output=True, text=True
+    )
     if done.returncode != 0:
         lines = done.stderr.splitlines()
         errors = [line for line in lines if line.startswith("ERROR")] or lines
         reason = errors[-1] if errors else f"exit {done.returncode}"
-        raise BenchError(f"{what} failed: {reason.removeprefix('ERROR: ')}; check the network and the "
-                         "package index pip is configured with")
+        raise BenchError(
+            f"{what} failed: {reason.removeprefix('ERROR: ')}; check the network and the "
+            "package index pip is configured with"
+        )
 
 
 def resolve(python: str, image: dict[str, str | None], work: Path) -> list[dict]:
@@ -122,9 +131,23 @@ def resolve(python: str, image: dict[str, str | None], work: Path) -> list[dict]
     pinned = {**local_kit(), **{name: version for name, version in image.items() if version}}
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in pinned.items()))
     report = work / "report.json"
-    pip(["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report), "--target",
-         str(work / "target"), *target_flags(python), "-c", str(constraints), *KIT_PACKAGES],
-        f"resolving {', '.join(KIT_PACKAGES)} for Python {python}")
+    pip(
+        [
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "--target",
+            str(work / "target"),
+            *target_flags(python),
+            "-c",
+            str(constraints),
+            *KIT_PACKAGES,
+        ],
+        f"resolving {', '.join(KIT_PACKAGES)} for Python {python}",
+    )
     wheels = []
     for item in json.loads(report.read_text())["install"]:
         name = canonical(item["metadata"]["name"])
@@ -132,8 +155,15 @@ def resolve(python: str, image: dict[str, str | None], work: Path) -> list[dict]
             continue
         url = item["download_info"]["url"]
         digest = item["download_info"].get("archive_info", {}).get("hashes", {}).get("sha256")
-        wheels.append({"name": name, "version": item["metadata"]["version"], "url": url, "sha256": digest,
-                       "file": urllib.parse.unquote(url.rsplit("/", 1)[-1])})
+        wheels.append(
+            {
+                "name": name,
+                "version": item["metadata"]["version"],
+                "url": url,
+                "sha256": digest,
+                "file": urllib.parse.unquote(url.rsplit("/", 1)[-1]),
+            }
+        )
     return sorted(wheels, key=lambda w: w["name"])
 
 
@@ -150,8 +180,9 @@ def cached(python: str, image: dict[str, str | None]) -> tuple[list[dict], Path]
     downloaded once per (Python, image), then reused without the network."""
     cache = cache_root() / "kit-wheels"
     files = cache / "files"
-    key = hashlib.sha256(json.dumps([python, PLATFORMS, KIT_PACKAGES, sorted(local_kit().items()),
-                                     sorted(image.items())]).encode())
+    key = hashlib.sha256(
+        json.dumps([python, PLATFORMS, KIT_PACKAGES, sorted(local_kit().items()), sorted(image.items())]).encode()
+    )
     resolution = cache / f"resolved-{key.hexdigest()[:16]}.json"
     if resolution.is_file():
         wheels = json.loads(resolution.read_text())
@@ -165,12 +196,23 @@ def cached(python: str, image: dict[str, str | None]) -> tuple[list[dict], Path]
         print(f"downloading {len(absent)} wheels for Python {python}", file=sys.stderr)
         for wheel in absent:  # a torn or altered file: pip download would keep it
             (files / wheel["file"]).unlink(missing_ok=True)
-        pip(["download", "--no-deps", "--quiet", "-d", str(files), *target_flags(python),
-             *(f"{w['name']}=={w['version']}" for w in absent)], "downloading the kit's wheels")
+        pip(
+            [
+                "download",
+                "--no-deps",
+                "--quiet",
+                "-d",
+                str(files),
+                *target_flags(python),
+                *(f"{w['name']}=={w['version']}" for w in absent),
+            ],
+            "downloading the kit's wheels",
+        )
     for wheel in wheels:
         if not _intact(files / wheel["file"], wheel["sha256"]):
-            raise BenchError(f"downloaded {wheel['file']} does not match the index's sha256; delete {files} "
-                             "and build again")
+            raise BenchError(
+                f"downloaded {wheel['file']} does not match the index's sha256; delete {files} and build again"
+            )
     kit_manifest.write_text(resolution, json.dumps(wheels, indent=1))
     return wheels, files
 
@@ -184,8 +226,10 @@ def data_source(folder: Path | None) -> Path:
     source = folder or Path(SYSTEM_LOCATIONS["fashion-mnist"][0])
     missing = [name for name in FASHION_FILES if not (source / name).is_file()]
     if missing:
-        raise BenchError(f"{source} lacks {', '.join(missing)}: apt-get install dataset-fashion-mnist, or "
-                         "give --data DIR holding the four Fashion-MNIST .gz files")
+        raise BenchError(
+            f"{source} lacks {', '.join(missing)}: apt-get install dataset-fashion-mnist, or "
+            "give --data DIR holding the four Fashion-MNIST .gz files"
+        )
     return source
 
 
@@ -208,8 +252,7 @@ def build(out: Path, python: str, data: Path | None, image_freeze: Path | None) 
     return manifest
 
 
-def _fill(kit: Path, wheels: list[dict], files: Path, source: Path, python: str,
-          image: dict[str, str | None]) -> dict:
+def _fill(kit: Path, wheels: list[dict], files: Path, source: Path, python: str, image: dict[str, str | None]) -> dict:
     (kit / kit_manifest.WHEELS).mkdir()
     for wheel in wheels:
         shutil.copy(files / wheel["file"], kit / kit_manifest.WHEELS / wheel["file"])
@@ -219,12 +262,13 @@ def _fill(kit: Path, wheels: list[dict], files: Path, source: Path, python: str,
         shutil.copy(source / name, data / name)
     in_kit = {w["name"]: w["version"] for w in wheels}
     manifest = {
-        "python": python, "platforms": list(PLATFORMS), "image": image,
+        "python": python,
+        "platforms": list(PLATFORMS),
+        "image": image,
         "wheels": [{key: w[key] for key in ("name", "version", "file", "sha256")} for w in wheels],
         # Only the packages the studies ask for are installed by name; pip takes what they need from the
         # image where it has it, from the wheels where not.
-        "requirements": [f"{name}=={in_kit[canonical(name)]}" for name in KIT_PACKAGES
-                         if canonical(name) in in_kit],
+        "requirements": [f"{name}=={in_kit[canonical(name)]}" for name in KIT_PACKAGES if canonical(name) in in_kit],
         "data": {"fashion-mnist": list(FASHION_FILES)},
     }
     kit_manifest.write(kit, manifest)

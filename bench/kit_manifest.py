@@ -62,13 +62,17 @@ def check(kit: Path, manifest: dict) -> None:
     """One line if the kit was built for another Python or lacks a wheel its manifest lists."""
     here = running_python()
     if manifest["python"] != here:
-        raise BenchError(f"kit {kit} was built for Python {manifest['python']}, this is Python {here} "
-                         f"({sys.executable}); build it with {BUILD_HINT.format(python=here)}")
+        raise BenchError(
+            f"kit {kit} was built for Python {manifest['python']}, this is Python {here} "
+            f"({sys.executable}); build it with {BUILD_HINT.format(python=here)}"
+        )
     missing = [w["file"] for w in manifest["wheels"] if not (kit / WHEELS / w["file"]).is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise BenchError(f"kit {kit} lacks the wheel {missing[0]}{more} listed in its {MANIFEST}; build it "
-                         f"again with {BUILD_HINT.format(python=here)}")
+        raise BenchError(
+            f"kit {kit} lacks the wheel {missing[0]}{more} listed in its {MANIFEST}; build it "
+            f"again with {BUILD_HINT.format(python=here)}"
+        )
 
 
 def digest(manifest: dict) -> str:

@@ -25,16 +25,16 @@ from bench import kit_manifest
 from bench.errors import BenchError, choices
 
 ROOT = Path(__file__).resolve().parent.parent  # as bench.provenance has it; importing that loads torch
-COMMANDS = ("ablation", "search", "report", "benchmark", "train", "predict", "post", "models",
-            "benchmark.stream")
+COMMANDS = ("ablation", "search", "report", "benchmark", "train", "predict", "post", "models", "benchmark.stream")
 STOP_GRACE_S = 60.0  # after SIGTERM, the time a command has to mark its runs KILLED before it is killed
 INSTALLED = "kit-installed"  # written into an environment once its install completed
 
 
 def check_job(job: list[str]) -> None:
     if not job:
-        raise BenchError("no command given; name a bench command and its flags, e.g. "
-                         "ablation --study depth --budget smoke")
+        raise BenchError(
+            "no command given; name a bench command and its flags, e.g. ablation --study depth --budget smoke"
+        )
     if job[0] not in COMMANDS:
         choices("command", job[0], COMMANDS)
 
@@ -69,17 +69,33 @@ def environment(kit: Path, manifest: dict, home: Path) -> Path:
     lines = [f"import site; site.addsitedir({folder!r})\n" for folder in site_folders()]
     (purelib / "_image.pth").write_text("".join(lines))
     # --isolated: no pip configuration of the machine's; --no-compile: byte-compiling took 2/3 of the time.
-    done = subprocess.run([str(python), "-m", "pip", "install", "--isolated", "--no-index", "--find-links",
-                           str(kit / kit_manifest.WHEELS), "--disable-pip-version-check", "--quiet",
-                           "--no-warn-script-location", "--no-compile", *manifest["requirements"]],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--no-index",
+            "--find-links",
+            str(kit / kit_manifest.WHEELS),
+            "--disable-pip-version-check",
+            "--quiet",
+            "--no-warn-script-location",
+            "--no-compile",
+            *manifest["requirements"],
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         shutil.rmtree(home, ignore_errors=True)
         raise BenchError(install_failure(done.stderr))
     (home / INSTALLED).write_text(kit_manifest.digest(manifest) + "\n")
     seconds = time.monotonic() - started
-    print(f"installed the kit ({len(manifest['wheels'])} wheels) offline in {seconds:.1f} s into {home}",
-          file=sys.stderr)
+    print(
+        f"installed the kit ({len(manifest['wheels'])} wheels) offline in {seconds:.1f} s into {home}", file=sys.stderr
+    )
     return python
 
 
@@ -129,14 +145,19 @@ def follow(command: list[str], cwd: Path, env: dict[str, str], time_limit: float
     """Run `command` to its end, or stop it (SIGTERM, as a scheduler would) at `time_limit` seconds.
     A SIGTERM sent to us goes to it; a terminal's Ctrl-C reaches it directly, and we wait for it."""
     child = subprocess.Popen(command, cwd=cwd, env=env)
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: child.terminate()),
-                signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: child.terminate()),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    }
     try:
         try:
             child.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
-            print(f"note: the command reached --time-limit {time_limit:g} s; stopping it (its runs end "
-                  "KILLED and resume when it runs again)", file=sys.stderr)
+            print(
+                f"note: the command reached --time-limit {time_limit:g} s; stopping it (its runs end "
+                "KILLED and resume when it runs again)",
+                file=sys.stderr,
+            )
             child.terminate()
         try:
             child.wait(timeout=STOP_GRACE_S)
@@ -152,9 +173,13 @@ def follow(command: list[str], cwd: Path, env: dict[str, str], time_limit: float
 def job_environment(kit: Path, out: Path) -> dict[str, str]:
     """The command's environment: this tree's bench, the kit's data, nothing downloaded, MLflow in out."""
     path = [str(ROOT), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "BENCH_OFFLINE": "1",
-            "BENCH_DATA": str((kit / kit_manifest.DATA).resolve()),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{(out / 'mlflow.db').resolve()}"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(path),
+        "BENCH_OFFLINE": "1",
+        "BENCH_DATA": str((kit / kit_manifest.DATA).resolve()),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{(out / 'mlflow.db').resolve()}",
+    }
 
 
 def run(kit: Path, out: Path, job: list[str], time_limit: float | None, keep: Path | None) -> int:
@@ -177,7 +202,9 @@ def run(kit: Path, out: Path, job: list[str], time_limit: float | None, keep: Pa
         code = follow(command, out, job_environment(kit, out), time_limit)
     finally:
         moved = move_checkpoint_artifacts(out, keep)
-        print(f"results in {out}: the MLflow store (mlflow.db, mlruns/), the Optuna journal (.bench/), "
-              f"reports/; checkpoints ({moved} runs' MLflow copies and the checkpoint root) kept in {keep}",
-              file=sys.stderr)
+        print(
+            f"results in {out}: the MLflow store (mlflow.db, mlruns/), the Optuna journal (.bench/), "
+            f"reports/; checkpoints ({moved} runs' MLflow copies and the checkpoint root) kept in {keep}",
+            file=sys.stderr,
+        )
     return code

@@ -54,18 +54,35 @@ def fit_in_processes(
         settings.write_text(json.dumps(config.to_dict()))
         events.touch()
         command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={config.world_size}", "-m", "bench.train",
-            "--config-json", str(settings), "--events", str(events),
-            "--checkpoint-dir", str(checkpoint_dir), "--dist-backend", backend,
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={config.world_size}",
+            "-m",
+            "bench.train",
+            "--config-json",
+            str(settings),
+            "--events",
+            str(events),
+            "--checkpoint-dir",
+            str(checkpoint_dir),
+            "--dist-backend",
+            backend,
             *(["--data-dir", data_dir] if data_dir else []),
             *(["--init-from", str(init_from)] if init_from else []),
         ]
         with open(log_path, "a") as log:
             # A session of its own, so that stopping the run stops torchrun and every rank together.
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=_environment(config.world_size), start_new_session=True,
-                                       preexec_fn=_die_with(os.getpid()))
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=_environment(config.world_size),
+                start_new_session=True,
+                preexec_fn=_die_with(os.getpid()),
+            )
         try:
             record = _follow(process, events, on_epoch)
         except BaseException:
@@ -100,11 +117,13 @@ def _die_with(worker: int) -> Callable[[], None]:
     """What torchrun runs before it starts: SIGTERM when this worker dies, however it dies (SIGKILL
     included), so that torchrun stops its ranks instead of training on beside the rerun's torchrun in
     the same checkpoint folder. Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
+
     def arm() -> None:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != worker:  # the worker died before the signal was armed
             os.kill(os.getpid(), signal.SIGTERM)
+
     return arm
 
 
@@ -145,8 +164,9 @@ def _failure(code: int | None, log_path: Path) -> Exception:
 def _with_model(result: Result, config: RunConfig) -> Result:
     """Rank 0's best weights in a fresh module, for tracking to log as the run's model."""
     channels, size = result.input_shape[0], result.input_shape[-1]
-    model = models.build(config.model, num_classes=len(result.classes), in_channels=channels,
-                         image_size=size, **config.model_options)
+    model = models.build(
+        config.model, num_classes=len(result.classes), in_channels=channels, image_size=size, **config.model_options
+    )
     if result.best_checkpoint:
         state = checkpoint.load(result.best_checkpoint, config_hash=config.hash)["model"]
         checkpoint.load_weights(model, state, result.best_checkpoint)

@@ -41,8 +41,9 @@ def check(name: str, **options) -> dict:
         _number("dropout", opts["dropout"], DROPOUT)
         if "dropout" in options and opts["head"] not in HEADS_WITH_DROPOUT:
             # Silently ignoring it would make a dropout ablation on these heads a no-op.
-            raise BenchError(f"option dropout does not apply to head {opts['head']!r} "
-                             f"(only to: {', '.join(HEADS_WITH_DROPOUT)})")
+            raise BenchError(
+                f"option dropout does not apply to head {opts['head']!r} (only to: {', '.join(HEADS_WITH_DROPOUT)})"
+            )
         return opts
     if name in BASELINES:
         for key in sorted(_VGG_ONLY.keys() & options.keys()):

@@ -26,8 +26,12 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
         with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                exportable, (torch.zeros(1, *input_shape),), str(path), dynamo=False,
-                input_names=["images"], output_names=["logits"],
+                exportable,
+                (torch.zeros(1, *input_shape),),
+                str(path),
+                dynamo=False,
+                input_names=["images"],
+                output_names=["logits"],
                 dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             )
     except Exception as exc:  # an operator the exporter cannot express: say which, in one line
@@ -68,6 +72,7 @@ def fixed_size_pools(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Modul
     def recorder(name: str):
         def record(module, args, output) -> None:  # returning nothing keeps the output as it is
             seen[name] = tuple(args[0].shape[-2:])
+
         return record
 
     hooks = [pool.register_forward_hook(recorder(name)) for name, pool in pools.items()]

@@ -56,14 +56,23 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module, fused: bool = Fals
     for is_head in (False, True):
         scale = 1.0 if is_head or config.pretrained is None else config.backbone_lr_scale
         for decays in (True, False):
-            params = [p for p in model.parameters()
-                      if p.requires_grad and (id(p) in head) == is_head and (p.ndim > 1) == decays]
+            params = [
+                p
+                for p in model.parameters()
+                if p.requires_grad and (id(p) in head) == is_head and (p.ndim > 1) == decays
+            ]
             if params:
-                groups.append({"params": params, "weight_decay": config.weight_decay if decays else 0.0,
-                               "lr_scale": scale})
+                groups.append(
+                    {"params": params, "weight_decay": config.weight_decay if decays else 0.0, "lr_scale": scale}
+                )
     if config.optimizer == "sgd":  # SGD has no step count: fused is all a graph needs
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                               **({"fused": True} if fused else {}))
+        return torch.optim.SGD(
+            groups,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+            **({"fused": True} if fused else {}),
+        )
     # Adam's step() refuses to be captured unless its groups say capturable, fused or not.
     implementation = {"fused": True, "capturable": True} if fused else {}
     if config.optimizer == "adam":

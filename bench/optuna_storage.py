@@ -29,8 +29,10 @@ def open_storage(url: str | None):
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             kept = journal.repair(Path(url))
             if kept is not None:
-                progress_ui.console.print(f"[yellow]note:[/] {url} had a torn line (a crash mid-write): "
-                                          f"removed it, the file as it was is kept as {kept}")
+                progress_ui.console.print(
+                    f"[yellow]note:[/] {url} had a torn line (a crash mid-write): "
+                    f"removed it, the file as it was is kept as {kept}"
+                )
             return JournalStorage(JournalFileBackend(url))
         if url.startswith("sqlite:"):
             # sqlite has no row locks: wait on a busy database instead of failing at once
@@ -45,8 +47,10 @@ def open_storage(url: str | None):
                 engine_kwargs={"pool_pre_ping": True},
             )
     except ImportError as exc:
-        raise BenchError(f"storage {redact(url)} needs a driver that is not installed ({exc.name}): "
-                         "pip install 'vgg-bench[postgres]'") from None
+        raise BenchError(
+            f"storage {redact(url)} needs a driver that is not installed ({exc.name}): "
+            "pip install 'vgg-bench[postgres]'"
+        ) from None
     except Exception as exc:
         message = redact(url)
         reason = one_line(exc)

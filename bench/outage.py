@@ -17,9 +17,17 @@ from bench.errors import one_line
 FULL = (errno.ENOSPC, errno.EDQUOT)
 # The words drivers and MLflow use when a store cannot be reached (sqlalchemy's OperationalError
 # is wrapped by MLflow into an MlflowException that keeps only its text).
-UNREACHABLE = ("OperationalError", "InterfaceError", "could not connect", "connection refused",
-               "server closed the connection", "terminating connection", "not currently accepting connections",
-               "Max retries exceeded", "database is locked")
+UNREACHABLE = (
+    "OperationalError",
+    "InterfaceError",
+    "could not connect",
+    "connection refused",
+    "server closed the connection",
+    "terminating connection",
+    "not currently accepting connections",
+    "Max retries exceeded",
+    "database is locked",
+)
 # MLflow logs each database error with its traceback before raising it, and its system-metrics
 # thread warns at every failed sample: the raised error is told once, in one line, instead.
 NOISY = {"mlflow.store.db.utils": logging.CRITICAL, "mlflow.system_metrics": logging.ERROR}
@@ -30,11 +38,14 @@ def stop_reason(exc: BaseException) -> str | None:
     """One line for a full disk or an unreachable store found anywhere in `exc`'s chain, else None."""
     for link in _chain(exc):
         text = f"{type(link).__name__}: {link}"
-        if (isinstance(link, OSError) and link.errno in FULL) or "disk is full" in text \
-                or "No space left on device" in text:
+        if (
+            (isinstance(link, OSError) and link.errno in FULL)
+            or "disk is full" in text
+            or "No space left on device" in text
+        ):
             return f"the disk is full ({one_line(link)}); free some space, then {RESUME}"
         if any(word.lower() in text.lower() for word in UNREACHABLE):
-            return (f"a store stopped answering mid-study ({one_line(link)}); once it is back, {RESUME}")
+            return f"a store stopped answering mid-study ({one_line(link)}); once it is back, {RESUME}"
     return None
 
 

@@ -73,32 +73,42 @@ def choose(free_bytes: int, measured: Measurement, cores: int, cap: int = MAX_WO
 def explain(choice: Choice, measured: Measurement, free_bytes: int, device_name: str) -> str:
     """The one line `auto` prints: what it chose, and the numbers that chose it."""
     per_run = (measured.peak_bytes + CONTEXT_BYTES) / GIB
-    parts = [f"one run peaks at {measured.peak_bytes / GIB:.2f} GiB (+{CONTEXT_BYTES / GIB:.2f} context) and "
-             f"{free_bytes / GIB:.1f} GiB are free: {choice.limits['memory']} fit at {per_run:.2f} GiB "
-             f"in {MEMORY_SHARE:.0%} of it"]
+    parts = [
+        f"one run peaks at {measured.peak_bytes / GIB:.2f} GiB (+{CONTEXT_BYTES / GIB:.2f} context) and "
+        f"{free_bytes / GIB:.1f} GiB are free: {choice.limits['memory']} fit at {per_run:.2f} GiB "
+        f"in {MEMORY_SHARE:.0%} of it"
+    ]
     if measured.busy is not None:
-        parts.append(f"the GPU is busy {measured.busy:.0%} of a {1e3 * (measured.step_s or 0):.1f} ms step: "
-                     f"{choice.limits['GPU busy share']} keep it busy")
+        parts.append(
+            f"the GPU is busy {measured.busy:.0%} of a {1e3 * (measured.step_s or 0):.1f} ms step: "
+            f"{choice.limits['GPU busy share']} keep it busy"
+        )
     else:
         parts.append(f"GPU busy share not measured ({measured.why_not})")
     parts.append(f"{choice.limits['host cores']} host cores; at most {choice.limits['cap']}")
     plural = "s" if choice.workers > 1 else ""
-    return (f"--workers auto: {choice.workers} worker{plural} on {device_name} (set by {choice.binding}): "
-            + "; ".join(parts))
+    return f"--workers auto: {choice.workers} worker{plural} on {device_name} (set by {choice.binding}): " + "; ".join(
+        parts
+    )
 
 
 def auto_workers(config: RunConfig, data_dir: str | None) -> int:
     """The count `--workers auto` means for runs like `config` on this machine; said on stderr."""
     device = resolve_device(config.device)
     if device.type != "cuda":
-        console.print(f"--workers auto: 1 worker (device {device.type}: runs there share the same cores, "
-                      "so packing several gains nothing)", soft_wrap=True, highlight=False)
+        console.print(
+            f"--workers auto: 1 worker (device {device.type}: runs there share the same cores, "
+            "so packing several gains nothing)",
+            soft_wrap=True,
+            highlight=False,
+        )
         return 1
     measured = measure(config, data_dir, device)
     free_bytes, _ = torch.cuda.mem_get_info(device)
     choice = choose(free_bytes, measured, host_cores())
-    console.print(explain(choice, measured, free_bytes, provenance.device_name(device)),
-                  soft_wrap=True, highlight=False)
+    console.print(
+        explain(choice, measured, free_bytes, provenance.device_name(device)), soft_wrap=True, highlight=False
+    )
     return choice.workers
 
 

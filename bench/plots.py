@@ -48,8 +48,15 @@ def confusion_matrix(labels, predictions, classes, path: str | Path, title: str 
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    counts[i, j],
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -59,19 +59,31 @@ def parse_amounts(text: str) -> tuple[float, ...]:
         raise BenchError(usage) from None
     for amount in amounts:
         if not 0 < amount < 1:
-            raise BenchError(f"prune amount {amount:g} is outside (0, 1): give the fraction of weights "
-                             "to remove, e.g. --prune 0.3,0.5,0.7")
+            raise BenchError(
+                f"prune amount {amount:g} is outside (0, 1): give the fraction of weights "
+                "to remove, e.g. --prune 0.3,0.5,0.7"
+            )
     return amounts
 
 
 # --- reporting ----------------------------------------------------------------------------------
 
 # (markdown header, terminal header): the terminal's are stacked so the table fits 100 columns.
-COLUMNS = (("variant", "variant"), ("test acc", "test\nacc"), ("Δ acc (pp)", "Δ acc\npp"),
-           ("size MB", "size\nMB"), ("gzip MB", "gzip\nMB"), ("x smaller", "size\n÷"), ("zeros", "zeros"),
-           *[column for b in BATCHES for column in (
-               (f"ms b={b} [95% CI]", f"ms/call b={b}\n[95% CI]"), (f"x faster b={b}", f"speed\n× b={b}"))],
-           (f"img/s b={max(BATCHES)}", f"img/s\nb={max(BATCHES)}"))
+COLUMNS = (
+    ("variant", "variant"),
+    ("test acc", "test\nacc"),
+    ("Δ acc (pp)", "Δ acc\npp"),
+    ("size MB", "size\nMB"),
+    ("gzip MB", "gzip\nMB"),
+    ("x smaller", "size\n÷"),
+    ("zeros", "zeros"),
+    *[
+        column
+        for b in BATCHES
+        for column in ((f"ms b={b} [95% CI]", f"ms/call b={b}\n[95% CI]"), (f"x faster b={b}", f"speed\n× b={b}"))
+    ],
+    (f"img/s b={max(BATCHES)}", f"img/s\nb={max(BATCHES)}"),
+)
 
 
 def rows(variants: list[Variant]) -> list[list[str]]:
@@ -87,17 +99,20 @@ def rows(variants: list[Variant]) -> list[list[str]]:
         return [v.timings[b].text(), cell(base.timings[b].median_ms / v.timings[b].median_ms, ".2f")]
 
     biggest = max(BATCHES)
-    return [[
-        v.name,
-        cell(v.test_acc, ".4f"),
-        cell(None if v.test_acc is None else 100 * (v.test_acc - base.test_acc), "+.2f"),
-        f"{v.size_bytes / 1e6:.3f}",
-        f"{v.gzip_bytes / 1e6:.3f}",
-        f"{base.size_bytes / v.size_bytes:.2f}",
-        cell(v.sparsity, ".1%"),
-        *[text for b in BATCHES for text in timing(v, b)],
-        cell(v.timings[biggest].images_per_s if biggest in v.timings else None, ",.0f"),
-    ] for v in variants]
+    return [
+        [
+            v.name,
+            cell(v.test_acc, ".4f"),
+            cell(None if v.test_acc is None else 100 * (v.test_acc - base.test_acc), "+.2f"),
+            f"{v.size_bytes / 1e6:.3f}",
+            f"{v.gzip_bytes / 1e6:.3f}",
+            f"{base.size_bytes / v.size_bytes:.2f}",
+            cell(v.sparsity, ".1%"),
+            *[text for b in BATCHES for text in timing(v, b)],
+            cell(v.timings[biggest].images_per_s if biggest in v.timings else None, ",.0f"),
+        ]
+        for v in variants
+    ]
 
 
 def table(variants: list[Variant], title: str) -> Table:
@@ -127,9 +142,15 @@ def metrics(variants: list[Variant]) -> dict[str, float]:
         if v.test_acc is not None:
             numbers["acc_delta"] = v.test_acc - base.test_acc
         for b, t in v.timings.items():
-            numbers.update({f"ms_b{b}": t.median_ms, f"ms_b{b}_low": t.low_ms, f"ms_b{b}_high": t.high_ms,
-                            f"images_per_s_b{b}": t.images_per_s,
-                            f"speedup_b{b}": base.timings[b].median_ms / t.median_ms})
+            numbers.update(
+                {
+                    f"ms_b{b}": t.median_ms,
+                    f"ms_b{b}_low": t.low_ms,
+                    f"ms_b{b}_high": t.high_ms,
+                    f"images_per_s_b{b}": t.images_per_s,
+                    f"speedup_b{b}": base.timings[b].median_ms / t.median_ms,
+                }
+            )
         values.update({f"{v.name}.{k}": x for k, x in numbers.items() if x is not None})
     return values
 
@@ -149,19 +170,28 @@ def write_summary(variants: list[Variant], out_dir: Path) -> list[Path]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m bench.post",
-                                description="Quantise, prune and export a trained model; measure each.")
+    p = Parser(prog="python -m bench.post", description="Quantise, prune and export a trained model; measure each.")
     p.add_argument("--run", help="a finished MLflow run id (its checkpoints/best.pt is used)")
     p.add_argument("--checkpoint", help="a checkpoint file written by bench.train (best.pt / last.pt)")
     p.add_argument("--quantize", action="store_true", help="int8 dynamic quantisation of the Linear layers")
     p.add_argument("--prune", metavar="AMOUNTS", help="L1-prune these fractions of the weights, e.g. 0.3,0.5,0.7")
-    p.add_argument("--prune-scope", default="global", choices=PRUNE_SCOPES,
-                   help="rank all conv/Linear weights together (default) or prune each layer by the fraction")
+    p.add_argument(
+        "--prune-scope",
+        default="global",
+        choices=PRUNE_SCOPES,
+        help="rank all conv/Linear weights together (default) or prune each layer by the fraction",
+    )
     p.add_argument("--onnx", action="store_true", help="export to ONNX (dynamic batch) and check it")
     p.add_argument("--all", action="store_true", help="--quantize --prune 0.3,0.5,0.7 --onnx")
-    p.add_argument("--repeats", type=int, default=50,
-                   help="timed batch-1 calls per variant (default 50; a fifth, at least 10, at batch 32)")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and onnxruntime (default: torch's, one per core)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=50,
+        help="timed batch-1 calls per variant (default 50; a fifth, at least 10, at batch 32)",
+    )
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for PyTorch and onnxruntime (default: torch's, one per core)"
+    )
     p.add_argument("--out-dir", help="where the variants are written (default: .bench/post/<run or config hash>)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--data-dir", help="where the model's dataset files are (default: $BENCH_DATA, system, download)")
@@ -186,25 +216,46 @@ def main(argv: list[str] | None = None) -> int:
     trained = load_trained(run_id=args.run, checkpoint_path=args.checkpoint, tracker=tracker, data_dir=args.data_dir)
     out_dir = Path(args.out_dir) if args.out_dir else Path(".bench", "post", trained.tag)
     threads = torch.get_num_threads()
-    console.print(f"[bold]{escape(trained.source)}[/]: {trained.config.model} on {trained.config.dataset}, "
-                  f"{len(trained.splits.labels('test'))} test images; CPU, {threads} threads, "
-                  f"quantized engine {torch.backends.quantized.engine}")
+    console.print(
+        f"[bold]{escape(trained.source)}[/]: {trained.config.model} on {trained.config.dataset}, "
+        f"{len(trained.splits.labels('test'))} test images; CPU, {threads} threads, "
+        f"quantized engine {torch.backends.quantized.engine}"
+    )
 
     derived = None
     if tracker is not None:
         done = [name for name, wanted in (("int8", quantize), ("prune", amounts), ("onnx", onnx)) if wanted]
-        derived = tracker.start_derived(trained.run_id, f"post: {' + '.join(done)}", params={
-            "quantize": quantize, "prune": ",".join(f"{a:g}" for a in amounts) or "none",
-            "prune_scope": args.prune_scope if amounts else "none", "onnx": onnx, "repeats": args.repeats,
-            "threads": threads, "timed_batches": ",".join(map(str, BATCHES)), "layout": "NCHW contiguous",
-            "quantized_engine": torch.backends.quantized.engine,
-        }, tags={"config_hash": trained.config.hash, "model": trained.config.model,
-                 "dataset": trained.config.dataset})
-        console.print(f"note: adding nested run {derived} to recorded MLflow run {trained.run_id} "
-                      f"({escape(redact(tracker.uri))}): its metrics, summary and files", soft_wrap=True)
+        derived = tracker.start_derived(
+            trained.run_id,
+            f"post: {' + '.join(done)}",
+            params={
+                "quantize": quantize,
+                "prune": ",".join(f"{a:g}" for a in amounts) or "none",
+                "prune_scope": args.prune_scope if amounts else "none",
+                "onnx": onnx,
+                "repeats": args.repeats,
+                "threads": threads,
+                "timed_batches": ",".join(map(str, BATCHES)),
+                "layout": "NCHW contiguous",
+                "quantized_engine": torch.backends.quantized.engine,
+            },
+            tags={"config_hash": trained.config.hash, "model": trained.config.model, "dataset": trained.config.dataset},
+        )
+        console.print(
+            f"note: adding nested run {derived} to recorded MLflow run {trained.run_id} "
+            f"({escape(redact(tracker.uri))}): its metrics, summary and files",
+            soft_wrap=True,
+        )
     try:
-        variants = run_all(trained, out_dir, quantize=quantize, amounts=amounts, scope=args.prune_scope,
-                           onnx=onnx, repeats=args.repeats)
+        variants = run_all(
+            trained,
+            out_dir,
+            quantize=quantize,
+            amounts=amounts,
+            scope=args.prune_scope,
+            onnx=onnx,
+            repeats=args.repeats,
+        )
         summary = write_summary(variants, out_dir)
         if derived is not None:
             tracker.log_metrics(derived, metrics(variants))

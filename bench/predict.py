@@ -84,8 +84,9 @@ def read_image(path: Path, mode: str, preprocessing: Preprocessing) -> torch.Ten
         with Image.open(path) as image:
             image.verify()  # header and structure: a text file or a truncated PNG stops here
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds; all mean "not an image"
-        raise BenchError(f"{path} is not an image that PIL can read ({one_line(exc, 120)}); give a PNG, JPEG, BMP, "
-                         "GIF or TIFF file") from None
+        raise BenchError(
+            f"{path} is not an image that PIL can read ({one_line(exc, 120)}); give a PNG, JPEG, BMP, GIF or TIFF file"
+        ) from None
     if preprocessing.test_scale is not None:
         return preprocessing.test_view(decode_bytes(file_bytes(path), mode, path))
     return data.decode_image(path, mode, preprocessing.native_size)
@@ -116,8 +117,11 @@ def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
         pixels = image.permute(1, 2, 0).numpy()
         ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255)
         right = bool(guess == label)
-        ax.set_title(f"{splits.classes[guess]} {p:.0%}\ntrue: {splits.classes[label]}", fontsize=8,
-                     color="green" if right else "red")
+        ax.set_title(
+            f"{splits.classes[guess]} {p:.0%}\ntrue: {splits.classes[label]}",
+            fontsize=8,
+            color="green" if right else "red",
+        )
     correct = int((predicted == labels).sum())
     fig.suptitle(f"{trained.source}: {correct}/{count} right (predicted, confidence / true class)", fontsize=9)
     fig.tight_layout()
@@ -138,7 +142,9 @@ def per_class_table(trained: Trained, predictions: torch.Tensor) -> Table:
         confused = f"{classes[int(row.argmax())]} ({int(row.max())})" if total > right else "-"
         table.add_row(escape(name), str(total), str(right), f"{right / max(total, 1):.4f}", escape(confused))
     overall = float((predictions == labels).float().mean())
-    table.add_row("[bold]all[/]", str(len(labels)), str(int((predictions == labels).sum())), f"[bold]{overall:.4f}[/]", "")
+    table.add_row(
+        "[bold]all[/]", str(len(labels)), str(int((predictions == labels).sum())), f"[bold]{overall:.4f}[/]", ""
+    )
     return table
 
 
@@ -151,8 +157,13 @@ def image_table(trained: Trained, paths: list[str], probs: torch.Tensor, inverte
     top = probs.topk(min(2, probs.shape[1]), dim=1)
     for path, values, indices, flipped in zip(paths, top.values, top.indices, inverted.tolist()):
         runner_up = f"{classes[indices[1]]} ({values[1]:.1%})" if len(indices) > 1 else ""
-        table.add_row(escape(str(path)), escape(classes[indices[0]]), f"{values[0]:.1%}", escape(runner_up),
-                      "yes" if flipped else "")
+        table.add_row(
+            escape(str(path)),
+            escape(classes[indices[0]]),
+            f"{values[0]:.1%}",
+            escape(runner_up),
+            "yes" if flipped else "",
+        )
     return table
 
 
@@ -160,20 +171,27 @@ def image_table(trained: Trained, paths: list[str], probs: torch.Tensor, inverte
 
 
 def parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m bench.predict",
-                                description="Predict images with a trained model; show its test predictions.")
+    p = Parser(
+        prog="python -m bench.predict", description="Predict images with a trained model; show its test predictions."
+    )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files to classify")
     p.add_argument("--run", help="a finished MLflow run id (its checkpoints/best.pt is used)")
-    p.add_argument("--model", metavar="URI", help="a registered model: models:/NAME@ALIAS (e.g. models:/depth-cpu@best) "
-                   "or models:/NAME/VERSION")
+    p.add_argument(
+        "--model",
+        metavar="URI",
+        help="a registered model: models:/NAME@ALIAS (e.g. models:/depth-cpu@best) or models:/NAME/VERSION",
+    )
     p.add_argument("--checkpoint", help="a checkpoint file written by bench.train (best.pt / last.pt)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--data-dir", help="where the model's dataset files are (default: $BENCH_DATA, system, download)")
     flip = p.add_mutually_exclusive_group()
     flip.add_argument("--invert", action="store_true", help="invert every image's pixel values first")
-    flip.add_argument("--no-auto-invert", action="store_true",
-                      help="never invert; by default a light-background image is inverted for a model trained on "
-                           "light-on-dark images (Fashion-MNIST, MNIST), and the table says so")
+    flip.add_argument(
+        "--no-auto-invert",
+        action="store_true",
+        help="never invert; by default a light-background image is inverted for a model trained on "
+        "light-on-dark images (Fashion-MNIST, MNIST), and the table says so",
+    )
     p.add_argument("--grid", type=int, metavar="N", help="save a grid of the first N test images, true vs predicted")
     p.add_argument("--confusion", action="store_true", help="confusion matrix and per-class accuracy on the test set")
     p.add_argument("--out-dir", default=OUT_DIR, help=f"where the PNG files go (default: {OUT_DIR}/)")
@@ -203,24 +221,35 @@ def main(argv: list[str] | None = None) -> int:
         images, inverted = prepare(trained, args.images, invert)
         out.print(image_table(trained, args.images, trained.servable.probabilities(images), inverted))
         if invert == "auto" and inverted.any():
-            console.print(f"note: {int(inverted.sum())} image(s) with a light background were inverted, as the model "
-                          "was trained on light objects on a dark background; --no-auto-invert turns that off")
+            console.print(
+                f"note: {int(inverted.sum())} image(s) with a light background were inverted, as the model "
+                "was trained on light objects on a dark background; --no-auto-invert turns that off"
+            )
     if args.grid:
         count = min(args.grid, len(trained.splits.labels("test")))
         written.append(prediction_grid(trained, count, out_dir / f"predictions-{trained.tag}.png"))
     if args.confusion:
         predictions = test_predictions(trained.model, trained.splits)
         out.print(per_class_table(trained, predictions))
-        written.append(plots.confusion_matrix(
-            trained.splits.labels("test").tolist(), predictions.tolist(), trained.splits.classes,
-            out_dir / f"confusion-{trained.tag}.png", f"{trained.source}: test set"))
+        written.append(
+            plots.confusion_matrix(
+                trained.splits.labels("test").tolist(),
+                predictions.tolist(),
+                trained.splits.classes,
+                out_dir / f"confusion-{trained.tag}.png",
+                f"{trained.source}: test set",
+            )
+        )
     for path in written:
         console.print(f"wrote {path}")
     if tracker is not None and written:
         behind = f" (the run behind {args.model})" if args.model else ""
         names = ", ".join(p.name for p in written)
-        console.print(f"note: adding {names} under predict/ to recorded MLflow run {trained.run_id}"
-                      f"{escape(behind)} in {escape(redact(tracker.uri))}", soft_wrap=True)
+        console.print(
+            f"note: adding {names} under predict/ to recorded MLflow run {trained.run_id}"
+            f"{escape(behind)} in {escape(redact(tracker.uri))}",
+            soft_wrap=True,
+        )
         for path in written:
             tracker.log_file(trained.run_id, path, "predict")
     return 0

@@ -47,5 +47,6 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise BenchError(f"--checkpoint-root {folder} is not a writable folder ({exc.strerror or exc}): "
-                         "give one you can write to") from None
+        raise BenchError(
+            f"--checkpoint-root {folder} is not a writable folder ({exc.strerror or exc}): give one you can write to"
+        ) from None

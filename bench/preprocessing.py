@@ -57,9 +57,15 @@ class Preprocessing:
     @classmethod
     def from_splits(cls, splits: data.RunData) -> Preprocessing:
         """The training split's own statistics (unrounded) and the dataset's sizes."""
-        return cls(tuple(splits.classes), tuple(splits.mean), tuple(splits.std), splits.in_channels,
-                   splits.image_size, int(splits.info.get("native_size") or splits.image_size),
-                   splits.test_scale)
+        return cls(
+            tuple(splits.classes),
+            tuple(splits.mean),
+            tuple(splits.std),
+            splits.in_channels,
+            splits.image_size,
+            int(splits.info.get("native_size") or splits.image_size),
+            splits.test_scale,
+        )
 
     @property
     def num_classes(self) -> int:  # the attributes train.build_model reads from a split
@@ -100,8 +106,15 @@ class Preprocessing:
             return torch.zeros(len(images), dtype=torch.bool)
         h, w = images.shape[-2:]
         k = max(1, min(h, w) // 14)  # a 2-pixel frame on 28x28
-        frame = torch.cat([images[..., :k, :].flatten(1), images[..., -k:, :].flatten(1),
-                           images[..., :, :k].flatten(1), images[..., :, -k:].flatten(1)], dim=1)
+        frame = torch.cat(
+            [
+                images[..., :k, :].flatten(1),
+                images[..., -k:, :].flatten(1),
+                images[..., :, :k].flatten(1),
+                images[..., :, -k:].flatten(1),
+            ],
+            dim=1,
+        )
         return frame.float().mean(1) > LIGHT_BORDER
 
     def to_model_size(self, images: torch.Tensor) -> torch.Tensor:
@@ -181,12 +194,15 @@ def read_layout(array: np.ndarray, min_side: int) -> np.ndarray:
     if len(found) == 1:
         return next(iter(found.values()))[1]
     if not found:
-        raise BenchError(f"cannot read an array of shape {shape} as images: send {LAYOUTS}, with sides "
-                         f"of at least {min_side} px")
+        raise BenchError(
+            f"cannot read an array of shape {shape} as images: send {LAYOUTS}, with sides of at least {min_side} px"
+        )
     h, w = array.shape[-2:]
-    raise BenchError(f"an array of shape {shape} is ambiguous: one colour image (CxHxW) or {array.shape[0]} "
-                     f"greyscale images (NxHxW); send one colour image as {h}x{w}x3, greyscale images as "
-                     f"{shape}x1")
+    raise BenchError(
+        f"an array of shape {shape} is ambiguous: one colour image (CxHxW) or {array.shape[0]} "
+        f"greyscale images (NxHxW); send one colour image as {h}x{w}x3, greyscale images as "
+        f"{shape}x1"
+    )
 
 
 def _numbers(values: Any) -> np.ndarray:
@@ -197,9 +213,11 @@ def _numbers(values: Any) -> np.ndarray:
         try:
             array = np.asarray(array.tolist())  # integers stay integers: 0..255, never [0, 1]
         except ValueError:
-            raise BenchError("images must be arrays of numbers of one size each (nested lists of "
-                             "pixel values); got values that are not numbers or rows of different "
-                             "lengths") from None
+            raise BenchError(
+                "images must be arrays of numbers of one size each (nested lists of "
+                "pixel values); got values that are not numbers or rows of different "
+                "lengths"
+            ) from None
     if array.dtype.kind not in "uif":
         raise BenchError(f"images must be numbers (uint8 0..255 or floats in [0, 1]), got {array.dtype}")
     return array

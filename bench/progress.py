@@ -26,8 +26,9 @@ class RunProgress:
     Used alone by `bench.train`, or nested under a study bar by passing that study's Progress.
     """
 
-    def __init__(self, progress: Progress | None = None, label: str = "run", epochs: int | None = None,
-                 quiet: bool = False):
+    def __init__(
+        self, progress: Progress | None = None, label: str = "run", epochs: int | None = None, quiet: bool = False
+    ):
         self._own = progress is None
         self.progress = progress or make_progress()
         if self._own:
@@ -71,8 +72,10 @@ class RunProgress:
         if self.last is None:
             return f"{self.label}: ended with no epoch finished, {seconds:.0f} s"
         of = f" of {self.total_epochs}" if self.total_epochs else ""
-        return (f"{self.label}: best val acc {self.best:.4f} (last {self.last.val_acc:.4f}), "
-                f"{self.last.epoch}{of} epochs, {seconds:.0f} s")
+        return (
+            f"{self.label}: best val acc {self.best:.4f} (last {self.last.val_acc:.4f}), "
+            f"{self.last.epoch}{of} epochs, {seconds:.0f} s"
+        )
 
 
 def make_progress() -> Progress:

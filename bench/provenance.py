@@ -17,6 +17,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 @functools.cache
 def git_commit() -> str:
     """The project's commit, with '-dirty' when the checkout has uncommitted changes to tracked files."""
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True

@@ -44,8 +44,11 @@ BEST_ALIAS = "best"
 
 def _metrics(cls: type, *, reported: bool = False) -> dict[str, str]:
     """Field name -> MLflow metric name, for the fields of `cls` that declare one."""
-    return {f.name: f.metadata["metric"] for f in fields(cls)
-            if "metric" in f.metadata and (f.metadata["report"] or not reported)}
+    return {
+        f.name: f.metadata["metric"]
+        for f in fields(cls)
+        if "metric" in f.metadata and (f.metadata["report"] or not reported)
+    }
 
 
 def epoch_metrics() -> dict[str, str]:
@@ -64,8 +67,7 @@ def epoch_values(stats: train.EpochStats) -> dict[str, float]:
 
 def final_values(result: train.Result) -> dict[str, float]:
     """The final metrics, with the paper's evaluation modes when they were asked for."""
-    return {**{name: float(getattr(result, field)) for field, name in final_metrics().items()},
-            **result.evaluations}
+    return {**{name: float(getattr(result, field)) for field, name in final_metrics().items()}, **result.evaluations}
 
 
 def reported() -> dict[str, str]:

@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("bench.train")
 
 
-def resume(engine: Engine, last_path: Path | None, best_path: Path | None,
-           trained_on: data_fingerprint.Fingerprint) -> tuple[int, list[EpochStats], dict[str, Any]]:
+def resume(
+    engine: Engine, last_path: Path | None, best_path: Path | None, trained_on: data_fingerprint.Fingerprint
+) -> tuple[int, list[EpochStats], dict[str, Any]]:
     """(epochs done, history, best so far) from the last checkpoint, or a fresh start without one, or
     when it or the best weights it counts on are unusable. Refused when the data has changed since."""
     fresh = 0, [], {"val_acc": -1.0, "epoch": 0}

@@ -104,9 +104,17 @@ def claim_waiting(job: Job) -> optuna.Trial | None:
         return job.study.ask()
 
 
-def open_study(optuna_name: str, storage_url: str | None, tracker: Tracker, experiment_name: str,
-               parent_tags: dict[str, Any], direction: str = "maximize", sampler=None, pruner=None,
-               storage=None):
+def open_study(
+    optuna_name: str,
+    storage_url: str | None,
+    tracker: Tracker,
+    experiment_name: str,
+    parent_tags: dict[str, Any],
+    direction: str = "maximize",
+    sampler=None,
+    pruner=None,
+    storage=None,
+):
     """Create or load the Optuna study `optuna_name` (one per study at one budget) and its parent run,
     named the same, in the MLflow experiment `experiment_name` (one per study); call under storage_lock.
 
@@ -114,8 +122,14 @@ def open_study(optuna_name: str, storage_url: str | None, tracker: Tracker, expe
     Returns (study, experiment_id, parent_run_id).
     """
     storage = storage or open_storage(storage_url)
-    study = optuna.create_study(study_name=optuna_name, storage=storage, direction=direction,
-                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=optuna_name,
+        storage=storage,
+        direction=direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
     if study.metric_names is None:  # the dashboard's axis: "val_acc", not "Objective 0"
         study.set_metric_names([OBJECTIVE])
     experiment_id = tracker.experiment_id(experiment_name)
@@ -123,10 +137,16 @@ def open_study(optuna_name: str, storage_url: str | None, tracker: Tracker, expe
     if parent_id is not None and not tracker.run_exists(parent_id):
         parent_id = None  # the MLflow store was replaced: start a new parent there
     if parent_id is None:
-        parent_id = tracker.create_parent(experiment_id, optuna_name, {
-            "bench.study": experiment_name, "bench.optuna_study": optuna_name,
-            "bench.storage": describe_storage(storage_url), **parent_tags,
-        })
+        parent_id = tracker.create_parent(
+            experiment_id,
+            optuna_name,
+            {
+                "bench.study": experiment_name,
+                "bench.optuna_study": optuna_name,
+                "bench.storage": describe_storage(storage_url),
+                **parent_tags,
+            },
+        )
         study.set_user_attr("mlflow_parent_run_id", parent_id)
         close_orphans(tracker, experiment_id, optuna_name, describe_storage(storage_url), parent_id)
     return study, experiment_id, parent_id
@@ -137,14 +157,17 @@ def close_orphans(tracker: Tracker, experiment_id: str, optuna_name: str, storag
     lost (a deleted journal): no worker can ever end them. KILLED, with a note naming the new parent."""
     for run in tracker.child_runs(experiment_id, role="study"):
         tags = run.data.tags
-        if run.info.run_id == parent_id or run.info.status != "RUNNING" or \
-                (tags.get("bench.optuna_study"), tags.get("bench.storage")) != (optuna_name, storage):
+        if (
+            run.info.run_id == parent_id
+            or run.info.status != "RUNNING"
+            or (tags.get("bench.optuna_study"), tags.get("bench.storage")) != (optuna_name, storage)
+        ):
             continue
-        note = (f"its Optuna study {optuna_name} in {storage} was lost; "
-                f"the study goes on under parent run {parent_id}")
+        note = f"its Optuna study {optuna_name} in {storage} was lost; the study goes on under parent run {parent_id}"
         tracker.set_status(run.info.run_id, "KILLED", state="superseded", superseded_by=parent_id, note=note)
-        progress_ui.console.print(f"note: parent run {run.info.run_id} closed (KILLED): {note}",
-                                  markup=False, highlight=False)
+        progress_ui.console.print(
+            f"note: parent run {run.info.run_id} closed (KILLED): {note}", markup=False, highlight=False
+        )
 
 
 # --- dead workers ------------------------------------------------------------------------------
@@ -171,8 +194,9 @@ def sweep_dead(job: Job) -> int:
     for frozen, reason in swept:
         run_id = frozen.user_attrs.get("mlflow_run_id")
         if run_id and job.tracker.status(run_id) == "RUNNING":
-            job.tracker.set_status(run_id, "FAILED",
-                                   recovered=f"worker {owners.owner(frozen)} died: {reason}; trial re-queued")
+            job.tracker.set_status(
+                run_id, "FAILED", recovered=f"worker {owners.owner(frozen)} died: {reason}; trial re-queued"
+            )
     return len(swept)
 
 
@@ -192,8 +216,13 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
         job.study.tell(trial, finished.data.metrics.get("best_val_acc", 0.0))
         return
 
-    run_id = tracker.start_child(job.experiment_id, job.parent_run_id, config, run_name,
-                                 {**tags, "trial": trial.number, "optuna_study": job.optuna_name})
+    run_id = tracker.start_child(
+        job.experiment_id,
+        job.parent_run_id,
+        config,
+        run_name,
+        {**tags, "trial": trial.number, "optuna_study": job.optuna_name},
+    )
     trial.set_user_attr("mlflow_run_id", run_id)
     logged = tracker.logged_epochs(run_id)  # by an attempt whose checkpoint was then lost
 
@@ -210,12 +239,20 @@ def run_trial(job: Job, trial: optuna.Trial, checkpoint_root: Path, data_dir: st
 
     train = fit if config.world_size == 1 else launch.fit_in_processes  # torchrun of world_size processes
     heartbeat = owners.Heartbeat(job.storage, job.study.study_name, trial.number)
-    with bars.run(run_name, math.ceil(config.train_epochs)), heartbeat, \
-            tracker.system_metrics(run_id, job.system_metrics):
+    with (
+        bars.run(run_name, math.ceil(config.train_epochs)),
+        heartbeat,
+        tracker.system_metrics(run_id, job.system_metrics),
+    ):
         try:
-            result = train(config, on_epoch=on_epoch, on_batch=bars.batch_done,
-                           checkpoint_dir=checkpoint_root / config.hash, data_dir=data_dir,
-                           init_from=a_checkpoint(job, config, checkpoint_root))
+            result = train(
+                config,
+                on_epoch=on_epoch,
+                on_batch=bars.batch_done,
+                checkpoint_dir=checkpoint_root / config.hash,
+                data_dir=data_dir,
+                init_from=a_checkpoint(job, config, checkpoint_root),
+            )
         except optuna.TrialPruned as pruned:
             tracker.set_status(run_id, "KILLED", state="pruned", pruned=str(pruned))
             job.study.tell(trial, state=TrialState.PRUNED)
@@ -272,8 +309,14 @@ def a_checkpoint(job: Job, config: RunConfig, checkpoint_root: Path) -> Path | N
 # --- the worker loop -----------------------------------------------------------------------------
 
 
-def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet: bool = False,
-         helpers: list[subprocess.Popen] | None = None) -> None:
+def work(
+    job: Job,
+    *,
+    checkpoint_root: Path,
+    data_dir: str | None = None,
+    quiet: bool = False,
+    helpers: list[subprocess.Popen] | None = None,
+) -> None:
     """Claim and run trials until none are left, then settle the parent run's status."""
     tracker = job.tracker
     tracker.set_status(job.parent_run_id, "RUNNING")
@@ -297,8 +340,9 @@ def work(job: Job, *, checkpoint_root: Path, data_dir: str | None = None, quiet:
     tracker.set_status(job.parent_run_id, "FINISHED" if job.all_finished() else "FAILED")
 
 
-def _claim_and_run(job: Job, bars, helpers: list[subprocess.Popen], checkpoint_root: Path,
-                   data_dir: str | None) -> None:
+def _claim_and_run(
+    job: Job, bars, helpers: list[subprocess.Popen], checkpoint_root: Path, data_dir: str | None
+) -> None:
     bars.update(job.done(), job.progress_info())
     waited_for = ""
     while True:
@@ -334,14 +378,25 @@ def say_whom(others: list, helpers: list[subprocess.Popen], said: str) -> str:
     whom += [f"helper worker {p.pid}" for p in helpers]
     text = ", ".join(whom)
     if text != said:
-        progress_ui.console.print(f"waiting for {text} (each checked alive every {POLL_S:g} s; "
-                                  f"one on another host is given up after {owners.GRACE_S} s of silence)",
-                                  markup=False, highlight=False)
+        progress_ui.console.print(
+            f"waiting for {text} (each checked alive every {POLL_S:g} s; "
+            f"one on another host is given up after {owners.GRACE_S} s of silence)",
+            markup=False,
+            highlight=False,
+        )
     return text
 
 
-def work_together(job: Job, module: str, argv: list[str] | None, workers: int, *, checkpoint_root: Path,
-                  data_dir: str | None, quiet: bool) -> None:
+def work_together(
+    job: Job,
+    module: str,
+    argv: list[str] | None,
+    workers: int,
+    *,
+    checkpoint_root: Path,
+    data_dir: str | None,
+    quiet: bool,
+) -> None:
     """`work` in this process and in `workers - 1` helper processes running the same command."""
     helpers = spawn_helpers(module, argv, workers - 1)
     try:
@@ -350,8 +405,9 @@ def work_together(job: Job, module: str, argv: list[str] | None, workers: int, *
         stop_helpers(helpers)
 
 
-def spawn_helpers(module: str, argv: list[str] | None, count: int,
-                  log_dir: Path = STATE_DIR / "logs") -> list[subprocess.Popen]:
+def spawn_helpers(
+    module: str, argv: list[str] | None, count: int, log_dir: Path = STATE_DIR / "logs"
+) -> list[subprocess.Popen]:
     """Start `count` more worker processes running the same command (each as --workers 1).
 
     The CPU threads are shared out among the workers: several processes each spinning as many
@@ -374,11 +430,15 @@ def spawn_helpers(module: str, argv: list[str] | None, count: int,
         for i in range(count):
             # The helper writes to its own copy of the file; this process closes its copy at once.
             with open(log_dir / f"{module.rsplit('.', 1)[-1]}-worker-{i + 1}.log", "w") as log:
-                helpers.append(subprocess.Popen(
-                    [sys.executable, "-m", module, *packing.helper_args(args), "--quiet"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
-                ))
+                helpers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", module, *packing.helper_args(args), "--quiet"],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env={**os.environ, "OMP_NUM_THREADS": threads, "BENCH_WORKER_INDEX": str(i + 1)},
+                    )
+                )
     finally:
         signal.signal(signal.SIGINT, previous)
     return helpers

@@ -47,13 +47,15 @@ class Servable:
         probs = self.probabilities(images)
         classes = self.preprocessing.classes
         confidence, index = probs.max(1)
-        return pd.DataFrame({
-            "class": [classes[i] for i in index.tolist()],
-            "class_index": index.numpy(),
-            "confidence": confidence.numpy().astype(float),
-            "inverted": inverted.numpy(),
-            "probabilities": [dict(zip(classes, map(float, row))) for row in probs.tolist()],
-        })
+        return pd.DataFrame(
+            {
+                "class": [classes[i] for i in index.tolist()],
+                "class_index": index.numpy(),
+                "confidence": confidence.numpy().astype(float),
+                "inverted": inverted.numpy(),
+                "probabilities": [dict(zip(classes, map(float, row))) for row in probs.tolist()],
+            }
+        )
 
 
 # --- on disk: a folder the pyfunc model carries -------------------------------------------------
@@ -85,10 +87,12 @@ def describe_input(preprocessing: Preprocessing) -> str:
     """What the logged model takes, in words (its signature can only say "an array")."""
     n, s = preprocessing.native_size, preprocessing.image_size
     colour = "greyscale" if preprocessing.in_channels == 1 else "RGB"
-    return (f"{colour} images as arrays: uint8 0..255 or floats in [0, 1]; {LAYOUTS}, "
-            f"sides of at least {preprocessing.min_side} px; {n}x{n} as the dataset stores them"
-            + (f", {s}x{s} (the model's size)" if s != n else "")
-            + " or any size (resized to it); light-background images are inverted (param invert: auto|yes|no)")
+    return (
+        f"{colour} images as arrays: uint8 0..255 or floats in [0, 1]; {LAYOUTS}, "
+        f"sides of at least {preprocessing.min_side} px; {n}x{n} as the dataset stores them"
+        + (f", {s}x{s} (the model's size)" if s != n else "")
+        + " or any size (resized to it); light-background images are inverted (param invert: auto|yes|no)"
+    )
 
 
 def native_examples(images: torch.Tensor, preprocessing: Preprocessing) -> np.ndarray:

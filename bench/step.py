@@ -38,8 +38,10 @@ def check(config) -> None:
     """A graph step asked for where there is no CUDA device: one line, before anything is recorded."""
     device = resolve_device(config.device)
     if config.step == "graph" and device.type != "cuda":
-        raise BenchError(f"step 'graph' captures the training step as a CUDA graph, and this run's device is "
-                         f"{device}: use --step eager (or auto: the graph on CUDA, eager elsewhere)")
+        raise BenchError(
+            f"step 'graph' captures the training step as a CUDA graph, and this run's device is "
+            f"{device}: use --step eager (or auto: the graph on CUDA, eager elsewhere)"
+        )
 
 
 def why_eager(config, device: torch.device, group: distributed.Group) -> str | None:
@@ -71,8 +73,15 @@ def choose(config, device: torch.device, group: distributed.Group) -> str:
 class Step:
     """One optimizer step on a batch; an epoch's loss and correct predictions summed on the device."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                 autocast: Callable[[], ContextManager], label_smoothing: float, device: torch.device):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        autocast: Callable[[], ContextManager],
+        label_smoothing: float,
+        device: torch.device,
+    ):
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.autocast, self.label_smoothing = autocast, label_smoothing
         self.loss_sum = torch.zeros((), device=device)
@@ -147,8 +156,10 @@ class GraphStep(Step):
             self.static = (torch.empty_like(x), torch.empty_like(y))  # keeps channels_last
         static_x, static_y = self.static
         if static_x.shape != x.shape:
-            raise RuntimeError(f"graph step: batch of shape {tuple(x.shape)} after {tuple(static_x.shape)} "
-                               "(drop_last keeps every batch the same size)")
+            raise RuntimeError(
+                f"graph step: batch of shape {tuple(x.shape)} after {tuple(static_x.shape)} "
+                "(drop_last keeps every batch the same size)"
+            )
         static_x.copy_(x)
         static_y.copy_(y)
         self.steps += 1

@@ -1,9 +1,9 @@
 """Files beside a store: the database file a sqlite URI names, and a lock that serialises setup.
 
-    >>> sqlite_path("sqlite:///mlflow.db")
-    PosixPath('mlflow.db')
-    >>> sqlite_path("postgresql://db/x") is None
-    True
+>>> sqlite_path("sqlite:///mlflow.db")
+PosixPath('mlflow.db')
+>>> sqlite_path("postgresql://db/x") is None
+True
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI (relative or absolute, `~` expanded), else None."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):]).expanduser()
+    return Path(uri[len("sqlite:///") :]).expanduser()
 
 
 @contextlib.contextmanager

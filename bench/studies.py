@@ -26,8 +26,18 @@ from bench.provenance import PROJECT_ROOT
 
 STUDIES_DIR = PROJECT_ROOT / "studies"
 SHARED_FILE = "_defaults.toml"  # in STUDIES_DIR: [budgets.NAME] tables that every study inherits
-TOP_KEYS = {"name", "description", "reference", "default_budget", "target_val_acc_pct", "base", "variants", "budgets",
-            "search", "comparisons"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "reference",
+    "default_budget",
+    "target_val_acc_pct",
+    "base",
+    "variants",
+    "budgets",
+    "search",
+    "comparisons",
+}
 # target_val_acc_pct: the validation accuracy (%) whose first reach the report times (time to accuracy);
 # a budget's own value wins over the study's, since budgets differ in data and size.
 BUDGET_KEYS = {"description", "seeds", "target_val_acc_pct", "needs"}
@@ -141,13 +151,20 @@ class Study:
         values = {**shared, **settings, **(overrides or {}), **pinned, "seed": seed, "budget": label}
         return _config(self, f"variant {variant!r}", values)
 
-    def _equal_flops(self, points: list[Point], budget: str | None, overrides: dict[str, Any] | None,
-                     flops_per_image: Callable[[RunConfig], float] | None) -> list[Point]:
+    def _equal_flops(
+        self,
+        points: list[Point],
+        budget: str | None,
+        overrides: dict[str, Any] | None,
+        flops_per_image: Callable[[RunConfig], float] | None,
+    ) -> list[Point]:
         """Each point with the training FLOPs of the reference variant at the same epochs: a model with
         half the reference's FLOPs per image trains twice the steps (its schedule stretched to match)."""
         if self.reference is None:
-            raise BenchError(f"{self.path}: compute = 'flops' gives every variant the training FLOPs of the "
-                             "reference variant, but the study names none: add reference = \"VARIANT\"")
+            raise BenchError(
+                f"{self.path}: compute = 'flops' gives every variant the training FLOPs of the "
+                'reference variant, but the study names none: add reference = "VARIANT"'
+            )
         if flops_per_image is None:
             raise ValueError("compute = 'flops' needs the models' FLOPs per image (flops_per_image)")
         reference = flops_per_image(self._config_of(self.reference, 0, budget, overrides))
@@ -228,7 +245,7 @@ def parse(raw: dict[str, Any], path: Path) -> Study:
     budgets.update(inherited)
     for name, settings in variants.items():
         if not isinstance(settings, dict):
-            raise BenchError(f"{where}: variants.{name} must be a table of settings, e.g. {{ model = \"vgg-a\" }}")
+            raise BenchError(f'{where}: variants.{name} must be a table of settings, e.g. {{ model = "vgg-a" }}')
     default_budget = raw.get("default_budget", next(iter(budgets)))
     if default_budget not in budgets:
         raise BenchError(f"{where}: default_budget {default_budget!r} is not one of its budgets: {', '.join(budgets)}")
@@ -269,19 +286,25 @@ def check_names(study: str, variants: dict[str, Any], budgets: dict[str, Any], w
     named = [("name", study)] + [("variant", v) for v in variants] + [("budget", b) for b in budgets]
     for what, value in named:
         if not _NAME.fullmatch(value):
-            raise BenchError(f"{where}: {what} {value!r} would become a path, an MLflow experiment and a "
-                             "model name: use letters, digits and . _ + - (at most 100, no separator), "
-                             "e.g. 'my-study'")
+            raise BenchError(
+                f"{where}: {what} {value!r} would become a path, an MLflow experiment and a "
+                "model name: use letters, digits and . _ + - (at most 100, no separator), "
+                "e.g. 'my-study'"
+            )
 
 
 def _budget(name: str, table: Any, where: str) -> Budget:
     if not isinstance(table, dict):
         raise BenchError(f"{where}: budgets.{name} must be a table")
     settings = {k: v for k, v in table.items() if k not in BUDGET_KEYS}
-    return Budget(name, str(table.get("description", "")), settings,
-                  _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"),
-                  percent(table.get("target_val_acc_pct"), f"{where}: budgets.{name}.target_val_acc_pct"),
-                  str(table.get("needs", "")))
+    return Budget(
+        name,
+        str(table.get("description", "")),
+        settings,
+        _seeds(table.get("seeds", [0]), f"{where}: budgets.{name}.seeds"),
+        percent(table.get("target_val_acc_pct"), f"{where}: budgets.{name}.target_val_acc_pct"),
+        str(table.get("needs", "")),
+    )
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -299,7 +322,11 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
         if value < 1:
             raise BenchError(f"{where}: a seed count must be at least 1, got {value}")
         return tuple(range(value))
-    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    ):
         if len(set(value)) != len(value):
             raise BenchError(f"{where}: seeds repeat: {value}")
         return tuple(value)

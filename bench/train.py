@@ -82,19 +82,25 @@ class Result:
 
     def record(self) -> dict[str, Any]:
         """Everything but the model, as JSON-able values (what rank 0 of a torchrun hands back)."""
-        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"},
-                "history": [asdict(h) for h in self.history],
-                "examples": None if self.examples is None else self.examples.tolist(),
-                "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json()}
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"},
+            "history": [asdict(h) for h in self.history],
+            "examples": None if self.examples is None else self.examples.tolist(),
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json(),
+        }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Result:
         examples, preprocessing = record.get("examples"), record.get("preprocessing")
-        return cls(**{**record, "history": [EpochStats(**h) for h in record["history"]],
-                      "input_shape": tuple(record["input_shape"]),
-                      "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
-                      "preprocessing": None if preprocessing is None
-                      else Preprocessing.from_json(preprocessing)})
+        return cls(
+            **{
+                **record,
+                "history": [EpochStats(**h) for h in record["history"]],
+                "input_shape": tuple(record["input_shape"]),
+                "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
+                "preprocessing": None if preprocessing is None else Preprocessing.from_json(preprocessing),
+            }
+        )
 
 
 class Evaluation(NamedTuple):
@@ -120,11 +126,15 @@ def autocast(device: torch.device, precision: str, cache: bool = True):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
 
 
-def build_model(config: RunConfig, splits: data.RunData,
-                init_from: str | Path | None = None) -> torch.nn.Module:
+def build_model(config: RunConfig, splits: data.RunData, init_from: str | Path | None = None) -> torch.nn.Module:
     def build(name: str) -> torch.nn.Module:
-        return models.build(name, num_classes=splits.num_classes, in_channels=splits.in_channels,
-                            image_size=splits.image_size, **config.model_options)
+        return models.build(
+            name,
+            num_classes=splits.num_classes,
+            in_channels=splits.in_channels,
+            image_size=splits.image_size,
+            **config.model_options,
+        )
 
     model = build(config.model)
     if config.init_from_a:
@@ -151,12 +161,19 @@ def _data_of(data_settings: tuple[tuple[str, Any], ...], data_dir: str | None) -
 class Engine:
     """The pieces of one run that the step loop, evaluation and checkpointing share."""
 
-    def __init__(self, config: RunConfig, data_dir: str | None = None,
-                 group: distributed.Group = distributed.SINGLE, init_from: str | Path | None = None):
+    def __init__(
+        self,
+        config: RunConfig,
+        data_dir: str | None = None,
+        group: distributed.Group = distributed.SINGLE,
+        init_from: str | Path | None = None,
+    ):
         if config.world_size != group.world:
-            raise BenchError(f"the run is set for world size {config.world_size} but runs in {group.world} "
-                             "process(es): start it with torchrun --nproc-per-node "
-                             f"{config.world_size} (or --gpus-per-run in a study)")
+            raise BenchError(
+                f"the run is set for world size {config.world_size} but runs in {group.world} "
+                "process(es): start it with torchrun --nproc-per-node "
+                f"{config.world_size} (or --gpus-per-run in a study)"
+            )
         self.config = config
         self.group = group
         self.device = group.device(resolve_device(config.device))
@@ -175,17 +192,27 @@ class Engine:
         # evaluation runs the bare module, since each rank sees a different number of eval batches.
         wrapped = group.wrap(self.model, self.device, config.sync_batch_norm)
         self.step_model = torch.compile(wrapped) if config.compile else wrapped
-        self.eval_model = self.step_model if not group.active else (
-            torch.compile(self.model) if config.compile else self.model)
+        self.eval_model = (
+            self.step_model if not group.active else (torch.compile(self.model) if config.compile else self.model)
+        )
         if group.active:  # one init (DDP broadcasts rank 0's weights), but each rank its own dropout
             torch.manual_seed(config.seed * 1_000_003 + group.rank)
         # Frozen layers keep their pretrained BatchNorm statistics too, not only their weights.
-        self.frozen_norms = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)
-                             and not any(p.requires_grad for p in m.parameters())]
+        self.frozen_norms = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
+        ]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.step = step.make(self.step_kind, self.step_model, self.optimizer, self.scaler,
-                              lambda: autocast(self.device, self.precision, cache=self.step_kind == "eager"),
-                              config.label_smoothing, self.device)
+        self.step = step.make(
+            self.step_kind,
+            self.step_model,
+            self.optimizer,
+            self.scaler,
+            lambda: autocast(self.device, self.precision, cache=self.step_kind == "eager"),
+            config.label_smoothing,
+            self.device,
+        )
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -204,8 +231,14 @@ class Engine:
             norm.eval()
         self.step.start_epoch()
         batches = self.splits.batches(
-            "train", config.batch_size, generator=generator, augment=config.augment,
-            shuffle=True, drop_last=True, channels_last=config.channels_last, shard=self.group.shard,
+            "train",
+            config.batch_size,
+            generator=generator,
+            augment=config.augment,
+            shuffle=True,
+            drop_last=True,
+            channels_last=config.channels_last,
+            shard=self.group.shard,
         )  # every rank draws the same global batch and reads only its rows of it
         for i, (x, y) in zip(range(this_epoch), batches):
             loss = self.step(x, y, lr_at(config, (epoch - 1) * steps + i, steps, drops))
@@ -312,8 +345,16 @@ def fit(
         seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised
         val_loss, val_acc, _ = engine.evaluate("val")
         _check_finite(epoch, train_loss, val_loss)
-        stats = EpochStats(epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-                           val_acc=val_acc, lr=engine.lr, seconds=seconds, images_per_s=seen / seconds)
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=train_acc,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            lr=engine.lr,
+            seconds=seconds,
+            images_per_s=seen / seconds,
+        )
         history.append(stats)
         if val_acc > best["val_acc"]:
             best = {"val_acc": val_acc, "epoch": epoch}
@@ -336,8 +377,10 @@ def fit(
 def _check_finite(epoch: int, train_loss: float, val_loss: float) -> None:
     """A loss that is NaN or infinite means the weights are garbage from here on: stop the run (FAILED)."""
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-        raise RunFailed(f"epoch {epoch}: the loss is not finite (training {train_loss}, validation "
-                        f"{val_loss}): the run diverged; lower lr (or raise warmup_epochs) and run it again")
+        raise RunFailed(
+            f"epoch {epoch}: the loss is not finite (training {train_loss}, validation "
+            f"{val_loss}): the run diverged; lower lr (or raise warmup_epochs) and run it again"
+        )
 
 
 def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], best_path: Path | None) -> Result:
@@ -346,9 +389,15 @@ def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], bes
     test_loss, test_acc, predictions = engine.evaluate("test", engine.model, keep_predictions=True)
     evaluations = {}
     if config.train_scale is not None:
-        evaluations = evaluation.evaluate(engine.model, engine.splits, config.eval_mode_list,
-                                          config.test_scale_list, engine.autocast, config.channels_last,
-                                          group=engine.group)
+        evaluations = evaluation.evaluate(
+            engine.model,
+            engine.splits,
+            config.eval_mode_list,
+            config.test_scale_list,
+            engine.autocast,
+            config.channels_last,
+            group=engine.group,
+        )
     return Result(
         config_hash=config.hash,
         history=history,

@@ -32,17 +32,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config-json", help="the run's settings as a JSON object file (flags override it)")
     p.add_argument("--data-dir", help="where the dataset files are (default: $BENCH_DATA, system, download)")
     p.add_argument("--checkpoint-dir", help="write per-epoch checkpoints here and resume from them")
-    p.add_argument("--dist-backend", default="auto", choices=distributed.BACKENDS,
-                   help="under torchrun: nccl on GPUs, gloo on CPUs (auto: by the device)")
+    p.add_argument(
+        "--dist-backend",
+        default="auto",
+        choices=distributed.BACKENDS,
+        help="under torchrun: nccl on GPUs, gloo on CPUs (auto: by the device)",
+    )
     p.add_argument("--init-from", help="with --init-from-a: the best.pt checkpoint of the vgg-a run to start from")
-    p.add_argument("--events", help="append each epoch and the result as JSON lines to this file (rank 0); "
-                                    "the process that reads it records the run, so this one does not track")
-    p.add_argument("--no-track", dest="track", action="store_false",
-                   help=f"keep nothing in MLflow (default: a run in experiment {EXPERIMENT!r} of the store)")
-    p.add_argument("--tracking-uri",
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--no-system-metrics", dest="system_metrics", action="store_false",
-                   help="do not sample CPU, memory and GPU use into the run (MLflow's system/ metrics)")
+    p.add_argument(
+        "--events",
+        help="append each epoch and the result as JSON lines to this file (rank 0); "
+        "the process that reads it records the run, so this one does not track",
+    )
+    p.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_false",
+        help=f"keep nothing in MLflow (default: a run in experiment {EXPERIMENT!r} of the store)",
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--no-system-metrics",
+        dest="system_metrics",
+        action="store_false",
+        help="do not sample CPU, memory and GPU use into the run (MLflow's system/ metrics)",
+    )
     return p
 
 
@@ -55,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     events = EventLog(args.events if group.is_main else None)
     track = args.track and group.is_main and args.events is None
     try:
-        recorder = (tracked_run(config, args, command_line("train", argv)) if track
-                    else contextlib.nullcontext(Untracked()))
+        recorder = (
+            tracked_run(config, args, command_line("train", argv)) if track else contextlib.nullcontext(Untracked())
+        )
         with recorder as run, progress.RunProgress(quiet=not group.is_main) as bar:
             result = fit(
                 config,
-                on_epoch=lambda stats: (bar.epoch_done(stats), events.write(epoch=asdict(stats)),
-                                        run.epoch(stats)),
+                on_epoch=lambda stats: (bar.epoch_done(stats), events.write(epoch=asdict(stats)), run.epoch(stats)),
                 on_batch=bar.batch_done,
                 checkpoint_dir=run.checkpoint_dir or args.checkpoint_dir,
                 data_dir=args.data_dir,
@@ -112,7 +126,9 @@ class TrackedRun:
             f"logged as MLflow run {self.run_id} in experiment {EXPERIMENT!r} of {redact(self.tracker.uri)}: "
             f"python -m bench.predict --run {self.run_id} IMAGE, "
             f"or mlflow models serve -m runs:/{self.run_id}/model",
-            highlight=False, soft_wrap=True)
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @contextlib.contextmanager

@@ -44,8 +44,9 @@ class Trained:
         return f"run-{self.run_id[:8]}" if self.run_id else f"ckpt-{self.config.hash}"
 
 
-def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | None = None,
-                 tracker=None, data_dir: str | None = None) -> Trained:
+def load_trained(
+    *, run_id: str | None = None, checkpoint_path: str | Path | None = None, tracker=None, data_dir: str | None = None
+) -> Trained:
     """The model of a finished run (its best checkpoint) or of a checkpoint file."""
     if (run_id is None) == (checkpoint_path is None):
         raise BenchError("say which model: --run RUN_ID (a finished MLflow run) or --checkpoint PATH")
@@ -59,8 +60,10 @@ def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | Non
         payload = checkpoint.load(checkpoint_path)
         source = str(checkpoint_path)
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("model"), dict):
-        raise BenchError(f"{source}: the checkpoint holds no run config or no model weights; "
-                         "give the best.pt or last.pt a training run wrote")
+        raise BenchError(
+            f"{source}: the checkpoint holds no run config or no model weights; "
+            "give the best.pt or last.pt a training run wrote"
+        )
     try:
         config = RunConfig.from_dict(payload["config"])
     except BenchError as exc:
@@ -69,8 +72,15 @@ def load_trained(*, run_id: str | None = None, checkpoint_path: str | Path | Non
         # streamed, as only the normalisation sample and the images asked for need decoding
         splits = data.open_run(config.replace(data_holder="stream"), data_dir=data_dir, device="cpu")
     else:
-        splits = data.load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
-                           val_fraction=config.val_fraction, split_seed=config.split_seed, device="cpu")
+        splits = data.load(
+            config.dataset,
+            data_dir=data_dir,
+            image_size=config.image_size,
+            subset=config.subset,
+            val_fraction=config.val_fraction,
+            split_seed=config.split_seed,
+            device="cpu",
+        )
     # The weights come from the checkpoint: neither the pretrained file nor freezing matters now,
     # and the pretrained file need not exist any more.
     model = build_model(config.replace(pretrained=None, freeze=0), splits)

@@ -17,8 +17,10 @@ def start_from_a(model: torch.nn.Module, a_model: torch.nn.Module, config: RunCo
     """Section 3.1: A's first four convs and three FC layers into `model`, from A's best checkpoint."""
     a_hash = config.a_config.hash
     if path is None or not Path(path).is_file():
-        raise BenchError(f"init_from_a needs the trained vgg-a run {a_hash} (same settings and seed) first; "
-                         f"its checkpoint {path or 'best.pt'} is missing: train that vgg-a run, then this one")
+        raise BenchError(
+            f"init_from_a needs the trained vgg-a run {a_hash} (same settings and seed) first; "
+            f"its checkpoint {path or 'best.pt'} is missing: train that vgg-a run, then this one"
+        )
     state = checkpoint.load(Path(path), config_hash=a_hash)
     checkpoint.load_weights(a_model, state["model"], f"vgg-a checkpoint {path}")
     models.vgg.init_from_a(model, a_model)
@@ -32,14 +34,17 @@ def load_pretrained(model: torch.nn.Module, path: str) -> None:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # one of our own checkpoints
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise BenchError(f"pretrained file {path} holds a {type(state).__name__}, not a state_dict of tensors: "
-                         "save it with torch.save(model.state_dict(), path)")
+        raise BenchError(
+            f"pretrained file {path} holds a {type(state).__name__}, not a state_dict of tensors: "
+            "save it with torch.save(model.state_dict(), path)"
+        )
     broken = next((k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None)
     if broken is not None:
-        raise BenchError(f"pretrained file {path} holds NaN or infinite weights ({broken}): training from it "
-                         "gives NaN losses; give a file saved from a model that trained well")
-    last = {f"{name}.{p}" for name, m in model.named_modules() if m is last_linear(model)
-            for p in ("weight", "bias")}
+        raise BenchError(
+            f"pretrained file {path} holds NaN or infinite weights ({broken}): training from it "
+            "gives NaN losses; give a file saved from a model that trained well"
+        )
+    last = {f"{name}.{p}" for name, m in model.named_modules() if m is last_linear(model) for p in ("weight", "bias")}
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if not (k in last and tuple(v.shape) != tuple(own[k].shape))}
     checkpoint.load_weights(model, {**{k: own[k] for k in last}, **kept}, f"pretrained file {path}")

@@ -47,8 +47,9 @@ class TutorialDataset(Dataset):
 def tutorial_transform(splits: data.Splits, augment: bool = True) -> transforms.Compose:
     """The tutorials' per-sample pipeline, normalised with the same statistics as bench.data's batches."""
     steps = [transforms.RandomCrop(splits.image_size, padding=data.CROP_PAD), transforms.RandomHorizontalFlip()]
-    return transforms.Compose([*(steps if augment else []), transforms.ToTensor(),
-                               transforms.Normalize(splits.mean, splits.std)])
+    return transforms.Compose(
+        [*(steps if augment else []), transforms.ToTensor(), transforms.Normalize(splits.mean, splits.std)]
+    )
 
 
 class TutorialLoop:
@@ -57,21 +58,30 @@ class TutorialLoop:
     def __init__(self, engine: train.Engine, workers: int = 2):
         config, device = engine.config, engine.device
         self.engine = engine
-        dataset = TutorialDataset(engine.splits.train_x, engine.splits.train_y,
-                                  tutorial_transform(engine.splits, config.augment))
+        dataset = TutorialDataset(
+            engine.splits.train_x, engine.splits.train_y, tutorial_transform(engine.splits, config.augment)
+        )
         self.loader = DataLoader(
-            dataset, batch_size=config.batch_size, shuffle=True, drop_last=True,  # drop_last: the Engine's step count
-            num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+            dataset,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,  # drop_last: the Engine's step count
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(config.seed),
         )
         torch.manual_seed(config.seed)  # the Engine seeds the same way right before building its model
         self.model = train.build_model(config, engine.splits).to(device)
         self.optimizer = train.make_optimizer(config, self.model)
         steps = len(self.loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [
-            lambda step, scale=group["lr_scale"]: scale * train.lr_at(config, step, steps, 0) / config.lr
-            for group in self.optimizer.param_groups
-        ])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            [
+                lambda step, scale=group["lr_scale"]: scale * train.lr_at(config, step, steps, 0) / config.lr
+                for group in self.optimizer.param_groups
+            ],
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=engine.precision == "fp16")
 
     def train_epoch(self, on_batch=None) -> tuple[float, float, int]:

@@ -63,8 +63,9 @@ def command_error(*argv: str, **options) -> str:
     """`python -m *argv` refused (see error_line); `options` go to subprocess.run (cwd, env, timeout)."""
     # Without the store that mlflow.set_tracking_uri exported in this process, unless env says otherwise.
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
-                          **{"env": env, "timeout": 120, **options})
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], capture_output=True, text=True, **{"env": env, "timeout": 120, **options}
+    )
     return error_line(done.returncode, done.stderr)
 
 
@@ -112,7 +113,8 @@ def journal_trials(folder: Path, name: str = "depth-smoke") -> list:
     import optuna
 
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal")))
+        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal"))
+    )
     return optuna.load_study(study_name=name, storage=storage).trials
 
 
@@ -122,8 +124,15 @@ def said(process: subprocess.Popen) -> str:
     return stream.read()[-3000:] if stream else ""
 
 
-def wait_for_epochs(client: MlflowClient, experiment: str, epochs: int, workers: list[subprocess.Popen],
-                    timeout: float, pids: set[int] | None = None, output: Callable = said):
+def wait_for_epochs(
+    client: MlflowClient,
+    experiment: str,
+    epochs: int,
+    workers: list[subprocess.Popen],
+    timeout: float,
+    pids: set[int] | None = None,
+    output: Callable = said,
+):
     """The first child run in training with `epochs` epochs logged (by a worker in `pids`, when given).
     Every worker must still run meanwhile: `output(worker)` tells what the one that stopped said."""
     deadline = time.monotonic() + timeout
@@ -132,8 +141,11 @@ def wait_for_epochs(client: MlflowClient, experiment: str, epochs: int, workers:
             assert worker.poll() is None, f"a worker stopped early:\n{output(worker)}"
         for run in study_runs(client, experiment):
             by_one_of = pids is None or int(run.data.tags.get("bench.pid", -1)) in pids
-            if run.info.status == "RUNNING" and by_one_of and \
-                    len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs:
+            if (
+                run.info.status == "RUNNING"
+                and by_one_of
+                and len(client.get_metric_history(run.info.run_id, "val_acc")) >= epochs
+            ):
                 return run
         time.sleep(0.3)
     raise AssertionError(f"no run reached epoch {epochs} in {timeout} s")
@@ -164,8 +176,15 @@ def server(argv: list[str], ready_url: str, cwd: Path, env: dict[str, str] | Non
     """`python -m *argv`, a server in a session of its own, from when `ready_url` answers to the block's end."""
     # The venv's bin first on PATH, as in an active venv: mlflow starts its uvicorn by name.
     env = {**(env or os.environ), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(ready_url, process)
         yield process
@@ -195,9 +214,11 @@ def workdir(tmp_path, monkeypatch):
 
 def stop_after(epoch: int):
     """An on_epoch callback that interrupts a run as Ctrl-C would, once `epoch` is done."""
+
     def on_epoch(stats) -> None:
         if stats.epoch == epoch:
             raise KeyboardInterrupt
+
     return on_epoch
 
 
@@ -298,9 +319,18 @@ def tiny_study(tmp_path_factory) -> TinyStudy:
     toml = root / "tiny.toml"
     toml.write_text(TINY_STUDY)
     study = TinyStudy(root, toml, f"sqlite:///{root / 'mlflow.db'}", root / "optuna.journal", [])
-    study.argv = ["--study", str(toml), "--tracking-uri", study.uri, "--storage", str(study.journal),
-                  "--checkpoint-root", str(root / "checkpoints"), "--report-dir",
-                  str(root / "reports")]
+    study.argv = [
+        "--study",
+        str(toml),
+        "--tracking-uri",
+        study.uri,
+        "--storage",
+        str(study.journal),
+        "--checkpoint-root",
+        str(root / "checkpoints"),
+        "--report-dir",
+        str(root / "reports"),
+    ]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)

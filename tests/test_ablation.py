@@ -91,8 +91,12 @@ def test_interrupted_run_is_marked_and_resumed(workdir, sig, expected):
 
 def test_two_workers_split_the_grid(workdir):
     args = [*SMOKE, "--seeds", "3"]
-    procs = [subprocess.Popen(bench_cmd(*args, "--quiet"), env=env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            bench_cmd(*args, "--quiet"), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]

@@ -26,9 +26,19 @@ from conftest import error_line, main_error, needs_fashion, study_runs
 # A task VGG-A learns in two short epochs (4 classes, chance 25 %), with a head where Linear layers
 # hold most of the weights, so that int8 quantisation of Linear has something to shrink.
 TRAINED = RunConfig(
-    model="vgg-a", batch_norm=True, head="light", dropout=0.0, width=0.0625,
-    dataset="synthetic:classes=4,noise=0.5,size=800", epochs=2, batch_size=32,
-    optimizer="adam", lr=0.003, weight_decay=0.0, augment=False, device="cpu",
+    model="vgg-a",
+    batch_norm=True,
+    head="light",
+    dropout=0.0,
+    width=0.0625,
+    dataset="synthetic:classes=4,noise=0.5,size=800",
+    epochs=2,
+    batch_size=32,
+    optimizer="adam",
+    lr=0.003,
+    weight_decay=0.0,
+    augment=False,
+    device="cpu",
 )
 SMALL_VGG16 = dict(batch_norm=False, head="paper", width=0.0625, in_channels=3)  # the transfer smoke budget
 
@@ -53,8 +63,7 @@ def trained_run(tmp_path_factory):
         result = fit(TRAINED, checkpoint_dir=root / "checkpoints")
         tracker.log_result(run_id, TRAINED, result, "vgg-a")
         tracker.set_status(run_id, "FINISHED")
-    return dict(uri=tracker.uri, run_id=run_id, checkpoint=Path(result.best_checkpoint), result=result,
-                root=root)
+    return dict(uri=tracker.uri, run_id=run_id, checkpoint=Path(result.best_checkpoint), result=result, root=root)
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +137,9 @@ def test_a_fashion_mnist_image_goes_through_the_padding_and_statistics_of_its_ru
     config = RunConfig(model="vgg-a", width=0.0625, dataset="fashion-mnist", subset=2000, device="cpu")
     splits = data.load(config.dataset, subset=config.subset, split_seed=config.split_seed)
     model = build_model(config, splits)
-    checkpoint.save(tmp_path / "untrained.pt",
-                    {"config": config.to_dict(), "config_hash": config.hash, "model": model.state_dict()})
+    checkpoint.save(
+        tmp_path / "untrained.pt", {"config": config.to_dict(), "config_hash": config.hash, "model": model.state_dict()}
+    )
     trained = predict.load_trained(checkpoint_path=tmp_path / "untrained.pt")
     assert trained.splits.mean == splits.mean and trained.splits.std == splits.std  # the run's subset stats
 
@@ -150,8 +160,22 @@ def test_a_fashion_mnist_image_goes_through_the_padding_and_statistics_of_its_ru
 
 def test_grid_and_confusion_are_written_and_logged_to_the_run(trained_run, tmp_path, capsys):
     run_id = trained_run["run_id"]
-    assert predict.main(["--run", run_id, "--tracking-uri", trained_run["uri"], "--grid", "6",
-                         "--confusion", "--out-dir", str(tmp_path / "out")]) == 0
+    assert (
+        predict.main(
+            [
+                "--run",
+                run_id,
+                "--tracking-uri",
+                trained_run["uri"],
+                "--grid",
+                "6",
+                "--confusion",
+                "--out-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     grid = tmp_path / "out" / f"predictions-run-{run_id[:8]}.png"
     confusion = tmp_path / "out" / f"confusion-run-{run_id[:8]}.png"
     for path in (grid, confusion):
@@ -171,11 +195,28 @@ def test_grid_and_confusion_are_written_and_logged_to_the_run(trained_run, tmp_p
 
 def test_post_measures_every_variant_in_a_child_run_of_the_source(trained_run, tmp_path):
     source = trained_run["run_id"]
-    assert post.main(["--run", source, "--tracking-uri", trained_run["uri"], "--all", "--repeats", "3",
-                      "--threads", "1", "--out-dir", str(tmp_path / "post")]) == 0
+    assert (
+        post.main(
+            [
+                "--run",
+                source,
+                "--tracking-uri",
+                trained_run["uri"],
+                "--all",
+                "--repeats",
+                "3",
+                "--threads",
+                "1",
+                "--out-dir",
+                str(tmp_path / "post"),
+            ]
+        )
+        == 0
+    )
     client = Tracker(trained_run["uri"]).client
-    children = client.search_runs([client.get_run(source).info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{source}'")
+    children = client.search_runs(
+        [client.get_run(source).info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{source}'"
+    )
     assert len(children) == 1
     child = children[0]
     assert child.info.status == "FINISHED" and child.data.tags["bench.role"] == "post"
@@ -234,7 +275,9 @@ def test_pruning_and_quantisation_units():
     for amount in (0.3, 0.5):
         layered = compress.prune_weights(model, amount, "layer")
         for module, _ in compress.prunable(layered):
-            assert float((module.weight == 0).float().mean()) == pytest.approx(amount, abs=0.5 / module.weight.numel() + 1e-9)
+            assert float((module.weight == 0).float().mean()) == pytest.approx(
+                amount, abs=0.5 / module.weight.numel() + 1e-9
+            )
         pruned = compress.prune_weights(model, amount, "global")
         assert compress.sparsity(pruned) == pytest.approx(amount, abs=1e-3)
     assert compress.sparsity(model) == 0.0  # pruning works on copies
@@ -252,8 +295,16 @@ def test_pruning_and_quantisation_units():
 
 
 def transfer_config(folder: Path, weights: Path, **settings) -> RunConfig:
-    values = dict(model="vgg-d", dataset=f"imagefolder:{folder}", image_size=32, pretrained=str(weights),
-                  epochs=1, batch_size=16, device="cpu", **{k: v for k, v in SMALL_VGG16.items() if k != "in_channels"})
+    values = dict(
+        model="vgg-d",
+        dataset=f"imagefolder:{folder}",
+        image_size=32,
+        pretrained=str(weights),
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+        **{k: v for k, v in SMALL_VGG16.items() if k != "in_channels"},
+    )
     return RunConfig.from_dict({**values, **settings})
 
 
@@ -262,8 +313,9 @@ def test_fine_tuning_starts_from_the_pretrained_weights_except_the_new_last_laye
     splits = data.load(config.dataset, image_size=32)
     model = build_model(config, splits)
     own, theirs = model.state_dict(), torch.load(pretrained, weights_only=True)
-    replaced = {k for k in own if not torch.equal(own[k], theirs[k]) if own[k].shape == theirs[k].shape} | \
-               {k for k in own if own[k].shape != theirs[k].shape}
+    replaced = {k for k in own if not torch.equal(own[k], theirs[k]) if own[k].shape == theirs[k].shape} | {
+        k for k in own if own[k].shape != theirs[k].shape
+    }
     assert replaced == {"classifier.6.weight", "classifier.6.bias"}
     assert own["classifier.6.weight"].shape == (3, theirs["classifier.6.weight"].shape[1])
 
@@ -287,18 +339,39 @@ def test_backbone_lr_scale_is_applied_and_zero_keeps_the_backbone(shapes, pretra
 
 def test_transfer_study_scratch_vs_fine_tuned_vs_frozen(shapes, pretrained, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    argv = ["--study", "transfer", "--budget", "smoke", "--dataset", f"imagefolder:{shapes}",
-            "--pretrained", str(pretrained), "--tracking-uri", uri, "--storage", str(tmp_path / "optuna.journal"),
-            "--checkpoint-root", str(tmp_path / "ck"), "--quiet"]
+    argv = [
+        "--study",
+        "transfer",
+        "--budget",
+        "smoke",
+        "--dataset",
+        f"imagefolder:{shapes}",
+        "--pretrained",
+        str(pretrained),
+        "--tracking-uri",
+        uri,
+        "--storage",
+        str(tmp_path / "optuna.journal"),
+        "--checkpoint-root",
+        str(tmp_path / "ck"),
+        "--quiet",
+    ]
     assert ablation.main(argv) == 0
-    points = {p.variant: p.config for p in studies.load("transfer").grid(
-        "smoke", {"dataset": f"imagefolder:{shapes}", "pretrained": str(pretrained)})}
+    points = {
+        p.variant: p.config
+        for p in studies.load("transfer").grid(
+            "smoke", {"dataset": f"imagefolder:{shapes}", "pretrained": str(pretrained)}
+        )
+    }
     assert points["scratch"].pretrained is None and points["fine-tuned"].pretrained == str(pretrained)
 
     client = Tracker(uri).client
     runs = study_runs(client, "transfer")
-    assert sorted(r.data.tags["bench.variant"] for r in runs if r.info.status == "FINISHED") == \
-        ["fine-tuned", "frozen", "scratch"]
+    assert sorted(r.data.tags["bench.variant"] for r in runs if r.info.status == "FINISHED") == [
+        "fine-tuned",
+        "frozen",
+        "scratch",
+    ]
 
     theirs = torch.load(pretrained, weights_only=True)
 
@@ -312,20 +385,29 @@ def test_transfer_study_scratch_vs_fine_tuned_vs_frozen(shapes, pretrained, tmp_
     assert not torch.equal(frozen["classifier.0.weight"], theirs["classifier.0.weight"])  # the head learned
     assert not all(torch.equal(tuned[k], theirs[k]) for k in conv_keys)  # fine-tuned: convs moved...
     assert max(float((tuned[k] - theirs[k]).abs().max()) for k in conv_keys) < 0.5 * max(
-        float((scratch[k] - theirs[k]).abs().max()) for k in conv_keys)  # ...from the pretrained start
+        float((scratch[k] - theirs[k]).abs().max()) for k in conv_keys
+    )  # ...from the pretrained start
 
 
 def test_a_real_torchvision_state_dict_loads_as_pretrained(shapes, tmp_path):
     torch.manual_seed(0)
     reference = torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=1000)
     torch.save(reference.state_dict(), tmp_path / "mobilenet.pth")
-    config = RunConfig(model="mobilenetv2", width=0.25, dataset=f"imagefolder:{shapes}", image_size=96,
-                       pretrained=str(tmp_path / "mobilenet.pth"), device="cpu")
+    config = RunConfig(
+        model="mobilenetv2",
+        width=0.25,
+        dataset=f"imagefolder:{shapes}",
+        image_size=96,
+        pretrained=str(tmp_path / "mobilenet.pth"),
+        device="cpu",
+    )
     model = build_model(config, data.load(config.dataset, image_size=96))
     own, theirs = model.state_dict(), reference.state_dict()
     assert own.keys() == theirs.keys()
-    assert [k for k in own if not (own[k].shape == theirs[k].shape and torch.equal(own[k], theirs[k]))] == \
-        ["classifier.1.weight", "classifier.1.bias"]
+    assert [k for k in own if not (own[k].shape == theirs[k].shape and torch.equal(own[k], theirs[k]))] == [
+        "classifier.1.weight",
+        "classifier.1.bias",
+    ]
 
 
 def test_frozen_batchnorm_statistics_stay_fixed(shapes, tmp_path):
@@ -353,8 +435,16 @@ def bad_files(trained_run, tmp_path) -> dict[str, Path]:
     checkpoint.save(tmp_path / "other.pt", {**payload, "config": other.to_dict(), "config_hash": other.hash})
     wide = tmp_path / "wide.pth"  # VGG-16 at width 1/8: every conv twice as wide as the model's
     torch.save(models.build("vgg-d", num_classes=1000, **{**SMALL_VGG16, "width": 0.125}).state_dict(), wide)
-    return {name: tmp_path / f for name, f in (("image", "notes.png"), ("foreign", "foreign.pt"),
-                                               ("corrupt", "corrupt.pt"), ("other", "other.pt"), ("wide", "wide.pth"))}
+    return {
+        name: tmp_path / f
+        for name, f in (
+            ("image", "notes.png"),
+            ("foreign", "foreign.pt"),
+            ("corrupt", "corrupt.pt"),
+            ("other", "other.pt"),
+            ("wide", "wide.pth"),
+        )
+    }
 
 
 def test_bad_input_through_each_command_line_is_one_line_and_exit_2(trained_run, shapes, bad_files, tmp_path):
@@ -363,29 +453,54 @@ def test_bad_input_through_each_command_line_is_one_line_and_exit_2(trained_run,
         "not an image": (["bench.predict", "--checkpoint", ck, str(bad_files["image"])], "is not an image"),
         "prune amount 0": (["bench.post", "--checkpoint", ck, "--prune", "0"], "outside (0, 1)"),
         "pretrained that does not fit": (
-            ["bench.train", "--model", "vgg-d", "--head", "paper", "--width", "0.0625", "--image-size", "32",
-             "--dataset", f"imagefolder:{shapes}", "--pretrained", str(bad_files["wide"]), "--epochs", "1",
-             "--device", "cpu"],
-            "does not fit this architecture: features.0.weight is (8, 3, 3, 3) there, (4, 3, 3, 3) here"),
+            [
+                "bench.train",
+                "--model",
+                "vgg-d",
+                "--head",
+                "paper",
+                "--width",
+                "0.0625",
+                "--image-size",
+                "32",
+                "--dataset",
+                f"imagefolder:{shapes}",
+                "--pretrained",
+                str(bad_files["wide"]),
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+            ],
+            "does not fit this architecture: features.0.weight is (8, 3, 3, 3) there, (4, 3, 3, 3) here",
+        ),
     }
     # Started together: each pays Python's and torch's start-up, and they overlap on the cores.
-    started = {name: subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
-               for name, (argv, _) in cases.items()}
+    started = {
+        name: subprocess.Popen([sys.executable, "-m", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, (argv, _) in cases.items()
+    }
     for name, process in started.items():
         _, stderr = process.communicate(timeout=300)
         assert cases[name][1] in error_line(process.returncode, stderr), name
 
 
-@pytest.mark.parametrize("command, argv, message", [
-    (predict, ["--checkpoint", "{foreign}", "--grid", "4"], "is not a vgg-bench checkpoint (no 'vgg-bench/1' marker)"),
-    (post, ["--checkpoint", "{corrupt}", "--quantize"], "corrupt, truncated or foreign"),
-    (post, ["--checkpoint", "{other}", "--onnx"], "does not fit this architecture"),
-    (predict, ["--run", "0123456789abcdef", "--tracking-uri", "{uri}", "--grid", "4"], "no MLflow run"),
-    (post, ["--checkpoint", "{checkpoint}", "--prune", "0.3,1.5"], "prune amount 1.5 is outside (0, 1)"),
-    (post, ["--checkpoint", "{checkpoint}", "--prune", "0.3,x"], "--prune takes fractions"),
-    (predict, ["--checkpoint", "{checkpoint}"], "nothing to do"),
-])
+@pytest.mark.parametrize(
+    "command, argv, message",
+    [
+        (
+            predict,
+            ["--checkpoint", "{foreign}", "--grid", "4"],
+            "is not a vgg-bench checkpoint (no 'vgg-bench/1' marker)",
+        ),
+        (post, ["--checkpoint", "{corrupt}", "--quantize"], "corrupt, truncated or foreign"),
+        (post, ["--checkpoint", "{other}", "--onnx"], "does not fit this architecture"),
+        (predict, ["--run", "0123456789abcdef", "--tracking-uri", "{uri}", "--grid", "4"], "no MLflow run"),
+        (post, ["--checkpoint", "{checkpoint}", "--prune", "0.3,1.5"], "prune amount 1.5 is outside (0, 1)"),
+        (post, ["--checkpoint", "{checkpoint}", "--prune", "0.3,x"], "--prune takes fractions"),
+        (predict, ["--checkpoint", "{checkpoint}"], "nothing to do"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(command, argv, message, trained_run, bad_files, capsys):
     """The same path as `python -m` (bench.errors.cli around main), in-process to save start-ups."""
     values = {**bad_files, "uri": trained_run["uri"], "checkpoint": trained_run["checkpoint"]}

@@ -46,8 +46,15 @@ def test_step_benchmark_reports_every_field_on_cpu(capsys):
     [row] = out["rows"]
     expected = describe(build("vgg-a", batch_norm=True, width=0.0625, in_channels=1), (1, 32, 32))
     assert (row["flops"], row["params"]) == (expected.flops, expected.params)
-    for key in ("train_images_per_s", "train_step_ms", "infer_images_per_s", "infer_step_ms", "warmup_s",
-                "peak_memory_bytes", "train_flops_per_s"):
+    for key in (
+        "train_images_per_s",
+        "train_step_ms",
+        "infer_images_per_s",
+        "infer_step_ms",
+        "warmup_s",
+        "peak_memory_bytes",
+        "train_flops_per_s",
+    ):
         assert positive(row[key]), key
     assert row["train_images_per_s"] == pytest.approx(4 / (row["train_step_ms"] / 1e3))
     assert row["train_flops_per_s"] == pytest.approx(3 * row["flops"] * row["train_images_per_s"])
@@ -59,10 +66,24 @@ def test_step_benchmark_reports_every_field_on_cpu(capsys):
 
 
 def test_grid_is_the_cartesian_product():
-    args = command.parser().parse_args([
-        "--model", "vgg-a,resnet18", "--batch-size", "8,16", "--precision", "fp32,bf16",
-        "--channels-last", "on,off", "--compile", "off", "--image-size", "32,64", "--width", "0.5",
-    ])
+    args = command.parser().parse_args(
+        [
+            "--model",
+            "vgg-a,resnet18",
+            "--batch-size",
+            "8,16",
+            "--precision",
+            "fp32,bf16",
+            "--channels-last",
+            "on,off",
+            "--compile",
+            "off",
+            "--image-size",
+            "32,64",
+            "--width",
+            "0.5",
+        ]
+    )
     configs = command.expand_grid(args)
     points = [(c.model, c.batch_size, c.precision, c.channels_last, c.image_size) for c in configs]
     assert points == list(itertools.product(["vgg-a", "resnet18"], [8, 16], ["fp32", "bf16"], [True, False], [32, 64]))
@@ -76,8 +97,20 @@ def test_grid_is_the_cartesian_product():
 
 def test_a_grid_gives_a_row_each_and_a_stamped_csv(capsys, tmp_path):
     csv = tmp_path / "steps.csv"
-    out = run_json(capsys, *TINY, "--batch-size", "2", "--channels-last", "on,off", "--steps", "1", "--warmup", "0",
-                   "--csv", str(csv))
+    out = run_json(
+        capsys,
+        *TINY,
+        "--batch-size",
+        "2",
+        "--channels-last",
+        "on,off",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--csv",
+        str(csv),
+    )
     assert [r["channels_last"] for r in out["rows"]] == [True, False]
     assert out["rows"][0]["flops"] == out["rows"][1]["flops"]  # memory format changes speed, not work
     frame = pd.read_csv(csv)
@@ -91,9 +124,18 @@ def test_peaks_and_mfu():
     assert positive(rate) and rate > 1e7  # any CPU multiplies faster than 10 MFLOP/s
     assert measure.mfu(1_000_000_000, 100, 1.0, 3e11) == pytest.approx(1.0)
     assert measure.mfu(1_000_000_000, 100, 1.0, None) is None
-    names = {"NVIDIA H100 80GB HBM3": 989.4, "NVIDIA H100 PCIe": 756.0, "NVIDIA H200": 989.4,
-             "NVIDIA A100-SXM4-80GB": 312.0, "NVIDIA L40S": 362.0, "NVIDIA L4": 121.0, "NVIDIA A10": 125.0,
-             "NVIDIA A10G": None, "Tesla T4": None, "Tesla V100-SXM2-16GB": None}
+    names = {
+        "NVIDIA H100 80GB HBM3": 989.4,
+        "NVIDIA H100 PCIe": 756.0,
+        "NVIDIA H200": 989.4,
+        "NVIDIA A100-SXM4-80GB": 312.0,
+        "NVIDIA L40S": 362.0,
+        "NVIDIA L4": 121.0,
+        "NVIDIA A10": 125.0,
+        "NVIDIA A10G": None,
+        "Tesla T4": None,
+        "Tesla V100-SXM2-16GB": None,
+    }
     for name, tflops in names.items():
         assert measure.datasheet_peak(name) == (None if tflops is None else tflops * 1e12), name
     row = {"flops": 2_000_000, "batch_size": 50, "train_step_ms": 10.0}
@@ -115,7 +157,7 @@ def test_tutorial_samples_are_bench_data_images_cropped_and_flipped():
     for i in range(4):
         candidates = []
         for flip in (False, True):
-            x = splits.train_x[i:i + 1].expand(len(shifts), -1, -1, -1)
+            x = splits.train_x[i : i + 1].expand(len(shifts), -1, -1, -1)
             candidates.append(data.crop_flip(x, shifts, torch.full((len(shifts),), flip)))
         candidates = torch.cat(candidates).float()
         mean, std = splits.mean[0] * 255, splits.std[0] * 255
@@ -126,8 +168,7 @@ def test_tutorial_samples_are_bench_data_images_cropped_and_flipped():
 @needs_fashion
 def test_the_tutorial_loop_is_a_fair_baseline():
     """Same model, same start, same optimizer: it learns real Fashion-MNIST as well as bench.train."""
-    config = RunConfig(model="vgg-a", batch_norm=True, width=0.125, subset=3000, epochs=2, batch_size=64,
-                       device="cpu")
+    config = RunConfig(model="vgg-a", batch_norm=True, width=0.125, subset=3000, epochs=2, batch_size=64, device="cpu")
     engine = Engine(config)
     tutorial = TutorialLoop(engine, workers=2)
     start = zip(engine.model.state_dict().values(), tutorial.model.state_dict().values())
@@ -184,24 +225,30 @@ def test_tracking_overhead_is_measured_in_a_scratch_folder(capsys, tmp_path, mon
     assert list(work.iterdir()) == []  # no mlflow.db, mlruns or .bench left behind
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "vgg-z"], "unknown model 'vgg-z'"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--precision", "fp8"], "unknown precision 'fp8'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "vgg-z"], "unknown model 'vgg-z'"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(argv, message):
     assert message in command_error("bench.benchmark", *argv, cwd=ROOT)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--steps", "0"],
-    ["--until", "1.5"],
-    ["--model", "vgg-a,vgg-b", "--end-to-end"],
-    ["--model", "vgg-a", "--image-size", "16"],  # five pools need 32 px: caught before measuring
-    ["--batch-size", "many"],
-    ["--end-to-end", "--until", "0.9"],
-    ["--compile", "--warmup", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--steps", "0"],
+        ["--until", "1.5"],
+        ["--model", "vgg-a,vgg-b", "--end-to-end"],
+        ["--model", "vgg-a", "--image-size", "16"],  # five pools need 32 px: caught before measuring
+        ["--batch-size", "many"],
+        ["--end-to-end", "--until", "0.9"],
+        ["--compile", "--warmup", "0"],
+    ],
+)
 def test_more_bad_input_is_refused_before_any_work(argv):
     with pytest.raises(BenchError) as excinfo:
         command.main(argv)

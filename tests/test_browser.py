@@ -36,8 +36,22 @@ def browser():
 @pytest.fixture
 def mlflow_ui(tiny_study):
     port = free_port()
-    with server(["mlflow", "ui", "--backend-store-uri", tiny_study.uri, "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", "1"], f"http://127.0.0.1:{port}/health", tiny_study.root):
+    with server(
+        [
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            tiny_study.uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        f"http://127.0.0.1:{port}/health",
+        tiny_study.root,
+    ):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -53,7 +67,8 @@ def test_the_study_reads_in_the_mlflow_ui(tiny_study, mlflow_ui, browser):
     WebDriverWait(browser, 60).until(lambda _: "tiny-cpu" in text())
     assert "seed=" not in text()  # the children are folded under their parent...
     expander = browser.find_element(
-        By.XPATH, "//a[normalize-space()='tiny-cpu']/ancestor::div[@role='gridcell'][1]//button")
+        By.XPATH, "//a[normalize-space()='tiny-cpu']/ancestor::div[@role='gridcell'][1]//button"
+    )
     expander.click()
     WebDriverWait(browser, 30).until(lambda _: "seed=" in text())
     page = text()
@@ -62,7 +77,9 @@ def test_the_study_reads_in_the_mlflow_ui(tiny_study, mlflow_ui, browser):
     assert "fashion-mnist (" in page  # the Dataset column, with the split's digest
 
     child = client.search_runs([experiment.experiment_id], "attributes.run_name = 'vgg-a seed=0'")[0]
-    browser.get(f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}/model-metrics?{MODEL_TRAINING}")
+    browser.get(
+        f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}/model-metrics?{MODEL_TRAINING}"
+    )
     # The per-epoch history chart (a chart of steps is titled "<run> (<metric>)"), not only the last
     # value; the window is tall because the page draws only the charts in view.
     WebDriverWait(browser, 90).until(lambda _: "vgg-a seed=0 (val_acc)" in text())
@@ -77,13 +94,15 @@ def test_the_ui_shows_sources_datasets_models_descriptions_and_final_summaries(t
     experiment = client.get_experiment_by_name("tiny")
     text = lambda: browser.find_element(By.TAG_NAME, "body").text  # noqa: E731
     wait = lambda seconds, *wanted: WebDriverWait(browser, seconds).until(  # noqa: E731
-        lambda _: all(w in text() for w in wanted))
+        lambda _: all(w in text() for w in wanted)
+    )
     runs = f"{mlflow_ui}/#/experiments/{experiment.experiment_id}/runs"
     browser.get(f"{runs}?{MODEL_TRAINING}")
     # The experiment's description, and the Source column (not "—"): the command that made the runs.
     wait(60, "tiny-cpu", "Group by bench.variant", "python -m bench.ablation")
     browser.find_element(
-        By.XPATH, "//a[normalize-space()='tiny-cpu']/ancestor::div[@role='gridcell'][1]//button").click()
+        By.XPATH, "//a[normalize-space()='tiny-cpu']/ancestor::div[@role='gridcell'][1]//button"
+    ).click()
     wait(30, "vgg-a seed=0")
     # The Models column names the servable `model`, with the bare `module` behind "+1".
     models = browser.find_elements(By.XPATH, "//*[normalize-space()='model']")

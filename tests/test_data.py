@@ -184,7 +184,8 @@ def test_download_path_moves_files_into_place(tmp_path, monkeypatch):
     s = load("mnist", data_dir=str(tmp_path / "d"))
     assert len(calls) == 1
     assert sorted(p.name for p in (tmp_path / "d" / "mnist").iterdir()) == sorted(
-        f"{stem}.gz" for stem in data.IDX_FILES.values())
+        f"{stem}.gz" for stem in data.IDX_FILES.values()
+    )
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["mnist"]  # the temporary folder is gone
     assert (len(s.train_y) + len(s.val_y), len(s.test_y)) == (60, 20) and s.classes == data.MNIST_CLASSES
     load("mnist", data_dir=str(tmp_path / "d"))  # found now: no second download
@@ -244,6 +245,7 @@ class _RunsCommand:
 
     def __reduce__(self):
         import os
+
         return os.system, (self.command,)
 
 
@@ -262,8 +264,16 @@ def test_cifar_pickles_that_run_code_are_refused(tmp_path):
     assert str(folder / "batches.meta") in msg and "system" in msg
     assert not witness.exists()
 
-    line = command_error("bench.train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1",
-                         env={**os.environ, "BENCH_OFFLINE": "1"})
+    line = command_error(
+        "bench.train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        env={**os.environ, "BENCH_OFFLINE": "1"},
+    )
     assert line.startswith("error: cannot read ") and "batches.meta" in line
     assert not witness.exists()
 
@@ -289,8 +299,18 @@ def make_splits(x: torch.Tensor, y: torch.Tensor, mean=None, std=None) -> Splits
     mean = mean if mean is not None else (0.0,) * c
     std = std if std is not None else (1.0,) * c
     empty_x, empty_y = x[:0], y[:0]
-    return Splits(x, y, empty_x, empty_y, x.clone(), y.clone(), classes=[str(i) for i in range(10)],
-                  mean=tuple(mean), std=tuple(std), info={})
+    return Splits(
+        x,
+        y,
+        empty_x,
+        empty_y,
+        x.clone(),
+        y.clone(),
+        classes=[str(i) for i in range(10)],
+        mean=tuple(mean),
+        std=tuple(std),
+        info={},
+    )
 
 
 def test_labels_travel_with_their_images():
@@ -354,7 +374,7 @@ def test_crop_shifts_by_at_most_4_and_flip_mirrors():
     x = torch.zeros(n, 1, h, w, dtype=torch.uint8)
     x[:, 0, r0, c0] = 255
     s = make_splits(x, torch.zeros(n, dtype=torch.long))
-    (xb, _), = list(s.batches("train", n, augment=True, generator=torch.Generator().manual_seed(1)))
+    ((xb, _),) = list(s.batches("train", n, augment=True, generator=torch.Generator().manual_seed(1)))
     flat = xb.view(n, -1)
     assert torch.equal((flat == 1.0).sum(1), torch.ones(n, dtype=torch.long))  # exactly one pixel survives
     pos = flat.argmax(1)
@@ -377,7 +397,7 @@ def test_crop_flip_matches_a_per_sample_reference():
     padded = F.pad(x, (4, 4, 4, 4))
     for i in range(50):
         dy, dx = offsets[i].tolist()
-        ref = padded[i, :, dy:dy + 12, dx:dx + 10]
+        ref = padded[i, :, dy : dy + 12, dx : dx + 10]
         if flips[i]:
             ref = ref.flip(-1)
         assert torch.equal(out[i], ref)

@@ -24,23 +24,49 @@ from conftest import command_error, needs_fashion, study_runs, wait_for_epochs
 
 # No BatchNorm and no dropout: each rank's share of a batch then gives exactly its share of the
 # gradient, so 2 processes must retrace 1 process step by step (BN would see half batches).
-LEARNS = dict(model="vgg-a", width=0.0625, head="small", dataset="fashion-mnist", subset=1024, epochs=2,
-              batch_size=64, optimizer="sgd", lr=0.05, nesterov=True, device="cpu")
+LEARNS = dict(
+    model="vgg-a",
+    width=0.0625,
+    head="small",
+    dataset="fashion-mnist",
+    subset=1024,
+    epochs=2,
+    batch_size=64,
+    optimizer="sgd",
+    lr=0.05,
+    nesterov=True,
+    device="cpu",
+)
 
 
 def torchrun(*args: str, processes: int = 2, **kwargs) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "bench.train", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, **kwargs)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "bench.train",
+        *args,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kwargs
+    )
 
 
 @needs_fashion
 def test_two_processes_train_the_same_run_as_one(tmp_path):
     settings = tmp_path / "config.json"
     settings.write_text(json.dumps(LEARNS))
-    done = torchrun("--config-json", str(settings), "--checkpoint-dir", str(tmp_path / "two"),
-                    "--events", str(tmp_path / "events.jsonl"))
+    done = torchrun(
+        "--config-json",
+        str(settings),
+        "--checkpoint-dir",
+        str(tmp_path / "two"),
+        "--events",
+        str(tmp_path / "events.jsonl"),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     epochs = [e["epoch"] for e in events if "epoch" in e]
@@ -78,12 +104,15 @@ def test_world_size_is_part_of_the_run():
         one.replace(world_size=3)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--gpus-per-run", "3"], "batch size 64 is not a multiple of the world size 3"),
-    (["--gpus-per-run", "2", "--device", "cuda"], "2 processes per run need 2 GPUs; this machine has 0"),
-    (["--gpus-per-run", "2", "--sync-batch-norm"], "sync_batch_norm works on GPUs only"),
-    (["--gpus-per-run", "0"], "--gpus-per-run must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gpus-per-run", "3"], "batch size 64 is not a multiple of the world size 3"),
+        (["--gpus-per-run", "2", "--device", "cuda"], "2 processes per run need 2 GPUs; this machine has 0"),
+        (["--gpus-per-run", "2", "--sync-batch-norm"], "sync_batch_norm works on GPUs only"),
+        (["--gpus-per-run", "0"], "--gpus-per-run must be at least 1"),
+    ],
+)
 def test_a_study_refuses_what_the_machine_cannot_run_in_one_line(tmp_path, args, message):
     if torch.cuda.is_available():
         pytest.skip("refusals of a machine without GPUs")
@@ -94,8 +123,22 @@ def test_a_study_refuses_what_the_machine_cannot_run_in_one_line(tmp_path, args,
 def test_nccl_without_cuda_stops_every_rank_before_training(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a machine without GPUs")
-    done = torchrun("--model", "vgg-a", "--width", "0.0625", "--dataset", "synthetic", "--subset", "256",
-                    "--epochs", "1", "--checkpoint-dir", str(tmp_path / "c"), "--dist-backend", "nccl")
+    done = torchrun(
+        "--model",
+        "vgg-a",
+        "--width",
+        "0.0625",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "256",
+        "--epochs",
+        "1",
+        "--checkpoint-dir",
+        str(tmp_path / "c"),
+        "--dist-backend",
+        "nccl",
+    )
     # Each rank says it in one line; torchrun then adds its own report of the failed ranks.
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode != 0 and len(errors) == 2
@@ -104,10 +147,29 @@ def test_nccl_without_cuda_stops_every_rank_before_training(tmp_path):
 
 
 def ablation(workdir: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "bench.ablation", "--study", "depth", "--budget", "smoke", "--variants",
-               "vgg-a", "--gpus-per-run", "2", "--quiet", *args]
-    return subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "bench.ablation",
+        "--study",
+        "depth",
+        "--budget",
+        "smoke",
+        "--variants",
+        "vgg-a",
+        "--gpus-per-run",
+        "2",
+        "--quiet",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_study_with_two_processes_per_run_records_each_run_once(tmp_path):
@@ -132,8 +194,7 @@ def test_study_with_two_processes_per_run_records_each_run_once(tmp_path):
     try:
         model = mlflow.pytorch.load_model(f"runs:/{found[0].info.run_id}/module")  # rank 0's best weights
         # The pyfunc model's preprocessing came back from rank 0 with its result.
-        served = mlflow.pyfunc.load_model(f"runs:/{found[0].info.run_id}/model").predict(
-            torch.zeros(2, 32, 32).numpy())
+        served = mlflow.pyfunc.load_model(f"runs:/{found[0].info.run_id}/model").predict(torch.zeros(2, 32, 32).numpy())
     finally:
         mlflow.set_tracking_uri(previous)
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
@@ -177,5 +238,5 @@ def test_killed_rank_fails_the_run_and_the_rerun_resumes_it(tmp_path):
     assert again.data.tags["bench.resumed"] == "true"
     steps = [m.step for m in client.get_metric_history(run_id, "val_acc")]
     assert sorted(steps) == [1, 2, 3, 4, 5]  # resumed after the last checkpoint: no epoch twice
-    log = (tmp_path / ".bench" / "checkpoints" / RunConfig.from_dict(again.data.params).hash / "torchrun.log")
+    log = tmp_path / ".bench" / "checkpoints" / RunConfig.from_dict(again.data.params).hash / "torchrun.log"
     assert log.exists()

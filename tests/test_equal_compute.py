@@ -43,8 +43,10 @@ def test_equal_flops_runs_train_steps_in_the_ratio_of_their_flops(tmp_path):
     points = {p.variant: p.config for p in study(tmp_path, "flops").grid(flops_per_image=flops_per_image)}
     a, d = points["vgg-a"], points["vgg-d"]
     shape = (1, 32, 32)  # synthetic: one channel, 32 px
-    ratio = (models.describe(models.build("vgg-d", in_channels=1, width=0.0625), shape).flops
-             / models.describe(models.build("vgg-a", in_channels=1, width=0.0625), shape).flops)
+    ratio = (
+        models.describe(models.build("vgg-d", in_channels=1, width=0.0625), shape).flops
+        / models.describe(models.build("vgg-a", in_channels=1, width=0.0625), shape).flops
+    )
     assert ratio == pytest.approx(2.0, abs=0.3)  # D costs about twice A per image
     assert a.compute_scale == 1.0 and d.compute_scale == pytest.approx(1 / ratio)
 

@@ -16,8 +16,9 @@ from bench.train import autocast
 @pytest.mark.parametrize("head, crop", [("paper", 32), ("paper", 64), ("light", 64), ("small", 64), ("gap", 32)])
 def test_dense_net_equals_the_net_on_an_image_of_the_crop_size(head, crop):
     torch.manual_seed(0)
-    model = models.build("vgg-a", num_classes=7, in_channels=3, image_size=crop, head=head, width=0.0625,
-                         batch_norm=True).eval()
+    model = models.build(
+        "vgg-a", num_classes=7, in_channels=3, image_size=crop, head=head, width=0.0625, batch_norm=True
+    ).eval()
     for m in model.modules():  # non-trivial BN statistics, so BN is part of what is checked
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -65,9 +66,17 @@ def test_grid_crops_cover_the_corners_and_flip():
 
 def held_splits(images: list[torch.Tensor], labels: list[int], crop: int) -> stream.StreamSplits:
     part = stream.Part([f"img{i}" for i in range(len(images))], torch.tensor(labels), held=images)
-    return stream.StreamSplits({"test": part}, [f"c{k}" for k in range(10)], "RGB",
-                               stream.Scales(crop, (crop, crop), (crop,)), (0.5,) * 3, (0.25,) * 3, {},
-                               torch.device("cpu"), workers=0)
+    return stream.StreamSplits(
+        {"test": part},
+        [f"c{k}" for k in range(10)],
+        "RGB",
+        stream.Scales(crop, (crop, crop), (crop,)),
+        (0.5,) * 3,
+        (0.25,) * 3,
+        {},
+        torch.device("cpu"),
+        workers=0,
+    )
 
 
 def test_modes_and_scales_give_top1_top5_matching_a_direct_computation():
@@ -78,8 +87,7 @@ def test_modes_and_scales_give_top1_top5_matching_a_direct_computation():
     labels = [int(k) for k in torch.randint(0, 10, (12,))]
     splits = held_splits(images, labels, crop)
     fp32 = lambda: autocast(torch.device("cpu"), "fp32")  # noqa: E731
-    got = evaluation.evaluate(model, splits, ("centre", "dense", "multi-crop", "dense+multi-crop"),
-                              (224, 256), fp32)
+    got = evaluation.evaluate(model, splits, ("centre", "dense", "multi-crop", "dense+multi-crop"), (224, 256), fp32)
     with torch.no_grad():
         x = (torch.stack(images).float() / 255 - 0.5) / 0.25
         probs = torch.softmax(model(x), 1)
@@ -94,7 +102,10 @@ def test_modes_and_scales_give_top1_top5_matching_a_direct_computation():
     for mode in ("dense", "multi-crop", "dense_and_multi-crop"):
         assert got[f"test_top1_{mode}_q224"] == pytest.approx(flip_top1)
     assert {k for k in got if k.startswith("test_top1_centre")} == {
-        "test_top1_centre_q224", "test_top1_centre_q256", "test_top1_centre_multiscale"}
+        "test_top1_centre_q224",
+        "test_top1_centre_q256",
+        "test_top1_centre_multiscale",
+    }
     assert all(0.0 <= v <= 1.0 for v in got.values()) and len(got) == 4 * 3 * 2
     assert all(got[k.replace("top1", "top5")] >= v for k, v in got.items() if "top1" in k)
 
@@ -106,6 +117,7 @@ def test_every_mode_runs_on_the_baselines(name):
     model = models.build(name, num_classes=10, in_channels=3, image_size=32, width=0.25).eval()
     images = [(torch.rand(3, 32, 40) * 255).to(torch.uint8) for _ in range(4)]
     fp32 = lambda: autocast(torch.device("cpu"), "fp32")  # noqa: E731
-    got = evaluation.evaluate(model, held_splits(images, [0, 1, 2, 3], 32), ("dense", "multi-crop", "dense+multi-crop"),
-                              (224, 320), fp32)
+    got = evaluation.evaluate(
+        model, held_splits(images, [0, 1, 2, 3], 32), ("dense", "multi-crop", "dense+multi-crop"), (224, 320), fp32
+    )
     assert len(got) == 3 * 3 * 2 and all(0.0 <= v <= 1.0 for v in got.values())

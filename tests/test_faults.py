@@ -39,11 +39,15 @@ def local_client(workdir: Path) -> MlflowClient:
 
 
 def test_redact_hides_every_password_in_a_text():
-    text = ("python -m bench.report --tracking-uri postgresql://bench:pa@ss@db:5432/mlflow "
-            "--storage=mysql+pymysql://u:p%40w@h/db?x=1 http://h:5000 sqlite:///mlflow.db postgresql://bench@db/x")
-    assert redact(text) == ("python -m bench.report --tracking-uri postgresql://bench:***@db:5432/mlflow "
-                            "--storage=mysql+pymysql://u:***@h/db?x=1 http://h:5000 sqlite:///mlflow.db "
-                            "postgresql://bench@db/x")
+    text = (
+        "python -m bench.report --tracking-uri postgresql://bench:pa@ss@db:5432/mlflow "
+        "--storage=mysql+pymysql://u:p%40w@h/db?x=1 http://h:5000 sqlite:///mlflow.db postgresql://bench@db/x"
+    )
+    assert redact(text) == (
+        "python -m bench.report --tracking-uri postgresql://bench:***@db:5432/mlflow "
+        "--storage=mysql+pymysql://u:***@h/db?x=1 http://h:5000 sqlite:///mlflow.db "
+        "postgresql://bench@db/x"
+    )
 
 
 def test_a_tracking_password_appears_nowhere(postgres, workdir, capsys):
@@ -93,8 +97,13 @@ def test_a_deleted_store_is_filled_again_from_the_journal(workdir):
     shutil.rmtree(workdir / "mlruns")
 
     # A new process, as a person would run it (this one's MLflow keeps the deleted file open).
-    again = subprocess.run([sys.executable, "-m", "bench.ablation", *TWO], capture_output=True, text=True,
-                           timeout=300, env={**os.environ, "COLUMNS": "300"})
+    again = subprocess.run(
+        [sys.executable, "-m", "bench.ablation", *TWO],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 run(s) complete in Optuna" in again.stderr
     client = local_client(workdir)
@@ -174,14 +183,25 @@ def test_every_float_setting_refuses_nan_and_infinity(value):
 
 def test_nan_on_the_command_line_is_one_line_before_anything(workdir, capsys):
     assert "'lr' = nan" in main_error(ablation.main, [*ONE, "--lr", "nan"], capsys)
-    assert "--timeout" in main_error(search.main, ["--study", "lr-wd", "--budget", "smoke",
-                                                        "--timeout", "nan"], capsys)
+    assert "--timeout" in main_error(search.main, ["--study", "lr-wd", "--budget", "smoke", "--timeout", "nan"], capsys)
     assert not (workdir / "mlflow.db").exists() and not (workdir / ".bench" / "optuna.journal").exists()
 
 
-@pytest.mark.parametrize("command", ["bench.ablation", "bench.search", "bench.train", "bench.predict", "bench.post",
-                                     "bench.report", "bench.models", "bench.benchmark", "bench.data.generate",
-                                     "bench.benchmark.stream"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "bench.ablation",
+        "bench.search",
+        "bench.train",
+        "bench.predict",
+        "bench.post",
+        "bench.report",
+        "bench.models",
+        "bench.benchmark",
+        "bench.data.generate",
+        "bench.benchmark.stream",
+    ],
+)
 def test_a_mistyped_flag_is_one_line_naming_help(command, workdir):
     message = command_error(command, "--no-such-flag", cwd=workdir)
     assert "unrecognized arguments: --no-such-flag" in message or "required" in message
@@ -217,8 +237,9 @@ def test_what_would_fail_inside_a_run_fails_before_any_is_recorded(workdir, caps
     for argv, message in cases:
         err = main_error(ablation.main, [*ONE, *argv], capsys)
         assert message in err and "weights_only=False" not in err, err
-    err = main_error(search.main, ["--study", "lr-wd", "--budget", "smoke", "--batch-size", "5000",
-                                        "--subset", "512"], capsys)
+    err = main_error(
+        search.main, ["--study", "lr-wd", "--budget", "smoke", "--batch-size", "5000", "--subset", "512"], capsys
+    )
     assert "batch size 5000 is larger" in err
     assert not (workdir / "mlflow.db").exists() and not (workdir / ".bench" / "optuna.journal").exists()
 
@@ -286,11 +307,17 @@ def _ctrl_c_default() -> None:
 def test_ctrl_c_while_a_helper_imports_leaves_no_traceback(workdir):
     log = workdir / ".bench" / "logs" / "ablation-worker-1.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    parent = subprocess.Popen([sys.executable, "-m", "bench.ablation", *ONE, "--epochs", "30", "--workers", "2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              # its own process group, Ctrl-C at its default, as a terminal gives them (a
-                              # pytest started in the background, `cmd &`, would pass SIGINT on ignored)
-                              start_new_session=True, preexec_fn=_ctrl_c_default)
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "bench.ablation", *ONE, "--epochs", "30", "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # its own process group, Ctrl-C at its default, as a terminal gives them (a
+        # pytest started in the background, `cmd &`, would pass SIGINT on ignored)
+        start_new_session=True,
+        preexec_fn=_ctrl_c_default,
+    )
     try:
         deadline = time.monotonic() + 120
         while not log.exists():
@@ -340,9 +367,15 @@ def test_a_search_whose_store_was_deleted_is_filled_again(workdir):
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
-    trials = optuna.load_study(study_name="lr-wd-search-smoke", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(workdir / ".bench" / "optuna.journal")))).trials
-    complete = [t for t in trials[:3] if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs]
+    trials = optuna.load_study(
+        study_name="lr-wd-search-smoke",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(workdir / ".bench" / "optuna.journal"))
+        ),
+    ).trials
+    complete = [
+        t for t in trials[:3] if t.state == optuna.trial.TrialState.COMPLETE and "repeat_of" not in t.user_attrs
+    ]
     assert complete and f"{len(complete)} trial(s) complete in Optuna" in again.stderr
     refills = {t.user_attrs["refill_of"]: t for t in trials[3:]}
     assert sorted(refills) == [t.number for t in complete]
@@ -361,9 +394,26 @@ def test_a_search_whose_store_was_deleted_is_filled_again(workdir):
 def test_a_killed_worker_takes_its_torchrun_with_it(workdir):
     client = local_client(workdir)
     client.search_experiments()  # the store exists before the worker opens it
-    worker = subprocess.Popen([sys.executable, "-m", "bench.ablation", *ONE, "--gpus-per-run", "2", "--quiet",
-                               "--epochs", "40", "--dataset", "synthetic:size=6000", "--subset", "6000"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.ablation",
+            *ONE,
+            "--gpus-per-run",
+            "2",
+            "--quiet",
+            "--epochs",
+            "40",
+            "--dataset",
+            "synthetic:size=6000",
+            "--subset",
+            "6000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_epochs(client, "depth", 1, [worker], timeout=240, output=lambda p: "")
         group = psutil.Process(worker.pid).children(recursive=True)  # torchrun and its two ranks
@@ -406,8 +456,9 @@ def test_a_tracking_database_outage_is_one_line_and_a_rerun_resumes(postgres, wo
     args = [*TWO, *EPOCHS, "--tracking-uri", uri, "--quiet"]
     client = MlflowClient(uri)
     client.search_experiments()  # the store exists before the worker opens it
-    worker = subprocess.Popen(ablation_command(*args), env=QUIET_ENV, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        ablation_command(*args), env=QUIET_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         wait_for_epochs(client, "depth", 1, [worker], timeout=240)
         cursor = postgres.connection.cursor()

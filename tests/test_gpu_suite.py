@@ -62,13 +62,33 @@ def test_the_smoke_suite_runs_every_part_without_mlflow_or_optuna(tmp_path, carr
     out = tmp_path / "out"
     results_before = sorted(p.name for p in (ROOT / "results").iterdir())
     done = subprocess.run(
-        [sys.executable, "-m", "bench.benchmark", "--suite", "gpu", "--smoke", "--device", "cpu",
-         "--data-dir", str(carried), "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "bench.benchmark",
+            "--suite",
+            "gpu",
+            "--smoke",
+            "--device",
+            "cpu",
+            "--data-dir",
+            str(carried),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in (ROOT / "results").iterdir()) == results_before  # nothing written there
-    assert sorted(p.name for p in out.iterdir()) == ["gpu-cpu-smoke-curves.png", "gpu-cpu-smoke.json",
-                                                     "gpu-cpu-smoke.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gpu-cpu-smoke-curves.png",
+        "gpu-cpu-smoke.json",
+        "gpu-cpu-smoke.md",
+    ]
     results = json.loads((out / "gpu-cpu-smoke.json").read_text())
     assert results["failed"] == [] and results["skipped"] == []
     assert results["command"].endswith(f"--out {out}") and results["device"].startswith("cpu")
@@ -97,8 +117,10 @@ def test_the_smoke_suite_runs_every_part_without_mlflow_or_optuna(tmp_path, carr
 
     eager, graph = results["step_overhead"]["rows"]  # the step measurement: no CUDA graph on a CPU
     assert eager["step"] == "eager" and eager["fixed_images_per_s"] > 0 and eager["end_to_end_share"] > 0
-    assert eager["epoch_images"] == 288 and graph == {"step": "graph", "skipped": step.why_eager(
-        RunConfig(), torch.device("cpu"), distributed.SINGLE)}
+    assert eager["epoch_images"] == 288 and graph == {
+        "step": "graph",
+        "skipped": step.why_eager(RunConfig(), torch.device("cpu"), distributed.SINGLE),
+    }
 
     race = results["race"]
     assert [loop["loop"] for loop in race["loops"]] == ["bench.train", "tutorial"]
@@ -124,9 +146,15 @@ def test_the_smoke_suite_runs_every_part_without_mlflow_or_optuna(tmp_path, carr
 
     markdown = (out / "gpu-cpu-smoke.md").read_text()
     assert markdown in done.stdout  # the report is the command's output
-    for heading in ("## Targets", "## Train and inference steps", "## The training step: eager vs CUDA graph",
-                    "## Time to 50% test accuracy", "## The depth study's smoke budget", "Runs per hour: 1 worker ",
-                    "## Full budgets"):
+    for heading in (
+        "## Targets",
+        "## Train and inference steps",
+        "## The training step: eager vs CUDA graph",
+        "## Time to 50% test accuracy",
+        "## The depth study's smoke budget",
+        "Runs per hour: 1 worker ",
+        "## Full budgets",
+    ):
         assert heading in markdown
     assert [t["met"] for t in results["targets"]][0] is None  # MFU needs a CUDA peak
 
@@ -134,8 +162,12 @@ def test_the_smoke_suite_runs_every_part_without_mlflow_or_optuna(tmp_path, carr
 def test_the_full_plan_has_the_rows_the_targets_need_first():
     planned = gpu.rows(gpu.FULL, gpu.FULL.models, gpu.FULL.timm_models)
     first = [(r.group, r.label, r.size, r.compile) for r in planned[:4]]
-    assert first == [("target: MFU", "vgg-d-bn", "small", False), ("target: MFU", "vgg-d-bn", "small", True),
-                     ("target: vs timm", "vgg-d", "large", False), ("target: vs timm", "timm vgg16", "large", False)]
+    assert first == [
+        ("target: MFU", "vgg-d-bn", "small", False),
+        ("target: MFU", "vgg-d-bn", "small", True),
+        ("target: vs timm", "vgg-d", "large", False),
+        ("target: vs timm", "timm vgg16", "large", False),
+    ]
     eager = {(r.label, r.size) for r in planned if r.precision == "bf16" and r.channels_last and not r.compile}
     ours = {f"vgg-{c}{bn}" for c in "abcde" for bn in ("", "-bn")} | {"resnet18", "mobilenetv2"}
     assert {(m, s) for m in ours for s in ("small", "large")} <= eager  # every model at both sizes
@@ -165,21 +197,28 @@ def test_out_of_memory_halves_the_batch_and_says_so():
 @needs_fashion
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_no_cuda_is_one_line_with_the_alternatives(tmp_path, carried):
-    message = command_error("bench.benchmark", "--suite", "gpu", "--data-dir", str(carried),
-                            "--out", str(tmp_path / "out"), cwd=ROOT)
+    message = command_error(
+        "bench.benchmark", "--suite", "gpu", "--data-dir", str(carried), "--out", str(tmp_path / "out"), cwd=ROOT
+    )
     assert "sees no CUDA device" in message and "--smoke" in message and "--device cpu" in message
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--data-dir", "{tmp}/nowhere"], "carried data folder: {tmp}/nowhere does not exist"),
-    (["--data-dir", "{tmp}"], "lacks train-images-idx3-ubyte.gz"),
-    (["--data-dir", "{carried}", "--model", "vgg-d,vgg-z"], "unknown model 'vgg-z'"),
-    (["--data-dir", "{carried}", "--device", "cuda:0"] if not torch.cuda.is_available() else
-     ["--data-dir", "{carried}", "--timm-models", "vgg16,vgg99"], "--suite gpu needs a GPU"
-     if not torch.cuda.is_available() else "unknown timm model 'vgg99'"),
-    ([], "--suite gpu needs --data-dir"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data-dir", "{tmp}/nowhere"], "carried data folder: {tmp}/nowhere does not exist"),
+        (["--data-dir", "{tmp}"], "lacks train-images-idx3-ubyte.gz"),
+        (["--data-dir", "{carried}", "--model", "vgg-d,vgg-z"], "unknown model 'vgg-z'"),
+        (
+            ["--data-dir", "{carried}", "--device", "cuda:0"]
+            if not torch.cuda.is_available()
+            else ["--data-dir", "{carried}", "--timm-models", "vgg16,vgg99"],
+            "--suite gpu needs a GPU" if not torch.cuda.is_available() else "unknown timm model 'vgg99'",
+        ),
+        ([], "--suite gpu needs --data-dir"),
+    ],
+)
 @needs_fashion
 def test_bad_input_is_refused_before_anything_runs(tmp_path, carried, argv, message):
     argv = [a.format(tmp=tmp_path, carried=carried) for a in argv]
@@ -190,23 +229,70 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, carried, argv, mess
 
 
 def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
-    profile = {"unit": "GPU kernel ms per step", "ms_per_step": {"convolution": 3.0, "normalisation": 1.0},
-               "total_ms": 4.0, "step_ms": 5.0, "busy_share": 0.8}
+    profile = {
+        "unit": "GPU kernel ms per step",
+        "ms_per_step": {"convolution": 3.0, "normalisation": 1.0},
+        "total_ms": 4.0,
+        "step_ms": 5.0,
+        "busy_share": 0.8,
+    }
     breakdown = {"setup_s": 2.0, "epoch_s": 2.0, "data_alone_epoch_s": 0.1, "step_epoch_s": 1.9, "eval_epoch_s": 0.3}
-    results = {"plan": {"target": 0.93}, "steps": [
-        {"group": "target: MFU", "precision": "bf16", "channels_last": True, "compile": True,
-         "mfu_datasheet_bf16": 0.30, "mfu_matmul": 0.45, "profile": profile},
-        {"group": "target: vs timm", "source": "bench", "model": "vgg-d", "train_images_per_s": 900.0, "image_size": 224},
-        {"group": "target: vs timm", "source": "timm", "model": "timm:vgg16", "train_images_per_s": 1000.0,
-         "image_size": 224},
-    ], "race": {"speedup": 3.4, "speedup_is_lower_bound": True, "loops": [
-        {"loop": "bench.train", "seconds_to_target": 70.0, "breakdown": breakdown},
-        {"loop": "tutorial", "seconds_to_target": None, "train_seconds": 238.0, "breakdown": breakdown}]}}
-    results["step_overhead"] = {"rows": [
-        {"step": "eager", "fixed_images_per_s": 30000.0, "fixed_step_ms": 8.5,
-         "end_to_end_images_per_s": 15000.0, "epoch_s": 3.6, "end_to_end_share": 0.25},
-        {"step": "graph", "fixed_images_per_s": 60000.0, "fixed_step_ms": 4.3,
-         "end_to_end_images_per_s": 30000.0, "epoch_s": 1.8, "end_to_end_share": 0.5}]}
+    results = {
+        "plan": {"target": 0.93},
+        "steps": [
+            {
+                "group": "target: MFU",
+                "precision": "bf16",
+                "channels_last": True,
+                "compile": True,
+                "mfu_datasheet_bf16": 0.30,
+                "mfu_matmul": 0.45,
+                "profile": profile,
+            },
+            {
+                "group": "target: vs timm",
+                "source": "bench",
+                "model": "vgg-d",
+                "train_images_per_s": 900.0,
+                "image_size": 224,
+            },
+            {
+                "group": "target: vs timm",
+                "source": "timm",
+                "model": "timm:vgg16",
+                "train_images_per_s": 1000.0,
+                "image_size": 224,
+            },
+        ],
+        "race": {
+            "speedup": 3.4,
+            "speedup_is_lower_bound": True,
+            "loops": [
+                {"loop": "bench.train", "seconds_to_target": 70.0, "breakdown": breakdown},
+                {"loop": "tutorial", "seconds_to_target": None, "train_seconds": 238.0, "breakdown": breakdown},
+            ],
+        },
+    }
+    results["step_overhead"] = {
+        "rows": [
+            {
+                "step": "eager",
+                "fixed_images_per_s": 30000.0,
+                "fixed_step_ms": 8.5,
+                "end_to_end_images_per_s": 15000.0,
+                "epoch_s": 3.6,
+                "end_to_end_share": 0.25,
+            },
+            {
+                "step": "graph",
+                "fixed_images_per_s": 60000.0,
+                "fixed_step_ms": 4.3,
+                "end_to_end_images_per_s": 30000.0,
+                "epoch_s": 1.8,
+                "end_to_end_share": 0.5,
+            },
+        ]
+    }
     mfu, timm, step_share, race, packing = gpu_report.targets(results)
     assert packing["met"] is None  # no study passes: tests/test_packing.py judges that target
     assert mfu["met"] is False and mfu["gap"] == "1.33x short of 40%"  # a shortfall is a ratio (issue 28)

@@ -25,17 +25,35 @@ from conftest import ROOT, command_error, main_error
 
 RELATIVE = 1e-5
 ABSOLUTE = 1e-8  # conv biases before a BatchNorm (~1e-7) are moved by weight decay and float noise only
-RUN = dict(model="vgg-a", batch_norm=True, width=0.0625, dataset="synthetic", subset=512, epochs=2,
-           batch_size=64, lr=0.05, schedule="cosine", warmup_epochs=0.5, device="cpu", precision="fp32")
+RUN = dict(
+    model="vgg-a",
+    batch_norm=True,
+    width=0.0625,
+    dataset="synthetic",
+    subset=512,
+    epochs=2,
+    batch_size=64,
+    lr=0.05,
+    schedule="cosine",
+    warmup_epochs=0.5,
+    device="cpu",
+    precision="fp32",
+)
 
 
 def graph_engine(config: RunConfig) -> Engine:
     """An engine whose step is the graph step's path run without capture (what a CPU can run of it)."""
     engine = Engine(config)
     engine.optimizer = make_optimizer(config, engine.model, fused=True)
-    engine.step = step.GraphStep(engine.step_model, engine.optimizer, engine.scaler,
-                                 lambda: autocast(engine.device, engine.precision, cache=False),
-                                 config.label_smoothing, engine.device, capture=False)
+    engine.step = step.GraphStep(
+        engine.step_model,
+        engine.optimizer,
+        engine.scaler,
+        lambda: autocast(engine.device, engine.precision, cache=False),
+        config.label_smoothing,
+        engine.device,
+        capture=False,
+    )
     return engine
 
 
@@ -55,8 +73,9 @@ def assert_same_epoch(eager: tuple[float, float, int], graph: tuple[float, float
 
 # AdamW on a net without BatchNorm: a conv bias right before a BatchNorm has no gradient but float noise,
 # which Adam's normalised step turns into steps of lr's size, different for any two implementations.
-@pytest.mark.parametrize("optimizer", [dict(optimizer="sgd", nesterov=True),
-                                       dict(optimizer="adamw", lr=0.002, batch_norm=False)])
+@pytest.mark.parametrize(
+    "optimizer", [dict(optimizer="sgd", nesterov=True), dict(optimizer="adamw", lr=0.002, batch_norm=False)]
+)
 def test_the_graph_path_gives_the_eager_numbers_and_resumes_from_an_eager_checkpoint(optimizer):
     config = RunConfig(**{**RUN, **optimizer})
     eager, graph = Engine(config), graph_engine(config)
@@ -115,15 +134,36 @@ def test_the_setting_keeps_recorded_runs_their_hashes():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_a_graph_step_without_cuda_is_one_line_before_anything_is_recorded(tmp_path, capsys, monkeypatch):
     ck = tmp_path / "ck"
-    message = command_error("bench.train", "--dataset", "synthetic", "--subset", "256", "--step", "graph",
-                            "--checkpoint-dir", str(ck), cwd=ROOT)
+    message = command_error(
+        "bench.train",
+        "--dataset",
+        "synthetic",
+        "--subset",
+        "256",
+        "--step",
+        "graph",
+        "--checkpoint-dir",
+        str(ck),
+        cwd=ROOT,
+    )
     assert "step 'graph' captures the training step as a CUDA graph" in message
     assert "this run's device is cpu" in message and "--step eager" in message
     assert not ck.exists()
 
     monkeypatch.chdir(tmp_path)
-    argv = ["--study", "depth", "--budget", "smoke", "--step", "graph", "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "optuna.journal"),
-            "--checkpoint-root", str(tmp_path / "checkpoints")]
+    argv = [
+        "--study",
+        "depth",
+        "--budget",
+        "smoke",
+        "--step",
+        "graph",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--storage",
+        str(tmp_path / "optuna.journal"),
+        "--checkpoint-root",
+        str(tmp_path / "checkpoints"),
+    ]
     assert "step 'graph'" in main_error(ablation_main, argv, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]  # no store, no journal

@@ -54,8 +54,10 @@ def test_a_password_with_every_special_character_appears_nowhere(postgres, workd
     """Raw in the URL (SQLAlchemy takes '/', '?', '#', ' ' and ':' raw), for the store and the queue."""
     password = "P/w?" + os.urandom(4).hex() + "#s p:c"
     role = postgres.role(password)
+
     def url(database: str) -> str:
         return database.replace(f"//{role}@", f"//{role}:{password}@")
+
     uri, storage = url(postgres.database(owner=role)), url(postgres.database(owner=role))
     assert ablation.main([*ONE, "--epochs", "1", "--tracking-uri", uri, "--storage", storage]) == 0
     assert report.main(["--study", "depth", "--tracking-uri", uri, "--out", "out"]) == 0
@@ -74,15 +76,25 @@ def test_a_password_with_every_special_character_appears_nowhere(postgres, workd
 SMOKE = '[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 160\nepochs = 1\n'
 
 
-@pytest.mark.parametrize("where, name", [
-    ("name", "../../../x"), ("name", "/tmp/abs"), ("name", "a/b"), ("name", "a\\b"), ("name", ".."),
-    ("variant", "../v"), ("budget", "../b"),
-])
+@pytest.mark.parametrize(
+    "where, name",
+    [
+        ("name", "../../../x"),
+        ("name", "/tmp/abs"),
+        ("name", "a/b"),
+        ("name", "a\\b"),
+        ("name", ".."),
+        ("variant", "../v"),
+        ("budget", "../b"),
+    ],
+)
 def test_a_study_name_that_would_become_a_path_is_refused_when_read(workdir, capsys, where, name):
     quoted = f"'{name}'"  # a TOML literal string: the backslash stays one
-    text = {"name": f'name = {quoted}\n[variants]\nvgg-a = {{ model = "vgg-a" }}\n' + SMOKE,
-            "variant": f'name = "ok"\n[variants]\n{quoted} = {{ model = "vgg-a" }}\n' + SMOKE,
-            "budget": 'name = "ok"\n[variants]\nvgg-a = {}\n' + SMOKE.replace("smoke", quoted)}
+    text = {
+        "name": f'name = {quoted}\n[variants]\nvgg-a = {{ model = "vgg-a" }}\n' + SMOKE,
+        "variant": f'name = "ok"\n[variants]\n{quoted} = {{ model = "vgg-a" }}\n' + SMOKE,
+        "budget": 'name = "ok"\n[variants]\nvgg-a = {}\n' + SMOKE.replace("smoke", quoted),
+    }
     (workdir / "bad.toml").write_text(text[where])
     line = main_error(ablation.main, ["--study", "bad.toml"], capsys)
     assert f"{where} {name!r} would become a path" in line
@@ -93,8 +105,18 @@ def test_a_study_name_that_would_become_a_path_is_refused_when_read(workdir, cap
 
 
 def small_config(**values) -> RunConfig:
-    return RunConfig(**{"dataset": "synthetic", "width": 0.0625, "subset": 256, "epochs": 2, "batch_size": 64,
-                        "lr": 0.02, "device": "cpu", **values})
+    return RunConfig(
+        **{
+            "dataset": "synthetic",
+            "width": 0.0625,
+            "subset": 256,
+            "epochs": 2,
+            "batch_size": 64,
+            "lr": 0.02,
+            "device": "cpu",
+            **values,
+        }
+    )
 
 
 def test_a_resume_on_a_changed_image_folder_is_refused_naming_the_difference(tmp_path, isolated_cache):
@@ -135,7 +157,8 @@ def test_a_pretrained_file_with_non_finite_weights_is_refused_before_a_record(wo
 def test_a_run_whose_loss_turns_non_finite_fails_and_is_never_registered(workdir, capsys):
     (workdir / "diverge.toml").write_text(
         'name = "diverge"\n[variants]\nvgg-a = { model = "vgg-a", lr = 10.0 }\n'
-        '[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 256\nepochs = 2\nbatch_size = 64\n')
+        '[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 256\nepochs = 2\nbatch_size = 64\n'
+    )
     assert ablation.main(["--study", "diverge.toml"]) == 1  # the run failed; a study would go on
     err = " ".join(capsys.readouterr().err.split())
     assert "Traceback" not in err and "the loss is not finite" in err and "lower lr" in err, err[-3000:]
@@ -167,9 +190,15 @@ def bomb_png(path: Path, side: int = 20_000) -> Path:
     """A PNG whose header claims side x side pixels (400 M at the default): PIL's decompression-bomb limit."""
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
-                     + struct.pack(">I", zlib.crc32(chunk)) + struct.pack(">I", 0) + b"IEND"
-                     + struct.pack(">I", zlib.crc32(b"IEND")))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", 0)
+        + b"IEND"
+        + struct.pack(">I", zlib.crc32(b"IEND"))
+    )
     return path
 
 
@@ -177,17 +206,23 @@ def bomb_png(path: Path, side: int = 20_000) -> Path:
 def test_a_decompression_bomb_in_an_image_folder_is_one_line(tmp_path, isolated_cache, capsys, side):
     folder = make_tree(tmp_path / "tree", images=20, classes=2, size=(36, 36), workers=1)
     bomb = bomb_png(folder / "train" / sorted(os.listdir(folder / "train"))[0] / "bomb.png", side)
-    line = main_error(train_command.main, ["--dataset", f"imagefolder:{folder}", "--image-size", "32",
-                                           "--epochs", "1", "--width", "0.0625"], capsys)
+    line = main_error(
+        train_command.main,
+        ["--dataset", f"imagefolder:{folder}", "--image-size", "32", "--epochs", "1", "--width", "0.0625"],
+        capsys,
+    )
     assert f"cannot read image {bomb}: a decompression bomb" in line
 
 
-@pytest.mark.parametrize("command, argv", [
-    ("report", ["--study", "depth", "--out"]),
-    ("predict", ["--checkpoint", "best.pt", "--grid", "2", "--out-dir"]),
-    ("post", ["--checkpoint", "best.pt", "--quantize", "--out-dir"]),
-    ("benchmark", ["--suite", "gpu", "--smoke", "--out"]),
-])
+@pytest.mark.parametrize(
+    "command, argv",
+    [
+        ("report", ["--study", "depth", "--out"]),
+        ("predict", ["--checkpoint", "best.pt", "--grid", "2", "--out-dir"]),
+        ("post", ["--checkpoint", "best.pt", "--quantize", "--out-dir"]),
+        ("benchmark", ["--suite", "gpu", "--smoke", "--out"]),
+    ],
+)
 @pytest.mark.parametrize("where", ["file", "under a file"])
 def test_an_out_folder_that_is_a_file_is_one_line(workdir, capsys, command, argv, where):
     (workdir / "taken").write_text("a file, not a folder")
@@ -204,20 +239,25 @@ def test_an_out_folder_that_is_a_file_is_one_line(workdir, capsys, command, argv
 
 def search_study(workdir: Path, space: str, search_table: str = "") -> Path:
     path = workdir / "probe.toml"
-    path.write_text('name = "probe"\n[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 160\n'
-                    f'epochs = 3\nbatch_size = 32\n[search]\n{search_table}\n[search.space]\n{space}\n')
+    path.write_text(
+        'name = "probe"\n[budgets.smoke]\ndataset = "synthetic"\nwidth = 0.0625\nsubset = 160\n'
+        f"epochs = 3\nbatch_size = 32\n[search]\n{search_table}\n[search.space]\n{space}\n"
+    )
     return path
 
 
 LR = 'lr = { type = "float", low = 0.001, high = 0.1, log = true }'
 
 
-@pytest.mark.parametrize("pruner, said", [
-    ('{ name = "hyperband", min_resource = 0 }', "ZeroDivisionError"),
-    ('{ name = "hyperband", reduction_factor = 1 }', "ZeroDivisionError"),
-    ('{ name = "hyperband", reduction_factor = nan }', "reduction_factor = nan is not a finite number"),
-    ('{ name = "median", n_warmup_steps = inf }', "n_warmup_steps = inf is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "pruner, said",
+    [
+        ('{ name = "hyperband", min_resource = 0 }', "ZeroDivisionError"),
+        ('{ name = "hyperband", reduction_factor = 1 }', "ZeroDivisionError"),
+        ('{ name = "hyperband", reduction_factor = nan }', "reduction_factor = nan is not a finite number"),
+        ('{ name = "median", n_warmup_steps = inf }', "n_warmup_steps = inf is not a finite number"),
+    ],
+)
 def test_pruner_options_that_cannot_run_are_refused_up_front(workdir, capsys, pruner, said):
     path = search_study(workdir, LR, f"pruner = {pruner}")
     line = main_error(search.main, ["--study", str(path)], capsys)
@@ -226,9 +266,10 @@ def test_pruner_options_that_cannot_run_are_refused_up_front(workdir, capsys, pr
 
 
 def test_a_space_whose_corner_leaves_no_training_batch_is_refused_up_front(workdir, capsys):
-    space = ('subset = { type = "int", low = 64, high = 512 }\n'
-             'batch_size = { type = "categorical", choices = [32, 128] }\n' + LR)
+    space = (
+        'subset = { type = "int", low = 64, high = 512 }\n'
+        'batch_size = { type = "categorical", choices = [32, 128] }\n' + LR
+    )
     line = main_error(search.main, ["--study", str(search_study(workdir, space))], capsys)
     assert "batch size 128 is larger than the training split" in line and "subset 64" in line, line
     assert not (workdir / "mlflow.db").exists() and not list(workdir.rglob("*.journal"))
-

@@ -22,8 +22,7 @@ from bench import kit_build, kit_manifest, kit_run
 from conftest import ROOT, command_error, needs_fashion
 
 PYTHON = kit_manifest.running_python()
-STUDY = ["ablation", "--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b",
-         "--dataset", "fashion-mnist"]
+STUDY = ["ablation", "--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--dataset", "fashion-mnist"]
 REPORT = "reports/depth-fashion-mnist-smoke_dataset_fashion-mnist.md"
 
 
@@ -46,8 +45,16 @@ def image_env(tmp_path: Path) -> dict[str, str]:
     """Only this tree on the path, a cache of the test's own (a fresh install), no way out to a network."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
     dead = "http://127.0.0.1:9"
-    return {**env, "PYTHONPATH": str(ROOT), "BENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-            "http_proxy": dead, "https_proxy": dead, "HTTP_PROXY": dead, "HTTPS_PROXY": dead}
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "http_proxy": dead,
+        "https_proxy": dead,
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+    }
 
 
 def walk_files(folder: Path) -> list[Path]:
@@ -64,8 +71,7 @@ def test_a_clean_image_installs_the_kit_offline_and_runs_a_study(tmp_path):
     assert built.returncode == 0, built.stderr[-2000:]
     manifest = json.loads((kit / "manifest.json").read_text())
     names = {w["name"] for w in manifest["wheels"]}
-    assert {"mlflow-skinny", "optuna", "sqlalchemy", "alembic", "psutil", "nvidia-ml-py",
-            "statsmodels"} <= names
+    assert {"mlflow-skinny", "optuna", "sqlalchemy", "alembic", "psutil", "nvidia-ml-py", "statsmodels"} <= names
     assert not names & {"mlflow", "pyarrow", "torch", "numpy", "pandas", "scipy", "matplotlib"}
     data = sorted(p.name for p in (kit / "data" / "fashion-mnist").iterdir())
     assert data == sorted(kit_build.FASHION_FILES)
@@ -89,7 +95,10 @@ def test_a_clean_image_installs_the_kit_offline_and_runs_a_study(tmp_path):
     experiment = client.get_experiment_by_name("depth")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted((r.data.tags["bench.role"], r.info.status) for r in runs) == [
-        ("run", "FINISHED"), ("run", "FINISHED"), ("study", "FINISHED")]
+        ("run", "FINISHED"),
+        ("run", "FINISHED"),
+        ("study", "FINISHED"),
+    ]
     for run in runs:
         if run.data.tags["bench.role"] == "run":  # trained on the kit's data, the checkpoint kept outside
             [source] = {d.dataset.source for d in run.inputs.dataset_inputs}
@@ -106,11 +115,15 @@ def test_a_clean_image_installs_the_kit_offline_and_runs_a_study(tmp_path):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
 
-def fake_kit(folder: Path, python: str = PYTHON, wheels: tuple[str, ...] = (),
-             requirements: tuple[str, ...] = ()) -> Path:
+def fake_kit(
+    folder: Path, python: str = PYTHON, wheels: tuple[str, ...] = (), requirements: tuple[str, ...] = ()
+) -> Path:
     (folder / "wheels").mkdir(parents=True)
-    manifest = {"python": python, "requirements": list(requirements),
-                "wheels": [{"name": w.split("-")[0], "file": w} for w in wheels]}
+    manifest = {
+        "python": python,
+        "requirements": list(requirements),
+        "wheels": [{"name": w.split("-")[0], "file": w} for w in wheels],
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -118,8 +131,9 @@ def fake_kit(folder: Path, python: str = PYTHON, wheels: tuple[str, ...] = (),
 def refused(tmp_path: Path, kit: Path, *job: str, options: tuple[str, ...] = ()) -> str:
     """`bench.kit run` refused in one line, with nothing made: no output folder, no environment."""
     out = tmp_path / "out"
-    line = command_error("bench.kit", "run", "--kit", str(kit), "--out", str(out), *options, *job,
-                         env=image_env(tmp_path), cwd=tmp_path)
+    line = command_error(
+        "bench.kit", "run", "--kit", str(kit), "--out", str(out), *options, *job, env=image_env(tmp_path), cwd=tmp_path
+    )
     assert not out.exists() and not list((tmp_path / "cache").glob("kit-env/*"))
     return line
 
@@ -146,23 +160,29 @@ def test_a_package_the_machine_needs_and_the_kit_lacks_is_named(tmp_path):
     assert "no wheel for not-in-the-kit==1.0" in line and "--image" in line
 
 
-@pytest.mark.parametrize("options, job, expected", [
-    ((), ("ablations", "--study", "depth"), "unknown command 'ablations'"),
-    ((), ("../../bin/sh",), "unknown command '../../bin/sh'"),
-    ((), (), "no command given"),
-    (("--time-limit", "nan"), STUDY, "--time-limit nan is not a positive number"),
-    (("--time-limit", "inf"), STUDY, "--time-limit inf is not a positive number"),
-])
+@pytest.mark.parametrize(
+    "options, job, expected",
+    [
+        ((), ("ablations", "--study", "depth"), "unknown command 'ablations'"),
+        ((), ("../../bin/sh",), "unknown command '../../bin/sh'"),
+        ((), (), "no command given"),
+        (("--time-limit", "nan"), STUDY, "--time-limit nan is not a positive number"),
+        (("--time-limit", "inf"), STUDY, "--time-limit inf is not a positive number"),
+    ],
+)
 def test_a_bad_job_is_refused(tmp_path, options, job, expected):
     line = refused(tmp_path, fake_kit(tmp_path / "kit"), *job, options=options)
     assert expected in line
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--python", "3.x"], "not a CPython version"),
-    (["--data", "empty"], "lacks train-images-idx3-ubyte.gz"),
-    (["--image", "absent.txt"], "cannot read --image"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--python", "3.x"], "not a CPython version"),
+        (["--data", "empty"], "lacks train-images-idx3-ubyte.gz"),
+        (["--image", "absent.txt"], "cannot read --image"),
+    ],
+)
 def test_a_bad_build_is_refused_before_any_download(tmp_path, flags, expected):
     (tmp_path / "empty").mkdir()
     line = command_error("bench.kit", "build", "--out", "kit", *flags, cwd=tmp_path)
@@ -171,8 +191,7 @@ def test_a_bad_build_is_refused_before_any_download(tmp_path, flags, expected):
 
 def test_an_image_freeze_names_the_packages_that_stay_out(tmp_path):
     freeze = tmp_path / "freeze.txt"
-    freeze.write_text("# pip freeze\ntorch==2.11.0\nPillow==11.0.0\ntimm @ file:///wheels/timm.whl\n"
-                      "-e git+x#egg=y\n")
+    freeze.write_text("# pip freeze\ntorch==2.11.0\nPillow==11.0.0\ntimm @ file:///wheels/timm.whl\n-e git+x#egg=y\n")
     assert kit_build.frozen_image(freeze) == {"torch": "2.11.0", "pillow": "11.0.0", "timm": None}
 
 

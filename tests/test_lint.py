@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
 
 
-@pytest.mark.parametrize("command", [["check", "--no-cache"], ["format", "--check", "--no-cache"]],
-                         ids=["lint", "format"])
+@pytest.mark.parametrize(
+    "command", [["check", "--no-cache"], ["format", "--check", "--no-cache"]], ids=["lint", "format"]
+)
 def test_ruff_passes(command):
     assert RUFF, "ruff is a dev dependency: pip install -e '.[dev]'"
     done = subprocess.run([RUFF, *command, "."], cwd=ROOT, capture_output=True, text=True)

@@ -38,24 +38,31 @@ def environment() -> dict[str, str]:
 
 def rerun(folder: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """The command run again; on the old code it waited for ever: a timeout here is that failure."""
-    done = subprocess.run(ablation(*args), cwd=folder, env=environment(), capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        ablation(*args), cwd=folder, env=environment(), capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
 def running(user_attrs: dict, system_attrs: dict | None = None, started_ago: float = 0) -> optuna.trial.FrozenTrial:
     start = datetime.datetime.now() - datetime.timedelta(seconds=started_ago)
-    trial = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.0, params={"x": 0.5},
-                                      distributions={"x": FloatDistribution(0, 1)}, user_attrs=user_attrs,
-                                      system_attrs=system_attrs or {})
+    trial = optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        value=0.0,
+        params={"x": 0.5},
+        distributions={"x": FloatDistribution(0, 1)},
+        user_attrs=user_attrs,
+        system_attrs=system_attrs or {},
+    )
     trial.state, trial.datetime_start, trial.datetime_complete, trial.value = TrialState.RUNNING, start, None, None
     return trial
 
 
 def journal_storage(folder: Path) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal")))
+        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal"))
+    )
 
 
 # --- who is alive -----------------------------------------------------------------------------------
@@ -131,8 +138,9 @@ def start_with_pid(pid: int, argv: list[str], tries: int = 50) -> subprocess.Pop
 def test_a_dead_workers_pid_taken_by_another_process_is_not_its_owner(workdir):
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     client.search_experiments()  # the store exists before the worker opens it
-    worker = subprocess.Popen(ablation(*LONG), env=environment(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        ablation(*LONG), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     run_id = wait_for_epochs(client, "depth", 1, [worker], timeout=240).info.run_id
     worker.kill()
     worker.wait()
@@ -156,13 +164,15 @@ def test_a_dead_workers_pid_taken_by_another_process_is_not_its_owner(workdir):
 def test_an_idle_worker_says_whom_it_waits_for_and_stops_waiting_when_it_dies(workdir):
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     client.search_experiments()
-    first = subprocess.Popen(ablation(*LONG), env=environment(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        ablation(*LONG), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     second = None
     try:
         wait_for_epochs(client, "depth", 1, [first], timeout=240, output=lambda p: "")
-        second = subprocess.Popen(ablation(*LONG), env=environment(), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
+        second = subprocess.Popen(
+            ablation(*LONG), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         said = ""
         while "waiting for" not in said:
             said += second.stderr.readline()

@@ -129,7 +129,10 @@ def test_describe_flops_and_params_at_32px(name, mega_macs):
 def test_describe_layers_summary():
     layers = describe(build("vgg-a", batch_norm=True), (3, 32, 32)).layers
     assert (layers[0].name, layers[0].type, layers[0].output_shape, layers[0].params) == (
-        "features.0", "Conv2d", (64, 32, 32), 3 * 64 * 9 + 64,
+        "features.0",
+        "Conv2d",
+        (64, 32, 32),
+        3 * 64 * 9 + 64,
     )
     assert layers[1].type == "BatchNorm2d"
     assert [layer.output_shape for layer in layers if layer.type == "MaxPool2d"][-1] == (512, 1, 1)
@@ -138,7 +141,12 @@ def test_describe_layers_summary():
 
 @pytest.mark.parametrize(
     "head, image_size, last_in, hidden",
-    [("small", 64, 512 * 4, []), ("gap", 64, 512, []), ("light", 32, 256, [1024, 256]), ("paper", 32, 4096, [4096, 4096])],
+    [
+        ("small", 64, 512 * 4, []),
+        ("gap", 64, 512, []),
+        ("light", 32, 256, [1024, 256]),
+        ("paper", 32, 4096, [4096, 4096]),
+    ],
 )
 def test_heads(head, image_size, last_in, hidden):
     model = build("vgg-a", head=head, image_size=image_size, num_classes=7)

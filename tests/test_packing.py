@@ -62,14 +62,19 @@ def test_the_line_gives_the_numbers_that_chose():
     choice = choose(80 * GIB, measured(1.5, 0.3), cores=16)
     line = packing.explain(choice, measured(1.5, 0.3), 80 * GIB, "NVIDIA H100")
     assert line.startswith("--workers auto: 4 workers on NVIDIA H100 (set by GPU busy share): ")
-    for part in ("one run peaks at 1.50 GiB", "the GPU is busy 30% of a 10.0 ms step: 4 keep it busy",
-                 "16 host cores", "at most 8"):
+    for part in (
+        "one run peaks at 1.50 GiB",
+        "the GPU is busy 30% of a 10.0 ms step: 4 keep it busy",
+        "16 host cores",
+        "at most 8",
+    ):
         assert part in line, (part, line)
 
 
 def test_the_measurement_stops_the_engine_after_its_steps():
-    config = RunConfig(model="vgg-a", width=0.0625, dataset="synthetic", subset=2000, batch_size=16, epochs=3,
-                       device="cpu")
+    config = RunConfig(
+        model="vgg-a", width=0.0625, dataset="synthetic", subset=2000, batch_size=16, epochs=3, device="cpu"
+    )
     window = packing.first_steps(config, None, torch.device("cpu"))
     # On a CPU the CUDA profiler cannot start: the engine stops once the timed steps are done.
     timed = packing.WARMUP_STEPS + packing.TIMED_STEPS
@@ -96,13 +101,32 @@ def test_auto_on_a_cpu_is_one_worker_said_so_and_the_study_ends_as_with_one(work
     for count in ("auto", "1"):
         store = f"sqlite:///{workdir}/{count}.db"
         done[count] = subprocess.run(
-            [sys.executable, "-m", "bench.ablation", *SMOKE, "--workers", count, "--tracking-uri", store,
-             "--storage", str(workdir / f"{count}.journal"), "--checkpoint-root", str(workdir / count),
-             "--no-system-metrics"], env=env, capture_output=True, text=True, timeout=600, cwd=workdir)
+            [
+                sys.executable,
+                "-m",
+                "bench.ablation",
+                *SMOKE,
+                "--workers",
+                count,
+                "--tracking-uri",
+                store,
+                "--storage",
+                str(workdir / f"{count}.journal"),
+                "--checkpoint-root",
+                str(workdir / count),
+                "--no-system-metrics",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=workdir,
+        )
         assert done[count].returncode == 0, done[count].stderr[-3000:]
     said = [line for line in done["auto"].stderr.splitlines() if "--workers auto" in line]
-    assert said == ["--workers auto: 1 worker (device cpu: runs there share the same cores, so packing "
-                    "several gains nothing)"]
+    assert said == [
+        "--workers auto: 1 worker (device cpu: runs there share the same cores, so packing several gains nothing)"
+    ]
     assert "--workers auto" not in done["1"].stderr
     assert not list(workdir.glob(".bench/logs/*worker*"))  # no helper was started
 
@@ -117,15 +141,27 @@ def test_auto_on_a_cpu_is_one_worker_said_so_and_the_study_ends_as_with_one(work
     assert len(finished("auto")) == 2
 
 
-@pytest.mark.parametrize("command, args, fragment", [
-    ("bench.ablation", ["--workers", "auto", "--workers", "3"],
-     "--workers auto chooses the count itself, but --workers 3 fixes it too"),
-    ("bench.search", ["--workers", "2", "--workers=auto"],
-     "--workers auto chooses the count itself, but --workers 2 fixes it too"),
-    ("bench.ablation", ["--workers", "auto", "--gpus-per-run", "2"],
-     "--workers auto packs runs onto one GPU, but --gpus-per-run 2"),
-    ("bench.search", ["--workers", "many"], "argument --workers: takes a count or 'auto', not 'many'"),
-])
+@pytest.mark.parametrize(
+    "command, args, fragment",
+    [
+        (
+            "bench.ablation",
+            ["--workers", "auto", "--workers", "3"],
+            "--workers auto chooses the count itself, but --workers 3 fixes it too",
+        ),
+        (
+            "bench.search",
+            ["--workers", "2", "--workers=auto"],
+            "--workers auto chooses the count itself, but --workers 2 fixes it too",
+        ),
+        (
+            "bench.ablation",
+            ["--workers", "auto", "--gpus-per-run", "2"],
+            "--workers auto packs runs onto one GPU, but --gpus-per-run 2",
+        ),
+        ("bench.search", ["--workers", "many"], "argument --workers: takes a count or 'auto', not 'many'"),
+    ],
+)
 def test_auto_beside_a_fixed_count_is_one_line_and_records_nothing(workdir, command, args, fragment):
     study = ["--study", "depth"] if command == "bench.ablation" else ["--study", "lr-wd"]
     message = command_error(command, *study, "--budget", "smoke", *args, cwd=workdir)
@@ -137,8 +173,13 @@ def test_auto_beside_a_fixed_count_is_one_line_and_records_nothing(workdir, comm
 
 
 def passes(*walls: tuple[int, float]) -> dict:
-    return {"study": "depth", "budget": "gpu", "overrides": {"epochs": 2}, "device": "cuda",
-            "passes": [{"workers": w, "wall_s": wall, "runs": [{}] * 8, "processes": w} for w, wall in walls]}
+    return {
+        "study": "depth",
+        "budget": "gpu",
+        "overrides": {"epochs": 2},
+        "device": "cuda",
+        "passes": [{"workers": w, "wall_s": wall, "runs": [{}] * 8, "processes": w} for w, wall in walls],
+    }
 
 
 def test_the_packing_target_is_the_best_runs_per_hour_over_one_workers():
@@ -187,8 +228,10 @@ def test_list_and_the_opening_line_give_the_estimate(capsys):
     cli.announce(study, study.budgets["gpu"], "gpu", True, "20 runs")
     said = " ".join(capsys.readouterr().err.split())
     estimate = budgets.packed_estimate(study, "gpu")
-    assert (f"20 runs estimate: ~{estimate['minutes']:.1f} min packed on one H100: 20 runs x 9 epochs at the "
-            "first-epoch speeds measured on NVIDIA H200 (gpu-nvidia-h200.json), x0.70 for the H100") in said
+    assert (
+        f"20 runs estimate: ~{estimate['minutes']:.1f} min packed on one H100: 20 runs x 9 epochs at the "
+        "first-epoch speeds measured on NVIDIA H200 (gpu-nvidia-h200.json), x0.70 for the H100"
+    ) in said
     assert "3.0x the runs per hour of one worker (assumed: the GPU suite's target, not yet measured)" in said
     cli.announce(study, study.budgets["cpu"], "cpu", True, "12 runs")
     assert "estimate" not in capsys.readouterr().err  # only gpu budgets are sized for one packed GPU

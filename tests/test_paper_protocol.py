@@ -18,8 +18,12 @@ def test_init_from_a_copies_the_first_four_convs_and_the_classifier():
     before = {k: v.clone() for k, v in d.state_dict().items()}
     copied = models.vgg.init_from_a(d, a)
     # D's conv1_1, conv2_1, conv3_1, conv3_2 (features 0, 5, 10, 12) take A's first four (0, 3, 6, 8).
-    pairs = {"features.0": "features.0", "features.5": "features.3", "features.10": "features.6",
-             "features.12": "features.8"}
+    pairs = {
+        "features.0": "features.0",
+        "features.5": "features.3",
+        "features.10": "features.6",
+        "features.12": "features.8",
+    }
     own, theirs = d.state_dict(), a.state_dict()
     for mine, source in pairs.items():
         for p in ("weight", "bias"):
@@ -57,8 +61,9 @@ def test_init_from_a_study_trains_a_first_then_starts_d_from_it(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     # d-from-a comes first in the list: the runner must still train the vgg-a run before it.
-    assert ablation.main(["--study", "init-from-a", "--budget", "smoke", "--variants", "d-from-a,vgg-a",
-                          "--quiet"]) == 0
+    assert (
+        ablation.main(["--study", "init-from-a", "--budget", "smoke", "--variants", "d-from-a,vgg-a", "--quiet"]) == 0
+    )
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("init-from-a")
     runs = client.search_runs([experiment.experiment_id], "tags.`bench.role` = 'run'")

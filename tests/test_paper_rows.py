@@ -14,10 +14,16 @@ def test_the_paper_rows_are_keyed_by_config_s_q_and_mode():
     row = reference.paper_row
     assert (row("vgg-d", False, "256,512", "384").top1, row("vgg-d", False, "256,512", "384").table) == (25.6, 3)
     assert row("vgg-c", False, "384", "384").top5 == 9.3
-    assert (row("vgg-e", False, "384", "352,384,416").top1, row("vgg-e", False, "384", "352,384,416").table) == (26.7, 4)
+    assert (row("vgg-e", False, "384", "352,384,416").top1, row("vgg-e", False, "384", "352,384,416").table) == (
+        26.7,
+        4,
+    )
     assert row("vgg-b", False, "256", "224,256,288").top1 == 28.2
     jittered = "256,384,512"
-    assert (row("vgg-d", False, "256,512", jittered).top1, row("vgg-d", False, "256,512", jittered).mode) == (24.8, "dense")
+    assert (row("vgg-d", False, "256,512", jittered).top1, row("vgg-d", False, "256,512", jittered).mode) == (
+        24.8,
+        "dense",
+    )
     assert row("vgg-d", False, "256,512", jittered, "multi-crop").top1 == 24.6
     assert row("vgg-e", False, "256,512", jittered, "dense+multi-crop").top5 == 7.1
     # The paper reports no centre crop: its dense row stands in, and says it is dense.
@@ -32,10 +38,23 @@ def test_the_paper_rows_are_keyed_by_config_s_q_and_mode():
 def scale_runs() -> pd.DataFrame:
     """Two seeds each of D at S = [256; 512] tested at Q = {256, 384, 512} in four modes (Table 5),
     C at S = 384 tested at 384 in the centre only (Table 3), and D-BN at S = 256."""
+
     def run(variant, model, seed, bn, train_scale, metrics):
-        return {"study": "paper", "variant": variant, "seed": seed, "model": model, "batch_norm": bn, "params": 1.0,
-                "flops": 1.0, "test_acc": 0.5, "best_val_acc": 0.5, "train_seconds": 1.0, "images_per_s": 1.0,
-                "train_scale": train_scale, **metrics}
+        return {
+            "study": "paper",
+            "variant": variant,
+            "seed": seed,
+            "model": model,
+            "batch_norm": bn,
+            "params": 1.0,
+            "flops": 1.0,
+            "test_acc": 0.5,
+            "best_val_acc": 0.5,
+            "train_seconds": 1.0,
+            "images_per_s": 1.0,
+            "train_scale": train_scale,
+            **metrics,
+        }
 
     modes = ("centre", "dense", "multi-crop", "dense+multi-crop")
     rows = []
@@ -46,10 +65,19 @@ def scale_runs() -> pd.DataFrame:
                 d[evaluation.metric_name(1, mode, q)] = 0.60 + 0.01 * i + shift
                 d[evaluation.metric_name(5, mode, q)] = 0.90 + shift
         rows.append(run("d-s256-512", "vgg-d", seed, False, "256,512", d))
-        rows.append(run("c-s384", "vgg-c", seed, False, "384",
-                        {"test_top1_centre_q384": 0.7 + shift, "test_top5_centre_q384": 0.95}))
-        rows.append(run("d-bn", "vgg-d", seed, True, "256",
-                        {"test_top1_dense_q256": 0.8, "test_top5_dense_q256": 0.99}))
+        rows.append(
+            run(
+                "c-s384",
+                "vgg-c",
+                seed,
+                False,
+                "384",
+                {"test_top1_centre_q384": 0.7 + shift, "test_top5_centre_q384": 0.95},
+            )
+        )
+        rows.append(
+            run("d-bn", "vgg-d", seed, True, "256", {"test_top1_dense_q256": 0.8, "test_top5_dense_q256": 0.99})
+        )
     rows.append(run("plain", "vgg-a", 0, False, None, {}))  # no scale protocol: Table 3 at S = Q = 256
     return pd.DataFrame(rows)
 
@@ -90,8 +118,18 @@ def test_report_sets_our_error_per_mode_beside_the_papers_row():
 def test_markdown_says_the_scales_are_the_papers():
     runs = scale_runs()
     summary = build.summarize(runs).assign(study="paper")
-    report = build.Report(["paper"], "cpu", "synthetic-images", runs, summary,
-                          build.published(summary, "synthetic-images", runs), pd.DataFrame(), pd.DataFrame(), {}, {})
+    report = build.Report(
+        ["paper"],
+        "cpu",
+        "synthetic-images",
+        runs,
+        summary,
+        build.published(summary, "synthetic-images", runs),
+        pd.DataFrame(),
+        pd.DataFrame(),
+        {},
+        {},
+    )
     text = render.markdown(report)
     assert "| 24.6 / 7.5 |" in text and "S=256 at a 32 px crop is a 37 px shorter side" in text
 

@@ -85,8 +85,24 @@ def test_mlflow_models_serve_answers_raw_test_images_as_the_run_does(tiny_study)
     images, labels = raw_test_images(SERVED)
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_study.uri, "PYTHONPATH": str(ROOT)}
-    with server(["mlflow", "models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager", "local",
-                 "-h", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}/ping", tiny_study.root, env):
+    with server(
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"runs:/{run_id}/model",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/ping",
+        tiny_study.root,
+        env,
+    ):
         status, body = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": images.tolist()})
         assert status == 200, body
         answers = body["predictions"]
@@ -134,8 +150,12 @@ def test_the_pyfunc_model_takes_images_as_people_have_them(tiny_study):
     # The signature and example describe that input; the input example is real test images.
     info = model.metadata
     assert info.signature.params.to_dict()[0]["name"] == "invert"
-    example = json.loads(Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/input_example.json")).read_text())
-    assert np.array_equal(np.asarray(example["inputs"] if isinstance(example, dict) else example), raw_test_images(4)[0])
+    example = json.loads(
+        Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/input_example.json")).read_text()
+    )
+    assert np.array_equal(
+        np.asarray(example["inputs"] if isinstance(example, dict) else example), raw_test_images(4)[0]
+    )
     assert "28x28" in info.metadata["input"] and info.metadata["classes"] == list(data.FASHION_CLASSES)
 
     # The bare network stays available for those who want it: normalised 32x32 input, logits out.
@@ -153,8 +173,19 @@ def test_the_best_run_is_registered_with_alias_best_and_predict_uses_it(tiny_stu
     images, labels = raw_test_images(2)
     Image.fromarray(images[0]).save(tmp_path / "garment.png")
     Image.fromarray(255 - images[1]).save(tmp_path / "photo.png")  # dark on light, as a photo
-    assert predict.main(["--model", "models:/tiny-cpu@best", "--tracking-uri", tiny_study.uri,
-                         str(tmp_path / "garment.png"), str(tmp_path / "photo.png")]) == 0
+    assert (
+        predict.main(
+            [
+                "--model",
+                "models:/tiny-cpu@best",
+                "--tracking-uri",
+                tiny_study.uri,
+                str(tmp_path / "garment.png"),
+                str(tmp_path / "photo.png"),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     rows = [line for line in captured.out.splitlines() if ".png" in line]
     assert len(rows) == 2 and "yes" in rows[1] and "yes" not in rows[0]
@@ -186,8 +217,9 @@ def test_bad_models_and_images_get_one_line(tiny_study, tmp_path):
     message = predict_error("--run", parent(tiny_study).info.run_id, *uri, str(image))
     assert "has no artifact checkpoints/best.pt" in message
     empty = tmp_path / "empty.db"  # a store with no registry: not created by asking it
-    assert "does not exist" in predict_error("--model", "models:/tiny-cpu@best",
-                                             "--tracking-uri", f"sqlite:///{empty}", str(image))
+    assert "does not exist" in predict_error(
+        "--model", "models:/tiny-cpu@best", "--tracking-uri", f"sqlite:///{empty}", str(image)
+    )
     assert not empty.exists()
     assert store.read_bytes() == before
 
@@ -235,7 +267,8 @@ def test_child_runs_log_their_dataset_and_system_metrics(tiny_study):
         tags = run.data.tags
         assert profile["num_rows"] == int(tags["bench.data.n_train"]) > 1
         assert [profile[k] for k in ("n_train", "n_val", "n_test")] == [
-            int(tags[f"bench.data.{k}"]) for k in ("n_train", "n_val", "n_test")]
+            int(tags[f"bench.data.{k}"]) for k in ("n_train", "n_val", "n_test")
+        ]
         schema = json.dumps(json.loads(dataset.schema))
         assert "n_train" in schema
         system = [k for k in run.data.metrics if k.startswith("system/")]
@@ -261,7 +294,11 @@ def test_optuna_shows_the_ablation_with_params_and_curves(tiny_study):
     assert study.metric_names == ["val_acc"]
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert sorted((t.params["variant"], t.params["seed"]) for t in trials) == [
-        ("vgg-a", 0), ("vgg-a", 1), ("vgg-a-bn", 0), ("vgg-a-bn", 1)]
+        ("vgg-a", 0),
+        ("vgg-a", 1),
+        ("vgg-a-bn", 0),
+        ("vgg-a-bn", 1),
+    ]
     run_ids = {r.info.run_id for r in children(tiny_study)}
     for trial in trials:
         assert trial.distributions["variant"] == CategoricalDistribution(("vgg-a", "vgg-a-bn"))
@@ -300,8 +337,11 @@ def test_optuna_shows_the_ablation_with_params_and_curves(tiny_study):
 
 def test_an_ablation_refuses_a_study_file_whose_variants_changed(tiny_study, tmp_path):
     changed = tmp_path / "tiny.toml"
-    changed.write_text(tiny_study.toml.read_text().replace("vgg-a-bn = { batch_norm = true }",
-                                                          "vgg-a-bn = { batch_norm = true }\nvgg-b = { model = \"vgg-b\" }"))
+    changed.write_text(
+        tiny_study.toml.read_text().replace(
+            "vgg-a-bn = { batch_norm = true }", 'vgg-a-bn = { batch_norm = true }\nvgg-b = { model = "vgg-b" }'
+        )
+    )
     before = tiny_study.journal.read_bytes()
     argv = [a if a != str(tiny_study.toml) else str(changed) for a in tiny_study.argv]
     message = command_error("bench.ablation", *argv)
@@ -311,12 +351,13 @@ def test_an_ablation_refuses_a_study_file_whose_variants_changed(tiny_study, tmp
 
 # --- 6. the run record, declared once (bench.record) ----------------------------------------------
 
-WEIRD_LABEL = "it's \"q\" `b` a\\b"  # a budget label from a folder path may hold any of these
+WEIRD_LABEL = 'it\'s "q" `b` a\\b'  # a budget label from a folder path may hold any of these
 
 
 @dataclass
 class ResultWithMemory(train.Result):
     """A final metric added the way the record says: a field with its metadata, nothing else."""
+
     peak_memory_mb: float = field(default=0.0, metadata={"metric": "peak_memory_mb", "report": True})
 
 
@@ -356,8 +397,10 @@ def test_budget_labels_never_go_into_a_filter_string(tmp_path):
     experiment_id = tracker.experiment_id("labels")
     parent_id = tracker.create_parent(experiment_id, "labels-parent", {})
     for label, acc in ((WEIRD_LABEL, 0.75), ("it", 0.25)):
-        run = tracker.client.create_run(experiment_id, tags={"bench.role": "run", "bench.budget": label,
-                                                             "bench.variant": "v", "bench.config_hash": label})
+        run = tracker.client.create_run(
+            experiment_id,
+            tags={"bench.role": "run", "bench.budget": label, "bench.variant": "v", "bench.config_hash": label},
+        )
         tracker.log_metrics(run.info.run_id, {name: acc for name in record.reported().values()})
         tracker.set_status(run.info.run_id, "FINISHED")
     [row] = read.runs_frame(tracker, experiment_id, budget=WEIRD_LABEL).itertuples()
@@ -374,8 +417,11 @@ def test_a_study_run_again_leaves_its_parent_as_it_was(tiny_study):
         patch.chdir(tiny_study.root)
         assert ablation.main(tiny_study.argv) == 0
     after = parent(tiny_study)
-    assert (after.info.status, after.info.end_time) == (before.info.status, before.info.end_time) == (
-        "FINISHED", before.info.end_time)
+    assert (
+        (after.info.status, after.info.end_time)
+        == (before.info.status, before.info.end_time)
+        == ("FINISHED", before.info.end_time)
+    )
     assert len(c.get_metric_history(after.info.run_id, "n.vgg-a")) == 1
 
 

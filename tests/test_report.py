@@ -37,15 +37,30 @@ lr = 0.02
 warmup_epochs = 0.5
 seeds = [0, 1]
 """
-BN_STUDY = 'name = "bnmini"\nreference = "vgg-a-bn"\n[variants]\nvgg-a-bn = { model = "vgg-a", batch_norm = true }\n' + SMOKE
+BN_STUDY = (
+    'name = "bnmini"\nreference = "vgg-a-bn"\n[variants]\nvgg-a-bn = { model = "vgg-a", batch_norm = true }\n' + SMOKE
+)
 SEARCH_STUDY = 'name = "searchonly"\n[search]\nlr = [0.01, 0.1]\n' + SMOKE
 
 
 def ablation(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bench.ablation", *args, "--budget", "smoke",
-         "--tracking-uri", f"sqlite:///{folder}/mlflow.db", "--storage", str(folder / "optuna.journal")],
-        cwd=folder, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench.ablation",
+            *args,
+            "--budget",
+            "smoke",
+            "--tracking-uri",
+            f"sqlite:///{folder}/mlflow.db",
+            "--storage",
+            str(folder / "optuna.journal"),
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -53,9 +68,11 @@ def ablation(folder: Path, *args: str) -> subprocess.CompletedProcess:
 def store(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     (folder / "bnmini.toml").write_text(BN_STUDY)
-    for args in (("--study", "depth", "--variants", "vgg-a,vgg-b", "--seeds", "2"),
-                 ("--study", str(folder / "bnmini.toml"), "--seeds", "1"),
-                 ("--study", "depth-equal-flops", "--variants", "vgg-a,vgg-e")):
+    for args in (
+        ("--study", "depth", "--variants", "vgg-a,vgg-b", "--seeds", "2"),
+        ("--study", str(folder / "bnmini.toml"), "--seeds", "1"),
+        ("--study", "depth-equal-flops", "--variants", "vgg-a,vgg-e"),
+    ):
         done = ablation(folder, *args)
         assert done.returncode == 0, done.stderr[-2000:]
     return folder
@@ -64,15 +81,28 @@ def store(tmp_path_factory) -> Path:
 def run_report(folder: Path, monkeypatch, capsys, *args: str) -> dict:
     monkeypatch.chdir(folder)
     capsys.readouterr()
-    assert command.main([*args, "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
-                        "--out", str(folder / "results"), "--format", "json"]) == 0
+    assert (
+        command.main(
+            [
+                *args,
+                "--tracking-uri",
+                f"sqlite:///{folder}/mlflow.db",
+                "--out",
+                str(folder / "results"),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     return json.loads(capsys.readouterr().out)
 
 
 def finished_runs(folder: Path, experiment: str) -> pd.DataFrame:
     runs = study_runs(MlflowClient(f"sqlite:///{folder}/mlflow.db"), experiment, where="attributes.status = 'FINISHED'")
-    return pd.DataFrame([{"variant": r.data.tags["bench.variant"], "seed": r.data.tags["bench.seed"], **r.data.metrics}
-                         for r in runs]).sort_values("seed", kind="stable")
+    return pd.DataFrame(
+        [{"variant": r.data.tags["bench.variant"], "seed": r.data.tags["bench.seed"], **r.data.metrics} for r in runs]
+    ).sort_values("seed", kind="stable")
 
 
 def test_table_matches_the_mlflow_runs(store, monkeypatch, capsys):
@@ -110,15 +140,22 @@ def test_files_carry_their_provenance_and_are_logged_to_the_parent_run(store, mo
     command = "python -m bench.report --study depth --budget smoke"
     text = md.read_text()
     assert text.startswith("# depth [smoke] on synthetic")
-    for needle in ("- date: ", f"- command: {command}", "- machine: ", "- project commit: ",
-                   "- runs trained on: cpu", "- runs torch: ", "vgg-b vs vgg-a: ", "](depth-synthetic-smoke.png)"):
+    for needle in (
+        "- date: ",
+        f"- command: {command}",
+        "- machine: ",
+        "- project commit: ",
+        "- runs trained on: cpu",
+        "- runs torch: ",
+        "vgg-b vs vgg-a: ",
+        "](depth-synthetic-smoke.png)",
+    ):
         assert needle in text
     header = [line for line in csv.read_text().splitlines() if line.startswith("# ")]
     assert any(line.startswith(f"# command: {command}") for line in header)
     assert any(line.startswith("# runs trained on: cpu") for line in header)
     table = pd.read_csv(csv, comment="#")  # a row per run
-    assert list(zip(table["variant"], table["seed"])) == [
-        ("vgg-a", 0), ("vgg-a", 1), ("vgg-b", 0), ("vgg-b", 1)]
+    assert list(zip(table["variant"], table["seed"])) == [("vgg-a", 0), ("vgg-a", 1), ("vgg-b", 0), ("vgg-b", 1)]
     assert matplotlib.image.imread(png).shape[1] > 1000
     assert command in Image.open(png).text["Source"]
 
@@ -144,7 +181,10 @@ def test_compare_puts_several_studies_in_one_table(store, monkeypatch, capsys):
     out = run_report(store, monkeypatch, capsys, "--compare", "depth", str(store / "bnmini.toml"))
     assert out["studies"] == ["depth", "bnmini"]
     assert [(r["study"], r["variant"], r["runs"]) for r in out["variants"]] == [
-        ("depth", "vgg-a", 2), ("depth", "vgg-b", 2), ("bnmini", "vgg-a-bn", 1)]
+        ("depth", "vgg-a", 2),
+        ("depth", "vgg-b", 2),
+        ("bnmini", "vgg-a-bn", 1),
+    ]
     bn = out["variants"][2]
     assert bn["verdict"] == "reference" and bn["paper_config"] is None  # the paper had no BN
     assert bn["test_acc_pct"] == pytest.approx(100 * finished_runs(store, "bnmini")["test_acc"].item())
@@ -182,7 +222,8 @@ def test_terminal_table_says_which_variants_did_not_converge(store, monkeypatch,
             assert " ".join(row["verdict"].split()) in shown
             ref_converged = summary[0]["converged"]
             assert row["verdict"].endswith(report_stats.NOT_CONVERGED) == (
-                row["converged"] == "no" or ref_converged == "no")
+                row["converged"] == "no" or ref_converged == "no"
+            )
     with pytest.raises(BenchError, match=r"--target-val-acc: a validation accuracy target is a percentage"):
         command.main(["--study", "depth", "--target-val-acc", "nan", *uri])
 
@@ -192,16 +233,29 @@ def test_terminal_table_says_which_variants_did_not_converge(store, monkeypatch,
 
 def frame(samples: dict[str, list[float]]) -> pd.DataFrame:
     """Runs of each variant at seeds of their own (no pairs), so the two-sample test applies."""
-    rows = [{"variant": v, "seed": 100 * k + i, "model": v, "batch_norm": False, "params": 1.0, "flops": 1.0,
-             "test_acc": acc, "best_val_acc": acc, "train_seconds": 1.0, "images_per_s": 1.0}
-            for k, (v, accs) in enumerate(samples.items()) for i, acc in enumerate(accs)]
+    rows = [
+        {
+            "variant": v,
+            "seed": 100 * k + i,
+            "model": v,
+            "batch_norm": False,
+            "params": 1.0,
+            "flops": 1.0,
+            "test_acc": acc,
+            "best_val_acc": acc,
+            "train_seconds": 1.0,
+            "images_per_s": 1.0,
+        }
+        for k, (v, accs) in enumerate(samples.items())
+        for i, acc in enumerate(accs)
+    ]
     return pd.DataFrame(rows)
 
 
 def welch_by_hand(a, b, confidence=0.95):
     a, b = np.asarray(a, float), np.asarray(b, float)
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     se, diff = np.sqrt(va + vb), a.mean() - b.mean()
     half = stats.t.ppf((1 + confidence) / 2, df) * se
     return diff, diff - half, diff + half, 2 * stats.t.sf(abs(diff) / se, df)
@@ -221,7 +275,9 @@ def test_welch_uses_unequal_variances_and_sizes():
     a, ref = [0.70, 0.75, 0.90, 0.95], [0.80, 0.81, 0.82]
     row = build.summarize(frame({"ref": ref, "a": a}), reference_name="ref").set_index("variant").loc["a"]
     diff, low, high, p = welch_by_hand(np.multiply(a, 100), np.multiply(ref, 100))
-    assert (row["diff_pts"], row["ci_low_pts"], row["ci_high_pts"], row["p_value"]) == pytest.approx((diff, low, high, p))
+    assert (row["diff_pts"], row["ci_low_pts"], row["ci_high_pts"], row["p_value"]) == pytest.approx(
+        (diff, low, high, p)
+    )
     pooled = stats.ttest_ind(a, ref).pvalue  # Student's test would give another answer
     assert abs(pooled - p) > 0.01
     assert row["verdict"].startswith("a vs ref: no significant difference at n=4 vs 3 (")
@@ -263,13 +319,16 @@ def test_published_figures_match_the_paper_and_peers():
 
 
 def test_unknown_study_lists_the_studies(store):
-    message = command_error("bench.report", "--study", "nope", "--tracking-uri", f"sqlite:///{store}/mlflow.db", cwd=store)
+    message = command_error(
+        "bench.report", "--study", "nope", "--tracking-uri", f"sqlite:///{store}/mlflow.db", cwd=store
+    )
     assert "unknown study 'nope'; choose one of: " in message and "depth" in message
 
 
 def test_missing_store_is_an_error_not_created(tmp_path, monkeypatch):
-    assert "does not exist" in command_error("bench.report", "--study", "depth", "--tracking-uri",
-                                             f"sqlite:///{tmp_path}/nonexistent/x.db", cwd=tmp_path)
+    assert "does not exist" in command_error(
+        "bench.report", "--study", "depth", "--tracking-uri", f"sqlite:///{tmp_path}/nonexistent/x.db", cwd=tmp_path
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for uri in (f"sqlite:///{tmp_path}/x.db", str(tmp_path / "x.db"), None):  # None: sqlite:///mlflow.db here
@@ -283,14 +342,20 @@ def test_study_without_finished_runs_says_how_to_run_it(store):
     study.write_text('name = "unrun"\n[variants]\nvgg-a = { model = "vgg-a" }\n' + SMOKE)
     uri = f"sqlite:///{store}/mlflow.db"
     message = command_error("bench.report", "--study", str(study), "--tracking-uri", uri, cwd=store)
-    assert f"no finished runs in {uri}; run it with: python -m bench.ablation --study {study} --tracking-uri {uri}" in message
+    assert (
+        f"no finished runs in {uri}; run it with: python -m bench.ablation --study {study} --tracking-uri {uri}"
+        in message
+    )
 
 
 def test_other_bad_input(store, monkeypatch):
     monkeypatch.chdir(store)
     uri = ["--tracking-uri", f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]
-    with pytest.raises(BenchError, match=r"no finished runs at budget full \(it has smoke on synthetic \(4 runs\)\); "
-                                         r"run it with: python -m bench\.ablation --study depth --budget full"):
+    with pytest.raises(
+        BenchError,
+        match=r"no finished runs at budget full \(it has smoke on synthetic \(4 runs\)\); "
+        r"run it with: python -m bench\.ablation --study depth --budget full",
+    ):
         command.main(["--study", "depth", "--budget", "full", *uri])
     with pytest.raises(BenchError, match="share no budget and dataset"):
         command.main(["--compare", "depth", str(store / "bnmini.toml"), "--dataset", "cifar10", *uri])
@@ -307,11 +372,23 @@ def test_other_bad_input(store, monkeypatch):
 
 
 def test_the_terminal_table_fits_100_columns_and_never_cuts_a_number(store, monkeypatch, capsys):
-    summary = run_report(store, monkeypatch, capsys, "--study", "depth",
-                         "--target-val-acc", "20")["variants"]
+    summary = run_report(store, monkeypatch, capsys, "--study", "depth", "--target-val-acc", "20")["variants"]
     monkeypatch.setenv("COLUMNS", "100")
-    assert command.main(["--study", "depth", "--target-val-acc", "20", "--tracking-uri",
-                         f"sqlite:///{store}/mlflow.db", "--out", str(store / "results")]) == 0
+    assert (
+        command.main(
+            [
+                "--study",
+                "depth",
+                "--target-val-acc",
+                "20",
+                "--tracking-uri",
+                f"sqlite:///{store}/mlflow.db",
+                "--out",
+                str(store / "results"),
+            ]
+        )
+        == 0
+    )
     shown = capsys.readouterr()
     lines = shown.out.splitlines()
     assert max(map(len, lines)) <= 100 and "…" not in shown.out
@@ -326,13 +403,16 @@ def test_a_reader_recomputes_the_tests_from_the_csv_alone(store, monkeypatch, ca
     tested = [c for c in out["comparisons"] if c["analysis"] is not None]  # vgg-d, vgg-e: no runs here
     assert [(c["variant"], c["reference"]) for c in tested] == [("vgg-b", "vgg-a")]
     for c in tested:
-        x, y = (runs[runs["variant"] == v].set_index("seed")["test_acc_pct"].sort_index()
-                for v in (c["variant"], c["reference"]))
+        x, y = (
+            runs[runs["variant"] == v].set_index("seed")["test_acc_pct"].sort_index()
+            for v in (c["variant"], c["reference"])
+        )
         assert c["diff_pts"] == pytest.approx(x.mean() - y.mean(), abs=1e-9)
         if c["p_value"] is not None:  # smoke runs near chance may differ by the same at every seed
             result = stats.ttest_rel(x, y)
             interval = result.confidence_interval(0.95)
             assert (c["ci_low_pts"], c["ci_high_pts"], c["p_value"]) == pytest.approx(
-                (interval.low, interval.high, result.pvalue), abs=1e-9)
+                (interval.low, interval.high, result.pvalue), abs=1e-9
+            )
     assert runs["convergence_slope"].notna().all()
     assert {"test_acc_pct", "best_val_acc_pct", "params"} <= set(runs)

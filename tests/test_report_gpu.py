@@ -22,7 +22,7 @@ def h200() -> dict:
 
 
 def step_rows(text: str) -> list[dict]:
-    lines = text[text.index("| group | model |"):].split("\n\n")[0].splitlines()
+    lines = text[text.index("| group | model |") :].split("\n\n")[0].splitlines()
     headers = [h.strip() for h in lines[0].strip("|").split("|")]
     return [dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
 

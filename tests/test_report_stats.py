@@ -19,6 +19,7 @@ from bench import reference, studies
 from bench.errors import BenchError
 from bench.report import build, compare, confirm, render, stats
 
+
 @pytest.fixture(autouse=True)
 def no_full_collections(monkeypatch):
     """statsmodels' multipletests runs gc.collect() on every call: 0.6 s in a process holding torch,
@@ -31,25 +32,39 @@ SIMULATED = 600  # studies per error-rate check: binomial SE of a 5 % rate is 0.
 
 def runs(accuracies: dict[str, list[float]], seeds: dict[str, list[int]] | None = None) -> pd.DataFrame:
     """A run table as bench.report.read gives it: test accuracies as fractions, one row per seed."""
-    return pd.DataFrame([
-        {"variant": v, "seed": (seeds or {}).get(v, range(len(accs)))[i], "model": "vgg-a", "batch_norm": False,
-         "params": 1.0, "flops": 1.0, "test_acc": acc / 100, "best_val_acc": acc / 100, "train_seconds": 1.0,
-         "images_per_s": 1.0}
-        for v, accs in accuracies.items() for i, acc in enumerate(accs)])
+    return pd.DataFrame(
+        [
+            {
+                "variant": v,
+                "seed": (seeds or {}).get(v, range(len(accs)))[i],
+                "model": "vgg-a",
+                "batch_norm": False,
+                "params": 1.0,
+                "flops": 1.0,
+                "test_acc": acc / 100,
+                "best_val_acc": acc / 100,
+                "train_seconds": 1.0,
+                "images_per_s": 1.0,
+            }
+            for v, accs in accuracies.items()
+            for i, acc in enumerate(accs)
+        ]
+    )
 
 
-def simulated_study(rng, variants: int, seeds: int, planted: float, seed_sd: float, noise_sd: float,
-                    shared: bool = True):
+def simulated_study(
+    rng, variants: int, seeds: int, planted: float, seed_sd: float, noise_sd: float, shared: bool = True
+):
     """Test accuracies (points) of a reference and `variants` others: a seed's split and batch order
     shift a run by seed_sd (alike for every variant at that seed when `shared`, as in this harness), each
     run adds its own noise (noise_sd); the first variant is better by `planted` points, the others equal."""
+
     def seed_effect():
         return common if shared else rng.normal(0, seed_sd, seeds)
 
     common = rng.normal(0, seed_sd, seeds)
     reference = 85 + seed_effect() + rng.normal(0, noise_sd, seeds)
-    others = [85 + (planted if k == 0 else 0) + seed_effect() + rng.normal(0, noise_sd, seeds)
-              for k in range(variants)]
+    others = [85 + (planted if k == 0 else 0) + seed_effect() + rng.normal(0, noise_sd, seeds) for k in range(variants)]
     return reference, others
 
 
@@ -68,8 +83,9 @@ def test_absent_differences_are_found_at_most_at_the_stated_rate(paired):
     raw_hits = family_hits = 0
     for _ in range(SIMULATED):
         # Welch's test is for seeds that do not pair: the truth it is checked on has none.
-        reference, others = simulated_study(rng, variants=4, seeds=5, planted=0.0, seed_sd=0.5, noise_sd=0.3,
-                                            shared=paired)
+        reference, others = simulated_study(
+            rng, variants=4, seeds=5, planted=0.0, seed_sd=0.5, noise_sd=0.3, shared=paired
+        )
         comparisons = study_comparisons(reference, others, paired)
         assert all(c.analysis == ("paired" if paired else "Welch") for c in comparisons)
         raw_hits += sum(c.p < stats.ALPHA for c in comparisons)
@@ -90,8 +106,9 @@ def test_a_planted_difference_is_found_with_the_stated_power_at_the_stated_seeds
     rng = np.random.default_rng(2)
     found = 0
     for _ in range(SIMULATED):
-        reference, (better,) = simulated_study(rng, variants=1, seeds=seeds, planted=planted, seed_sd=seed_sd,
-                                               noise_sd=noise_sd)
+        reference, (better,) = simulated_study(
+            rng, variants=1, seeds=seeds, planted=planted, seed_sd=seed_sd, noise_sd=noise_sd
+        )
         (c,) = study_comparisons(reference, [better], paired=True)
         found += c.significant and c.diff > 0
     # At least the promised power (the count rounds up), and not wildly above it.
@@ -106,8 +123,9 @@ def test_pairing_finds_what_welch_misses_when_seeds_share_noise():
     rng = np.random.default_rng(3)
     paired_found = welch_found = 0
     for _ in range(studies):
-        reference, (better,) = simulated_study(rng, variants=1, seeds=seeds, planted=planted, seed_sd=seed_sd,
-                                               noise_sd=noise_sd)
+        reference, (better,) = simulated_study(
+            rng, variants=1, seeds=seeds, planted=planted, seed_sd=seed_sd, noise_sd=noise_sd
+        )
         paired_found += study_comparisons(reference, [better], paired=True)[0].significant
         welch_found += study_comparisons(reference, [better], paired=False)[0].significant
     paired_power = TTestPower().power(planted / (noise_sd * np.sqrt(2)), seeds, stats.ALPHA)
@@ -157,8 +175,10 @@ def test_holm_adjusts_as_its_definition_says():
 
 def test_the_study_table_shows_raw_and_holm_p_and_judges_by_holm():
     ref = [85.0, 85.4, 84.8, 85.2]
-    table = build.summarize(runs({"ref": ref, "a": [85.6, 85.9, 85.3, 85.8], "b": [85.1, 85.3, 84.9, 85.2],
-                                  "c": [84.9, 85.6, 84.7, 85.4]}), reference_name="ref").set_index("variant")
+    table = build.summarize(
+        runs({"ref": ref, "a": [85.6, 85.9, 85.3, 85.8], "b": [85.1, 85.3, 84.9, 85.2], "c": [84.9, 85.6, 84.7, 85.4]}),
+        reference_name="ref",
+    ).set_index("variant")
     p = table.loc[["a", "b", "c"], "p_value"].tolist()
     assert table.loc[["a", "b", "c"], "p_holm"].tolist() == pytest.approx(multipletests(p, method="holm")[1])
     assert "Holm p=" in table.loc["a", "verdict"] and "over 3 comparisons" in table.loc["a", "verdict"]
@@ -183,14 +203,31 @@ def test_hedges_g_and_the_seeds_a_difference_needs():
 # --- convergence --------------------------------------------------------------------------------------
 
 
-def curves(variant_slopes: dict[str, float], epochs: int = 8, seeds: int = 3, noise: float = 0.05,
-           seconds: float = 10.0, start: float = 70.0, seed: int = 0) -> pd.DataFrame:
+def curves(
+    variant_slopes: dict[str, float],
+    epochs: int = 8,
+    seeds: int = 3,
+    noise: float = 0.05,
+    seconds: float = 10.0,
+    start: float = 70.0,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Validation curves (fractions) that rise by the given points per epoch, with noise."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame([
-        {"variant": v, "seed": s, "epoch": e, "val_acc": (start + slope * e + rng.normal(0, noise)) / 100,
-         "epoch_seconds": seconds}
-        for v, slope in variant_slopes.items() for s in range(seeds) for e in range(1, epochs + 1)])
+    return pd.DataFrame(
+        [
+            {
+                "variant": v,
+                "seed": s,
+                "epoch": e,
+                "val_acc": (start + slope * e + rng.normal(0, noise)) / 100,
+                "epoch_seconds": seconds,
+            }
+            for v, slope in variant_slopes.items()
+            for s in range(seeds)
+            for e in range(1, epochs + 1)
+        ]
+    )
 
 
 def test_a_still_rising_curve_is_flagged_and_a_flat_one_is_not():
@@ -200,7 +237,9 @@ def test_a_still_rising_curve_is_flagged_and_a_flat_one_is_not():
     flat = stats.convergence(curves({"v": 0.0}))
     assert flat.converged is True and flat.high < stats.CONVERGENCE_SLOPE
     # Below the threshold on average, but too noisy across seeds to tell: neither verdict is claimed.
-    seeds_apart = pd.concat([curves({"v": slope}, seeds=1, noise=0).assign(seed=k) for k, slope in enumerate((-0.2, 0.1, 0.4))])
+    seeds_apart = pd.concat(
+        [curves({"v": slope}, seeds=1, noise=0).assign(seed=k) for k, slope in enumerate((-0.2, 0.1, 0.4))]
+    )
     unsure = stats.convergence(seeds_apart)  # mean slope 0.1, but one seed still climbs 0.4 points/epoch
     assert unsure.converged is None and unsure.text.startswith("convergence uncertain")
     # The window is the last third of a long run, so an early climb does not count against a plateau.
@@ -212,8 +251,9 @@ def test_a_still_rising_curve_is_flagged_and_a_flat_one_is_not():
 def test_verdicts_of_unconverged_variants_say_so():
     # Differences of 2 points: the threshold stays CONVERGENCE_SLOPE (smaller ones tighten it, see below).
     accuracies = {"ref": [85.0, 85.2, 84.9], "slow": [87.3, 87.1, 87.4], "fine": [87.1, 87.0, 87.3]}
-    table = build.summarize(runs(accuracies), reference_name="ref",
-                            curves=curves({"ref": 0.0, "slow": 1.0, "fine": 0.0})).set_index("variant")
+    table = build.summarize(
+        runs(accuracies), reference_name="ref", curves=curves({"ref": 0.0, "slow": 1.0, "fine": 0.0})
+    ).set_index("variant")
     assert table.loc["slow", "converged"] == "no"
     assert table.loc["slow", "verdict"].endswith(f"; {stats.NOT_CONVERGED}")
     assert stats.NOT_CONVERGED not in table.loc["fine", "verdict"] and table.loc["fine", "converged"] == "yes"
@@ -224,8 +264,9 @@ def test_verdicts_of_unconverged_variants_say_so():
     assert build.convergence_tags(table.reset_index())["bench.not_converged"] == "slow"
 
     # An unconverged reference puts every comparison in doubt, and its own line says so.
-    table = build.summarize(runs(accuracies), reference_name="ref",
-                            curves=curves({"ref": 1.0, "slow": 1.0, "fine": 0.0})).set_index("variant")
+    table = build.summarize(
+        runs(accuracies), reference_name="ref", curves=curves({"ref": 1.0, "slow": 1.0, "fine": 0.0})
+    ).set_index("variant")
     assert table.loc["fine", "verdict"].endswith(f"the reference ref is {stats.NOT_CONVERGED}")
     assert render.verdict_lines(table.reset_index())[0].startswith(f"ref (reference): {stats.NOT_CONVERGED}")
 
@@ -234,12 +275,14 @@ def test_verdicts_of_unconverged_variants_say_so():
 
 
 def test_time_to_accuracy_is_the_first_epoch_at_the_target():
-    table = pd.DataFrame({
-        "seed": [0] * 4 + [1] * 4 + [2] * 4,
-        "epoch": [1, 2, 3, 4] * 3,
-        "val_acc": [0.70, 0.79, 0.81, 0.80, 0.75, 0.78, 0.79, 0.83, 0.60, 0.65, 0.70, 0.72],
-        "epoch_seconds": [10.0, 12.0, 11.0, 10.0] * 3,
-    })
+    table = pd.DataFrame(
+        {
+            "seed": [0] * 4 + [1] * 4 + [2] * 4,
+            "epoch": [1, 2, 3, 4] * 3,
+            "val_acc": [0.70, 0.79, 0.81, 0.80, 0.75, 0.78, 0.79, 0.83, 0.60, 0.65, 0.70, 0.72],
+            "epoch_seconds": [10.0, 12.0, 11.0, 10.0] * 3,
+        }
+    )
     t = stats.time_to_accuracy(table, 80.0)
     assert (t.reached, t.seeds) == (2, 3)
     assert t.epochs == pytest.approx((3 + 4) / 2)  # seed 0 at epoch 3 (dipping after), seed 1 at epoch 4
@@ -257,8 +300,12 @@ def test_time_to_accuracy_is_the_first_epoch_at_the_target():
 
 def seed_curves(slopes: list[float], epochs: int = 30, start: float = 70.0) -> pd.DataFrame:
     """One noiseless curve per seed, each rising by its own slope (points per epoch)."""
-    return pd.concat([curves({"v": slope}, epochs=epochs, seeds=1, noise=0, start=start).assign(seed=k)
-                      for k, slope in enumerate(slopes)])
+    return pd.concat(
+        [
+            curves({"v": slope}, epochs=epochs, seeds=1, noise=0, start=start).assign(seed=k)
+            for k, slope in enumerate(slopes)
+        ]
+    )
 
 
 def test_the_convergence_verdict_follows_its_interval_not_its_mean():
@@ -285,8 +332,11 @@ def test_a_curve_that_can_still_move_past_the_ranked_difference_is_not_converged
 
 def test_an_uncertain_variant_carries_its_caveat_into_the_verdict():
     accuracies = {"ref": [85.0, 85.2, 84.9], "unsure": [87.3, 87.1, 87.4]}
-    table = build.summarize(runs(accuracies), reference_name="ref", curves=pd.concat([
-        curves({"ref": 0.0}), seed_curves([-0.2, 0.1, 0.4], epochs=8).assign(variant="unsure")]))
+    table = build.summarize(
+        runs(accuracies),
+        reference_name="ref",
+        curves=pd.concat([curves({"ref": 0.0}), seed_curves([-0.2, 0.1, 0.4], epochs=8).assign(variant="unsure")]),
+    )
     table = table.set_index("variant")
     assert table.loc["unsure", "converged"] == "uncertain"
     assert table.loc["unsure", "verdict"].endswith(f"; {stats.UNCERTAIN}")
@@ -296,16 +346,19 @@ def test_power_is_never_taken_from_a_nan():
     # bn's vgg-b-bn: d_z this large at n=2 is where statsmodels' noncentral t returns NaN.
     effect = 9.89 / np.sqrt(2)
     assert np.isnan(TTestPower().power(effect_size=effect * np.sqrt(2), nobs=2, alpha=stats.ALPHA))
-    by_simulation = np.mean([scipy_stats.ttest_1samp(sample, 0).pvalue < stats.ALPHA
-                             for sample in np.random.default_rng(0).normal(effect, 1, (20_000, 2))])
+    by_simulation = np.mean(
+        [
+            scipy_stats.ttest_1samp(sample, 0).pvalue < stats.ALPHA
+            for sample in np.random.default_rng(0).normal(effect, 1, (20_000, 2))
+        ]
+    )
     assert stats.power(effect, 2, paired=True) == pytest.approx(by_simulation, abs=0.01)
     assert stats.power(effect, 2, paired=True) < stats.POWER
     assert stats.seeds_needed(effect, paired=True) == 3
 
 
 def test_seeds_for_power_are_at_the_alpha_holm_held_the_comparison_to():
-    comparisons = stats.holm([stats.Comparison(1.0, 0, 2, p, 3, 3, "paired", effect=1.5)
-                              for p in (0.001, 0.02, 0.04)])
+    comparisons = stats.holm([stats.Comparison(1.0, 0, 2, p, 3, 3, "paired", effect=1.5) for p in (0.001, 0.02, 0.04)])
     assert [c.alpha for c in comparisons] == pytest.approx([0.05 / 3, 0.05 / 2, 0.05])
     strictest = stats.with_power(comparisons[0])
     assert strictest.seeds_for_power == stats.seeds_needed(1.5, paired=True, alpha=0.05 / 3)
@@ -314,8 +367,12 @@ def test_seeds_for_power_are_at_the_alpha_holm_held_the_comparison_to():
 
 
 def test_holm_runs_over_the_comparisons_the_study_names():
-    accuracies = {"a": [85.0, 85.4, 84.8], "a-bn": [86.6, 86.9, 86.3], "b": [84.9, 85.6, 84.7],
-                  "b-bn": [86.0, 86.2, 85.9]}
+    accuracies = {
+        "a": [85.0, 85.4, 84.8],
+        "a-bn": [86.6, 86.9, 86.3],
+        "b": [84.9, 85.6, 84.7],
+        "b-bn": [86.0, 86.2, 85.9],
+    }
     pairs = [("a-bn", "a"), ("b-bn", "b")]
     summary, compared = build.analyse(runs(accuracies), reference_name="a", pairs=pairs)
     assert list(zip(compared["variant"], compared["reference"])) == pairs
@@ -334,18 +391,24 @@ def test_studies_name_the_comparisons_they_are_about():
     assert studies.load("depth").pairs() == [(v, "vgg-a") for v in ("vgg-b", "vgg-d", "vgg-e")]  # no table
 
 
-@pytest.mark.parametrize("table, complaint", [
-    ({"pairs": [["a", "nope"]]}, "comparisons.pairs names 'nope', not one of its variants"),
-    ({"pairs": [["a", "a"]]}, "compares 'a' with itself"),
-    ({"pairs": [["a"]]}, "must be a list of \\[variant, against\\] pairs"),
-    ({"each": [["{x}-bn", "x"]]}, "needs {x} once on each side"),
-    ({"each": [["{x}-lrn", "{x}"]]}, "matches no pair of its variants"),
-    ({"pairs": [["a-bn", "a"]], "each": [["{x}-bn", "{x}"]]}, "names a comparison twice"),
-    ({"against": "a"}, "holds only pairs and each"),
-])
+@pytest.mark.parametrize(
+    "table, complaint",
+    [
+        ({"pairs": [["a", "nope"]]}, "comparisons.pairs names 'nope', not one of its variants"),
+        ({"pairs": [["a", "a"]]}, "compares 'a' with itself"),
+        ({"pairs": [["a"]]}, "must be a list of \\[variant, against\\] pairs"),
+        ({"each": [["{x}-bn", "x"]]}, "needs {x} once on each side"),
+        ({"each": [["{x}-lrn", "{x}"]]}, "matches no pair of its variants"),
+        ({"pairs": [["a-bn", "a"]], "each": [["{x}-bn", "{x}"]]}, "names a comparison twice"),
+        ({"against": "a"}, "holds only pairs and each"),
+    ],
+)
 def test_a_bad_comparisons_table_is_one_line(table, complaint):
-    raw = {"variants": {"a": {"model": "vgg-a"}, "a-bn": {"model": "vgg-a", "batch_norm": True}},
-           "budgets": {"cpu": {}}, "comparisons": table}
+    raw = {
+        "variants": {"a": {"model": "vgg-a"}, "a-bn": {"model": "vgg-a", "batch_norm": True}},
+        "budgets": {"cpu": {}},
+        "comparisons": table,
+    }
     with pytest.raises(BenchError, match=complaint) as caught:
         studies.parse(raw, Path("x.toml"))
     assert "\n" not in str(caught.value)
@@ -353,12 +416,17 @@ def test_a_bad_comparisons_table_is_one_line(table, complaint):
 
 def test_a_net_started_from_a_counts_a_s_compute_beside_its_difference():
     table = runs({"vgg-a": [80.0, 81.0], "b-random": [82.0, 82.5], "b-from-a": [83.0, 83.2]}).assign(
-        epochs=10, compute_scale=1.0)
+        epochs=10, compute_scale=1.0
+    )
     table["flops"] = table["variant"].map({"vgg-a": 2.0, "b-random": 3.0, "b-from-a": 3.0})
-    variants = {"vgg-a": {"model": "vgg-a"}, "b-random": {"model": "vgg-b"},
-                "b-from-a": {"model": "vgg-b", "init_from_a": True}}
-    _summary, compared = build.analyse(table, pairs=[("b-from-a", "b-random")],
-                                       starts_from=compare.starts_from(variants))
+    variants = {
+        "vgg-a": {"model": "vgg-a"},
+        "b-random": {"model": "vgg-b"},
+        "b-from-a": {"model": "vgg-b", "init_from_a": True},
+    }
+    _summary, compared = build.analyse(
+        table, pairs=[("b-from-a", "b-random")], starts_from=compare.starts_from(variants)
+    )
     # b-from-a: its own 3 x 3 x 10 and A's 3 x 2 x 10, against b-random's 3 x 3 x 10.
     assert compared["compute_ratio"].item() == pytest.approx((90 + 60) / 90)
     headers, rows = render.comparison_rows(compared)
@@ -398,8 +466,10 @@ def test_a_committed_report_recomputes_from_its_csv(study):
     assert shown and {"variant", "seed", "test_acc_pct", "convergence_slope"} <= set(runs)
     found = []
     for row in shown:
-        sides = [runs[runs["variant"] == v].set_index("seed")["test_acc_pct"].sort_index()
-                 for v in (row["variant"], row["vs"])]
+        sides = [
+            runs[runs["variant"] == v].set_index("seed")["test_acc_pct"].sort_index()
+            for v in (row["variant"], row["vs"])
+        ]
         paired = list(sides[0].index) == list(sides[1].index)
         result = scipy_stats.ttest_rel(*sides) if paired else scipy_stats.ttest_ind(*sides, equal_var=False)
         interval = result.confidence_interval(0.95)
@@ -413,15 +483,24 @@ def test_a_committed_report_recomputes_from_its_csv(study):
 
 def test_the_confirmation_budget_says_whether_a_ranking_changed():
     assert (confirm.partner("cpu"), confirm.partner("cpu-2x+lr=0.1")) == ("cpu-2x", "cpu+lr=0.1")
-    assert studies.load("conv1").budget("cpu-2x").settings["epochs"] == 2 * studies.load("conv1").budget(
-        "cpu").settings["epochs"]
+    assert (
+        studies.load("conv1").budget("cpu-2x").settings["epochs"]
+        == 2 * studies.load("conv1").budget("cpu").settings["epochs"]
+    )
     pairs = [("a-bn", "a"), ("b-bn", "b")]
-    base = runs({"a": [85.0, 85.4, 84.8, 85.1], "a-bn": [87.6, 87.9, 87.3, 87.5], "b": [84.9, 85.6, 84.7, 85.0],
-                 "b-bn": [85.0, 85.7, 84.6, 85.2]})
+    base = runs(
+        {
+            "a": [85.0, 85.4, 84.8, 85.1],
+            "a-bn": [87.6, 87.9, 87.3, 87.5],
+            "b": [84.9, 85.6, 84.7, 85.0],
+            "b-bn": [85.0, 85.7, 84.6, 85.2],
+        }
+    )
     doubled = base.copy()
     doubled.loc[doubled["variant"] == "b-bn", "test_acc"] += 0.03  # b-bn now 3 points ahead of b
-    lines = confirm.changes(build.analyse(base, pairs=pairs)[1], build.analyse(doubled, pairs=pairs)[1],
-                            "cpu", "cpu-2x")
+    lines = confirm.changes(
+        build.analyse(base, pairs=pairs)[1], build.analyse(doubled, pairs=pairs)[1], "cpu", "cpu-2x"
+    )
     assert lines[0] == "1 of 2 rankings changed at cpu-2x against cpu"
     assert lines[1].startswith("a-bn vs a: unchanged: cpu better")
     assert lines[2].startswith("b-bn vs b: CHANGED: cpu no significant difference") and "cpu-2x better" in lines[2]

@@ -30,7 +30,18 @@ from conftest import error_line, free_port, study_runs, wait_for, wait_for_epoch
 
 PASSWORD = f"s3cr3t-{secrets.token_hex(6)}"
 EPOCHS = 20  # long enough for a kill to land mid-run
-ABLATION = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--seeds", "2", "--epochs", str(EPOCHS)]
+ABLATION = [
+    "--study",
+    "depth",
+    "--budget",
+    "smoke",
+    "--variants",
+    "vgg-a,vgg-b",
+    "--seeds",
+    "2",
+    "--epochs",
+    str(EPOCHS),
+]
 SEARCH = ["--study", "lr-wd", "--budget", "smoke", "--trials", "4"]
 WAIT_S = 420  # for a worker to finish; CI has two cores for five workers and the server
 
@@ -60,8 +71,14 @@ def start(module: str, args: list[str], cwd: Path, name: str) -> Worker:
     # URL printed by rich is never folded (a folded password would escape the checks below).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "400"}
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=cwd,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     return Worker(proc, log)
 
 
@@ -80,8 +97,15 @@ def finish(workers: list[Worker]) -> None:
 
 def training(client: MlflowClient, workers: list[Worker]) -> tuple[str, int]:
     """A depth run in training by one of `workers` with 2 epochs logged, and the pid of its worker."""
-    run = wait_for_epochs(client, "depth", 2, workers, WAIT_S, pids={w.proc.pid for w in workers},
-                          output=lambda worker: worker.output()[-3000:])
+    run = wait_for_epochs(
+        client,
+        "depth",
+        2,
+        workers,
+        WAIT_S,
+        pids={w.proc.pid for w in workers},
+        output=lambda worker: worker.output()[-3000:],
+    )
     return run.info.run_id, int(run.data.tags["bench.pid"])
 
 
@@ -114,10 +138,27 @@ def server(postgres, tmp_path_factory):
     with open(log, "w") as handle:
         # Its own session: `mlflow server` runs uvicorn as a child, and both must stop at the end.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres.database(),
-             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            cwd=root, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                postgres.database(),
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=root,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -150,8 +191,10 @@ def scenario(postgres, server, tmp_path_factory) -> Scenario:
     workdir = tmp_path_factory.mktemp("workers")
     shared = ["--storage", storage, "--tracking-uri", server.uri]
     started = time.monotonic()
-    ablation = [start("bench.ablation", [*ABLATION, *shared, *(["--quiet"] if i else [])], workdir, f"ablation-{i}")
-                for i in range(3)]
+    ablation = [
+        start("bench.ablation", [*ABLATION, *shared, *(["--quiet"] if i else [])], workdir, f"ablation-{i}")
+        for i in range(3)
+    ]
     search = [start("bench.search", [*SEARCH, *shared], workdir, f"search-{i}") for i in range(2)]
     try:
         run_id, pid = training(MlflowClient(server.uri), ablation)
@@ -195,15 +238,21 @@ def test_ablation_grid_runs_once_and_the_killed_run_is_redone(scenario, server, 
         assert steps(client, run.info.run_id) == list(range(1, EPOCHS + 1))  # no epoch lost or repeated
         assert {"test_acc", "best_val_acc", "flops"} <= set(run.data.metrics)
         assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
-            "plots/learning_curves.png", "plots/confusion_matrix.png"}
+            "plots/learning_curves.png",
+            "plots/confusion_matrix.png",
+        }
     redone = runs[scenario.killed_run]
     assert "died" in redone.data.tags["bench.recovered"] and redone.data.tags["bench.resumed"] == "true"
     [parent] = study_runs(client, "depth", "study")
     assert parent.info.status == "FINISHED"
 
     # Artifacts went through the server to its destination, not to the workers' disk.
-    png = mlflow.artifacts.download_artifacts(run_id=scenario.killed_run, artifact_path="plots/learning_curves.png",
-                                              dst_path=str(tmp_path), tracking_uri=server.uri)
+    png = mlflow.artifacts.download_artifacts(
+        run_id=scenario.killed_run,
+        artifact_path="plots/learning_curves.png",
+        dst_path=str(tmp_path),
+        tracking_uri=server.uri,
+    )
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(server.uri)  # runs:/ URIs resolve against the global tracking URI
@@ -254,8 +303,14 @@ def test_storage_password_appears_nowhere(scenario, server):
 
     for prefix in ("depth-", "lr-wd-search-"):
         study = load_study(scenario.storage, prefix)
-        recorded = json.dumps([study.user_attrs, study._storage.get_study_system_attrs(study._study_id),
-                               [(t.user_attrs, t.system_attrs) for t in study.trials]], default=str)
+        recorded = json.dumps(
+            [
+                study.user_attrs,
+                study._storage.get_study_system_attrs(study._study_id),
+                [(t.user_attrs, t.system_attrs) for t in study.trials],
+            ],
+            default=str,
+        )
         assert PASSWORD not in recorded
 
     for worker in scenario.ablation + scenario.search:
@@ -272,8 +327,21 @@ def test_heartbeat_fails_a_silent_worker_on_another_host(postgres, tmp_path):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking)
     client.search_experiments()  # the store exists before the workers open it
-    args = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a", "--epochs", str(EPOCHS),
-            "--storage", storage, "--tracking-uri", tracking, "--quiet"]
+    args = [
+        "--study",
+        "depth",
+        "--budget",
+        "smoke",
+        "--variants",
+        "vgg-a",
+        "--epochs",
+        str(EPOCHS),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking,
+        "--quiet",
+    ]
 
     first = start("bench.ablation", args, tmp_path, "first")
     try:
@@ -286,9 +354,12 @@ def test_heartbeat_fails_a_silent_worker_on_another_host(postgres, tmp_path):
     assert trial.state == TrialState.RUNNING
     rdb.set_trial_user_attr(trial._trial_id, "worker", "elsewhere:4242")
     with rdb.engine.begin() as connection:
-        moved = connection.execute(sqlalchemy.text(
-            "UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '10 minutes' WHERE trial_id = :id"),
-            {"id": trial._trial_id}).rowcount
+        moved = connection.execute(
+            sqlalchemy.text(
+                "UPDATE trial_heartbeats SET heartbeat = heartbeat - interval '10 minutes' WHERE trial_id = :id"
+            ),
+            {"id": trial._trial_id},
+        ).rowcount
     assert moved == 1  # the worker did beat while it trained
 
     second = start("bench.ablation", args, tmp_path, "second")
@@ -315,8 +386,11 @@ def test_unreachable_storage_or_server_fails_in_one_line(postgres, tmp_path):
         ("bench.ablation", ["--storage", missing], "cannot open Optuna storage postgresql://"),
         ("bench.search", ["--storage", missing], "cannot open Optuna storage postgresql://"),
         ("bench.ablation", ["--storage", "postgresql://postgres@127.0.0.1:1/test"], "cannot open Optuna storage"),
-        ("bench.search", ["--tracking-uri", closed.replace("//", f"//bench:{PASSWORD}@")],
-         "cannot reach the MLflow tracking server at http://bench:***@"),
+        (
+            "bench.search",
+            ["--tracking-uri", closed.replace("//", f"//bench:{PASSWORD}@")],
+            "cannot reach the MLflow tracking server at http://bench:***@",
+        ),
     ]
     procs = []
     for i, (module, args, _) in enumerate(cases):  # at once: each pays Python's start-up
@@ -324,8 +398,15 @@ def test_unreachable_storage_or_server_fails_in_one_line(postgres, tmp_path):
         folder.mkdir()
         study = ABLATION[:4] if module == "bench.ablation" else SEARCH[:4]
         tracking = [] if "--tracking-uri" in args else ["--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]
-        procs.append(subprocess.Popen([sys.executable, "-m", module, *study, *tracking, *args], cwd=folder,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", module, *study, *tracking, *args],
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for (module, args, fragment), proc in zip(cases, procs):
         out, err = proc.communicate(timeout=WAIT_S)
         assert fragment in error_line(proc.returncode, err), (module, args, fragment)

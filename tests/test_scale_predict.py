@@ -24,8 +24,18 @@ def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scale-predict")
     tree = make_tree(folder / "tree", images=90, classes=3, size=(60, 48), workers=1)
     # S = Q = 384 at a 32 px crop: the test images' shorter side is 55 px before their centre crop.
-    config = RunConfig(dataset=f"imagefolder:{tree}", image_size=32, train_scale="384", model="vgg-a",
-                       width=0.0625, epochs=1, batch_size=16, lr=0.01, loader_workers=0, device="cpu")
+    config = RunConfig(
+        dataset=f"imagefolder:{tree}",
+        image_size=32,
+        train_scale="384",
+        model="vgg-a",
+        width=0.0625,
+        epochs=1,
+        batch_size=16,
+        lr=0.01,
+        loader_workers=0,
+        device="cpu",
+    )
     result = fit(config, checkpoint_dir=folder / "ck")
     return config, result, folder / "ck" / "best.pt"
 
@@ -45,7 +55,9 @@ def test_predict_takes_the_runs_test_view_at_q(trained_run):
     crop = preprocessing.normalise(data.decode_image(files[0], "RGB", 32)[None])[0]
     assert (crop - mine[0]).abs().max() > 0.1
     # So the command line predicts every test image as the run did.
-    probs = trained.servable.probabilities(torch.stack([predict.read_image(Path(f), "RGB", preprocessing) for f in files]))
+    probs = trained.servable.probabilities(
+        torch.stack([predict.read_image(Path(f), "RGB", preprocessing) for f in files])
+    )
     assert probs.argmax(1).tolist() == result.predictions
 
 
@@ -67,4 +79,6 @@ def test_grid_confusion_and_post_run_on_the_streamed_splits(trained_run, tmp_pat
     assert {p.name.split("-")[0] for p in tmp_path.glob("*.png")} == {"predictions", "confusion"}
     trained = predict.load_trained(checkpoint_path=best)
     assert compress.accuracy(trained.model, trained) == pytest.approx(result.test_acc)
-    assert post.main(["--checkpoint", str(best), "--quantize", "--repeats", "2", "--out-dir", str(tmp_path / "post")]) == 0
+    assert (
+        post.main(["--checkpoint", str(best), "--quantize", "--repeats", "2", "--out-dir", str(tmp_path / "post")]) == 0
+    )

@@ -31,8 +31,14 @@ def place(tmp_path, monkeypatch):
     return {
         "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "storage": str(tmp_path / "optuna.journal"),
-        "args": ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "optuna.journal"),
-                 "--device", "cpu"],
+        "args": [
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--storage",
+            str(tmp_path / "optuna.journal"),
+            "--device",
+            "cpu",
+        ],
     }
 
 
@@ -89,14 +95,18 @@ def test_search_prunes_logs_every_trial_and_resumes_to_the_total(place):
     assert parent.data.metrics["best.lr"] == pytest.approx(study.best_params["lr"])
     assert {"importance.lr", "importance.weight_decay"} <= set(parent.data.metrics)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "search")}
-    assert logged == {f"search/{n}.png" for n in ("optimization_history", "parallel_coordinate", "param_importances")} | {
-        "search/trials.csv", "search/summary.md"}
+    assert logged == {
+        f"search/{n}.png" for n in ("optimization_history", "parallel_coordinate", "param_importances")
+    } | {"search/trials.csv", "search/summary.md"}
     assert "python -m bench.search --study lr-wd" in parent.data.tags["mlflow.note.content"]
     best_run = study.best_trial.user_attrs["mlflow_run_id"]
     assert client.get_model_version_by_alias(STUDY, "best").run_id == best_run  # registered as <study>-<budget>
 
     # --timeout: past it, a worker claims nothing more, whatever --trials says.
-    assert search.main(["--study", "lr-wd", "--budget", "smoke", "--trials", "9", "--timeout", "0.001", *place["args"]]) == 0
+    assert (
+        search.main(["--study", "lr-wd", "--budget", "smoke", "--trials", "9", "--timeout", "0.001", *place["args"]])
+        == 0
+    )
     assert len(load(place).trials) == 5
 
 
@@ -131,8 +141,19 @@ def mid_trial(place) -> list:
 
 
 def test_a_killed_worker_leaves_a_trial_that_the_next_start_fails_and_retries(place):
-    command = [sys.executable, "-m", "bench.search", "--study", "lr-wd", "--budget", "smoke",
-               "--trials", "2", "--quiet", *place["args"]]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.search",
+        "--study",
+        "lr-wd",
+        "--budget",
+        "smoke",
+        "--trials",
+        "2",
+        "--quiet",
+        *place["args"],
+    ]
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 90
@@ -166,8 +187,12 @@ def test_a_killed_worker_leaves_a_trial_that_the_next_start_fails_and_retries(pl
 
 
 def test_a_repeated_proposal_is_told_the_earlier_outcome_not_trained_again(place, tmp_path):
-    path = study_file(tmp_path, "repeats", space='batch_size = { type = "categorical", choices = [32, 64] }',
-                      search='sampler = { name = "random", seed = 0 }\npruner = "none"')
+    path = study_file(
+        tmp_path,
+        "repeats",
+        space='batch_size = { type = "categorical", choices = [32, 64] }',
+        search='sampler = { name = "random", seed = 0 }\npruner = "none"',
+    )
     assert search.main(["--study", str(path), "--trials", "4", *place["args"]]) == 0
     trials = load(place, "repeats-search-smoke+device=cpu").trials
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -195,11 +220,20 @@ def study_file(tmp_path: Path, name: str, space: str = SPACE, search: str = "") 
 BAD = {
     "empty range": (dict(space='lr = { type = "float", low = 0.01, high = 0.01 }'), "empty"),
     "inverted range": (dict(space='lr = { type = "float", low = 0.1, high = 0.01 }'), "inverted"),
-    "unknown distribution": (dict(space='lr = { type = "normal", low = 0.01, high = 0.1 }'), "unknown distribution type 'normal'"),
+    "unknown distribution": (
+        dict(space='lr = { type = "normal", low = 0.01, high = 0.1 }'),
+        "unknown distribution type 'normal'",
+    ),
     "unknown sampler": (dict(search='sampler = "annealing"'), "unknown sampler 'annealing'"),
     "unknown pruner": (dict(search='pruner = { name = "patient" }'), "unknown pruner 'patient'"),
-    "log range touching 0": (dict(space='weight_decay = { type = "float", low = 0.0, high = 0.01, log = true }'), "above 0"),
-    "not a run setting": (dict(space='learning_rate = { type = "float", low = 0.01, high = 0.1 }'), "'learning_rate' is not a run setting"),
+    "log range touching 0": (
+        dict(space='weight_decay = { type = "float", low = 0.0, high = 0.01, log = true }'),
+        "above 0",
+    ),
+    "not a run setting": (
+        dict(space='learning_rate = { type = "float", low = 0.01, high = 0.1 }'),
+        "'learning_rate' is not a run setting",
+    ),
     "unknown sampler option": (dict(search='sampler = { name = "tpe", n_startup = 3 }'), "takes no option 'n_startup'"),
 }
 
@@ -212,16 +246,25 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     good = str(study_file(tmp_path, "good"))
     cases["--workers 0"] = (["--study", good, "--workers", "0"], "--workers must be at least 1")
     cases["--trials 0"] = (["--study", good, "--trials", "0"], "--trials must be")
-    cases["storage"] = (["--study", good, "--storage", "postgresql+psycopg2://bench:s3cret@127.0.0.1:9/optuna"],
-                        "cannot open Optuna storage postgresql+psycopg2://bench:***@127.0.0.1:9/optuna")
+    cases["storage"] = (
+        ["--study", good, "--storage", "postgresql+psycopg2://bench:s3cret@127.0.0.1:9/optuna"],
+        "cannot open Optuna storage postgresql+psycopg2://bench:***@127.0.0.1:9/optuna",
+    )
     monkeypatch.chdir(tmp_path)
     tracking = ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
 
     # Two through `python -m bench.search` itself, started together (each pays the imports) ...
-    commands = {case: subprocess.Popen([sys.executable, "-m", "bench.search", *cases[case][0], *tracking], cwd=tmp_path,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-                for case in ("storage", "inverted range")}
+    commands = {
+        case: subprocess.Popen(
+            [sys.executable, "-m", "bench.search", *cases[case][0], *tracking],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for case in ("storage", "inverted range")
+    }
     lines = {case: error_line(worker.wait(timeout=120), worker.stderr.read()) for case, worker in commands.items()}
     # ... and every case through the same wrapper in this process, which costs no import.
     for case, (argv, _) in cases.items():

@@ -31,8 +31,19 @@ from optuna.trial import TrialState
 from bench.tracking import EPOCH_METRICS, METRIC_NAMES
 from conftest import study_runs
 
-STUDY = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--seeds", "2",
-         "--epochs", "6", "--quiet"]
+STUDY = [
+    "--study",
+    "depth",
+    "--budget",
+    "smoke",
+    "--variants",
+    "vgg-a,vgg-b",
+    "--seeds",
+    "2",
+    "--epochs",
+    "6",
+    "--quiet",
+]
 KILLS = 4
 TEARS = 3
 TRIAL_UPDATES = {6, 7, 8, 9}  # Optuna's journal op codes: trial state/values, intermediate value, attrs
@@ -49,8 +60,13 @@ def environment() -> dict[str, str]:
 
 
 def start_worker(folder: Path) -> subprocess.Popen:
-    return subprocess.Popen(command("bench.ablation", *STUDY), cwd=folder, env=environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        command("bench.ablation", *STUDY),
+        cwd=folder,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def training(client: MlflowClient) -> bool:
@@ -105,14 +121,21 @@ def tear_at_random(journal: Path, rng: random.Random, count: int = TEARS) -> Non
 
 
 def finish(folder: Path) -> None:
-    result = subprocess.run(command("bench.ablation", *STUDY), cwd=folder, env=environment(),
-                            capture_output=True, text=True, timeout=WAIT_S)
+    result = subprocess.run(
+        command("bench.ablation", *STUDY), cwd=folder, env=environment(), capture_output=True, text=True, timeout=WAIT_S
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 def report_csv(folder: Path) -> pd.DataFrame:
-    result = subprocess.run(command("bench.report", "--study", "depth", "--format", "csv", "--out", "report"),
-                            cwd=folder, env=environment(), capture_output=True, text=True, timeout=WAIT_S)
+    result = subprocess.run(
+        command("bench.report", "--study", "depth", "--format", "csv", "--out", "report"),
+        cwd=folder,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return pd.read_csv(io.StringIO(result.stdout), comment="#")  # "# key: value" provenance lines first
 
@@ -133,11 +156,14 @@ def check_invariants(folder: Path) -> dict[str, str]:
             assert len(client.get_metric_history(run.info.run_id, name)) == 1, (run.info.run_name, name)
 
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal")))
+        optuna.storages.journal.JournalFileBackend(str(folder / ".bench" / "optuna.journal"))
+    )
     [name] = optuna.study.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).trials
     complete = Counter(t.user_attrs["point"] for t in trials if t.state == TrialState.COMPLETE)
-    assert sorted(complete.values()) == [1, 1, 1, 1] and set(complete) == {r.data.tags["bench.config_hash"] for r in children}
+    assert sorted(complete.values()) == [1, 1, 1, 1] and set(complete) == {
+        r.data.tags["bench.config_hash"] for r in children
+    }
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     return {r.info.run_name: r.data.tags["bench.config_hash"] for r in children}
 

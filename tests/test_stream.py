@@ -19,15 +19,25 @@ pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def config(tree, **changes) -> RunConfig:
-    settings = dict(dataset=f"imagefolder:{tree}", image_size=32, train_scale="256,512", loader_workers=2,
-                    model="vgg-a", width=0.0625, epochs=2, batch_size=16, lr=0.01)
+    settings = dict(
+        dataset=f"imagefolder:{tree}",
+        image_size=32,
+        train_scale="256,512",
+        loader_workers=2,
+        model="vgg-a",
+        width=0.0625,
+        epochs=2,
+        batch_size=16,
+        lr=0.01,
+    )
     return RunConfig(**{**settings, **changes})
 
 
 def one_pass(splits, seed=5, start_batch=0):
     g = torch.Generator().manual_seed(seed)
-    return list(splits.batches("train", 8, generator=g, augment=True, shuffle=True, drop_last=True,
-                               start_batch=start_batch))
+    return list(
+        splits.batches("train", 8, generator=g, augment=True, shuffle=True, drop_last=True, start_batch=start_batch)
+    )
 
 
 def test_same_config_same_batches_held_or_streamed_any_workers_and_resumed(tree, monkeypatch):
@@ -68,12 +78,13 @@ def test_train_view_is_rescale_then_crop_and_flip():
     for uy, ux in ((0.0, 0.0), (0.5, 0.5), (1.0, 1.0), (0.3, 0.8)):
         top = min(int(uy * (whole.shape[1] - crop + 1)), whole.shape[1] - crop)
         left = min(int(ux * (whole.shape[2] - crop + 1)), whole.shape[2] - crop)
-        want = whole[:, top:top + crop, left:left + crop].float()
+        want = whole[:, top : top + crop, left : left + crop].float()
         got = views.train_view(image, s, uy, ux, False, crop).float()
         assert got.shape == (3, crop, crop)
         assert (got - want).abs().mean() < 6, (uy, ux)
-    assert torch.equal(views.train_view(image, s, 0.3, 0.8, True, crop),
-                       views.train_view(image, s, 0.3, 0.8, False, crop).flip(-1))
+    assert torch.equal(
+        views.train_view(image, s, 0.3, 0.8, True, crop), views.train_view(image, s, 0.3, 0.8, False, crop).flip(-1)
+    )
     assert stream.Scales.at_crop(32, (256, 512), (384,)) == stream.Scales(32, (37, 73), (55,))
     assert stream.Scales.at_crop(224, (256, 512), (224,)) == stream.Scales(224, (256, 512), (224,))
 
@@ -132,15 +143,18 @@ def test_bad_files_stop_with_one_line_naming_them(tree, tmp_path):
         data.open_run(config(bad))
 
 
-@pytest.mark.parametrize("settings, fragment", [
-    ({"train_scale": "512,256"}, "min > max"),
-    ({"train_scale": "256", "test_scales": "200"}, "test scale Q 200 is smaller than the crop"),
-    ({"train_scale": "inf"}, "whole pixel sizes"),
-    ({"train_scale": "256,nan"}, "whole pixel sizes"),
-    ({"test_scales": "256"}, "need train_scale"),
-    ({"train_scale": "256", "eval_modes": "centre,sideways"}, "unknown evaluation mode"),
-    ({"data_holder": "stream", "dataset": "cifar10"}, "image folders only"),
-])
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        ({"train_scale": "512,256"}, "min > max"),
+        ({"train_scale": "256", "test_scales": "200"}, "test scale Q 200 is smaller than the crop"),
+        ({"train_scale": "inf"}, "whole pixel sizes"),
+        ({"train_scale": "256,nan"}, "whole pixel sizes"),
+        ({"test_scales": "256"}, "need train_scale"),
+        ({"train_scale": "256", "eval_modes": "centre,sideways"}, "unknown evaluation mode"),
+        ({"data_holder": "stream", "dataset": "cifar10"}, "image folders only"),
+    ],
+)
 def test_bad_scale_settings_are_one_line(tree, settings, fragment):
     with pytest.raises(BenchError, match=fragment) as excinfo:
         RunConfig.from_dict({"dataset": f"imagefolder:{tree}", **settings})
@@ -148,14 +162,32 @@ def test_bad_scale_settings_are_one_line(tree, settings, fragment):
 
 
 def test_bad_scale_setting_on_the_command_line_is_exit_2(tree, tmp_path):
-    assert "min > max" in command_error("bench.train", "--dataset", f"imagefolder:{tree}", "--train-scale", "512,256",
-                                        "--checkpoint-dir", str(tmp_path / "ck"))
+    assert "min > max" in command_error(
+        "bench.train",
+        "--dataset",
+        f"imagefolder:{tree}",
+        "--train-scale",
+        "512,256",
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+    )
     assert not (tmp_path / "ck").exists()
 
 
 def test_gpu_decoding_without_cuda_is_one_line_before_training(tree, tmp_path):
-    message = command_error("bench.train", "--dataset", f"imagefolder:{tree}", "--train-scale", "256",
-                            "--data-holder", "stream-gpu", "--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck"))
+    message = command_error(
+        "bench.train",
+        "--dataset",
+        f"imagefolder:{tree}",
+        "--train-scale",
+        "256",
+        "--data-holder",
+        "stream-gpu",
+        "--device",
+        "cpu",
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+    )
     assert "decodes JPEGs on a CUDA device" in message and "--data-holder stream" in message
     assert not (tmp_path / "ck").exists()
 

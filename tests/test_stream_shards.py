@@ -27,16 +27,29 @@ MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
 
 
 def streamed(tree, **changes) -> RunConfig:
-    settings = dict(dataset=f"imagefolder:{tree}", image_size=32, train_scale="256,512", data_holder="stream",
-                    loader_workers=0, model="vgg-a", head="small", width=0.0625, epochs=1, batch_size=16,
-                    optimizer="sgd", lr=0.02, device="cpu")
+    settings = dict(
+        dataset=f"imagefolder:{tree}",
+        image_size=32,
+        train_scale="256,512",
+        data_holder="stream",
+        loader_workers=0,
+        model="vgg-a",
+        head="small",
+        width=0.0625,
+        epochs=1,
+        batch_size=16,
+        optimizer="sgd",
+        lr=0.02,
+        device="cpu",
+    )
     return RunConfig(**{**settings, **changes})
 
 
 def one_pass(splits, shard=(0, 1)):
     generator = torch.Generator().manual_seed(7)
-    return list(splits.batches("train", 16, generator=generator, augment=True, shuffle=True, drop_last=True,
-                               shard=shard))
+    return list(
+        splits.batches("train", 16, generator=generator, augment=True, shuffle=True, drop_last=True, shard=shard)
+    )
 
 
 def rank_pass(rank: int, tree: str, init: str, out: str) -> None:
@@ -63,8 +76,9 @@ def rank_pass(rank: int, tree: str, init: str, out: str) -> None:
     mine["whole_decoded"] = list(decoded)
     # The paper's evaluation modes in the group: each rank scores its share, the counts are added.
     decoded.clear()
-    mine["evaluations"] = evaluation.evaluate(scorer(splits), splits, MODES, (256, 384), contextlib.nullcontext,
-                                              group=Group(rank, WORLD))
+    mine["evaluations"] = evaluation.evaluate(
+        scorer(splits), splits, MODES, (256, 384), contextlib.nullcontext, group=Group(rank, WORLD)
+    )
     mine["evaluation_decoded"] = decoded
     everyone = [None] * WORLD
     dist.all_gather_object(everyone, mine)
@@ -76,8 +90,9 @@ def rank_pass(rank: int, tree: str, init: str, out: str) -> None:
 
 def scorer(splits) -> torch.nn.Module:
     torch.manual_seed(3)
-    return models.build("vgg-a", num_classes=splits.num_classes, in_channels=3, image_size=splits.image_size,
-                        width=0.0625, head="small")
+    return models.build(
+        "vgg-a", num_classes=splits.num_classes, in_channels=3, image_size=splits.image_size, width=0.0625, head="small"
+    )
 
 
 def test_each_rank_decodes_only_its_share_and_the_shares_make_the_batch(tree, tmp_path):
@@ -118,11 +133,24 @@ def test_two_processes_train_a_streamed_folder_as_one(tree, tmp_path):
     settings = streamed(tree, epochs=2, **modes).to_dict()
     del settings["world_size"]
     (tmp_path / "config.json").write_text(json.dumps(settings))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}",
-               "-m", "bench.train", "--config-json", str(tmp_path / "config.json"),
-               "--checkpoint-dir", str(tmp_path / "two"), "--events", str(tmp_path / "events.jsonl")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={WORLD}",
+        "-m",
+        "bench.train",
+        "--config-json",
+        str(tmp_path / "config.json"),
+        "--checkpoint-dir",
+        str(tmp_path / "two"),
+        "--events",
+        str(tmp_path / "events.jsonl"),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     epochs = [e["epoch"] for e in events if "epoch" in e]

@@ -25,9 +25,15 @@ def journal(workdir) -> JournalStorage:
 
 
 def test_piped_study_writes_a_line_per_run_and_seeds_are_a_numeric_range(workdir):
-    process = subprocess.run([sys.executable, "-m", "bench.ablation", *SMOKE, "--seeds", "0,2"], cwd=workdir,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                             timeout=600, check=False)
+    process = subprocess.run(
+        [sys.executable, "-m", "bench.ablation", *SMOKE, "--seeds", "0,2"],
+        cwd=workdir,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     lines = [line for line in process.stderr.splitlines() if line.startswith("vgg-a seed=")]
     assert [line.split(":")[0] for line in lines] == ["vgg-a seed=0", "vgg-a seed=2"], process.stderr
@@ -49,10 +55,13 @@ def test_a_journal_begun_with_seeds_as_categorical_still_resumes(workdir):
     """Optuna refuses another kind of distribution for a param its trials hold: an old study keeps
     its categorical seeds; a seed it cannot hold is refused in one line, before anything runs."""
     old = optuna.create_study(study_name="depth-smoke", storage=journal(workdir), direction="maximize")
-    old.add_trial(optuna.trial.create_trial(
-        params={"variant": "vgg-a", "seed": 0}, state=optuna.trial.TrialState.FAIL,
-        distributions={"variant": CategoricalDistribution(("vgg-a", "vgg-b", "vgg-d", "vgg-e")),
-                       "seed": OLD_SEEDS}))
+    old.add_trial(
+        optuna.trial.create_trial(
+            params={"variant": "vgg-a", "seed": 0},
+            state=optuna.trial.TrialState.FAIL,
+            distributions={"variant": CategoricalDistribution(("vgg-a", "vgg-b", "vgg-d", "vgg-e")), "seed": OLD_SEEDS},
+        )
+    )
     message = command_error("bench.ablation", *SMOKE, "--seeds", "5,100", cwd=workdir, timeout=600)
     assert "seed 100 is not among" in message and "--storage" in message
     assert ablation.main([*SMOKE, "--seeds", "1"]) == 0

@@ -15,8 +15,9 @@ from bench.errors import BenchError
 from bench.train import fit, lr_at, plateau_drops
 from conftest import command_error, needs_fashion, stop_after
 
-TINY = dict(model="vgg-a", batch_norm=True, width=0.0625, dataset="synthetic", subset=512,
-            epochs=3, batch_size=64, lr=0.05)
+TINY = dict(
+    model="vgg-a", batch_norm=True, width=0.0625, dataset="synthetic", subset=512, epochs=3, batch_size=64, lr=0.05
+)
 
 
 def test_config_hash_is_stable_and_names_the_settings():
@@ -31,15 +32,18 @@ def test_config_hash_is_stable_and_names_the_settings():
     assert a.replace(loader_workers=0).hash != a.hash
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"model": "vgg-z"}, "unknown model 'vgg-z'"),
-    ({"width": 0}, "'width' = 0.0 is out of range"),
-    ({"epochs": "three"}, "'epochs' must be int"),
-    ({"lr": -1}, "'lr' = -1.0 is out of range"),
-    ({"optimizer": "rmsprop"}, "unknown optimizer"),
-    ({"colour": "red"}, "unknown setting 'colour'"),
-    ({"batch_norm": "maybe"}, "'batch_norm' must be bool"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"model": "vgg-z"}, "unknown model 'vgg-z'"),
+        ({"width": 0}, "'width' = 0.0 is out of range"),
+        ({"epochs": "three"}, "'epochs' must be int"),
+        ({"lr": -1}, "'lr' = -1.0 is out of range"),
+        ({"optimizer": "rmsprop"}, "unknown optimizer"),
+        ({"colour": "red"}, "unknown setting 'colour'"),
+        ({"batch_norm": "maybe"}, "'batch_norm' must be bool"),
+    ],
+)
 def test_bad_settings_are_named(values, fragment):
     with pytest.raises(BenchError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
         RunConfig.from_dict(values)
@@ -113,8 +117,16 @@ def test_a_checkpoint_of_another_run_is_refused_on_resume(tmp_path):
 
 @needs_fashion
 def test_learns_real_fashion_mnist():
-    config = RunConfig(model="vgg-a", batch_norm=True, width=0.125, dataset="fashion-mnist",
-                       subset=6000, epochs=2, batch_size=128, lr=0.05)
+    config = RunConfig(
+        model="vgg-a",
+        batch_norm=True,
+        width=0.125,
+        dataset="fashion-mnist",
+        subset=6000,
+        epochs=2,
+        batch_size=128,
+        lr=0.05,
+    )
     result = fit(config)
     assert result.data_info["n_test"] == 10000
     assert result.test_acc > 0.6, result.test_acc  # chance is 0.1; ~0.75 is typical here

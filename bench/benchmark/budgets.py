@@ -34,9 +34,31 @@ CARRIED = "fashion-mnist"  # the data the GPU machines get: first epochs are mea
 # Official training-set sizes: the estimate scales the measured epoch to the study's dataset.
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "fashion-mnist": 60_000, "mnist": 60_000}
 # Settings that change neither the work of a step nor its speed, so configs differing only in them share a measurement.
-NOT_SPEED = ("dataset", "seed", "init", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
-             "step_epochs", "patience", "label_smoothing", "epochs", "subset", "val_fraction", "split_seed",
-             "budget", "dropout", "optimizer", "backbone_lr_scale", "pretrained", "compute", "compute_scale")
+NOT_SPEED = (
+    "dataset",
+    "seed",
+    "init",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "step_epochs",
+    "patience",
+    "label_smoothing",
+    "epochs",
+    "subset",
+    "val_fraction",
+    "split_seed",
+    "budget",
+    "dropout",
+    "optimizer",
+    "backbone_lr_scale",
+    "pretrained",
+    "compute",
+    "compute_scale",
+)
 RESULTS = PROJECT_ROOT / "results"  # where the GPU suite's reference runs are committed
 GPU_BUDGET = "gpu"  # the budgets sized for one packed GPU: listed and announced with their estimate
 # An H100 (SXM) against the GPU the first epochs were measured on: the ratio of their memory bandwidth
@@ -48,9 +70,15 @@ _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 # --- a smoke study shared by worker processes --------------------------------------------------------
 
 
-def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], data_dir: str | None,
-                  budget: str = "smoke", overrides: dict | None = None,
-                  seeds: tuple[int, ...] | None = None) -> dict:
+def workers_share(
+    study_name: str,
+    device: str,
+    worker_counts: tuple[int, ...],
+    data_dir: str | None,
+    budget: str = "smoke",
+    overrides: dict | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> dict:
     """The study's `budget` (with `overrides`, at `seeds`) trained by each count of worker processes in
     turn, sharing `device`: how much packing runs onto one device shortens a study."""
     points = studies.load(study_name).grid(budget, {**(overrides or {}), "device": device}, seeds)
@@ -60,15 +88,16 @@ def workers_share(study_name: str, device: str, worker_counts: tuple[int, ...], 
         began = time.perf_counter()
         # spawn, not fork: CUDA cannot be used in a forked child of a process that has touched it.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(_train, [p.config.to_dict() for p in points], [threads] * len(points),
-                                 [data_dir] * len(points)))
+            runs = list(
+                pool.map(
+                    _train, [p.config.to_dict() for p in points], [threads] * len(points), [data_dir] * len(points)
+                )
+            )
         wall = time.perf_counter() - began
         for point, run in zip(points, runs):
             run.update(variant=point.variant, seed=point.seed)
-        passes.append({"workers": workers, "wall_s": wall, "runs": runs,
-                       "processes": len({r["pid"] for r in runs})})
-    return {"study": study_name, "budget": budget, "overrides": overrides or {}, "device": device,
-            "passes": passes}
+        passes.append({"workers": workers, "wall_s": wall, "runs": runs, "processes": len({r["pid"] for r in runs})})
+    return {"study": study_name, "budget": budget, "overrides": overrides or {}, "device": device, "passes": passes}
 
 
 def _train(config: dict, threads: int, data_dir: str | None) -> dict:
@@ -76,8 +105,13 @@ def _train(config: dict, threads: int, data_dir: str | None) -> dict:
     torch.set_num_threads(threads)
     began = time.perf_counter()
     result = fit(RunConfig.from_dict(config), data_dir=data_dir)
-    return {"pid": os.getpid(), "device": result.device, "seconds": time.perf_counter() - began,
-            "train_seconds": result.train_seconds, "test_acc": result.test_acc}
+    return {
+        "pid": os.getpid(),
+        "device": result.device,
+        "seconds": time.perf_counter() - began,
+        "train_seconds": result.train_seconds,
+        "test_acc": result.test_acc,
+    }
 
 
 # --- full budgets: first epochs and estimates ------------------------------------------------------
@@ -87,8 +121,9 @@ def speed_key(config: RunConfig) -> str:
     """The settings that decide a step's cost: runs that share them share one measured epoch. As in the run
     hash, a setting added later counts only off its default, so epochs measured before it existed still
     match (`normal_key` reads keys written with every setting)."""
-    return ",".join(f"{k}={v}" for k, v in sorted(config.to_dict().items())
-                    if k not in NOT_SPEED and not _later_default(k, str(v)))
+    return ",".join(
+        f"{k}={v}" for k, v in sorted(config.to_dict().items()) if k not in NOT_SPEED and not _later_default(k, str(v))
+    )
 
 
 def normal_key(key: str) -> str:
@@ -130,8 +165,12 @@ def _configs(study: studies.Study, data_dir: str | None, budget: str = "full") -
         # An equal-compute study sets each run's steps by its model's FLOPs per image, counted here on
         # the carried data's shapes (the study's own dataset is not at hand: 1 input channel instead
         # of CIFAR's 3 changes only the first conv's FLOPs, under 2 % of a VGG's).
-        return [p.config for p in study.grid(budget, flops_per_image=lambda config: flops_per_image(
-            config.replace(dataset=CARRIED), data_dir))]
+        return [
+            p.config
+            for p in study.grid(
+                budget, flops_per_image=lambda config: flops_per_image(config.replace(dataset=CARRIED), data_dir)
+            )
+        ]
     settings, label = study.settings(budget)
     return [RunConfig.from_dict({**settings, "budget": label})]  # a search: its fixed settings
 
@@ -159,9 +198,15 @@ def first_epoch(config: RunConfig, data_dir: str | None, dataset: str, overrides
     engine.evaluate("val")
     val_s = time.perf_counter() - ended
     steady_images = marks["steps"] * config.batch_size
-    return {"config": config.to_dict(), "setup_s": setup_s, "first_epoch_s": ended - began, "images": seen,
-            "steady_images_per_s": steady_images / (ended - marks["steady"]) if steady_images else seen / (ended - began),
-            "val_s": val_s, "val_images": len(engine.splits.val_y)}
+    return {
+        "config": config.to_dict(),
+        "setup_s": setup_s,
+        "first_epoch_s": ended - began,
+        "images": seen,
+        "steady_images_per_s": steady_images / (ended - marks["steady"]) if steady_images else seen / (ended - began),
+        "val_s": val_s,
+        "val_images": len(engine.splits.val_y),
+    }
 
 
 def estimates(names: list[str], measured: dict[str, dict], data_dir: str | None) -> list[dict]:
@@ -170,8 +215,7 @@ def estimates(names: list[str], measured: dict[str, dict], data_dir: str | None)
     return [study_estimate(study, "full", measured, data_dir) for study in loaded if "full" in study.budgets]
 
 
-def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict],
-                   data_dir: str | None) -> dict:
+def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict], data_dir: str | None) -> dict:
     """A study's budget in hours on one worker: every run's epochs at the measured speed of its config.
 
     A run of E epochs (E scaled under equal compute) costs its first epoch (as measured, scaled to
@@ -185,8 +229,12 @@ def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict],
     if not study.variants:
         trials = (study.search or {}).get("budgets", {}).get(budget, {}).get("trials")
         if not isinstance(trials, int):
-            return {"study": name, "runs": None, "hours": None,
-                    "note": f"a search without a trial count in its {budget} budget"}
+            return {
+                "study": name,
+                "runs": None,
+                "hours": None,
+                "note": f"a search without a trial count in its {budget} budget",
+            }
         note = f"{trials} trials, each to the end (no pruning counted)"
         configs, runs = configs * trials, trials
     seconds, missing = 0.0, set()
@@ -204,10 +252,20 @@ def study_estimate(study: studies.Study, budget: str, measured: dict[str, dict],
         seconds += epoch["first_epoch_s"] * scale + steady_s + math.ceil(epochs) * epoch["val_s"] * val_scale
     if missing:
         what = "; ".join(sorted(missing))
-        return {"study": name, "runs": runs, "hours": None,
-                "note": f"not estimated: no measured epoch or dataset size for {what}"}
-    return {"study": name, "runs": runs, "epochs": configs[0].epochs, "dataset": configs[0].dataset,
-            "hours": seconds / 3600, "note": note}
+        return {
+            "study": name,
+            "runs": runs,
+            "hours": None,
+            "note": f"not estimated: no measured epoch or dataset size for {what}",
+        }
+    return {
+        "study": name,
+        "runs": runs,
+        "epochs": configs[0].epochs,
+        "dataset": configs[0].dataset,
+        "hours": seconds / 3600,
+        "note": note,
+    }
 
 
 def _train_images(config: RunConfig) -> int | None:
@@ -269,8 +327,14 @@ def packed_estimate(study: studies.Study, budget: str, data_dir: str | None = No
         why = row["note"] or f"no speed factor from {ref.device} to an H100"
         return {**row, "minutes": None, "note": why}
     gain = ref.packing or PACKING_TARGET
-    return {**row, "minutes": 60 * row["hours"] / speed / gain, "speed": speed, "gain": gain,
-            "gain_measured": ref.packing is not None, "reference": ref}
+    return {
+        **row,
+        "minutes": 60 * row["hours"] / speed / gain,
+        "speed": speed,
+        "gain": gain,
+        "gain_measured": ref.packing is not None,
+        "reference": ref,
+    }
 
 
 def estimate_text(estimate: dict | None, long: bool = False) -> str:
@@ -283,9 +347,14 @@ def estimate_text(estimate: dict | None, long: bool = False) -> str:
     if not long:
         return short
     ref = estimate["reference"]
-    gain = ("measured by the GPU suite" if estimate["gain_measured"]
-            else "assumed: the GPU suite's target, not yet measured")
-    return (f"{short}: {estimate['runs']} runs x {estimate['epochs']} epochs at the first-epoch speeds "
-            f"measured on {ref.device} ({ref.path.name}), x{estimate['speed']:.2f} for the H100 "
-            f"(its memory bandwidth against the measuring GPU's), {estimate['gain']:.1f}x the runs per hour "
-            f"of one worker ({gain})")
+    gain = (
+        "measured by the GPU suite"
+        if estimate["gain_measured"]
+        else "assumed: the GPU suite's target, not yet measured"
+    )
+    return (
+        f"{short}: {estimate['runs']} runs x {estimate['epochs']} epochs at the first-epoch speeds "
+        f"measured on {ref.device} ({ref.path.name}), x{estimate['speed']:.2f} for the H100 "
+        f"(its memory bandwidth against the measuring GPU's), {estimate['gain']:.1f}x the runs per hour "
+        f"of one worker ({gain})"
+    )

@@ -25,14 +25,23 @@ BOOL_GRID = ("channels_last", "compile")
 def parser() -> argparse.ArgumentParser:
     import bench.benchmark
 
-    p = Parser(prog="python -m bench.benchmark", description=bench.benchmark.__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        prog="python -m bench.benchmark",
+        description=bench.benchmark.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     modes = p.add_mutually_exclusive_group()
-    modes.add_argument("--end-to-end", action="store_true",
-                       help="bench.train epochs vs the tutorials' DataLoader loop, alternately (--epochs each, default 3)")
+    modes.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="bench.train epochs vs the tutorials' DataLoader loop, alternately (--epochs each, default 3)",
+    )
     modes.add_argument("--until", type=float, metavar="ACC", help="train the recipe until validation accuracy >= ACC")
-    modes.add_argument("--tracking-overhead", action="store_true",
-                       help="seconds MLflow + Optuna add to each run of a study's smoke budget")
+    modes.add_argument(
+        "--tracking-overhead",
+        action="store_true",
+        help="seconds MLflow + Optuna add to each run of a study's smoke budget",
+    )
     modes.add_argument("--suite", choices=["gpu"], help="gpu: every GPU measurement and target in one run (see above)")
     grid = p.add_argument_group("grid (comma-separated values expand to their cartesian product)")
     for name in GRID:
@@ -47,8 +56,12 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--steps", type=int, default=20, help="step grid: timed steps (default 20)")
     grid.add_argument("--warmup", type=int, default=5, help="step grid: untimed steps first (default 5)")
     grid.add_argument("--matmul-size", type=int, default=8192, help="CUDA: n of the n x n matmul peak (default 8192)")
-    p.add_argument("--loader-workers", type=int, default=2,
-                   help="--end-to-end, --suite: the tutorial DataLoader's workers (default 2, as the tutorials)")
+    p.add_argument(
+        "--loader-workers",
+        type=int,
+        default=2,
+        help="--end-to-end, --suite: the tutorial DataLoader's workers (default 2, as the tutorials)",
+    )
     p.add_argument("--study", default="depth", help="--tracking-overhead: whose smoke budget (default depth)")
     p.add_argument("--repeats", type=int, default=2, help="--tracking-overhead: bare/tracked pairs (default 2)")
     p.add_argument("--data-dir", help="where dataset files are (default: $BENCH_DATA, system location, download)")
@@ -57,9 +70,15 @@ def parser() -> argparse.ArgumentParser:
     suite = p.add_argument_group("--suite gpu (--model: our models to measure; --device: where)")
     suite.add_argument("--out", metavar="DIR", help="where gpu-<device>.md/.json go (results to commit them)")
     suite.add_argument("--smoke", action="store_true", help="tiny sizes on any device: checks the code paths")
-    suite.add_argument("--timm-models", metavar="A,B", help="timm's models to set beside ours (default vgg16,vgg16_bn,resnet18)")
-    suite.add_argument("--time-limit", type=float, metavar="S",
-                       help="start nothing that would end past S seconds (default 520; the smoke run 600)")
+    suite.add_argument(
+        "--timm-models", metavar="A,B", help="timm's models to set beside ours (default vgg16,vgg16_bn,resnet18)"
+    )
+    suite.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="S",
+        help="start nothing that would end past S seconds (default 520; the smoke run 600)",
+    )
     recipe = p.add_argument_group("run settings (model options for every mode; the rest for --end-to-end/--until)")
     # --loader-workers above serves both loops of a comparison (the tutorials' and a streamed run's).
     add_config_flags(recipe, defaults=False, exclude=(*GRID, "loader_workers"))
@@ -69,8 +88,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    for name, least in (("steps", 1), ("warmup", 0), ("repeats", 1), ("loader_workers", 0), ("matmul_size", 1),
-                        ("time_limit", 1)):
+    for name, least in (
+        ("steps", 1),
+        ("warmup", 0),
+        ("repeats", 1),
+        ("loader_workers", 0),
+        ("matmul_size", 1),
+        ("time_limit", 1),
+    ):
         if getattr(args, name) is not None and getattr(args, name) < least:
             raise BenchError(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
     if args.until is not None and not 0 < args.until <= 1:

@@ -43,8 +43,17 @@ def end_to_end(config: RunConfig, workers: int, data_dir: str | None) -> tuple[l
                 began = time.perf_counter()
                 loss, acc, seen = train_epoch(epoch, bar.batch_done)  # both read the loss back: synchronised
                 seconds = time.perf_counter() - began
-                rows.append({"epoch": epoch, "loop": name, "images": seen, "seconds": seconds,
-                             "images_per_s": seen / seconds, "train_loss": loss, "train_acc": acc})
+                rows.append(
+                    {
+                        "epoch": epoch,
+                        "loop": name,
+                        "images": seen,
+                        "seconds": seconds,
+                        "images_per_s": seen / seconds,
+                        "train_loss": loss,
+                        "train_acc": acc,
+                    }
+                )
                 bar.progress.update(bar.epochs, advance=1, info=f"{name} {seen / seconds:.0f} img/s")
     speed = {name: statistics.median(r["images_per_s"] for r in rows if r["loop"] == name) for name in loops}
     ratio = paired_ratio(rows)
@@ -77,10 +86,14 @@ def paired_ratio(rows: list[dict]) -> dict:
     # The k-th smallest and k-th largest of n bound the median with probability 1 - 2 P(Bin(n, 1/2) < k).
     k = int(stats.binom.ppf((1 - CONFIDENCE) / 2, len(ratios), 0.5))
     if k < 1:
-        return {"ratio": median, "ratio_low": None, "ratio_high": None, "rounds": len(ratios),
-                "ratio_verdict": f"not measurable: {len(ratios)} rounds give no {CONFIDENCE:.0%} interval"}
+        return {
+            "ratio": median,
+            "ratio_low": None,
+            "ratio_high": None,
+            "rounds": len(ratios),
+            "ratio_verdict": f"not measurable: {len(ratios)} rounds give no {CONFIDENCE:.0%} interval",
+        }
     low, high = ratios[k - 1], ratios[len(ratios) - k]
     measured = f"{median:.2f}x ({CONFIDENCE:.0%} CI {low:.2f} to {high:.2f}, {len(ratios)} rounds)"
     verdict = f"not measurable: {measured} reaches 1" if low <= 1 <= high else measured
-    return {"ratio": median, "ratio_low": low, "ratio_high": high, "rounds": len(ratios),
-            "ratio_verdict": verdict}
+    return {"ratio": median, "ratio_low": low, "ratio_high": high, "rounds": len(ratios), "ratio_verdict": verdict}

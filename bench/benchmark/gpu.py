@@ -45,8 +45,12 @@ from bench.errors import BenchError, choices, one_line
 from bench.models import names as model_names
 from bench.progress import console
 
-FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 VGGS = ("vgg-a", "vgg-b", "vgg-c", "vgg-d", "vgg-e")
 
 
@@ -80,28 +84,73 @@ class Plan:
 
 
 FULL = Plan(
-    name="full", width=1.0, small=(32, 512), large=(224, 128), large_classes=1000, steps=20, warmup=5,
-    matmul_size=8192, models=(*VGGS, "resnet18", "mobilenetv2"), timm_models=("vgg16", "vgg16_bn", "resnet18"),
+    name="full",
+    width=1.0,
+    small=(32, 512),
+    large=(224, 128),
+    large_classes=1000,
+    steps=20,
+    warmup=5,
+    matmul_size=8192,
+    models=(*VGGS, "resnet18", "mobilenetv2"),
+    timm_models=("vgg16", "vgg16_bn", "resnet18"),
     compile=True,
     # Packing: the depth study's gpu budget (full width, batch 128, 32 px), 8 runs of 2 epochs on 24k images,
     # at 1, 2, 4 and 8 workers: runs per hour against one worker's (the target: 3x).
-    study_workers=(1, 2, 4, 8), study_budget="gpu", study_overrides={"epochs": 2, "subset": 24000},
-    study_seeds=(0, 1), study_cost_s=100.0,
+    study_workers=(1, 2, 4, 8),
+    study_budget="gpu",
+    study_overrides={"epochs": 2, "subset": 24000},
+    study_seeds=(0, 1),
+    study_cost_s=100.0,
     # bench.train's recipe for VGG-D-BN on Fashion-MNIST: SGD + Nesterov, cosine over 30 epochs with
     # a one-epoch warm-up, batch 256, crop + flip on the device, bf16 autocast, channels_last, eager.
-    recipe=dict(model="vgg-d", batch_norm=True, dataset="fashion-mnist", epochs=30, batch_size=256, lr=0.1,
-                momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="cosine", warmup_epochs=1.0),
+    recipe=dict(
+        model="vgg-d",
+        batch_norm=True,
+        dataset="fashion-mnist",
+        epochs=30,
+        batch_size=256,
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="cosine",
+        warmup_epochs=1.0,
+    ),
 )
 # The tests' run: every code path at sizes a busy 2-core CPU does in about a minute. The race runs on
 # the synthetic set (its test split is 500 images, Fashion-MNIST's 10,000); the first epochs read the
 # carried Fashion-MNIST files. Compiling on a CPU takes minutes, so the compiled rows are GPU-only.
 SMOKE = Plan(
-    name="smoke", width=0.0625, small=(32, 8), large=(64, 4), large_classes=10, steps=2, warmup=1,
-    matmul_size=256, models=("vgg-d", "resnet18"), timm_models=("test_resnet",), compile=False,
-    recipe=dict(model="vgg-d", batch_norm=True, dataset="synthetic", subset=320, width=0.0625, epochs=2,
-                batch_size=32, optimizer="adam", lr=0.01, schedule="cosine", augment=False),
-    target=0.5, study_workers=(1, 2), estimate_studies=("depth",),
-    estimate_overrides={"width": 0.0625, "subset": 300}, time_limit_s=600.0,
+    name="smoke",
+    width=0.0625,
+    small=(32, 8),
+    large=(64, 4),
+    large_classes=10,
+    steps=2,
+    warmup=1,
+    matmul_size=256,
+    models=("vgg-d", "resnet18"),
+    timm_models=("test_resnet",),
+    compile=False,
+    recipe=dict(
+        model="vgg-d",
+        batch_norm=True,
+        dataset="synthetic",
+        subset=320,
+        width=0.0625,
+        epochs=2,
+        batch_size=32,
+        optimizer="adam",
+        lr=0.01,
+        schedule="cosine",
+        augment=False,
+    ),
+    target=0.5,
+    study_workers=(1, 2),
+    estimate_studies=("depth",),
+    estimate_overrides={"width": 0.0625, "subset": 300},
+    time_limit_s=600.0,
 )
 
 
@@ -132,9 +181,13 @@ class Row:
 
 def rows(plan: Plan, models: tuple[str, ...], timm_models: tuple[str, ...]) -> list[Row]:
     """The step rows in the order they run: first those the targets need, the extras last."""
+
     def ours(size: str, group: str, precision: str = "bf16", channels_last: bool = True) -> list[Row]:
-        return [Row(group, "bench", m, bn, size, precision, channels_last, False)
-                for m in models for bn in ((False, True) if m in VGGS else (True,))]
+        return [
+            Row(group, "bench", m, bn, size, precision, channels_last, False)
+            for m in models
+            for bn in ((False, True) if m in VGGS else (True,))
+        ]
 
     def d_bn(group: str, precision: str, channels_last: bool, compiled: bool, profile: bool = False) -> Row:
         return Row(group, "bench", "vgg-d", True, "small", precision, channels_last, compiled, profile)
@@ -147,15 +200,23 @@ def rows(plan: Plan, models: tuple[str, ...], timm_models: tuple[str, ...]) -> l
         d_bn("target: MFU", "bf16", True, False, profile=True),
         *([d_bn("target: MFU", "bf16", True, True, profile=True)] if compiled else []),
         Row("target: vs timm", "bench", "vgg-d", False, "large", "bf16", True, False, profile=True),
-        *[Row("target: vs timm", "timm", name, False, "large", "bf16", True, False, profile=True)
-          for name in timm_models[:1]],
+        *[
+            Row("target: vs timm", "timm", name, False, "large", "bf16", True, False, profile=True)
+            for name in timm_models[:1]
+        ],
         *ours("small", "all models, 32 px"),
         *ours("large", "all models, paper head"),
         *peers("bf16", True, False, timm_models),
         *peers("fp32", False, False, timm_models),
         *[d_bn("VGG-D-BN matrix", p, cl, False) for p in ("bf16", "fp32") for cl in (True, False)],
-        *([Row("compiled, paper head", "bench", "vgg-d", False, "large", "bf16", True, True),
-           *peers("bf16", True, True, timm_models[:1])] if compiled else []),
+        *(
+            [
+                Row("compiled, paper head", "bench", "vgg-d", False, "large", "bf16", True, True),
+                *peers("bf16", True, True, timm_models[:1]),
+            ]
+            if compiled
+            else []
+        ),
         *([d_bn("VGG-D-BN matrix", p, cl, True) for p in ("bf16", "fp32") for cl in (True, False)] if compiled else []),
         *ours("small", "fp32 NCHW (the tutorials' default)", "fp32", False),
     ]
@@ -176,19 +237,25 @@ def check(args, plan: Plan) -> tuple[torch.device, tuple[str, ...], tuple[str, .
     if not args.out:
         raise BenchError("--suite gpu needs --out DIR: where gpu-<device>.md and .json go (e.g. --out results)")
     if not args.data_dir:
-        raise BenchError("--suite gpu needs --data-dir DIR holding the Fashion-MNIST .gz files "
-                         "(python -m bench.kit build puts them in kit/data/fashion-mnist)")
+        raise BenchError(
+            "--suite gpu needs --data-dir DIR holding the Fashion-MNIST .gz files "
+            "(python -m bench.kit build puts them in kit/data/fashion-mnist)"
+        )
     folder = Path(args.data_dir)
     missing = [name for name in FASHION_FILES if not (folder / name).is_file()]
     if missing:
         where = f"{folder} does not exist" if not folder.is_dir() else f"{folder} lacks {', '.join(missing)}"
-        raise BenchError(f"carried data folder: {where}; run python -m bench.kit build (copies them from "
-                         "/usr/share/datasets/fashion-mnist into kit/data/fashion-mnist) and carry kit/")
+        raise BenchError(
+            f"carried data folder: {where}; run python -m bench.kit build (copies them from "
+            "/usr/share/datasets/fashion-mnist into kit/data/fashion-mnist) and carry kit/"
+        )
     wants_gpu = str(args.device).startswith("cuda") or (args.device is None and not args.smoke)
     if wants_gpu and not torch.cuda.is_available():
         found = f"torch {torch.__version__} (CUDA build {torch.version.cuda or 'none'}) sees no CUDA device"
-        raise BenchError(f"--suite gpu needs a GPU: {found}; use --smoke for the tiny CPU check, "
-                         "or --device cpu to run the full sizes on the CPU")
+        raise BenchError(
+            f"--suite gpu needs a GPU: {found}; use --smoke for the tiny CPU check, "
+            "or --device cpu to run the full sizes on the CPU"
+        )
     device = resolve_device(args.device or "auto")
     models = tuple(m.strip() for m in args.model.split(",")) if args.model else plan.models
     for name in models:
@@ -233,11 +300,23 @@ class Suite:
         slug = "cpu" if self.device.type == "cpu" else _slug(provenance.device_name(self.device))
         self.base = f"gpu-{slug}" + ("-smoke" if plan.name == "smoke" else "")
         self.results = {
-            "kind": "gpu-suite", **output.stamp(self.device, argv), "plan": asdict(plan), "time_limit_s": self.limit,
-            "timm": getattr(self.timm, "__version__", None), "timm_missing": self.timm_missing,
-            "peaks": [], "steps": [], "step_overhead": None, "race": None, "workers": None,
-            "first_epochs": {}, "estimates": [],
-            "skipped": [], "failed": [], "task_seconds": {}, "seconds": 0.0,
+            "kind": "gpu-suite",
+            **output.stamp(self.device, argv),
+            "plan": asdict(plan),
+            "time_limit_s": self.limit,
+            "timm": getattr(self.timm, "__version__", None),
+            "timm_missing": self.timm_missing,
+            "peaks": [],
+            "steps": [],
+            "step_overhead": None,
+            "race": None,
+            "workers": None,
+            "first_epochs": {},
+            "estimates": [],
+            "skipped": [],
+            "failed": [],
+            "task_seconds": {},
+            "seconds": 0.0,
         }
 
     def left(self) -> float:
@@ -272,21 +351,31 @@ class Suite:
         first = [r for r in step_rows if r.group.startswith("target")]
         rest = [r for r in step_rows if r not in first]
         tasks = [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in first]
-        tasks.append(("training step: eager vs CUDA graph, fixed batch vs end to end", 40.0,
-                      self.step_overhead))
+        tasks.append(("training step: eager vs CUDA graph, fixed batch vs end to end", 40.0, self.step_overhead))
         tasks.append((f"time to {self.plan.target:.0%} test accuracy", 150.0, self.race))
-        tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
-                  if not r.compile and r.group != "fp32 NCHW (the tutorials' default)"]
+        tasks += [
+            (f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r))
+            for r in rest
+            if not r.compile and r.group != "fp32 NCHW (the tutorials' default)"
+        ]
         plan = self.plan
-        tasks.append((f"{plan.study} {plan.study_budget} study with {plan.study_workers} workers",
-                      plan.study_cost_s, self.workers))
+        tasks.append(
+            (
+                f"{plan.study} {plan.study_budget} study with {plan.study_workers} workers",
+                plan.study_cost_s,
+                self.workers,
+            )
+        )
         configs = budgets.full_budget_configs(self.estimate_names, self.args.data_dir)
         ordered = sorted(configs.items(), key=lambda item: self.plan.study not in item[1]["studies"])
         for key, entry in ordered:
             label = f"first epoch of {entry['config'].model} ({', '.join(entry['studies'])})"
             tasks.append((label, 12.0, lambda key=key, entry=entry: self.first_epoch(key, entry)))
-        tasks += [(f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r)) for r in rest
-                  if r.compile or r.group == "fp32 NCHW (the tutorials' default)"]
+        tasks += [
+            (f"steps: {r.group}: {_describe(r)}", r.cost_s, lambda r=r: self.step(r))
+            for r in rest
+            if r.compile or r.group == "fp32 NCHW (the tutorials' default)"
+        ]
         return tasks
 
     # --- the tasks
@@ -296,16 +385,32 @@ class Suite:
         image, batch = plan.small if row.size == "small" else plan.large
         classes = 10 if row.size == "small" else plan.large_classes
         head = "small" if row.size == "small" else "paper"
-        settings = dict(batch_size=batch, precision=row.precision, channels_last=row.channels_last,
-                        compile=row.compile, device=str(self.device), image_size=image)
+        settings = dict(
+            batch_size=batch,
+            precision=row.precision,
+            channels_last=row.channels_last,
+            compile=row.compile,
+            device=str(self.device),
+            image_size=image,
+        )
         if row.source == "timm":
             if self.timm is None:
                 self.results["steps"].append({**_row_fields(row), "skipped": self.timm_missing})
                 return
             model = self.timm.create_model(row.model, pretrained=False, num_classes=classes, in_chans=3)
             config = RunConfig(**settings)  # execution settings and the optimizer only
-            result = measure_model(model, f"timm:{row.model}", {}, config, (3, image, image), classes, plan.steps,
-                                   plan.warmup, self.peaks, profile=row.profile)
+            result = measure_model(
+                model,
+                f"timm:{row.model}",
+                {},
+                config,
+                (3, image, image),
+                classes,
+                plan.steps,
+                plan.warmup,
+                self.peaks,
+                profile=row.profile,
+            )
         else:
             options = {"batch_norm": row.batch_norm, "head": head} if row.model in VGGS else {}
             config = RunConfig(model=row.model, width=plan.width, **options, **settings)
@@ -320,23 +425,35 @@ class Suite:
 
     def race(self) -> None:
         config = RunConfig.from_dict({**self.plan.recipe, "device": str(self.device)})
-        self.results["race"] = race(config, self.plan.target, self.args.data_dir, self.args.loader_workers,
-                                    self.plan.tutorial_cap, self.left)
+        self.results["race"] = race(
+            config, self.plan.target, self.args.data_dir, self.args.loader_workers, self.plan.tutorial_cap, self.left
+        )
 
     def workers(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()  # the workers share the device: leave them what earlier rows cached
         plan = self.plan
         self.results["workers"] = budgets.workers_share(
-            plan.study, str(self.device), plan.study_workers, self.args.data_dir, plan.study_budget,
-            plan.study_overrides, plan.study_seeds)
+            plan.study,
+            str(self.device),
+            plan.study_workers,
+            self.args.data_dir,
+            plan.study_budget,
+            plan.study_overrides,
+            plan.study_seeds,
+        )
 
     def first_epoch(self, key: str, entry: dict) -> None:
-        measured = budgets.first_epoch(entry["config"], self.args.data_dir, budgets.CARRIED,
-                                       {"device": str(self.device), **self.plan.estimate_overrides})
+        measured = budgets.first_epoch(
+            entry["config"],
+            self.args.data_dir,
+            budgets.CARRIED,
+            {"device": str(self.device), **self.plan.estimate_overrides},
+        )
         self.results["first_epochs"][key] = {**measured, "studies": entry["studies"]}
-        self.results["estimates"] = budgets.estimates(self.estimate_names, self.results["first_epochs"],
-                                                      self.args.data_dir)
+        self.results["estimates"] = budgets.estimates(
+            self.estimate_names, self.results["first_epochs"], self.args.data_dir
+        )
 
     # --- output
 
@@ -349,13 +466,22 @@ class Suite:
 
 
 def _row_fields(row: Row) -> dict:
-    return {"group": row.group, "source": row.source, "label": row.label, "size": row.size,
-            "precision": row.precision, "channels_last": row.channels_last, "compile": row.compile}
+    return {
+        "group": row.group,
+        "source": row.source,
+        "label": row.label,
+        "size": row.size,
+        "precision": row.precision,
+        "channels_last": row.channels_last,
+        "compile": row.compile,
+    }
 
 
 def _describe(row: Row) -> str:
-    return (f"{row.label} {row.size} {row.precision} {'channels_last' if row.channels_last else 'NCHW'} "
-            f"{'compiled' if row.compile else 'eager'}")
+    return (
+        f"{row.label} {row.size} {row.precision} {'channels_last' if row.channels_last else 'NCHW'} "
+        f"{'compiled' if row.compile else 'eager'}"
+    )
 
 
 def _slug(name: str) -> str:
@@ -372,7 +498,9 @@ def _write(path: Path, text: str) -> None:
 def run_suite(args, argv: list[str]) -> int:
     suite = Suite(SMOKE if args.smoke else FULL, args, argv)
     code = suite.run()
-    console.print(f"wrote {suite.out / suite.base}.md and .json in {suite.results['seconds']:.0f} s"
-                  + (f"; {len(suite.results['failed'])} failed" if suite.results["failed"] else ""))
+    console.print(
+        f"wrote {suite.out / suite.base}.md and .json in {suite.results['seconds']:.0f} s"
+        + (f"; {len(suite.results['failed'])} failed" if suite.results["failed"] else "")
+    )
     print((suite.out / f"{suite.base}.md").read_text())
     return code

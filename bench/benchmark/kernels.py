@@ -66,9 +66,13 @@ def breakdown(step: Callable[[], None], device: torch.device, step_ms: float, st
             per_kind[kind] = per_kind.get(kind, 0.0) + micros / 1e3 / steps
     total = sum(per_kind.values())
     ordered = dict(sorted(per_kind.items(), key=lambda item: -item[1]))
-    return {"unit": "GPU kernel ms per step" if cuda else "CPU operator self ms per step",
-            "ms_per_step": ordered, "total_ms": total, "step_ms": step_ms,
-            "busy_share": total / step_ms if cuda and step_ms else None}
+    return {
+        "unit": "GPU kernel ms per step" if cuda else "CPU operator self ms per step",
+        "ms_per_step": ordered,
+        "total_ms": total,
+        "step_ms": step_ms,
+        "busy_share": total / step_ms if cuda and step_ms else None,
+    }
 
 
 def kernel_micros(event) -> float | None:

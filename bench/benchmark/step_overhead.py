@@ -29,22 +29,32 @@ def overhead(config: RunConfig, data_dir: str | None, steps: int, warmup: int) -
     rows = []
     for kind in KINDS:
         why = step.why_eager(config, device, distributed.SINGLE) if kind == "graph" else None
-        rows.append({"step": kind, "skipped": why} if why else _measure(config.replace(step=kind), data_dir,
-                                                                           steps, warmup))
+        rows.append(
+            {"step": kind, "skipped": why} if why else _measure(config.replace(step=kind), data_dir, steps, warmup)
+        )
     measured = [r for r in rows if "skipped" not in r]
     ceiling = max((r["fixed_images_per_s"] for r in measured), default=None)
     for row in measured:
         row["end_to_end_share"] = row["end_to_end_images_per_s"] / ceiling
-    return {"config": config.to_dict(), "steps": steps, "warmup": warmup, "rows": rows,
-            "fixed_images_per_s": ceiling}
+    return {"config": config.to_dict(), "steps": steps, "warmup": warmup, "rows": rows, "fixed_images_per_s": ceiling}
 
 
 def _measure(config: RunConfig, data_dir: str | None, steps: int, warmup: int) -> dict:
     engine = Engine(config, data_dir)
     generator = torch.Generator(device=engine.device).manual_seed(config.seed)
-    x, y = next(iter(engine.splits.batches("train", config.batch_size, generator=generator,
-                                           augment=config.augment, shuffle=True, drop_last=True,
-                                           channels_last=config.channels_last)))
+    x, y = next(
+        iter(
+            engine.splits.batches(
+                "train",
+                config.batch_size,
+                generator=generator,
+                augment=config.augment,
+                shuffle=True,
+                drop_last=True,
+                channels_last=config.channels_last,
+            )
+        )
+    )
     engine.step_model.train()
     engine.step.start_epoch()
 
@@ -58,6 +68,13 @@ def _measure(config: RunConfig, data_dir: str | None, steps: int, warmup: int) -
     began = time.perf_counter()
     _, _, seen = engine.train_epoch(1, [])  # reads the epoch's loss back: synchronised
     seconds = time.perf_counter() - began
-    return {"step": engine.step_kind, "batch_size": len(y), "warmup_s": warmup_s,
-            "fixed_step_ms": 1e3 * fixed_s, "fixed_images_per_s": len(y) / fixed_s,
-            "epoch_images": seen, "epoch_s": seconds, "end_to_end_images_per_s": seen / seconds}
+    return {
+        "step": engine.step_kind,
+        "batch_size": len(y),
+        "warmup_s": warmup_s,
+        "fixed_step_ms": 1e3 * fixed_s,
+        "fixed_images_per_s": len(y) / fixed_s,
+        "epoch_images": seen,
+        "epoch_s": seconds,
+        "end_to_end_images_per_s": seen / seconds,
+    }

@@ -44,8 +44,13 @@ def check_buildable(config: RunConfig, in_channels: int, num_classes: int) -> No
 
 
 def build(config: RunConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
-    return models.build(config.model, num_classes=num_classes, in_channels=in_channels,
-                        image_size=config.image_size or DEFAULT_IMAGE_SIZE, **config.model_options)
+    return models.build(
+        config.model,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=config.image_size or DEFAULT_IMAGE_SIZE,
+        **config.model_options,
+    )
 
 
 def model_options(config: RunConfig) -> dict[str, Any]:
@@ -68,8 +73,10 @@ class Peaks:
         return self.measured[key]
 
     def summary(self) -> list[dict]:
-        return [{"device": device, "precision": precision, **values}
-                for (device, precision), values in self.measured.items()]
+        return [
+            {"device": device, "precision": precision, **values}
+            for (device, precision), values in self.measured.items()
+        ]
 
 
 def step_grid(configs: list[RunConfig], args) -> tuple[list[dict], dict]:
@@ -85,19 +92,39 @@ def step_grid(configs: list[RunConfig], args) -> tuple[list[dict], dict]:
     return rows, {"steps": args.steps, "warmup": args.warmup, "peaks": peaks.summary()}
 
 
-def measure_steps(config: RunConfig, in_channels: int, num_classes: int, steps: int, warmup: int,
-                  peaks: Peaks, profile: bool = False) -> dict:
+def measure_steps(
+    config: RunConfig, in_channels: int, num_classes: int, steps: int, warmup: int, peaks: Peaks, profile: bool = False
+) -> dict:
     """One of our models (config.model with its options), measured by `measure_model`."""
     torch.manual_seed(config.seed)
     model = build(config, in_channels, num_classes)
     size = config.image_size or DEFAULT_IMAGE_SIZE
-    return measure_model(model, config.model, model_options(config), config, (in_channels, size, size),
-                         num_classes, steps, warmup, peaks, profile)
+    return measure_model(
+        model,
+        config.model,
+        model_options(config),
+        config,
+        (in_channels, size, size),
+        num_classes,
+        steps,
+        warmup,
+        peaks,
+        profile,
+    )
 
 
-def measure_model(model: torch.nn.Module, name: str, options: dict[str, Any], config: RunConfig,
-                  shape: tuple[int, int, int], num_classes: int, steps: int, warmup: int, peaks: Peaks,
-                  profile: bool = False) -> dict:
+def measure_model(
+    model: torch.nn.Module,
+    name: str,
+    options: dict[str, Any],
+    config: RunConfig,
+    shape: tuple[int, int, int],
+    num_classes: int,
+    steps: int,
+    warmup: int,
+    peaks: Peaks,
+    profile: bool = False,
+) -> dict:
     """Train-step and inference speed of `model` on a fixed batch resident on the device.
 
     `config` gives the execution settings (device, precision, channels_last, compile, batch size)
@@ -156,13 +183,25 @@ def measure_model(model: torch.nn.Module, name: str, options: dict[str, Any], co
     times, batch_size, out_of_memory = halving_on_oom(measure, config.batch_size, device)
     memory, memory_kind = peak_memory(device)
     row = {
-        "model": name, **options, "image_size": shape[-1], "in_channels": shape[0],
-        "num_classes": num_classes, "batch_size": batch_size, "precision": precision,
-        "channels_last": config.channels_last, "compile": config.compile, "device": str(device),
-        "params": description.params, "flops": description.flops,
-        "train_images_per_s": batch_size / times["train_s"], "train_step_ms": 1e3 * times["train_s"],
-        "infer_images_per_s": batch_size / times["infer_s"], "infer_step_ms": 1e3 * times["infer_s"],
-        "warmup_s": times["warmup_s"], "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
+        "model": name,
+        **options,
+        "image_size": shape[-1],
+        "in_channels": shape[0],
+        "num_classes": num_classes,
+        "batch_size": batch_size,
+        "precision": precision,
+        "channels_last": config.channels_last,
+        "compile": config.compile,
+        "device": str(device),
+        "params": description.params,
+        "flops": description.flops,
+        "train_images_per_s": batch_size / times["train_s"],
+        "train_step_ms": 1e3 * times["train_s"],
+        "infer_images_per_s": batch_size / times["infer_s"],
+        "infer_step_ms": 1e3 * times["infer_s"],
+        "warmup_s": times["warmup_s"],
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
         "out_of_memory_at": out_of_memory,  # batch sizes that did not fit before `batch_size` did
         **({"profile": times["profile"]} if profile else {}),
     }

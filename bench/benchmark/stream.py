@@ -46,12 +46,23 @@ def _tutorial_batches(root: Path, batch: int, workers: int, pin: bool = False):
     import torch
     from torchvision import datasets, transforms
 
-    transform = transforms.Compose([
-        transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    transform = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     dataset = datasets.ImageFolder(str(root / "train"), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                         generator=torch.Generator().manual_seed(0), pin_memory=pin)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+        pin_memory=pin,
+    )
     yield from loader
 
 
@@ -59,8 +70,14 @@ def _streamed_splits(root: Path, workers: int, device: str, holder: str):
     from bench import data
     from bench.config import RunConfig
 
-    config = RunConfig(dataset=f"imagefolder:{root}", image_size=224, train_scale="256,512", data_holder=holder,
-                       loader_workers=workers, device=device)
+    config = RunConfig(
+        dataset=f"imagefolder:{root}",
+        image_size=224,
+        train_scale="256,512",
+        data_holder=holder,
+        loader_workers=workers,
+        device=device,
+    )
     return data.open_run(config, device=device)
 
 
@@ -94,8 +111,7 @@ def measure_one(kind: str, root: Path, images: int, batch: int, workers: int, de
         torch.cuda.synchronize()
     seconds = time.perf_counter() - began
     gpu_peak = torch.cuda.max_memory_allocated() if device != "cpu" else None
-    return {"kind": kind, "images": seen, "seconds": seconds, "images_per_s": seen / seconds,
-            "peak_gpu": gpu_peak}
+    return {"kind": kind, "images": seen, "seconds": seconds, "images_per_s": seen / seconds, "peak_gpu": gpu_peak}
 
 
 def agreement(root: Path, device: str, batch: int) -> dict:
@@ -106,13 +122,18 @@ def agreement(root: Path, device: str, batch: int) -> dict:
     first = {}
     for holder in ("stream", "stream-gpu"):
         splits = _streamed_splits(root, 0, device, holder)
-        first[holder] = next(iter(splits.batches("train", batch, generator=torch.Generator().manual_seed(0),
-                                                       augment=True, shuffle=True)))
+        first[holder] = next(
+            iter(splits.batches("train", batch, generator=torch.Generator().manual_seed(0), augment=True, shuffle=True))
+        )
     std = torch.tensor(splits.std, device=device).view(1, -1, 1, 1)
     levels = ((first["stream"][0] - first["stream-gpu"][0]).abs() * std * 255).flatten()
-    return {"images": batch, "labels_equal": bool(torch.equal(first["stream"][1], first["stream-gpu"][1])),
-            "mean_levels": levels.mean().item(), "p99_levels": levels.float().quantile(0.99).item(),
-            "max_levels": levels.max().item()}
+    return {
+        "images": batch,
+        "labels_equal": bool(torch.equal(first["stream"][1], first["stream-gpu"][1])),
+        "mean_levels": levels.mean().item(),
+        "p99_levels": levels.float().quantile(0.99).item(),
+        "max_levels": levels.max().item(),
+    }
 
 
 def _tree_memory(pid: int) -> tuple[int, int]:
@@ -145,8 +166,22 @@ def _tree_memory(pid: int) -> tuple[int, int]:
 
 def measure(kind: str, root: Path, images: int, batch: int, workers: int, device: str) -> dict:
     """Run one loader in a child process and watch its process tree's memory."""
-    cmd = [sys.executable, "-m", "bench.benchmark.stream", str(root), "--one", kind, "--images", str(images),
-           "--batch", str(batch), "--workers", str(workers), "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.benchmark.stream",
+        str(root),
+        "--one",
+        kind,
+        "--images",
+        str(images),
+        "--batch",
+        str(batch),
+        "--workers",
+        str(workers),
+        "--device",
+        device,
+    ]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = [0, 0]
 
@@ -172,25 +207,45 @@ def end_to_end(root: Path, subset: int, device: str, width: float, epochs: int, 
     from bench.config import RunConfig
     from bench.train import fit
 
-    base = dict(dataset=f"imagefolder:{root}", image_size=224, model="vgg-a", width=width, head="small",
-                epochs=epochs, batch_size=BATCH, subset=subset, loader_workers=workers, lr=0.01, device=device)
+    base = dict(
+        dataset=f"imagefolder:{root}",
+        image_size=224,
+        model="vgg-a",
+        width=width,
+        head="small",
+        epochs=epochs,
+        batch_size=BATCH,
+        subset=subset,
+        loader_workers=workers,
+        lr=0.01,
+        device=device,
+    )
     paths = [("streamed, S in [256, 512]", dict(train_scale="256,512", data_holder="stream"))]
     if device != "cpu":
-        paths.append(("streamed, decoded on the GPU, S in [256, 512]", dict(train_scale="256,512",
-                                                                          data_holder="stream-gpu")))
+        paths.append(
+            ("streamed, decoded on the GPU, S in [256, 512]", dict(train_scale="256,512", data_holder="stream-gpu"))
+        )
     rows = []
-    for label, extra in (*paths,
-                         ("held in memory, S in [256, 512]", dict(train_scale="256,512", data_holder="memory")),
-                         ("in-memory path (224 px once, pad-4 crops)", dict(data_holder="memory"))):
+    for label, extra in (
+        *paths,
+        ("held in memory, S in [256, 512]", dict(train_scale="256,512", data_holder="memory")),
+        ("in-memory path (224 px once, pad-4 crops)", dict(data_holder="memory")),
+    ):
         began = time.perf_counter()
         result = fit(RunConfig(**base, **extra))
-        rows.append({"path": label, "train_images_per_s": result.history[-1].images_per_s,
-                     "wall_s": time.perf_counter() - began})
+        rows.append(
+            {
+                "path": label,
+                "train_images_per_s": result.history[-1].images_per_s,
+                "wall_s": time.perf_counter() - began,
+            }
+        )
     return rows
 
 
-def report(root: Path, loaders: list[dict], checked: dict | None, e2e: list[dict], args, load_before: str,
-           load_after: str) -> str:
+def report(
+    root: Path, loaders: list[dict], checked: dict | None, e2e: list[dict], args, load_before: str, load_after: str
+) -> str:
     from statistics import median
 
     from bench import provenance
@@ -201,37 +256,60 @@ def report(root: Path, loaders: list[dict], checked: dict | None, e2e: list[dict
     gpu = args.device != "cpu"
     stamp = provenance.stamp(args.device)
     kinds = _kinds(args.device)
-    lines = [f"# Streamed image folders on {'a GPU' if gpu else 'this CPU'}", "",
-             f"- machine: {stamp['host']}, {os.cpu_count()} CPUs, {stamp['device']}; torch {stamp['torch']}",
-             f"- commit: {stamp['commit']}",
-             f"- command: `python -m bench.benchmark.stream {' '.join(sys.argv[1:])}`",
-             f"- tree: {root} ({sum(1 for _ in (root / 'train').rglob('*.jpg'))} training JPEGs)",
-             f"- load (uptime) before: {load_before}; after: {load_after}", "",
-             f"## Loaders: batch {args.batch}, {args.images} images a measurement, batches on {args.device}", "",
-             "| loader | workers | round | images/s | peak RSS sum (MiB) | peak PSS sum (MiB) |"
-             + (" peak GPU (MiB) |" if gpu else ""), "|---|---|---|---|---|---|" + ("---|" if gpu else "")]
+    lines = [
+        f"# Streamed image folders on {'a GPU' if gpu else 'this CPU'}",
+        "",
+        f"- machine: {stamp['host']}, {os.cpu_count()} CPUs, {stamp['device']}; torch {stamp['torch']}",
+        f"- commit: {stamp['commit']}",
+        f"- command: `python -m bench.benchmark.stream {' '.join(sys.argv[1:])}`",
+        f"- tree: {root} ({sum(1 for _ in (root / 'train').rglob('*.jpg'))} training JPEGs)",
+        f"- load (uptime) before: {load_before}; after: {load_after}",
+        "",
+        f"## Loaders: batch {args.batch}, {args.images} images a measurement, batches on {args.device}",
+        "",
+        "| loader | workers | round | images/s | peak RSS sum (MiB) | peak PSS sum (MiB) |"
+        + (" peak GPU (MiB) |" if gpu else ""),
+        "|---|---|---|---|---|---|" + ("---|" if gpu else ""),
+    ]
     rounds: dict = {}
     for r in loaders:
         n = rounds[(r["kind"], r["workers"])] = rounds.get((r["kind"], r["workers"]), 0) + 1
-        lines.append(f"| {r['kind']} | {r['workers']} | {n} | {r['images_per_s']:.1f} | {mib(r['peak_rss'])} | "
-                     f"{mib(r['peak_pss'])} |" + (f" {mib(r['peak_gpu'])} |" if gpu else ""))
+        lines.append(
+            f"| {r['kind']} | {r['workers']} | {n} | {r['images_per_s']:.1f} | {mib(r['peak_rss'])} | "
+            f"{mib(r['peak_pss'])} |" + (f" {mib(r['peak_gpu'])} |" if gpu else "")
+        )
     lines.append("")
     for workers in _counts(args.workers):
         mine = [r for r in loaders if r["workers"] == workers]
         speed = {k: median(r["images_per_s"] for r in mine if r["kind"] == k) for k in kinds}
         pss = {k: max(r["peak_pss"] for r in mine if r["kind"] == k) for k in kinds}
-        lines.append(f"- {workers} workers: " + "; ".join(
-            f"{k} **{speed[k] / speed['tutorials']:.2f}x** the tutorials' images/s at peak PSS {mib(pss[k])} vs "
-            f"{mib(pss['tutorials'])} MiB" for k in kinds if k != "tutorials"))
+        lines.append(
+            f"- {workers} workers: "
+            + "; ".join(
+                f"{k} **{speed[k] / speed['tutorials']:.2f}x** the tutorials' images/s at peak PSS {mib(pss[k])} vs "
+                f"{mib(pss['tutorials'])} MiB"
+                for k in kinds
+                if k != "tutorials"
+            )
+        )
     if checked:
-        lines += ["", f"## GPU decoding against CPU decoding: the first training batch ({checked['images']} images)", "",
-                  f"Same draws (order, S, crop, flip); labels equal: {checked['labels_equal']}. Absolute difference "
-                  f"per value in uint8 levels: mean {checked['mean_levels']:.2f}, 99th percentile "
-                  f"{checked['p99_levels']:.1f}, max {checked['max_levels']:.0f}."]
+        lines += [
+            "",
+            f"## GPU decoding against CPU decoding: the first training batch ({checked['images']} images)",
+            "",
+            f"Same draws (order, S, crop, flip); labels equal: {checked['labels_equal']}. Absolute difference "
+            f"per value in uint8 levels: mean {checked['mean_levels']:.2f}, 99th percentile "
+            f"{checked['p99_levels']:.1f}, max {checked['max_levels']:.0f}.",
+        ]
     if e2e:
-        lines += ["", f"## End to end: {args.train_epochs} epoch(s) of VGG-A width {args.width:g} at 224 px, "
-                  f"{args.train_subset} images (the last epoch's images/s)", "",
-                  "| data path | train images/s | wall s (incl. loading) |", "|---|---|---|"]
+        lines += [
+            "",
+            f"## End to end: {args.train_epochs} epoch(s) of VGG-A width {args.width:g} at 224 px, "
+            f"{args.train_subset} images (the last epoch's images/s)",
+            "",
+            "| data path | train images/s | wall s (incl. loading) |",
+            "|---|---|---|",
+        ]
         lines += [f"| {r['path']} | {r['train_images_per_s']:.1f} | {r['wall_s']:.1f} |" for r in e2e]
     return "\n".join(lines) + "\n"
 
@@ -275,8 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--device {args.device}: the loaders are measured on cpu or cuda only")
     args.device = str(device)
     counts = _counts(args.workers)
-    for flag, value, least in (("--images", args.images, 1), ("--rounds", args.rounds, 1), ("--batch", args.batch, 1),
-                               ("--train-subset", args.train_subset, 0), ("--train-epochs", args.train_epochs, 1)):
+    for flag, value, least in (
+        ("--images", args.images, 1),
+        ("--rounds", args.rounds, 1),
+        ("--batch", args.batch, 1),
+        ("--train-subset", args.train_subset, 0),
+        ("--train-epochs", args.train_epochs, 1),
+    ):
         if value < least:
             raise BenchError(f"{flag} must be at least {least}, got {value}")
     if args.train_subset:
@@ -285,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         RunConfig(model="vgg-a", width=args.width, epochs=args.train_epochs)  # refused now, not after the loaders
     if args.generate:
         from bench.data.generate import make_tree
+
         make_tree(root, images=args.generate, classes=100, size=(400, 350), quality=90)
     if not (root / "train").is_dir():
         raise BenchError(f"{root} has no train/ folder: generate one with --generate 20000")
@@ -296,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
                 loaders.append(measure(kind, root, args.images, args.batch, workers, args.device))
                 print(f"{kind}, {workers} workers: {loaders[-1]['images_per_s']:.1f} images/s", file=sys.stderr)
     checked = agreement(root, args.device, min(args.batch, 64)) if args.device != "cpu" else None
-    e2e = end_to_end(root, args.train_subset, args.device, args.width, args.train_epochs, max(counts)) if args.train_subset else []
+    e2e = (
+        end_to_end(root, args.train_subset, args.device, args.width, args.train_epochs, max(counts))
+        if args.train_subset
+        else []
+    )
     fmt = lambda la: ", ".join(f"{v:.2f}" for v in la)  # noqa: E731
     print(report(root, loaders, checked, e2e, args, fmt(load_before), fmt(os.getloadavg())), end="")
     return 0

@@ -32,8 +32,15 @@ def until(config: RunConfig, target: float, data_dir: str | None) -> tuple[list[
 
     def on_epoch(stats) -> None:
         bar.epoch_done(stats)
-        rows.append({"epoch": stats.epoch, "val_acc": stats.val_acc, "train_seconds": stats.seconds,
-                     "seconds_since_start": time.perf_counter() - began, "images_per_s": stats.images_per_s})
+        rows.append(
+            {
+                "epoch": stats.epoch,
+                "val_acc": stats.val_acc,
+                "train_seconds": stats.seconds,
+                "seconds_since_start": time.perf_counter() - began,
+                "images_per_s": stats.images_per_s,
+            }
+        )
         if stats.val_acc >= target:
             raise _Reached
 
@@ -68,8 +75,9 @@ class Loop:
     setup_s: float
 
 
-def race(config: RunConfig, target: float, data_dir: str | None, loader_workers: int,
-         cap_factor: float, time_left) -> dict:
+def race(
+    config: RunConfig, target: float, data_dir: str | None, loader_workers: int, cap_factor: float, time_left
+) -> dict:
     """bench.train, then the tutorials' loop, each trained until its test accuracy reaches `target`.
 
     The tutorial loop stops at the target, at `config.epochs`, once its training time passes
@@ -81,17 +89,34 @@ def race(config: RunConfig, target: float, data_dir: str | None, loader_workers:
     began = time.perf_counter()
     engine = Engine(config, data_dir)
     synchronize(engine.device)
-    engine_loop = Loop("bench.train", engine.train_epoch, engine.eval_model, engine.optimizer,
-                       lambda: _engine_data_epoch(engine), time.perf_counter() - began)
-    result = {"config": config.to_dict(), "step": engine.step_kind, "target": target,
-              "loader_workers": loader_workers, "cap_factor": cap_factor, "loops": []}
+    engine_loop = Loop(
+        "bench.train",
+        engine.train_epoch,
+        engine.eval_model,
+        engine.optimizer,
+        lambda: _engine_data_epoch(engine),
+        time.perf_counter() - began,
+    )
+    result = {
+        "config": config.to_dict(),
+        "step": engine.step_kind,
+        "target": target,
+        "loader_workers": loader_workers,
+        "cap_factor": cap_factor,
+        "loops": [],
+    }
     first = _run(engine, engine_loop, target, config.epochs, None, time_left)
     result["loops"].append(first)
     began = time.perf_counter()
     tutorial = TutorialLoop(engine, loader_workers)
-    tutorial_loop = Loop("tutorial", lambda epoch, history, on_batch: tutorial.train_epoch(on_batch),
-                         tutorial.model, tutorial.optimizer, lambda: _loader_epoch(tutorial, engine.device),
-                         time.perf_counter() - began)
+    tutorial_loop = Loop(
+        "tutorial",
+        lambda epoch, history, on_batch: tutorial.train_epoch(on_batch),
+        tutorial.model,
+        tutorial.optimizer,
+        lambda: _loader_epoch(tutorial, engine.device),
+        time.perf_counter() - began,
+    )
     cap = cap_factor * (first["seconds_to_target"] or first["train_seconds"])
     result["loops"].append(_run(engine, tutorial_loop, target, config.epochs, cap, time_left))
     engine_s, tutorial_s = (loop["seconds_to_target"] for loop in result["loops"])
@@ -117,11 +142,31 @@ def _run(engine: Engine, loop: Loop, target: float, epochs: int, cap_s: float | 
             test_acc = engine.evaluate("test", loop.model)[1]
             eval_s = time.perf_counter() - began
             lr = float(loop.optimizer.param_groups[0]["lr"])  # a device tensor under the graph step
-            history.append(EpochStats(epoch=epoch, train_loss=loss, train_acc=acc, val_loss=val_loss, val_acc=val_acc,
-                                      lr=lr, seconds=seconds, images_per_s=seen / seconds))
-            rows.append({"epoch": epoch, "train_loss": loss, "train_acc": acc, "val_acc": val_acc,
-                         "test_acc": test_acc, "train_s": seconds, "eval_s": eval_s, "train_seconds_total": train_s,
-                         "images_per_s": seen / seconds})
+            history.append(
+                EpochStats(
+                    epoch=epoch,
+                    train_loss=loss,
+                    train_acc=acc,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    lr=lr,
+                    seconds=seconds,
+                    images_per_s=seen / seconds,
+                )
+            )
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": loss,
+                    "train_acc": acc,
+                    "val_acc": val_acc,
+                    "test_acc": test_acc,
+                    "train_s": seconds,
+                    "eval_s": eval_s,
+                    "train_seconds_total": train_s,
+                    "images_per_s": seen / seconds,
+                }
+            )
             bar.epoch_done(history[-1])
             if test_acc >= target:
                 stop = "target"
@@ -138,14 +183,25 @@ def _run(engine: Engine, loop: Loop, target: float, epochs: int, cap_s: float | 
     data_s = time.perf_counter() - began
     epoch_s = sum(r["train_s"] for r in rows) / len(rows)
     return {
-        "loop": loop.name, "rows": rows, "stopped_by": stop, "epochs": len(rows),
+        "loop": loop.name,
+        "rows": rows,
+        "stopped_by": stop,
+        "epochs": len(rows),
         "seconds_to_target": reached[0]["train_seconds_total"] if reached else None,
-        "wall_seconds_to_target": (loop.setup_s + reached[0]["train_seconds_total"]
-                                   + sum(r["eval_s"] for r in rows[:reached[0]["epoch"]])) if reached else None,
-        "train_seconds": train_s, "best_test_acc": max(r["test_acc"] for r in rows),
-        "breakdown": {"setup_s": loop.setup_s, "epoch_s": epoch_s, "data_alone_epoch_s": data_s,
-                      "step_epoch_s": max(0.0, epoch_s - data_s),
-                      "eval_epoch_s": sum(r["eval_s"] for r in rows) / len(rows)},
+        "wall_seconds_to_target": (
+            loop.setup_s + reached[0]["train_seconds_total"] + sum(r["eval_s"] for r in rows[: reached[0]["epoch"]])
+        )
+        if reached
+        else None,
+        "train_seconds": train_s,
+        "best_test_acc": max(r["test_acc"] for r in rows),
+        "breakdown": {
+            "setup_s": loop.setup_s,
+            "epoch_s": epoch_s,
+            "data_alone_epoch_s": data_s,
+            "step_epoch_s": max(0.0, epoch_s - data_s),
+            "eval_epoch_s": sum(r["eval_s"] for r in rows) / len(rows),
+        },
     }
 
 
@@ -153,8 +209,15 @@ def _engine_data_epoch(engine: Engine) -> None:
     """The Engine's batches of one epoch (crop, flip, normalise on the device), with nothing trained."""
     config = engine.config
     generator = torch.Generator(device=engine.device).manual_seed(config.seed)
-    for x, _ in engine.splits.batches("train", config.batch_size, generator=generator, augment=config.augment,
-                                      shuffle=True, drop_last=True, channels_last=config.channels_last):
+    for x, _ in engine.splits.batches(
+        "train",
+        config.batch_size,
+        generator=generator,
+        augment=config.augment,
+        shuffle=True,
+        drop_last=True,
+        channels_last=config.channels_last,
+    ):
         pass
     synchronize(engine.device)
 

@@ -60,24 +60,60 @@ def tracking_overhead(study_name: str, repeats: int, data_dir: str | None) -> tu
                     store = time.perf_counter() - store_began
                     command = [sys.executable, "-m", "bench.ablation"]
                     began = time.perf_counter()
-                    subprocess.run([*command, "--list"], capture_output=True, check=True,
-                                   env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                       filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))})
+                    subprocess.run(
+                        [*command, "--list"],
+                        capture_output=True,
+                        check=True,
+                        env={
+                            **os.environ,
+                            "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])
+                            ),
+                        },
+                    )
                     start = time.perf_counter() - began
                     began = time.perf_counter()
-                    done = subprocess.run([*command, "--study", study_name, "--budget", "smoke", "--quiet",
-                                           "--tracking-uri", "sqlite:///mlflow.db", "--storage", ".bench/optuna.journal",
-                                           *(["--data-dir", data_dir] if data_dir else [])], capture_output=True,
-                                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                              filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))})
+                    done = subprocess.run(
+                        [
+                            *command,
+                            "--study",
+                            study_name,
+                            "--budget",
+                            "smoke",
+                            "--quiet",
+                            "--tracking-uri",
+                            "sqlite:///mlflow.db",
+                            "--storage",
+                            ".bench/optuna.journal",
+                            *(["--data-dir", data_dir] if data_dir else []),
+                        ],
+                        capture_output=True,
+                        env={
+                            **os.environ,
+                            "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])
+                            ),
+                        },
+                    )
                     tracked = time.perf_counter() - began - start
                     finished = done.returncode == 0
                     bar.advance(task)
                 if not finished:
-                    raise BenchError(f"the tracked smoke run of study {study_name!r} did not finish; run "
-                                     f"python -m bench.ablation --study {study_name} --budget smoke to see why")
-                rows.append({"repeat": repeat, "runs": len(points), "bare_s": bare, "tracked_s": tracked,
-                             "store_creation_s": store, "command_start_s": start, "overhead_per_run_s": (tracked - bare) / len(points)})
+                    raise BenchError(
+                        f"the tracked smoke run of study {study_name!r} did not finish; run "
+                        f"python -m bench.ablation --study {study_name} --budget smoke to see why"
+                    )
+                rows.append(
+                    {
+                        "repeat": repeat,
+                        "runs": len(points),
+                        "bare_s": bare,
+                        "tracked_s": tracked,
+                        "store_creation_s": store,
+                        "command_start_s": start,
+                        "overhead_per_run_s": (tracked - bare) / len(points),
+                    }
+                )
     summary = {
         "study": study_name,
         "budget": "smoke",

@@ -29,5 +29,22 @@ from bench.data.splits import CROP_PAD, PARTS, Splits, channel_stats, crop_flip,
 from bench.data.stream import StreamSplits
 from bench.data.synthetic import make_synthetic
 
-__all__ = ["CROP_PAD", "DATASETS", "FASHION_CLASSES", "IDX_FILES", "MNIST_CLASSES", "PARTS", "RunData", "Splits", "StreamSplits",
-           "cache_root", "channel_stats", "crop_flip", "decode_image", "fit_size", "load", "make_synthetic", "open_run"]
+__all__ = [
+    "CROP_PAD",
+    "DATASETS",
+    "FASHION_CLASSES",
+    "IDX_FILES",
+    "MNIST_CLASSES",
+    "PARTS",
+    "RunData",
+    "Splits",
+    "StreamSplits",
+    "cache_root",
+    "channel_stats",
+    "crop_flip",
+    "decode_image",
+    "fit_size",
+    "load",
+    "make_synthetic",
+    "open_run",
+]

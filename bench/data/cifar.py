@@ -17,11 +17,24 @@ from bench.errors import BenchError, one_line
 
 NATIVE_SIZE = 32
 SPECS = {
-    "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
-                    test=["test_batch"], meta="batches.meta", names=b"label_names", labels=b"labels",
-                    tv="CIFAR10"),
-    "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                     names=b"fine_label_names", labels=b"fine_labels", tv="CIFAR100"),
+    "cifar10": dict(
+        folder="cifar-10-batches-py",
+        train=[f"data_batch_{i}" for i in range(1, 6)],
+        test=["test_batch"],
+        meta="batches.meta",
+        names=b"label_names",
+        labels=b"labels",
+        tv="CIFAR10",
+    ),
+    "cifar100": dict(
+        folder="cifar-100-python",
+        train=["train"],
+        test=["test"],
+        meta="meta",
+        names=b"fine_label_names",
+        labels=b"fine_labels",
+        tv="CIFAR100",
+    ),
 }
 
 # What numpy needs to rebuild an array (numpy 1 and 2 spell the module differently), and the codec
@@ -29,8 +42,11 @@ SPECS = {
 _SAFE_GLOBALS = {
     (module, name)
     for core in ("numpy.core", "numpy._core")
-    for module, name in ((f"{core}.multiarray", "_reconstruct"), (f"{core}.multiarray", "scalar"),
-                         (f"{core}.numeric", "_frombuffer"))
+    for module, name in (
+        (f"{core}.multiarray", "_reconstruct"),
+        (f"{core}.multiarray", "scalar"),
+        (f"{core}.numeric", "_frombuffer"),
+    )
 } | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
@@ -58,20 +74,31 @@ def load(name: str, data_dir):
     spec = SPECS[name]
     roots, dest = files.search_roots(name, data_dir)
     needed = spec["train"] + spec["test"] + [spec["meta"]]
-    folder = next((cand for root in roots for cand in (root / spec["folder"], root / name / spec["folder"])
-                   if all((cand / f).is_file() for f in needed)), None)
+    folder = next(
+        (
+            cand
+            for root in roots
+            for cand in (root / spec["folder"], root / name / spec["folder"])
+            if all((cand / f).is_file() for f in needed)
+        ),
+        None,
+    )
     if folder is None:
+
         def fetch(tmp: Path) -> list[Path]:
             import torchvision.datasets as tvd
+
             getattr(tvd, spec["tv"])(root=str(tmp), train=True, download=True)
             return [tmp / spec["folder"]]
+
         try:
             folder = files.download(name, dest, fetch) / spec["folder"]
         except files.DownloadFailed as exc:
             where = ", ".join(str(r) for r in roots)
             raise BenchError(
                 f"{name} not found in {where} and download failed ({exc}; offline?): put the extracted "
-                f"`{spec['folder']}` folder in --data-dir (or $BENCH_DATA), e.g. {dest / spec['folder']}") from None
+                f"`{spec['folder']}` folder in --data-dir (or $BENCH_DATA), e.g. {dest / spec['folder']}"
+            ) from None
     meta = unpickle(folder / spec["meta"])
     try:
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[spec["names"]]]

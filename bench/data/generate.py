@@ -45,13 +45,20 @@ def _write_one(args) -> None:
     h = int(height * rng.uniform(0.8, 1.0))
     side = max(8, int(CANVAS * rng.uniform(0.5, 1.0)))
     top, left = rng.integers(0, CANVAS - side + 1, 2)
-    view = Image.fromarray(pattern[top:top + side, left:left + side]).resize((w, h), Image.Resampling.BILINEAR)
+    view = Image.fromarray(pattern[top : top + side, left : left + side]).resize((w, h), Image.Resampling.BILINEAR)
     arr = np.asarray(view, dtype=np.float32) + rng.normal(0, 12, (h, w, 3))
     Image.fromarray(np.clip(arr, 0, 255).round().astype(np.uint8)).save(path, "JPEG", quality=quality)
 
 
-def make_tree(root: str | Path, *, images: int = 2000, classes: int = 10, size: tuple[int, int] = (400, 350),
-              quality: int = 90, workers: int | None = None) -> Path:
+def make_tree(
+    root: str | Path,
+    *,
+    images: int = 2000,
+    classes: int = 10,
+    size: tuple[int, int] = (400, 350),
+    quality: int = 90,
+    workers: int | None = None,
+) -> Path:
     """Write root/train/<class>/*.jpg and root/val/<class>/*.jpg; returns root. Existing files are kept."""
     if classes < 2 or images < 2 * classes:
         raise BenchError(f"a tree needs >= 2 classes and >= 2 images a class, got {classes} classes, {images} images")
@@ -94,8 +101,12 @@ def options(arg: str) -> dict:
         opts[key.strip()] = value.strip()
     try:
         w, h = (int(v) for v in str(opts["size"]).lower().split("x"))
-        parsed = {"images": int(opts["images"]), "classes": int(opts["classes"]), "size": (w, h),
-                  "quality": int(opts["quality"])}
+        parsed = {
+            "images": int(opts["images"]),
+            "classes": int(opts["classes"]),
+            "size": (w, h),
+            "quality": int(opts["quality"]),
+        }
     except ValueError:
         raise BenchError(f"synthetic-images options are whole numbers and size=WIDTHxHEIGHT, got {arg!r}") from None
     return parsed

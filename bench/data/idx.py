@@ -12,8 +12,18 @@ import torch
 from bench.data import files
 from bench.errors import BenchError, one_line
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 MNIST_CLASSES = [str(i) for i in range(10)]
 CLASSES = {"fashion-mnist": FASHION_CLASSES, "mnist": MNIST_CLASSES}
 NATIVE_SIZE = 28
@@ -32,11 +42,14 @@ def load(name: str, data_dir):
     roots, dest = files.search_roots(name, data_dir)
     found = next((f for root in roots for folder in _candidates(root, name) if (f := _find(folder))), None)
     if found is None:
+
         def fetch(tmp: Path) -> list[Path]:
             import torchvision.datasets as tvd
+
             getattr(tvd, _TORCHVISION[name])(root=str(tmp), train=True, download=True)
             raw = tmp / _TORCHVISION[name] / "raw"
             return [raw / f"{stem}.gz" for stem in IDX_FILES.values()]
+
         try:
             folder = files.download(name, dest, fetch)
         except files.DownloadFailed as exc:
@@ -44,7 +57,8 @@ def load(name: str, data_dir):
             hint = "`apt-get install dataset-fashion-mnist`, or put " if name == "fashion-mnist" else "put "
             raise BenchError(
                 f"{name} not found in {where} and download failed ({exc}; offline?): {hint}"
-                f"{', '.join(s + '.gz' for s in IDX_FILES.values())} in --data-dir (or $BENCH_DATA)") from None
+                f"{', '.join(s + '.gz' for s in IDX_FILES.values())} in --data-dir (or $BENCH_DATA)"
+            ) from None
         found = _find(folder)
         if found is None:
             raise BenchError(f"{name}: download into {folder} did not produce the IDX files; delete {folder} and retry")
@@ -54,13 +68,21 @@ def load(name: str, data_dir):
     test_labels = _read(found["test_y"], 1)
     for x, y, kind in ((images, labels, "train"), (test_images, test_labels, "t10k")):
         if len(x) != len(y):
-            raise BenchError(f"{name}: {kind} images ({len(x)}) and labels ({len(y)}) differ in count in "
-                             f"{found['train_x'].parent}; replace the files")
+            raise BenchError(
+                f"{name}: {kind} images ({len(x)}) and labels ({len(y)}) differ in count in "
+                f"{found['train_x'].parent}; replace the files"
+            )
         if len(y) and int(y.max()) > 9:
-            raise BenchError(f"{name}: labels above 9 in {found[kind.replace('t10k', 'test') + '_y']}; "
-                             "replace the file")
-    return images.unsqueeze(1), labels.long(), test_images.unsqueeze(1), test_labels.long(), \
-        str(found["train_x"].parent)
+            raise BenchError(
+                f"{name}: labels above 9 in {found[kind.replace('t10k', 'test') + '_y']}; replace the file"
+            )
+    return (
+        images.unsqueeze(1),
+        labels.long(),
+        test_images.unsqueeze(1),
+        test_labels.long(),
+        str(found["train_x"].parent),
+    )
 
 
 def _find(folder: Path) -> dict[str, Path] | None:
@@ -98,6 +120,7 @@ def _read(path: Path, ndim: int) -> torch.Tensor:
     dims = struct.unpack(f">{nd}I", bytes(data[4:head]))
     count = math.prod(dims)
     if len(data) != head + count:
-        raise BenchError(f"{path} holds {len(data) - head} bytes of data, expected {count} for shape {dims}; "
-                         "replace it")
+        raise BenchError(
+            f"{path} holds {len(data) - head} bytes of data, expected {count} for shape {dims}; replace it"
+        )
     return torch.frombuffer(data, dtype=torch.uint8, offset=head, count=count).view(*dims)

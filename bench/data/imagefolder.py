@@ -39,12 +39,15 @@ def load(path: str, image_size: int):
             part_files = found.files(part)
             x = torch.empty((len(part_files), channels, image_size, image_size), dtype=torch.uint8)
             y = torch.tensor([k for _, k in part_files], dtype=torch.int64)
-            for i, img in enumerate(pool.map(lambda item: images.decode_image(item[0], mode, image_size),
-                                             part_files)):
+            for i, img in enumerate(pool.map(lambda item: images.decode_image(item[0], mode, image_size), part_files)):
                 x[i] = img
             groups[part] = (x, y)
-    obj = {"format": CACHE_FORMAT, "classes": found.classes, "mode": mode,
-           "groups": {g: {"x": x, "y": y} for g, (x, y) in groups.items()}}
+    obj = {
+        "format": CACHE_FORMAT,
+        "classes": found.classes,
+        "mode": mode,
+        "groups": {g: {"x": x, "y": y} for g, (x, y) in groups.items()},
+    }
     files.write_atomically(cache_file, lambda fh: torch.save(obj, fh))
     info.update(cache="miss", mode=mode)
     return groups, found.classes, info

@@ -82,8 +82,9 @@ def header(path: Path) -> tuple[str, int, int]:
             with Image.open(path) as img:
                 return img.mode, img.size[0], img.size[1]
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BenchError(f"cannot read image {path}: a decompression bomb ({one_line(exc)}); remove or "
-                         "replace the file") from None
+        raise BenchError(
+            f"cannot read image {path}: a decompression bomb ({one_line(exc)}); remove or replace the file"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise BenchError(f"cannot read image {path}: {one_line(exc)}; remove or replace the file") from None
 

@@ -9,8 +9,17 @@ import torch
 from bench.data import cifar, idx, imagefolder, synthetic
 from bench.ranges import IMAGE_SIZE
 from bench.data import stream, tree, views
-from bench.data.splits import (Splits, channel_stats, check_subset, fit_size, folder_sources, ordered, split,
-                                 split_hash, to_device)
+from bench.data.splits import (
+    Splits,
+    channel_stats,
+    check_subset,
+    fit_size,
+    folder_sources,
+    ordered,
+    split,
+    split_hash,
+    to_device,
+)
 from bench.device import resolve_device
 from bench.errors import BenchError, choices
 
@@ -21,8 +30,9 @@ def check_common(name, image_size, subset, split_seed, val_fraction) -> float:
     """Validate the arguments every source shares; returns val_fraction as a float."""
     if not isinstance(name, str) or not name:
         choices("dataset", name, DATASETS)
-    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)
-                                   or not IMAGE_SIZE.holds(image_size)):
+    if image_size is not None and (
+        not isinstance(image_size, int) or isinstance(image_size, bool) or not IMAGE_SIZE.holds(image_size)
+    ):
         raise BenchError(f"image size must be an integer in {IMAGE_SIZE}, got {image_size!r}")
     if subset is not None and (not isinstance(subset, int) or isinstance(subset, bool)):
         raise BenchError(f"subset must be an integer number of images, got {subset!r}")
@@ -37,9 +47,16 @@ def check_common(name, image_size, subset, split_seed, val_fraction) -> float:
     return val_fraction
 
 
-def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
-         subset: int | None = None, val_fraction: float = 0.1, split_seed: int = 0,
-         device: str | torch.device = "cpu") -> Splits:
+def load(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    subset: int | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Splits:
     """Load a dataset as uint8 tensors on `device`, split into train / val / test (see the package doc)."""
     val_fraction = check_common(name, image_size, subset, split_seed, val_fraction)
     dev = resolve_device(device)
@@ -47,7 +64,8 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: in
     base = base.strip().lower()
     info: dict = {"dataset": f"{base}:{arg}" if arg else base}
     pool_x, pool_y, test_x, test_y, classes, source, fixed_val, test_fraction = _read(
-        base, arg, name, data_dir, image_size, info)
+        base, arg, name, data_dir, image_size, info
+    )
 
     pool_size = len(pool_y)
     check_subset(subset, pool_size, len(classes), name)
@@ -61,21 +79,25 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: in
     del pool_x, pool_y
 
     mean, std = channel_stats(train_x)
-    info.update({
-        "source": str(source),
-        "split_seed": split_seed,
-        "subset": subset,
-        "val_fraction": vf_used if fixed_val is None else None,
-        "test_fraction": test_fraction if test_fraction else None,
-        "pool_size": pool_size,
-        "n_train": len(train_y), "n_val": len(val_y), "n_test": len(test_y),
-        "image_size": int(train_x.shape[-1]),
-        "in_channels": int(train_x.shape[1]),
-        "num_classes": len(classes),
-        "split_hash": split_hash(train_idx, val_idx, test_idx),
-        "mean": [round(m, 6) for m in mean],
-        "std": [round(s, 6) for s in std],
-    })
+    info.update(
+        {
+            "source": str(source),
+            "split_seed": split_seed,
+            "subset": subset,
+            "val_fraction": vf_used if fixed_val is None else None,
+            "test_fraction": test_fraction if test_fraction else None,
+            "pool_size": pool_size,
+            "n_train": len(train_y),
+            "n_val": len(val_y),
+            "n_test": len(test_y),
+            "image_size": int(train_x.shape[-1]),
+            "in_channels": int(train_x.shape[1]),
+            "num_classes": len(classes),
+            "split_hash": split_hash(train_idx, val_idx, test_idx),
+            "mean": [round(m, 6) for m in mean],
+            "std": [round(s, 6) for s in std],
+        }
+    )
     info = ordered(info)
 
     tensors = [train_x, train_y.long(), val_x, val_y.long(), test_x, test_y.long()]
@@ -84,8 +106,15 @@ def load(name: str, *, data_dir: str | os.PathLike | None = None, image_size: in
         if id(t) not in moved:
             moved[id(t)] = to_device(t.contiguous(), dev)
     tensors = [moved[id(t)] for t in tensors]
-    return Splits(*tensors, classes=list(classes), mean=mean, std=std, info=info,
-                  train_index=train_idx, val_index=val_idx if fixed_val is None else None)
+    return Splits(
+        *tensors,
+        classes=list(classes),
+        mean=mean,
+        std=std,
+        info=info,
+        train_index=train_idx,
+        val_index=val_idx if fixed_val is None else None,
+    )
 
 
 def _read(base: str, arg: str, name: str, data_dir, image_size: int | None, info: dict):
@@ -131,8 +160,10 @@ def open_run(config, *, data_dir=None, device: str | torch.device = "cpu"):
     dev = resolve_device(device)
     run_device = resolve_device(config.device)
     if config.data_holder == "stream-gpu" and run_device.type != "cuda":
-        raise BenchError(f"data_holder 'stream-gpu' decodes JPEGs on a CUDA device, and this run's device is "
-                         f"{run_device}: use --data-holder stream (decoded in the workers)")
+        raise BenchError(
+            f"data_holder 'stream-gpu' decodes JPEGs on a CUDA device, and this run's device is "
+            f"{run_device}: use --data-holder stream (decoded in the workers)"
+        )
     kind, _, path = config.dataset.partition(":")
     if kind == "synthetic-images":
         from bench.data import generate
@@ -140,18 +171,40 @@ def open_run(config, *, data_dir=None, device: str | torch.device = "cpu"):
         kind, path = "imagefolder", str(generate.cached_tree(path))
     crop = config.image_size or 224
     if kind != "imagefolder":
-        return load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
-                    val_fraction=config.val_fraction, split_seed=config.split_seed, device=dev)
+        return load(
+            config.dataset,
+            data_dir=data_dir,
+            image_size=config.image_size,
+            subset=config.subset,
+            val_fraction=config.val_fraction,
+            split_seed=config.split_seed,
+            device=dev,
+        )
     if config.train_scale is None and not config.data_holder.startswith("stream"):
         # Today's path (decoded once at the crop size, pad-4 crops) unless it would not fit.
         fits = len(tree.scan(path).all_files()) * 3 * crop * crop <= stream.MEMORY_FRACTION * stream.physical_memory()
         if config.data_holder == "memory" or fits:
-            return load(config.dataset, data_dir=data_dir, image_size=config.image_size, subset=config.subset,
-                        val_fraction=config.val_fraction, split_seed=config.split_seed, device=dev)
+            return load(
+                config.dataset,
+                data_dir=data_dir,
+                image_size=config.image_size,
+                subset=config.subset,
+                val_fraction=config.val_fraction,
+                split_seed=config.split_seed,
+                device=dev,
+            )
     train = config.scale_range or (views.PAPER_CROP, views.PAPER_CROP)
     test = config.test_scale_list or (views.PAPER_CROP,)
-    splits = stream.open_folder(path, crop=crop, scales=stream.Scales.at_crop(crop, train, test),
-                                holder=config.data_holder, workers=config.loader_workers, subset=config.subset,
-                                val_fraction=config.val_fraction, split_seed=config.split_seed, device=dev)
+    splits = stream.open_folder(
+        path,
+        crop=crop,
+        scales=stream.Scales.at_crop(crop, train, test),
+        holder=config.data_holder,
+        workers=config.loader_workers,
+        subset=config.subset,
+        val_fraction=config.val_fraction,
+        split_seed=config.split_seed,
+        device=dev,
+    )
     splits.info["dataset"] = config.dataset
     return splits

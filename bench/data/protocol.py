@@ -40,7 +40,16 @@ class RunData(Protocol):
 
     def num_batches(self, part: str, batch_size: int, drop_last: bool = False) -> int: ...
 
-    def batches(self, part: str, batch_size: int, *, generator: torch.Generator | None = None,
-                augment: bool = False, shuffle: bool = False, drop_last: bool = False,
-                channels_last: bool = False, start_batch: int = 0, shard: tuple[int, int] = (0, 1),
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def batches(
+        self,
+        part: str,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        augment: bool = False,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        channels_last: bool = False,
+        start_batch: int = 0,
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...

@@ -25,6 +25,7 @@ from bench.errors import BenchError, choices
 PARTS = ("train", "val", "test")
 CROP_PAD = 4
 
+
 @dataclass(repr=False)
 class Splits:
     train_x: torch.Tensor  # uint8 [N, C, H, W] on the device
@@ -64,9 +65,11 @@ class Splits:
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"Splits({i.get('dataset')!r}, train={i.get('n_train')}, val={i.get('n_val')}, "
-                f"test={i.get('n_test')}, shape={tuple(self.train_x.shape[1:])}, "
-                f"classes={self.num_classes}, device={self.device})")
+        return (
+            f"Splits({i.get('dataset')!r}, train={i.get('n_train')}, val={i.get('n_val')}, "
+            f"test={i.get('n_test')}, shape={tuple(self.train_x.shape[1:])}, "
+            f"classes={self.num_classes}, device={self.device})"
+        )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -89,10 +92,19 @@ class Splits:
         n = len(self.part(part)[1])
         return n // batch_size if drop_last else -(-n // batch_size)
 
-    def batches(self, part: str, batch_size: int, *, generator: torch.Generator | None = None,
-                augment: bool = False, shuffle: bool = False, drop_last: bool = False,
-                channels_last: bool = False, start_batch: int = 0, shard: tuple[int, int] = (0, 1),
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self,
+        part: str,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        augment: bool = False,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        channels_last: bool = False,
+        start_batch: int = 0,
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (float32 normalised images [B, C, H, W], int64 labels [B]) on the data's device.
 
         `shard` = (rank, world): yield only that rank's rows of each batch (see `share`).
@@ -140,7 +152,9 @@ class Normaliser:
     def __init__(self, mean, std, device: torch.device, channels_last: bool = False):
         c = len(mean)
         self.scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=device).view(1, c, 1, 1)
-        self.shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32, device=device).view(1, c, 1, 1)
+        self.shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32, device=device).view(
+            1, c, 1, 1
+        )
         self.channels_last = channels_last
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +189,7 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: 
         return x.clone()
     hp, wp = h + 2 * pad, w + 2 * pad
     padded = x.new_zeros((b, c, hp, wp))
-    padded[:, :, pad:pad + h, pad:pad + w] = x
+    padded[:, :, pad : pad + h, pad : pad + w] = x
     ar_h = torch.arange(h, device=x.device)
     ar_w = torch.arange(w, device=x.device)
     cols = torch.where(flips[:, None], w - 1 - ar_w, ar_w) + offsets[:, 1:2]  # [B, W]
@@ -184,8 +198,7 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: 
     return padded.view(b, c, hp * wp).gather(2, flat).view(b, c, h, w)
 
 
-INFO_FIRST = ("dataset", "source", "split_seed", "subset", "val_fraction", "n_train", "n_val", "n_test",
-               "image_size")
+INFO_FIRST = ("dataset", "source", "split_seed", "subset", "val_fraction", "n_train", "n_val", "n_test", "image_size")
 
 
 def to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -205,11 +218,14 @@ def split(pool: int, subset: int | None, val_fraction: float, test_fraction: flo
     n_test = max(1, math.floor(n * test_fraction)) if test_fraction > 0 else 0
     n_val = max(1, math.floor(n * val_fraction)) if val_fraction > 0 else 0
     if n - n_val - n_test < 1:
-        raise BenchError(f"{name}: {n} images leave nothing to train on after taking {n_val} for validation"
-                         + (f" and {n_test} for test" if n_test else "") + "; lower val_fraction or raise subset")
+        raise BenchError(
+            f"{name}: {n} images leave nothing to train on after taking {n_val} for validation"
+            + (f" and {n_test} for test" if n_test else "")
+            + "; lower val_fraction or raise subset"
+        )
     test_idx = perm[:n_test] if n_test else None
-    val_idx = perm[n_test:n_test + n_val]
-    train_idx = perm[n_test + n_val:]
+    val_idx = perm[n_test : n_test + n_val]
+    train_idx = perm[n_test + n_val :]
     return train_idx, val_idx, test_idx
 
 
@@ -234,7 +250,7 @@ def channel_histogram(x: torch.Tensor) -> torch.Tensor:
     c = x.shape[1]
     counts = torch.zeros(c, 256, dtype=torch.float64)
     for lo in range(0, len(x), 8192):
-        chunk = x[lo:lo + 8192]
+        chunk = x[lo : lo + 8192]
         for ch in range(c):
             counts[ch] += torch.bincount(chunk[:, ch].reshape(-1), minlength=256).double().cpu()
     return counts
@@ -258,16 +274,16 @@ def fit_size(train_x, test_x, native: int, image_size: int | None):
         return F.pad(train_x, pad), F.pad(test_x, pad), "zero-pad 28->32"
     if image_size is None or image_size == native:
         return train_x, test_x, None
-    return (_resize(train_x, image_size), _resize(test_x, image_size),
-            f"bilinear antialias {native}->{image_size}")
+    return (_resize(train_x, image_size), _resize(test_x, image_size), f"bilinear antialias {native}->{image_size}")
 
 
 def _resize(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
     out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
     for lo in range(0, len(x), chunk):
-        part = F.interpolate(x[lo:lo + chunk].float(), size=(size, size), mode="bilinear",
-                             align_corners=False, antialias=True)
-        out[lo:lo + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+        part = F.interpolate(
+            x[lo : lo + chunk].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        out[lo : lo + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
@@ -289,12 +305,16 @@ def check_subset(subset: int | None, pool_size: int, num_classes: int, name: str
     if subset < 2 * num_classes:
         raise BenchError(f"subset {subset} is too small for {num_classes} classes: use at least {2 * num_classes}")
     if subset > pool_size:
-        raise BenchError(f"subset {subset} is larger than the {pool_size} training images of {name}: "
-                         f"use at most {pool_size}, or no subset")
+        raise BenchError(
+            f"subset {subset} is larger than the {pool_size} training images of {name}: "
+            f"use at most {pool_size}, or no subset"
+        )
 
 
 def ordered(info: dict) -> dict:
     """The info dict with the keys a person looks for first."""
+
     def key(k: str) -> tuple[int, str]:
         return (INFO_FIRST.index(k), "") if k in INFO_FIRST else (len(INFO_FIRST), k)
+
     return {k: info[k] for k in sorted(info, key=key)}

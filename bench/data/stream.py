@@ -36,8 +36,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from bench.data import images, tree, views
-from bench.data.splits import (Normaliser, channel_histogram, check_batch_size, check_subset, folder_sources, ordered, share,
-                               split, split_hash, stats_of_histogram)
+from bench.data.splits import (
+    Normaliser,
+    channel_histogram,
+    check_batch_size,
+    check_subset,
+    folder_sources,
+    ordered,
+    share,
+    split,
+    split_hash,
+    stats_of_histogram,
+)
 from bench.errors import BenchError, choices
 
 HOLDERS = ("auto", "memory", "stream", "stream-gpu")
@@ -83,8 +93,11 @@ class _Views(Dataset):
         try:
             if self.raw:
                 return images.file_bytes(path)
-            image = self.part.held[i] if self.part.held is not None else images.decode_bytes(
-                images.file_bytes(path), self.mode, path)
+            image = (
+                self.part.held[i]
+                if self.part.held is not None
+                else images.decode_bytes(images.file_bytes(path), self.mode, path)
+            )
             return views.train_view(image, s, uy, ux, flip, self.crop)
         except BenchError as exc:  # carried to the main process as one line, not a worker traceback
             return _Failure(str(exc))
@@ -156,8 +169,10 @@ class StreamSplits:
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"StreamSplits({i.get('dataset')!r}, holder={i.get('holder')}, train={i.get('n_train')}, "
-                f"val={i.get('n_val')}, test={i.get('n_test')}, crop={self.image_size}, device={self.device})")
+        return (
+            f"StreamSplits({i.get('dataset')!r}, holder={i.get('holder')}, train={i.get('n_train')}, "
+            f"val={i.get('n_val')}, test={i.get('n_test')}, crop={self.image_size}, device={self.device})"
+        )
 
     def labels(self, part: str) -> torch.Tensor:
         return self._part(part).labels.to(self.device)
@@ -166,8 +181,9 @@ class StreamSplits:
         """The centre views (uint8, CPU) of the first `count` test images, at the first test scale."""
         data = self.parts["test"]
         dataset = _Views(data, self.mode, self.scales.crop, raw=False)
-        return torch.stack([dataset[(i, self.scales.test[0], 0.5, 0.5, False)]
-                            for i in range(min(count, len(data.files)))])
+        return torch.stack(
+            [dataset[(i, self.scales.test[0], 0.5, 0.5, False)] for i in range(min(count, len(data.files)))]
+        )
 
     def _part(self, part: str) -> Part:
         if part not in self.parts:
@@ -179,10 +195,20 @@ class StreamSplits:
         n = len(self._part(part).files)
         return n // batch_size if drop_last else -(-n // batch_size)
 
-    def batches(self, part: str, batch_size: int, *, generator: torch.Generator | None = None,
-                augment: bool = False, shuffle: bool = False, drop_last: bool = False,
-                channels_last: bool = False, start_batch: int = 0, scale: int | None = None,
-                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self,
+        part: str,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        augment: bool = False,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        channels_last: bool = False,
+        start_batch: int = 0,
+        scale: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (float32 normalised views [B, C, crop, crop], int64 labels [B]) on the data's device.
 
         Training views when `augment` (S from the training range, random crop and flip), else centre views
@@ -204,18 +230,27 @@ class StreamSplits:
             flips = torch.randint(0, 2, (n,), generator=generator, device=gdev).cpu()
         else:
             q = scale or self.scales.test[0]
-            s, u, flips = torch.full((n,), q), torch.full((n, 2), 0.5, dtype=torch.float64), torch.zeros(n, dtype=torch.long)
-        items = [(int(i), int(si), float(uy), float(ux), bool(f))
-                 for i, si, (uy, ux), f in zip(order.tolist(), s.tolist(), u.tolist(), flips.tolist())]
+            s, u, flips = (
+                torch.full((n,), q),
+                torch.full((n, 2), 0.5, dtype=torch.float64),
+                torch.zeros(n, dtype=torch.long),
+            )
+        items = [
+            (int(i), int(si), float(uy), float(ux), bool(f))
+            for i, si, (uy, ux), f in zip(order.tolist(), s.tolist(), u.tolist(), flips.tolist())
+        ]
         stop = n - n % batch_size if drop_last else n
-        plan = [items[slice(*share(lo, min(lo + batch_size, n), shard))]
-                for lo in range(start_batch * batch_size, stop, batch_size)]
+        plan = [
+            items[slice(*share(lo, min(lo + batch_size, n), shard))]
+            for lo in range(start_batch * batch_size, stop, batch_size)
+        ]
         plan = [rows for rows in plan if rows]  # a last batch with fewer rows than ranks leaves some none
         if not plan:
             return
         on_device = self.batch_decode and data.held is None
-        loader = self._loader(f"{part}/{'raw' if on_device else 'views'}",
-                              _Views(data, self.mode, self.scales.crop, raw=on_device), plan)
+        loader = self._loader(
+            f"{part}/{'raw' if on_device else 'views'}", _Views(data, self.mode, self.scales.crop, raw=on_device), plan
+        )
         normalise = Normaliser(self.mean, self.std, self.device, channels_last)
         for batch, got in zip(plan, loader):
             if isinstance(got, _Failure):
@@ -230,16 +265,23 @@ class StreamSplits:
         hands it that pass's plan."""
         loaders = self.__dict__.setdefault("_loaders", {})
         if key not in loaders:
-            loaders[key] = DataLoader(dataset, batch_sampler=_Plan(), num_workers=self.workers, collate_fn=_collate,
-                                      pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
-                                      prefetch_factor=PREFETCH if self.workers else None)
+            loaders[key] = DataLoader(
+                dataset,
+                batch_sampler=_Plan(),
+                num_workers=self.workers,
+                collate_fn=_collate,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
+                prefetch_factor=PREFETCH if self.workers else None,
+            )
         loaders[key].batch_sampler.batches = plan
         return loaders[key]
 
     def _views_on_device(self, raws: list[torch.Tensor], batch, data: Part) -> torch.Tensor:
         decoded = views.decode_on(self.device, raws, [data.files[b[0]] for b in batch], self.mode)
-        return torch.stack([views.train_view(img, s, uy, ux, f, self.scales.crop)
-                            for img, (_, s, uy, ux, f) in zip(decoded, batch)])
+        return torch.stack(
+            [views.train_view(img, s, uy, ux, f, self.scales.crop) for img, (_, s, uy, ux, f) in zip(decoded, batch)]
+        )
 
     def images(self, part: str, shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, int]]:
         """Each image of a part whole, decoded (uint8 [C, H, W] on the device), with its label: for dense
@@ -264,8 +306,11 @@ class _Whole(_Views):
         i = item[0]
         path = self.part.files[i]
         try:
-            return self.part.held[i] if self.part.held is not None else images.decode_bytes(
-                images.file_bytes(path), self.mode, path)
+            return (
+                self.part.held[i]
+                if self.part.held is not None
+                else images.decode_bytes(images.file_bytes(path), self.mode, path)
+            )
         except BenchError as exc:
             return _Failure(str(exc))
 
@@ -277,9 +322,18 @@ def physical_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def open_folder(path: str, *, crop: int, scales: Scales, holder: str = "auto", workers: int = 2,
-                subset: int | None = None, val_fraction: float = 0.1, split_seed: int = 0,
-                device: torch.device = torch.device("cpu")) -> StreamSplits:
+def open_folder(
+    path: str,
+    *,
+    crop: int,
+    scales: Scales,
+    holder: str = "auto",
+    workers: int = 2,
+    subset: int | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    device: torch.device = torch.device("cpu"),
+) -> StreamSplits:
     """Scan, check and split an image folder; hold it decoded in memory or stream it (see the module doc)."""
     if holder not in HOLDERS:
         choices("data holder", holder, HOLDERS)
@@ -295,17 +349,26 @@ def open_folder(path: str, *, crop: int, scales: Scales, holder: str = "auto", w
     budget = int(MEMORY_FRACTION * physical_memory())
     chosen = holder if holder != "auto" else ("memory" if decoded_bytes <= budget else "stream")
 
-    info: dict = {"dataset": f"imagefolder:{path}", "source": str(found.root), "layout": found.layout,
-                  "holder": chosen, "holder_asked": holder, "decoded_bytes": decoded_bytes,
-                  "memory_budget_bytes": budget, "mode": mode, "n_files": len(every),
-                  "train_scale_px": list(scales.train), "test_scales_px": list(scales.test), "crop": crop}
+    info: dict = {
+        "dataset": f"imagefolder:{path}",
+        "source": str(found.root),
+        "layout": found.layout,
+        "holder": chosen,
+        "holder_asked": holder,
+        "decoded_bytes": decoded_bytes,
+        "memory_budget_bytes": budget,
+        "mode": mode,
+        "n_files": len(every),
+        "train_scale_px": list(scales.train),
+        "test_scales_px": list(scales.test),
+        "crop": crop,
+    }
     pool_files = found.files("train")
     has_val, has_test = "val" in found.parts, "test" in found.parts
     test_fraction = folder_sources(info, has_val, has_test)
     check_subset(subset, len(pool_files), len(found.classes), info["dataset"])
     vf_used = 0.0 if has_val else val_fraction
-    train_idx, val_idx, test_idx = split(len(pool_files), subset, vf_used, test_fraction, split_seed,
-                                         info["dataset"])
+    train_idx, val_idx, test_idx = split(len(pool_files), subset, vf_used, test_fraction, split_seed, info["dataset"])
 
     def part(entries) -> Part:
         return Part([str(f) for f, _ in entries], torch.tensor([k for _, k in entries], dtype=torch.int64))
@@ -321,17 +384,40 @@ def open_folder(path: str, *, crop: int, scales: Scales, holder: str = "auto", w
     if chosen == "memory":
         _hold(parts, mode)
 
-    splits = StreamSplits(parts, list(found.classes), mode, scales, (0.0,) * channels, (1.0,) * channels,
-                          info, device, workers, batch_decode=chosen == "stream-gpu" and device.type == "cuda",
-                          train_index=train_idx, val_index=None if has_val else val_idx)
+    splits = StreamSplits(
+        parts,
+        list(found.classes),
+        mode,
+        scales,
+        (0.0,) * channels,
+        (1.0,) * channels,
+        info,
+        device,
+        workers,
+        batch_decode=chosen == "stream-gpu" and device.type == "cuda",
+        train_index=train_idx,
+        val_index=None if has_val else val_idx,
+    )
     splits.mean, splits.std = _stats(splits)
-    info.update({"split_seed": split_seed, "subset": subset, "val_fraction": None if has_val else vf_used,
-                 "test_fraction": test_fraction or None, "pool_size": len(pool_files),
-                 "n_train": len(parts["train"].files), "n_val": len(parts["val"].files),
-                 "n_test": len(parts["test"].files), "image_size": crop, "in_channels": channels,
-                 "num_classes": len(found.classes), "split_hash": split_hash(train_idx, val_idx, test_idx),
-                 "mean": [round(m, 6) for m in splits.mean], "std": [round(s, 6) for s in splits.std],
-                 "stats_sample": min(STATS_SAMPLE, len(parts["train"].files))})
+    info.update(
+        {
+            "split_seed": split_seed,
+            "subset": subset,
+            "val_fraction": None if has_val else vf_used,
+            "test_fraction": test_fraction or None,
+            "pool_size": len(pool_files),
+            "n_train": len(parts["train"].files),
+            "n_val": len(parts["val"].files),
+            "n_test": len(parts["test"].files),
+            "image_size": crop,
+            "in_channels": channels,
+            "num_classes": len(found.classes),
+            "split_hash": split_hash(train_idx, val_idx, test_idx),
+            "mean": [round(m, 6) for m in splits.mean],
+            "std": [round(s, 6) for s in splits.std],
+            "stats_sample": min(STATS_SAMPLE, len(parts["train"].files)),
+        }
+    )
     splits.info = ordered(info)
     return splits
 
@@ -348,14 +434,28 @@ def _stats(splits: StreamSplits) -> tuple[tuple[float, ...], tuple[float, ...]]:
     train = splits.parts["train"]
     n = min(STATS_SAMPLE, len(train.files))
     pick = torch.randperm(len(train.files), generator=torch.Generator().manual_seed(0))[:n]
-    sample = Part([train.files[i] for i in pick.tolist()], train.labels[pick],
-                  None if train.held is None else [train.held[i] for i in pick.tolist()])
+    sample = Part(
+        [train.files[i] for i in pick.tolist()],
+        train.labels[pick],
+        None if train.held is None else [train.held[i] for i in pick.tolist()],
+    )
     # In this process: worker processes started for one pass would outlive it, holding memory.
-    probe = StreamSplits({"train": sample}, splits.classes, splits.mode, splits.scales, splits.mean, splits.std,
-                         {}, torch.device("cpu"), workers=0)
+    probe = StreamSplits(
+        {"train": sample},
+        splits.classes,
+        splits.mode,
+        splits.scales,
+        splits.mean,
+        splits.std,
+        {},
+        torch.device("cpu"),
+        workers=0,
+    )
     # Counted batch by batch: holding the whole sample (1000 x 3 x 224 x 224) would make this the
     # loader's peak of host memory. Undo the identity normalisation (mean 0, std 1 means x / 255)
     # to count uint8 values exactly.
-    counts = sum(channel_histogram((x * 255).round_().to(torch.uint8))
-                 for x, _ in probe.batches("train", 64, scale=splits.scales.crop))
+    counts = sum(
+        channel_histogram((x * 255).round_().to(torch.uint8))
+        for x, _ in probe.batches("train", 64, scale=splits.scales.crop)
+    )
     return stats_of_histogram(counts)

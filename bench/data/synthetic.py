@@ -44,8 +44,9 @@ def options(arg: str) -> dict:
     return opts
 
 
-def make_synthetic(image_size: int = 32, classes: int = 10, channels: int = 1, size: int = 2000,
-                   test: int = 500, noise: float = 1.0):
+def make_synthetic(
+    image_size: int = 32, classes: int = 10, channels: int = 1, size: int = 2000, test: int = 500, noise: float = 1.0
+):
     """Generate (train_x, train_y, test_x, test_y, class names); deterministic given the arguments."""
     s = image_size
     m = max(1, s // 4)  # largest shift in pixels
@@ -63,14 +64,14 @@ def make_synthetic(image_size: int = 32, classes: int = 10, channels: int = 1, s
         x = torch.empty((n, channels, s, s), dtype=torch.uint8)
         ar = torch.arange(s)
         for lo in range(0, n, 1024):
-            yy = y[lo:lo + 1024]
+            yy = y[lo : lo + 1024]
             b = len(yy)
             off = torch.randint(0, 2 * m + 1, (b, 2), generator=gen)
-            idx = ((ar + off[:, :1])[:, :, None] * canvas + (ar + off[:, 1:])[:, None, :])
+            idx = (ar + off[:, :1])[:, :, None] * canvas + (ar + off[:, 1:])[:, None, :]
             img = flat[yy].gather(2, idx.view(b, 1, s * s).expand(b, channels, s * s)).view(b, channels, s, s)
             contrast = 0.6 + 0.8 * torch.rand(b, 1, 1, 1, generator=gen)
             img = contrast * img + noise * torch.randn(b, channels, s, s, generator=gen)
-            x[lo:lo + b] = (128.0 + 40.0 * img).round_().clamp_(0, 255).to(torch.uint8)
+            x[lo : lo + b] = (128.0 + 40.0 * img).round_().clamp_(0, 255).to(torch.uint8)
         return x, y
 
     train_x, train_y = draw(size, 1)

@@ -58,8 +58,9 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
 
 def scan(path: str) -> Tree:
     if not path:
-        raise BenchError("imagefolder needs a path: use imagefolder:PATH with PATH/<class>/<image> "
-                         "or PATH/train/<class>/<image>")
+        raise BenchError(
+            "imagefolder needs a path: use imagefolder:PATH with PATH/<class>/<image> or PATH/train/<class>/<image>"
+        )
     root = Path(path).expanduser()
     if not root.exists():
         raise BenchError(f"imagefolder path {root} does not exist; give an existing folder of class folders")
@@ -79,20 +80,25 @@ def scan(path: str) -> Tree:
         if not per_class:
             stray = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
             extra = f" (it holds files like {stray[0]!r} directly)" if stray else ""
-            raise BenchError(f"no class folders in {folder}{extra}; expected {folder}/<class>/<image> "
-                             f"or {root}/train/<class>/<image>")
+            raise BenchError(
+                f"no class folders in {folder}{extra}; expected {folder}/<class>/<image> "
+                f"or {root}/train/<class>/<image>"
+            )
         for cls, files in per_class.items():
             if not files:
                 raise BenchError(f"class folder {folder / cls} has no images; add some or remove the folder")
         parts[part] = per_class
     classes = list(parts["train"])
     if len(classes) < 2:
-        raise BenchError(f"{part_dirs['train']} has only one class folder ({classes[0]!r}); "
-                         "a classifier needs at least two")
+        raise BenchError(
+            f"{part_dirs['train']} has only one class folder ({classes[0]!r}); a classifier needs at least two"
+        )
     for part in ("val", "test"):
         if part in parts and list(parts[part]) != classes:
             got = set(parts[part])
             missing, extra = sorted(set(classes) - got), sorted(got - set(classes))
-            raise BenchError(f"{part_dirs[part]} has different class folders from {part_dirs['train']}: "
-                             f"missing {missing}, extra {extra}; make the class folders match")
+            raise BenchError(
+                f"{part_dirs[part]} has different class folders from {part_dirs['train']}: "
+                f"missing {missing}, extra {extra}; make the class folders match"
+            )
     return Tree(root, layout, classes, parts)

@@ -37,17 +37,17 @@ def build(name: str, **options) -> nn.Module:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    name: str                       # as in named_modules(), e.g. "features.0"
-    type: str                       # class name, e.g. "Conv2d"
-    output_shape: tuple[int, ...]   # without the batch dimension
+    name: str  # as in named_modules(), e.g. "features.0"
+    type: str  # class name, e.g. "Conv2d"
+    output_shape: tuple[int, ...]  # without the batch dimension
     params: int
 
 
 @dataclass(frozen=True)
 class Description:
-    params: int                     # all parameters, trainable or not
-    flops: int                      # forward FLOPs for one image (a multiply-add counts 2)
-    layers: list[LayerInfo]         # leaf modules in call order; one called twice appears twice
+    params: int  # all parameters, trainable or not
+    flops: int  # forward FLOPs for one image (a multiply-add counts 2)
+    layers: list[LayerInfo]  # leaf modules in call order; one called twice appears twice
 
 
 def describe(model: nn.Module, input_shape: tuple[int, int, int]) -> Description:

@@ -52,20 +52,27 @@ def to_dense(model: nn.Module, crop: int) -> nn.Module:
     if isinstance(model, GLOBAL_POOLING):
         return model
     if not isinstance(model, VGG):
-        raise BenchError(f"dense evaluation needs a VGG or a net that ends in global average pooling "
-                         f"({', '.join(c.__name__ for c in GLOBAL_POOLING)}); not a {type(model).__name__}")
+        raise BenchError(
+            f"dense evaluation needs a VGG or a net that ends in global average pooling "
+            f"({', '.join(c.__name__ for c in GLOBAL_POOLING)}); not a {type(model).__name__}"
+        )
     side = crop // 32  # five 2x2 poolings
     if side < 1:
         raise BenchError(f"dense evaluation needs a crop of at least 32 px, got {crop}")
-    linears = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)] \
-        if isinstance(model.classifier, nn.Sequential) else [model.classifier]
+    linears = (
+        [m for m in model.classifier.modules() if isinstance(m, nn.Linear)]
+        if isinstance(model.classifier, nn.Sequential)
+        else [model.classifier]
+    )
     p = _pool_matrix(model.avgpool, side)  # [k, side]
     k = p.shape[0]
     first = linears[0]
     channels = first.in_features // (k * k)
     if channels * k * k != first.in_features:
-        raise BenchError(f"the classifier's first layer ({first.in_features} inputs) does not match a "
-                         f"{channels}-channel {k}x{k} map: cannot make it dense")
+        raise BenchError(
+            f"the classifier's first layer ({first.in_features} inputs) does not match a "
+            f"{channels}-channel {k}x{k} map: cannot make it dense"
+        )
     w = first.weight.detach().view(first.out_features, channels, k, k)
     kernel = torch.einsum("ocij,ia,jb->ocab", w, p.to(w), p.to(w))  # fold the pooling into the kernel
     conv = nn.Conv2d(channels, first.out_features, side)

@@ -20,9 +20,9 @@ BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 
 @dataclass(frozen=True)
 class Config:
-    letter: str                              # Table 1 column: "A", "A-LRN", ..., "E"
-    kernels: tuple[tuple[int, ...], ...]     # per block, the kernel size of each conv in order
-    lrn: bool = False                        # A-LRN: LocalResponseNorm after the first conv
+    letter: str  # Table 1 column: "A", "A-LRN", ..., "E"
+    kernels: tuple[tuple[int, ...], ...]  # per block, the kernel size of each conv in order
+    lrn: bool = False  # A-LRN: LocalResponseNorm after the first conv
 
     @property
     def depth(self) -> int:
@@ -156,10 +156,12 @@ def init_from_a(model: VGG, a_model: VGG) -> list[str]:
     for mine, a in [*pairs, ("classifier", "classifier")]:
         for key, value in source.items():
             if key.startswith(a + "."):
-                name = mine + key[len(a):]
+                name = mine + key[len(a) :]
                 if name not in target or target[name].shape != value.shape:
-                    raise ValueError(f"{name}: A's {key} has shape {tuple(value.shape)}, the net "
-                                     f"{tuple(target[name].shape) if name in target else 'no such layer'}")
+                    raise ValueError(
+                        f"{name}: A's {key} has shape {tuple(value.shape)}, the net "
+                        f"{tuple(target[name].shape) if name in target else 'no such layer'}"
+                    )
                 target[name] = value.clone()
                 copied.append(name)
     model.load_state_dict(target)

@@ -16,31 +16,86 @@ from bench.errors import redact
 from bench.report import compare, confirm, read, stats
 
 SUMMARY_COLUMNS = [
-    "variant", "model", "batch_norm", "runs", "seeds", "params", "flops", "compute", "epochs_trained",
+    "variant",
+    "model",
+    "batch_norm",
+    "runs",
+    "seeds",
+    "params",
+    "flops",
+    "compute",
+    "epochs_trained",
     "train_gflops_per_image",
-    "best_val_acc_pct", "best_val_acc_pct_std", "test_acc_pct", "test_acc_pct_std", "top1_err_pct",
-    "train_seconds", "images_per_s", "reference", "analysis", "diff_pts", "ci_low_pts", "ci_high_pts", "p_value",
-    "p_holm", "hedges_g", "seeds_for_power", "verdict", "converged", "convergence_slope", "convergence_ci_low",
-    "convergence_ci_high", "convergence", "target_val_acc_pct", "reached_target", "epochs_to_target",
-    "seconds_to_target", "paper_config", "paper_top1_err_pct", "paper_top5_err_pct",
+    "best_val_acc_pct",
+    "best_val_acc_pct_std",
+    "test_acc_pct",
+    "test_acc_pct_std",
+    "top1_err_pct",
+    "train_seconds",
+    "images_per_s",
+    "reference",
+    "analysis",
+    "diff_pts",
+    "ci_low_pts",
+    "ci_high_pts",
+    "p_value",
+    "p_holm",
+    "hedges_g",
+    "seeds_for_power",
+    "verdict",
+    "converged",
+    "convergence_slope",
+    "convergence_ci_low",
+    "convergence_ci_high",
+    "convergence",
+    "target_val_acc_pct",
+    "reached_target",
+    "epochs_to_target",
+    "seconds_to_target",
+    "paper_config",
+    "paper_top1_err_pct",
+    "paper_top5_err_pct",
 ]
-FLOAT_COLUMNS = ("diff_pts", "ci_low_pts", "ci_high_pts", "p_value", "p_holm", "hedges_g", "seeds_for_power",
-                 "convergence_slope", "convergence_ci_low", "convergence_ci_high", "target_val_acc_pct",
-                 "epochs_to_target", "seconds_to_target", "train_gflops_per_image")
+FLOAT_COLUMNS = (
+    "diff_pts",
+    "ci_low_pts",
+    "ci_high_pts",
+    "p_value",
+    "p_holm",
+    "hedges_g",
+    "seeds_for_power",
+    "convergence_slope",
+    "convergence_ci_low",
+    "convergence_ci_high",
+    "target_val_acc_pct",
+    "epochs_to_target",
+    "seconds_to_target",
+    "train_gflops_per_image",
+)
 COMPUTE_LABELS = {"epochs": "equal epochs", "flops": "equal training FLOPs"}
 
 
-def summarize(frame: pd.DataFrame, order: list[str] | None = None, reference_name: str | None = None,
-              curves: pd.DataFrame | None = None, target_pct: float | None = None,
-              pairs: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+def summarize(
+    frame: pd.DataFrame,
+    order: list[str] | None = None,
+    reference_name: str | None = None,
+    curves: pd.DataFrame | None = None,
+    target_pct: float | None = None,
+    pairs: list[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
     """One row per variant of one study (see analyse)."""
     return analyse(frame, order, reference_name, curves, target_pct, pairs)[0]
 
 
-def analyse(frame: pd.DataFrame, order: list[str] | None = None, reference_name: str | None = None,
-            curves: pd.DataFrame | None = None, target_pct: float | None = None,
-            pairs: list[tuple[str, str]] | None = None, starts_from: dict[str, str] | None = None,
-            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def analyse(
+    frame: pd.DataFrame,
+    order: list[str] | None = None,
+    reference_name: str | None = None,
+    curves: pd.DataFrame | None = None,
+    target_pct: float | None = None,
+    pairs: list[tuple[str, str]] | None = None,
+    starts_from: dict[str, str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per variant of one study: seeds, cost, accuracy mean and std (percent), its comparison
     (Holm-adjusted over the study's `pairs`, by default each variant against the reference),
     convergence and time to `target_pct`; and one row per comparison."""
@@ -50,10 +105,17 @@ def analyse(frame: pd.DataFrame, order: list[str] | None = None, reference_name:
         pairs = [(n, reference_name) for n in names if reference_name is not None and n != reference_name]
     results = compare.tested(grouped, pairs)
     smallest = min((abs(c.diff) for c in results.values()), default=None)
-    convergence = ({n: stats.convergence(curves[curves["variant"] == n], smallest) for n in names}
-                   if curves is not None else {})
-    verdicts = {(a, b): (stats.verdict(a, b, results[(a, b)]) + convergence_note(a, b, convergence)
-                         if (a, b) in results else compare.missing(a, b, grouped)) for a, b in pairs}
+    convergence = (
+        {n: stats.convergence(curves[curves["variant"] == n], smallest) for n in names} if curves is not None else {}
+    )
+    verdicts = {
+        (a, b): (
+            stats.verdict(a, b, results[(a, b)]) + convergence_note(a, b, convergence)
+            if (a, b) in results
+            else compare.missing(a, b, grouped)
+        )
+        for a, b in pairs
+    }
     compute = compare.train_compute(grouped, starts_from or {})
     comparisons = compare.frame(pairs, results, verdicts, compute, set(starts_from or {}))
     rows = []
@@ -88,21 +150,42 @@ def analyse(frame: pd.DataFrame, order: list[str] | None = None, reference_name:
         # its one comparison's numbers (several: the comparisons table has them)
         if len(mine) == 1 and mine[0] in results:
             c = results[mine[0]]
-            row.update(analysis=c.analysis, diff_pts=c.diff, ci_low_pts=c.low, ci_high_pts=c.high, p_value=c.p,
-                       p_holm=c.p_holm, hedges_g=c.hedges_g, seeds_for_power=c.seeds_for_power)
+            row.update(
+                analysis=c.analysis,
+                diff_pts=c.diff,
+                ci_low_pts=c.low,
+                ci_high_pts=c.high,
+                p_value=c.p,
+                p_holm=c.p_holm,
+                hedges_g=c.hedges_g,
+                seeds_for_power=c.seeds_for_power,
+            )
         if name in convergence:
             k = convergence[name]
-            row.update(converged=k.label, convergence_slope=k.slope, convergence_ci_low=k.low,
-                       convergence_ci_high=k.high, convergence=k.text)
+            row.update(
+                converged=k.label,
+                convergence_slope=k.slope,
+                convergence_ci_low=k.low,
+                convergence_ci_high=k.high,
+                convergence=k.text,
+            )
         if target_pct is not None and curves is not None:
             t = stats.time_to_accuracy(curves[curves["variant"] == name], target_pct)
-            row.update(target_val_acc_pct=target_pct, reached_target=t.reached_text, epochs_to_target=t.epochs,
-                       seconds_to_target=t.seconds)
+            row.update(
+                target_val_acc_pct=target_pct,
+                reached_target=t.reached_text,
+                epochs_to_target=t.epochs,
+                seconds_to_target=t.seconds,
+            )
         scales = scale_protocol(runs)
-        paper = (reference.paper_row(model, batch_norm, scales.train_scale, scales.test_scales) if scales
-                 else reference.paper_row(model, batch_norm, "256", "256"))
+        paper = (
+            reference.paper_row(model, batch_norm, scales.train_scale, scales.test_scales)
+            if scales
+            else reference.paper_row(model, batch_norm, "256", "256")
+        )
         row["paper_config"], row["paper_top1_err_pct"], row["paper_top5_err_pct"] = (
-            (paper.config, paper.top1, paper.top5) if paper else (None, np.nan, np.nan))
+            (paper.config, paper.top1, paper.top5) if paper else (None, np.nan, np.nan)
+        )
         rows.append(row)
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS).astype({c: float for c in FLOAT_COLUMNS})
     return summary, comparisons
@@ -146,8 +229,9 @@ def scale_protocol(runs: pd.DataFrame) -> ScaleProtocol | None:
         return None
     qs = sorted({q for _, _, q in found if q is not None})
     modes = {mode for _, mode, _ in found}
-    return ScaleProtocol(runs["train_scale"].iloc[0], ",".join(map(str, qs)),
-                        tuple(m for m in EVAL_MODES if m in modes))
+    return ScaleProtocol(
+        runs["train_scale"].iloc[0], ",".join(map(str, qs)), tuple(m for m in EVAL_MODES if m in modes)
+    )
 
 
 def variant_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
@@ -165,15 +249,23 @@ def paper_protocol_rows(model: str, batch_norm: bool, runs: pd.DataFrame, scales
     for mode in scales.modes:
         errors = [100 - 100 * runs[evaluation.metric_name(k, mode, scales.q_key)].astype(float).mean() for k in (1, 5)]
         paper = reference.paper_row(model, batch_norm, scales.train_scale, scales.test_scales, mode)
-        row = {"metric": f"top-1 / top-5 err % ({mode}, S={scales.train_scale}, Q={scales.test_scales})",
-               "ours": f"{errors[0]:.2f} / {errors[1]:.2f}"}
+        row = {
+            "metric": f"top-1 / top-5 err % ({mode}, S={scales.train_scale}, Q={scales.test_scales})",
+            "ours": f"{errors[0]:.2f} / {errors[1]:.2f}",
+        }
         if paper is None:
             why = "the paper had no BatchNorm" if batch_norm else "the paper has no row at this S and Q"
             rows.append({**row, "theirs": f"none ({why})", "source": reference.PAPER_SOURCE, "label": ""})
             continue
         label = reference.PAPER_LABEL + ("" if paper.mode == mode else f"; the paper's mode: {paper.mode}")
-        rows.append({**row, "theirs": f"{paper.top1:.1f} / {paper.top5:.1f}", "source": reference.paper_source(paper),
-                     "label": label})
+        rows.append(
+            {
+                **row,
+                "theirs": f"{paper.top1:.1f} / {paper.top5:.1f}",
+                "source": reference.paper_source(paper),
+                "label": label,
+            }
+        )
     return rows
 
 
@@ -189,15 +281,38 @@ def published(summary: pd.DataFrame, dataset: str, runs: pd.DataFrame | None = N
         if scales is not None:
             rows += [{**first, **row} for row in paper_protocol_rows(r.model, r.batch_norm, mine, scales)]
         elif isinstance(r.paper_config, str):  # under pandas 3 a missing config is NaN, which is truthy
-            rows.append({**first, "metric": "top-1 err %", "ours": f"{r.top1_err_pct:.2f}",
-                         "theirs": f"{r.paper_top1_err_pct:.1f} (top-5 {r.paper_top5_err_pct:.1f})",
-                         "source": f"{reference.PAPER_SOURCE}, config {r.paper_config}", "label": reference.PAPER_LABEL})
+            rows.append(
+                {
+                    **first,
+                    "metric": "top-1 err %",
+                    "ours": f"{r.top1_err_pct:.2f}",
+                    "theirs": f"{r.paper_top1_err_pct:.1f} (top-5 {r.paper_top5_err_pct:.1f})",
+                    "source": f"{reference.PAPER_SOURCE}, config {r.paper_config}",
+                    "label": reference.PAPER_LABEL,
+                }
+            )
         elif reference.paper_config(r.model):
-            rows.append({**first, "metric": "top-1 err %", "ours": f"{r.top1_err_pct:.2f}",
-                         "theirs": "none (the paper had no BatchNorm)", "source": reference.PAPER_SOURCE, "label": ""})
+            rows.append(
+                {
+                    **first,
+                    "metric": "top-1 err %",
+                    "ours": f"{r.top1_err_pct:.2f}",
+                    "theirs": "none (the paper had no BatchNorm)",
+                    "source": reference.PAPER_SOURCE,
+                    "label": "",
+                }
+            )
         for figure in reference.peer_figures(r.model, r.batch_norm, dataset):
-            rows.append({**first, "metric": "test acc %", "ours": f"{r.test_acc_pct:.2f}",
-                         "theirs": f"{figure.test_acc_pct:.2f}", "source": figure.source, "label": figure.label})
+            rows.append(
+                {
+                    **first,
+                    "metric": "test acc %",
+                    "ours": f"{r.test_acc_pct:.2f}",
+                    "theirs": f"{figure.test_acc_pct:.2f}",
+                    "source": figure.source,
+                    "label": figure.label,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -206,13 +321,13 @@ class Report:
     studies: list[str]
     budget: str
     dataset: str
-    runs: pd.DataFrame       # the finished runs reported, one row each
-    summary: pd.DataFrame    # one row per study x variant
+    runs: pd.DataFrame  # the finished runs reported, one row each
+    summary: pd.DataFrame  # one row per study x variant
     published: pd.DataFrame  # paper and peer figures beside them
-    curves: pd.DataFrame     # validation accuracy and training seconds per epoch of each run
-    others: pd.DataFrame     # the budgets and datasets in MLflow not reported here
+    curves: pd.DataFrame  # validation accuracy and training seconds per epoch of each run
+    others: pd.DataFrame  # the budgets and datasets in MLflow not reported here
     parents: dict[str, str]  # study -> MLflow parent run the report is logged to
-    header: dict[str, str]   # provenance: who made this report, of what, how
+    header: dict[str, str]  # provenance: who made this report, of what, how
     confirmation: list[str] = field(default_factory=list)  # rankings at NAME and NAME-2x (see confirm)
     # one row per comparison a study names
     comparisons: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=compare.COLUMNS))
@@ -231,8 +346,15 @@ class Report:
         return text
 
 
-def build(tracker, names: list[str], budget: str | None, dataset: str | None, command: str,
-          tracking_uri: str | None = None, target_pct: float | None = None) -> Report:
+def build(
+    tracker,
+    names: list[str],
+    budget: str | None,
+    dataset: str | None,
+    command: str,
+    tracking_uri: str | None = None,
+    target_pct: float | None = None,
+) -> Report:
     """The report of one or several studies at one budget and dataset; `target_pct` overrides the
     studies' own validation accuracy target for time to accuracy."""
     every = [read.study_runs(tracker, name, tracking_uri) for name in names]
@@ -244,24 +366,40 @@ def build(tracker, names: list[str], budget: str | None, dataset: str | None, co
     summaries, comparisons = [], []
     for s, study_runs in zip(every, reported):
         target = target_pct if target_pct is not None else s.study.target_val_acc_pct_for(budget)
-        summary, compared = analyse(study_runs, list(s.study.variants), s.study.reference,
-                                    curves[curves["study"] == s.study.name], target, s.study.pairs(),
-                                    compare.starts_from(s.study.variants))
+        summary, compared = analyse(
+            study_runs,
+            list(s.study.variants),
+            s.study.reference,
+            curves[curves["study"] == s.study.name],
+            target,
+            s.study.pairs(),
+            compare.starts_from(s.study.variants),
+        )
         summaries.append(summary.assign(study=s.study.name))
         comparisons.append(compared.assign(study=s.study.name))
-    summary, compared = (first_study(pd.concat(frames, ignore_index=True))
-                         for frames in (summaries, comparisons))
+    summary, compared = (first_study(pd.concat(frames, ignore_index=True)) for frames in (summaries, comparisons))
     confirmation = [line for s in every for line in confirmed(s, budget, dataset, compared)]
     counts = read.slice_counts(pd.concat([s.runs for s in every]))
     others = counts[(counts["budget"] != budget) | (counts["dataset"] != dataset)].reset_index(drop=True)
-    parents = {study: group["parent_run_id"].mode().iloc[0]
-               for study, group in runs.groupby("study") if group["parent_run_id"].notna().any()}
+    parents = {
+        study: group["parent_run_id"].mode().iloc[0]
+        for study, group in runs.groupby("study")
+        if group["parent_run_id"].notna().any()
+    }
     why = "chosen with --budget/--dataset" if chosen else "the one with the most finished runs"
     which = f"{budget} on {dataset}, {len(runs)} finished runs ({why})"
     return Report(
-        studies=[s.study.name for s in every], budget=budget, dataset=dataset, runs=runs, summary=summary,
-        comparisons=compared, confirmation=confirmation,
-        published=published(summary, dataset, runs), curves=curves, others=others, parents=parents,
+        studies=[s.study.name for s in every],
+        budget=budget,
+        dataset=dataset,
+        runs=runs,
+        summary=summary,
+        comparisons=compared,
+        confirmation=confirmation,
+        published=published(summary, dataset, runs),
+        curves=curves,
+        others=others,
+        parents=parents,
         header=provenance_header(runs, command, tracker.uri, which, others),
     )
 
@@ -272,8 +410,13 @@ def confirmed(s, budget: str, dataset: str, compared: pd.DataFrame) -> list[str]
     runs = s.runs[(s.runs["budget"] == other) & (s.runs["dataset"] == dataset)]
     if runs.empty:
         return []
-    theirs = analyse(runs, list(s.study.variants), s.study.reference, pairs=s.study.pairs(),
-                     starts_from=compare.starts_from(s.study.variants))[1]
+    theirs = analyse(
+        runs,
+        list(s.study.variants),
+        s.study.reference,
+        pairs=s.study.pairs(),
+        starts_from=compare.starts_from(s.study.variants),
+    )[1]
     mine = compared[compared["study"] == s.study.name]
     base, doubled = (mine, theirs) if other.endswith(confirm.SUFFIX) else (theirs, mine)
     labels = (budget, other) if other.endswith(confirm.SUFFIX) else (other, budget)

@@ -34,12 +34,19 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--compare", nargs="+", metavar="STUDY", help="several studies' variants in one table")
     p.add_argument("--budget", help="the budget label to report (default: the one with the most finished runs)")
     p.add_argument("--dataset", help="the dataset to report (default: the one with the most finished runs)")
-    p.add_argument("--target-val-acc", metavar="PCT",
-                   help="validation accuracy (%%) for time to accuracy (default: the study's target_val_acc_pct)")
+    p.add_argument(
+        "--target-val-acc",
+        metavar="PCT",
+        help="validation accuracy (%%) for time to accuracy (default: the study's target_val_acc_pct)",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--format", choices=("md", "csv", "json"), help="print the report in this format to stdout")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the .md, .csv and .png (default: {DEFAULT_OUT}/; "
-                   "the reference reports in results/ change only when you name it)")
+    p.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"folder for the .md, .csv and .png (default: {DEFAULT_OUT}/; "
+        "the reference reports in results/ change only when you name it)",
+    )
     return p
 
 
@@ -56,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     names = [args.study] if args.study else args.compare
     if not names:
-        raise BenchError("say what to report: --study NAME or --compare STUDY STUDY... "
-                         "(python -m bench.ablation --list shows the studies)")
+        raise BenchError(
+            "say what to report: --study NAME or --compare STUDY STUDY... "
+            "(python -m bench.ablation --list shows the studies)"
+        )
     if len(set(names)) != len(names):
         raise BenchError(f"--compare names a study twice: {' '.join(names)}")
     target = studies.percent(args.target_val_acc, "--target-val-acc")
@@ -77,13 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     comparisons = render.comparison_rows(report.comparisons)
     if comparisons[1]:
         against_reference = set(report.comparisons["reference"]) <= set(
-            report.summary.loc[report.summary["verdict"].eq("reference"), "variant"])
-        show(comparisons, "each variant against the reference" if against_reference
-             else "the comparisons the study names")
+            report.summary.loc[report.summary["verdict"].eq("reference"), "variant"]
+        )
+        show(
+            comparisons,
+            "each variant against the reference" if against_reference else "the comparisons the study names",
+        )
     for line in render.verdict_lines(report.summary, report.comparisons):
         out.print(f"  {escape(line)}", width=terminal.width())
     if not report.published.empty:
-        show((list(report.published.columns), report.published.astype(str).values.tolist()),
-             "published figures (different data or recipe, as labelled)")
+        show(
+            (list(report.published.columns), report.published.astype(str).values.tolist()),
+            "published figures (different data or recipe, as labelled)",
+        )
     console.print(f"wrote {', '.join(map(str, paths))} (also logged to the study's parent run under report/)")
     return 0

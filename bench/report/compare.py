@@ -7,8 +7,21 @@ import pandas as pd
 
 from bench.report import stats
 
-COLUMNS = ["variant", "reference", "analysis", "diff_pts", "ci_low_pts", "ci_high_pts", "p_value", "p_holm",
-           "alpha_holm", "hedges_g", "seeds_for_power", "compute_ratio", "verdict"]
+COLUMNS = [
+    "variant",
+    "reference",
+    "analysis",
+    "diff_pts",
+    "ci_low_pts",
+    "ci_high_pts",
+    "p_value",
+    "p_holm",
+    "alpha_holm",
+    "hedges_g",
+    "seeds_for_power",
+    "compute_ratio",
+    "verdict",
+]
 TEXT = ("variant", "reference", "analysis", "verdict")
 # Forward + backward of one image is about three forward passes (the backward pass costs two).
 TRAIN_FLOPS_PER_FORWARD = 3
@@ -21,8 +34,12 @@ def tested(grouped: dict[str, pd.DataFrame], pairs: list[Pair]) -> dict[Pair, st
     """Every pair whose two sides have finished runs, tested, Holm-adjusted over them, with power."""
     ready = [(a, b) for a, b in pairs if a in grouped and b in grouped]
     percent = {name: runs["test_acc"].astype(float) * 100 for name, runs in grouped.items()}
-    results = stats.holm([stats.compare(percent[a], percent[b], grouped[a]["seed"].tolist(),
-                                        grouped[b]["seed"].tolist()) for a, b in ready])
+    results = stats.holm(
+        [
+            stats.compare(percent[a], percent[b], grouped[a]["seed"].tolist(), grouped[b]["seed"].tolist())
+            for a, b in ready
+        ]
+    )
     return dict(zip(ready, map(stats.with_power, results)))
 
 
@@ -36,8 +53,13 @@ def train_compute(grouped: dict[str, pd.DataFrame], starts_from: dict[str, str])
     return {name: value + own.get(starts_from.get(name, ""), 0.0) for name, value in own.items()}
 
 
-def frame(pairs: list[Pair], results: dict[Pair, stats.Comparison], verdicts: dict[Pair, str],
-          compute: dict[str, float], inherited: set[str]) -> pd.DataFrame:
+def frame(
+    pairs: list[Pair],
+    results: dict[Pair, stats.Comparison],
+    verdicts: dict[Pair, str],
+    compute: dict[str, float],
+    inherited: set[str],
+) -> pd.DataFrame:
     """One row per named comparison, in the study's order; the compute ratio where a side's weights
     started from another run (elsewhere the FLOPs column already tells the cost)."""
     rows = []
@@ -47,9 +69,17 @@ def frame(pairs: list[Pair], results: dict[Pair, stats.Comparison], verdicts: di
             row["compute_ratio"] = compute[a] / compute[b]
         c = results.get((a, b))
         if c is not None:
-            row.update(analysis=c.analysis, diff_pts=c.diff, ci_low_pts=c.low, ci_high_pts=c.high,
-                       p_value=c.p, p_holm=c.p_holm, alpha_holm=c.alpha, hedges_g=c.hedges_g,
-                       seeds_for_power=c.seeds_for_power)
+            row.update(
+                analysis=c.analysis,
+                diff_pts=c.diff,
+                ci_low_pts=c.low,
+                ci_high_pts=c.high,
+                p_value=c.p,
+                p_holm=c.p_holm,
+                alpha_holm=c.alpha,
+                hedges_g=c.hedges_g,
+                seeds_for_power=c.seeds_for_power,
+            )
         rows.append(row)
     out = pd.DataFrame(rows, columns=COLUMNS)
     return out.astype({c: float for c in COLUMNS if c not in TEXT})

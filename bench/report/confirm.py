@@ -36,11 +36,16 @@ def changes(base: pd.DataFrame, doubled: pd.DataFrame, base_label: str, doubled_
             continue
         before, after = ranking(r), ranking(other)
         word = "unchanged" if before == after else "CHANGED"
-        lines.append(f"{r.variant} vs {r.reference}: {word}: {base_label} {before} ({r.diff_pts:+.2f} points), "
-                     f"{doubled_label} {after} ({other.diff_pts:+.2f} points)")
+        lines.append(
+            f"{r.variant} vs {r.reference}: {word}: {base_label} {before} ({r.diff_pts:+.2f} points), "
+            f"{doubled_label} {after} ({other.diff_pts:+.2f} points)"
+        )
     if not lines:
         return []
     changed = sum("CHANGED" in line for line in lines)
-    head = (f"no ranking changed at {doubled_label} against {base_label}" if not changed
-            else f"{changed} of {len(lines)} rankings changed at {doubled_label} against {base_label}")
+    head = (
+        f"no ranking changed at {doubled_label} against {base_label}"
+        if not changed
+        else f"{changed} of {len(lines)} rankings changed at {doubled_label} against {base_label}"
+    )
     return [head, *lines]

@@ -31,21 +31,29 @@ def figure(report: Report, path: Path) -> Path:
         curve_ax.fill_between(by_epoch.index, by_epoch["min"], by_epoch["max"], color=color, alpha=0.18)
     for target in summary["target_val_acc_pct"].dropna().unique():
         curve_ax.axhline(target, color="grey", linestyle=":", label=f"time-to-accuracy target {target:g} %")
-    curve_ax.set(xlabel="epoch", ylabel="validation accuracy %",
-                 title="validation accuracy (mean over seeds, band: min to max)")
+    curve_ax.set(
+        xlabel="epoch", ylabel="validation accuracy %", title="validation accuracy (mean over seeds, band: min to max)"
+    )
     curve_ax.xaxis.get_major_locator().set_params(integer=True)
     curve_ax.legend(fontsize=9)
     for ax, column, name in ((params_ax, "params", "parameters"), (flops_ax, "flops", "forward FLOPs per image")):
         cost_scatter(ax, summary[column].to_numpy(), summary, labels, colors)
-        ax.set(xlabel=f"{name} (log scale)", ylabel="test accuracy % (mean ± std over seeds)",
-               title=f"test accuracy against {name}")
+        ax.set(
+            xlabel=f"{name} (log scale)",
+            ylabel="test accuracy % (mean ± std over seeds)",
+            title=f"test accuracy against {name}",
+        )
     for ax in (curve_ax, params_ax, flops_ax):
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(report.title, fontsize=13)
     h = report.header
-    footer = "\n".join(textwrap.wrap(
-        f"{h['date']} · {h['command']} · report machine {h['machine']}, commit {h['project commit']} · "
-        f"runs trained on {h['runs trained on']}, torch {h['runs torch']}, commit {h['runs commit']}", 210))
+    footer = "\n".join(
+        textwrap.wrap(
+            f"{h['date']} · {h['command']} · report machine {h['machine']}, commit {h['project commit']} · "
+            f"runs trained on {h['runs trained on']}, torch {h['runs torch']}, commit {h['runs commit']}",
+            210,
+        )
+    )
     fig.text(0.01, 0.01, footer, fontsize=7.5, color="dimgrey", va="bottom")
     fig.tight_layout(rect=(0, 0.02 + 0.025 * (footer.count("\n") + 1), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,8 +68,14 @@ def cost_scatter(ax, costs: np.ndarray, summary: pd.DataFrame, labels: list[str]
     for cost, acc, std, color in zip(costs, accuracy, summary["test_acc_pct_std"].fillna(0), colors):
         ax.errorbar(cost, acc, yerr=std, fmt="o", color=color, capsize=4, markersize=7)
     front = pareto_front(costs, accuracy)
-    ax.plot(costs[front], accuracy[front], "--", color="grey", alpha=0.7,
-            label="front: more accurate than every cheaper variant")
+    ax.plot(
+        costs[front],
+        accuracy[front],
+        "--",
+        color="grey",
+        alpha=0.7,
+        label="front: more accurate than every cheaper variant",
+    )
     ax.legend(fontsize=9, loc="lower right")
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.12)
@@ -86,8 +100,14 @@ def place_labels(ax, xs: np.ndarray, ys: np.ndarray, labels: list[str]) -> None:
                 break
         placed.append((x, y + dy * point))
         right_half = x > 0.6  # name to the left there, so it stays inside the axes
-        ax.annotate(labels[i], (xs[i], ys[i]), textcoords="offset points", fontsize=9,
-                    xytext=(-7 if right_half else 7, dy), ha="right" if right_half else "left")
+        ax.annotate(
+            labels[i],
+            (xs[i], ys[i]),
+            textcoords="offset points",
+            fontsize=9,
+            xytext=(-7 if right_half else 7, dy),
+            ha="right" if right_half else "left",
+        )
 
 
 def pareto_front(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -98,5 +118,3 @@ def pareto_front(cost: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
             front.append(i)
             best = accuracy[i]
     return np.asarray(front, dtype=int)
-
-

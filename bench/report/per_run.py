@@ -9,8 +9,18 @@ from bench.report import stats
 
 FIRST = ["study", "variant", "seed", "run_id", "test_acc_pct", "best_val_acc_pct", "convergence_slope"]
 PERCENT = {"test_acc": "test_acc_pct", "best_val_acc": "best_val_acc_pct"}
-DROPPED = ("config_hash", "budget", "dataset", "device", "torch", "commit", "host", "parent_run_id",
-           "train_scale", "compute")  # the same for every run, or in the header: not per-run data
+DROPPED = (
+    "config_hash",
+    "budget",
+    "dataset",
+    "device",
+    "torch",
+    "commit",
+    "host",
+    "parent_run_id",
+    "train_scale",
+    "compute",
+)  # the same for every run, or in the header: not per-run data
 
 
 def frame(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

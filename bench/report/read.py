@@ -45,19 +45,25 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
     runs = tracker.finished_runs([experiment_id], tags=None if budget is None else {"budget": budget})
     if runs.empty:
         return pd.DataFrame(columns=run_columns())
-    params = {name: runs.get(f"params.{name}", pd.Series(default, index=runs.index, dtype=object)).fillna(default)
-              for name, default in PARAMS.items()}
-    frame = pd.DataFrame({
-        "run_id": runs["run_id"],
-        **{name: runs.get(column) for name, column in TAGS.items()},
-        "batch_norm": params["batch_norm"].eq("True"),
-        "epochs": pd.to_numeric(params["epochs"], errors="coerce"),
-        "compute": params["compute"],
-        "compute_scale": pd.to_numeric(params["compute_scale"], errors="coerce"),
-        "train_scale": params["train_scale"].where(params["train_scale"] != "None"),
-        **{name: runs.get(column, pd.Series(float("nan"), index=runs.index))
-           for name, column in metric_columns().items()},
-    })[run_columns()]
+    params = {
+        name: runs.get(f"params.{name}", pd.Series(default, index=runs.index, dtype=object)).fillna(default)
+        for name, default in PARAMS.items()
+    }
+    frame = pd.DataFrame(
+        {
+            "run_id": runs["run_id"],
+            **{name: runs.get(column) for name, column in TAGS.items()},
+            "batch_norm": params["batch_norm"].eq("True"),
+            "epochs": pd.to_numeric(params["epochs"], errors="coerce"),
+            "compute": params["compute"],
+            "compute_scale": pd.to_numeric(params["compute_scale"], errors="coerce"),
+            "train_scale": params["train_scale"].where(params["train_scale"] != "None"),
+            **{
+                name: runs.get(column, pd.Series(float("nan"), index=runs.index))
+                for name, column in metric_columns().items()
+            },
+        }
+    )[run_columns()]
     modes = [c for c in runs.columns if c.startswith(EVAL_METRICS)]
     frame = frame.join(runs[modes].rename(columns=lambda c: c.removeprefix("metrics.")))
     if hashes is not None:
@@ -73,9 +79,11 @@ def check_metrics(frame: pd.DataFrame) -> None:
     for name, column in metric_columns().items():
         missing = frame[name].isna()
         if missing.any():
-            raise BenchError(f"finished run {frame.loc[missing, 'run_id'].iloc[0]} has no metric "
-                             f"{column.removeprefix('metrics.')!r} (the report's column {name}): it was "
-                             "logged by an older bench or cut off while logging; train it again, or delete it")
+            raise BenchError(
+                f"finished run {frame.loc[missing, 'run_id'].iloc[0]} has no metric "
+                f"{column.removeprefix('metrics.')!r} (the report's column {name}): it was "
+                "logged by an older bench or cut off while logging; train it again, or delete it"
+            )
 
 
 def open_store(uri: str | None):
@@ -95,14 +103,18 @@ class StudyRuns:
 def study_runs(tracker, name: str, tracking_uri: str | None) -> StudyRuns:
     study = studies.load(name)
     if not study.variants:
-        raise BenchError(f"study {study.name!r} has no variants to report (it is a search): "
-                         f"python -m bench.search --study {study.name}")
+        raise BenchError(
+            f"study {study.name!r} has no variants to report (it is a search): "
+            f"python -m bench.search --study {study.name}"
+        )
     experiment_id = tracker.find_experiment(study.name)
     runs = runs_frame(tracker, experiment_id) if experiment_id is not None else pd.DataFrame(columns=run_columns())
     runs = runs[runs["variant"].notna()]  # search trials in the same experiment have no variant
     if runs.empty:
-        raise BenchError(f"study {study.name!r} has no finished runs in {redact(tracker.uri)}; run it with: "
-                         f"{run_command(name, None, tracking_uri)}")
+        raise BenchError(
+            f"study {study.name!r} has no finished runs in {redact(tracker.uri)}; run it with: "
+            f"{run_command(name, None, tracking_uri)}"
+        )
     return StudyRuns(name, study, runs.assign(study=study.name))
 
 
@@ -122,8 +134,9 @@ def slice_counts(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.groupby(["study", "budget", "dataset"]).size().rename("runs").reset_index()
 
 
-def choose_slice(every: list[StudyRuns], budget: str | None, dataset: str | None,
-                 tracking_uri: str | None) -> tuple[str, str]:
+def choose_slice(
+    every: list[StudyRuns], budget: str | None, dataset: str | None, tracking_uri: str | None
+) -> tuple[str, str]:
     """The budget and dataset to report: the one every study has, with the most finished runs."""
     counts = slice_counts(pd.concat([s.runs for s in every]))
     shared = counts.groupby(["budget", "dataset"]).agg(studies=("study", "nunique"), runs=("runs", "sum"))
@@ -137,11 +150,15 @@ def choose_slice(every: list[StudyRuns], budget: str | None, dataset: str | None
             name = every[0].given
             held = "; ".join(f"{r.budget} on {r.dataset} ({r.runs} runs)" for r in counts.itertuples())
             wanted = " ".join(x for x in (budget and f"at budget {budget}", dataset and f"on {dataset}") if x)
-            raise BenchError(f"study {every[0].study.name!r} has no finished runs {wanted} (it has {held}); "
-                             f"run it with: {run_command(name, budget, tracking_uri, dataset)}")
+            raise BenchError(
+                f"study {every[0].study.name!r} has no finished runs {wanted} (it has {held}); "
+                f"run it with: {run_command(name, budget, tracking_uri, dataset)}"
+            )
         held = "; ".join(f"{r.study}: {r.budget} on {r.dataset} ({r.runs} runs)" for r in counts.itertuples())
-        raise BenchError(f"the studies share no budget and dataset with finished runs ({held}); "
-                         "run them at one budget, or pick one with --budget/--dataset")
+        raise BenchError(
+            f"the studies share no budget and dataset with finished runs ({held}); "
+            "run them at one budget, or pick one with --budget/--dataset"
+        )
     best = shared.sort_values("runs", ascending=False, kind="stable").iloc[0]
     return best["budget"], best["dataset"]
 
@@ -151,8 +168,10 @@ def curves(tracker, runs: pd.DataFrame) -> pd.DataFrame:
     columns = ["study", "variant", "seed", "epoch", *CURVE_METRICS]
     frames = []
     for run in track(list(runs.itertuples()), description="reading curves", console=console, transient=True):
-        per_metric = [pd.Series(dict(tracker.metric_history(run.run_id, key)), name=name, dtype=float)
-                      for name, key in CURVE_METRICS.items()]
+        per_metric = [
+            pd.Series(dict(tracker.metric_history(run.run_id, key)), name=name, dtype=float)
+            for name, key in CURVE_METRICS.items()
+        ]
         frame = pd.concat(per_metric, axis=1).rename_axis("epoch").reset_index()
         frames.append(frame.assign(study=run.study, variant=run.variant, seed=run.seed))
     if not frames:

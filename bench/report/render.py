@@ -24,8 +24,17 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     compared = summary["verdict"].ne("").any()
     judged = summary["converged"].notna().any()
     targets = summary["target_val_acc_pct"].dropna().unique()
-    headers = (["study"] if several else []) + ["variant", "runs", "params", "MFLOPs", "best val %", "test %",
-                                     "top-1 err %", "train s", "img/s"]
+    headers = (["study"] if several else []) + [
+        "variant",
+        "runs",
+        "params",
+        "MFLOPs",
+        "best val %",
+        "test %",
+        "top-1 err %",
+        "train s",
+        "img/s",
+    ]
     if summary["compute"].ne("epochs").any():
         headers += ["epochs"]
     if judged:
@@ -38,9 +47,14 @@ def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in summary.itertuples():
         cells = ([r.study] if several else []) + [
-            r.variant, str(r.runs), f"{r.params:,.0f}", f"{r.flops / 1e6:,.1f}",
-            mean_std(r.best_val_acc_pct, r.best_val_acc_pct_std), mean_std(r.test_acc_pct, r.test_acc_pct_std),
-            f"{r.top1_err_pct:.2f}", f"{r.train_seconds:.0f}",
+            r.variant,
+            str(r.runs),
+            f"{r.params:,.0f}",
+            f"{r.flops / 1e6:,.1f}",
+            mean_std(r.best_val_acc_pct, r.best_val_acc_pct_std),
+            mean_std(r.test_acc_pct, r.test_acc_pct_std),
+            f"{r.top1_err_pct:.2f}",
+            f"{r.train_seconds:.0f}",
             "" if pd.isna(r.images_per_s) else f"{r.images_per_s:,.0f}",
         ]
         if "epochs" in headers:
@@ -61,20 +75,39 @@ def comparison_rows(comparisons: pd.DataFrame) -> tuple[list[str], list[list[str
     several = "study" in comparisons and comparisons["study"].nunique() > 1
     ratios = comparisons["compute_ratio"] if "compute_ratio" in comparisons else pd.Series(dtype=float)
     counted = bool(ratios.notna().any())
-    headers = (["study"] if several else []) + ["variant", "vs", "Δ test pts (95% CI)", "test", "p", "Holm p",
-                                                "Hedges g", f"seeds for {stats.POWER:.0%} power at Holm's α"]
+    headers = (["study"] if several else []) + [
+        "variant",
+        "vs",
+        "Δ test pts (95% CI)",
+        "test",
+        "p",
+        "Holm p",
+        "Hedges g",
+        f"seeds for {stats.POWER:.0%} power at Holm's α",
+    ]
     headers += ["compute vs (all)"] if counted else []
     rows = []
     for r in comparisons[comparisons["analysis"].notna()].itertuples():
-        rows.append(([r.study] if several else []) + [
-            r.variant, r.reference, difference(r), r.analysis, p_text(r.p_value), p_text(r.p_holm),
-            number(r.hedges_g, "+.2f"), number(r.seeds_for_power, ".0f")]
-            + ([number(r.compute_ratio, ".2f") + "x"] if counted else []))
+        rows.append(
+            ([r.study] if several else [])
+            + [
+                r.variant,
+                r.reference,
+                difference(r),
+                r.analysis,
+                p_text(r.p_value),
+                p_text(r.p_holm),
+                number(r.hedges_g, "+.2f"),
+                number(r.seeds_for_power, ".0f"),
+            ]
+            + ([number(r.compute_ratio, ".2f") + "x"] if counted else [])
+        )
     return headers, rows
 
 
-def variant_table(frame: pd.DataFrame, title: str, order: list[str] | None = None,
-                  reference_name: str | None = None) -> Table:
+def variant_table(
+    frame: pd.DataFrame, title: str, order: list[str] | None = None, reference_name: str | None = None
+) -> Table:
     return rich_table(*display_rows(summarize(frame, order, reference_name)), title=title)
 
 
@@ -121,8 +154,11 @@ def time_to_target(row) -> list[str]:
 
 def verdict_lines(summary: pd.DataFrame, comparisons: pd.DataFrame | None = None) -> list[str]:
     """Every comparison's verdict, and the convergence of a reference that had not surely converged."""
-    lines = [f"{r.variant} (reference): {r.convergence}" for r in summary.itertuples()
-             if r.verdict == "reference" and r.converged in ("no", "uncertain")]
+    lines = [
+        f"{r.variant} (reference): {r.convergence}"
+        for r in summary.itertuples()
+        if r.verdict == "reference" and r.converged in ("no", "uncertain")
+    ]
     chosen = summary if comparisons is None else comparisons
     return lines + [r.verdict for r in chosen.itertuples() if r.verdict and r.verdict != "reference"]
 
@@ -153,46 +189,63 @@ def markdown(report: Report) -> str:
     lines += ["", md.table(headers, rows), ""]
     equal = summary[summary["compute"].ne("epochs")]
     if not equal.empty:
-        lines += [f"Compute: {COMPUTE_LABELS.get(equal['compute'].iloc[0], equal['compute'].iloc[0])} — every variant "
-                  "trained as many steps as give it the reference's training FLOPs (steps and learning-rate schedule "
-                  "scaled by the reference's FLOPs per image over its own), so cheaper nets trained more epochs; "
-                  "the epochs column says how many.", ""]
+        lines += [
+            f"Compute: {COMPUTE_LABELS.get(equal['compute'].iloc[0], equal['compute'].iloc[0])} — every variant "
+            "trained as many steps as give it the reference's training FLOPs (steps and learning-rate schedule "
+            "scaled by the reference's FLOPs per image over its own), so cheaper nets trained more epochs; "
+            "the epochs column says how many.",
+            "",
+        ]
     verdicts = verdict_lines(summary, report.comparisons)
     if not report.comparisons.empty:
-        lines += [f"The comparisons each study names ([comparisons] in its TOML; without one, each "
-                  f"variant against "
-                  f"the reference) on test accuracy over seeds: {ANALYSIS}", ""]
+        lines += [
+            f"The comparisons each study names ([comparisons] in its TOML; without one, each "
+            f"variant against "
+            f"the reference) on test accuracy over seeds: {ANALYSIS}",
+            "",
+        ]
         headers, rows = comparison_rows(report.comparisons)
         lines += [md.table(headers, rows), ""]
         lines += [COMPUTE_NOTE, ""] if "compute vs (all)" in headers else []
         lines += [f"- {md.cell(v)}" for v in verdicts] + [""]
     else:
-        lines += ["No comparisons: the study names no reference variant or comparisons, or one alone has "
-                  "runs.", ""]
+        lines += ["No comparisons: the study names no reference variant or comparisons, or one alone has runs.", ""]
     if report.confirmation:
-        lines += ["Confirmation at twice the epochs (the same comparisons at the budget NAME-2x beside NAME: "
-                  "under a cosine schedule a curve flattens because the learning rate does, so a ranking that "
-                  "holds at 2x epochs did not come from stopping early):", ""]
+        lines += [
+            "Confirmation at twice the epochs (the same comparisons at the budget NAME-2x beside NAME: "
+            "under a cosine schedule a curve flattens because the learning rate does, so a ranking that "
+            "holds at 2x epochs did not come from stopping early):",
+            "",
+        ]
         lines += [f"- {md.cell(line)}" for line in report.confirmation] + [""]
     judged = summary[summary["convergence"].notna()]
     if not judged.empty:
         lines += [f"Convergence ({stats.CONVERGENCE_RULE}):", ""]
         lines += [f"- {md.cell(r.variant)}: {md.cell(r.convergence)}" for r in judged.itertuples()] + [""]
     if summary["target_val_acc_pct"].notna().any():
-        lines += ["Time to accuracy (DAWNBench style): the first epoch at which validation accuracy reached the "
-                  "target, and the training seconds (evaluation excluded) spent until then, means over the seeds "
-                  "that reached it; set per study (target_val_acc_pct in its TOML) or with --target-val-acc.", ""]
+        lines += [
+            "Time to accuracy (DAWNBench style): the first epoch at which validation accuracy reached the "
+            "target, and the training seconds (evaluation excluded) spent until then, means over the seeds "
+            "that reached it; set per study (target_val_acc_pct in its TOML) or with --target-val-acc.",
+            "",
+        ]
     if not report.published.empty:
         lines += ["Published figures beside ours (different data or recipe, as labelled; not like for like):", ""]
         lines += [md.table(list(report.published.columns), report.published.astype(str).values.tolist()), ""]
         if report.published["metric"].str.contains("S=").any():
-            lines += [f"S (training scale) and Q (test scales) are the paper's, for its {PAPER_CROP} px crop; runs at "
-                      f"a smaller crop used them in proportion (S=256 at a 32 px crop is a {proportional(256, 32)} px "
-                      "shorter side). Our errors are means over seeds; the paper's rows are ImageNet.", ""]
+            lines += [
+                f"S (training scale) and Q (test scales) are the paper's, for its {PAPER_CROP} px crop; runs at "
+                f"a smaller crop used them in proportion (S=256 at a 32 px crop is a {proportional(256, 32)} px "
+                "shorter side). Our errors are means over seeds; the paper's rows are ImageNet.",
+                "",
+            ]
     lines += [f"![validation accuracy per epoch; test accuracy against params and FLOPs]({report.name}.png)", ""]
-    lines += ["Accuracies are means over seeds ± their standard deviation (n-1); top-1 error is 100 minus the mean "
-              "test accuracy; train s and img/s (last epoch) are means over seeds; MFLOPs are forward FLOPs for "
-              "one image.", ""]
+    lines += [
+        "Accuracies are means over seeds ± their standard deviation (n-1); top-1 error is 100 minus the mean "
+        "test accuracy; train s and img/s (last epoch) are means over seeds; MFLOPs are forward FLOPs for "
+        "one image.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -203,15 +256,18 @@ def csv_text(report: Report) -> str:
 
 
 def json_text(report: Report) -> str:
-    return json.dumps({
-        "studies": report.studies,
-        "title": report.title,
-        "budget": report.budget,
-        "dataset": report.dataset,
-        "provenance": report.header,
-        "other_budgets": json.loads(report.others.to_json(orient="records", double_precision=15)),
-        "variants": json.loads(report.summary.to_json(orient="records", double_precision=15)),
-        "comparisons": json.loads(report.comparisons.to_json(orient="records", double_precision=15)),
-        "confirmation": report.confirmation,
-        "published": json.loads(report.published.to_json(orient="records", double_precision=15)),
-    }, indent=2)
+    return json.dumps(
+        {
+            "studies": report.studies,
+            "title": report.title,
+            "budget": report.budget,
+            "dataset": report.dataset,
+            "provenance": report.header,
+            "other_budgets": json.loads(report.others.to_json(orient="records", double_precision=15)),
+            "variants": json.loads(report.summary.to_json(orient="records", double_precision=15)),
+            "comparisons": json.loads(report.comparisons.to_json(orient="records", double_precision=15)),
+            "confirmation": report.confirmation,
+            "published": json.loads(report.published.to_json(orient="records", double_precision=15)),
+        },
+        indent=2,
+    )

@@ -70,8 +70,7 @@ class Comparison:
         return p is not None and p < ALPHA
 
 
-def compare(values, reference_values, seeds=None, reference_seeds=None,
-            confidence: float = CONFIDENCE) -> Comparison:
+def compare(values, reference_values, seeds=None, reference_seeds=None, confidence: float = CONFIDENCE) -> Comparison:
     """The variant against the reference: paired over seeds where both have exactly the same seeds
     (a seed fixes the split and the batch order, so the per-seed difference removes their share of
     the noise), Welch's t-test (unequal variances) otherwise.
@@ -80,8 +79,14 @@ def compare(values, reference_values, seeds=None, reference_seeds=None,
     bootstrap at n = 2 would resample two numbers and give an interval far too narrow to trust.
     """
     a, b = np.asarray(values, dtype=float), np.asarray(reference_values, dtype=float)
-    paired = (seeds is not None and reference_seeds is not None and len(a) >= 2
-              and len(set(seeds)) == len(a) and set(seeds) == set(reference_seeds) and len(b) == len(a))
+    paired = (
+        seeds is not None
+        and reference_seeds is not None
+        and len(a) >= 2
+        and len(set(seeds)) == len(a)
+        and set(seeds) == set(reference_seeds)
+        and len(b) == len(a)
+    )
     if paired:
         order, ref_order = np.argsort(list(map(str, seeds))), np.argsort(list(map(str, reference_seeds)))
         a, b = a[order], b[ref_order]
@@ -92,17 +97,28 @@ def compare(values, reference_values, seeds=None, reference_seeds=None,
         side = "one seed" + (" of each" if max(len(a), len(b)) < 2 else "")
         return Comparison(diff, None, None, None, len(a), len(b), analysis, side, hedges_g=g)
     if paired and np.allclose(a - b, (a - b)[0], rtol=0, atol=1e-9):
-        return Comparison(diff, None, None, None, len(a), len(b), analysis,
-                          "every seed gave the same difference", hedges_g=g)
+        return Comparison(
+            diff, None, None, None, len(a), len(b), analysis, "every seed gave the same difference", hedges_g=g
+        )
     if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return Comparison(diff, None, None, None, len(a), len(b), analysis, "every seed gave the same accuracy",
-                          hedges_g=g)
+        return Comparison(
+            diff, None, None, None, len(a), len(b), analysis, "every seed gave the same accuracy", hedges_g=g
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nearly equal seeds: scipy's precision note
         result = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
     interval = result.confidence_interval(confidence)
-    return Comparison(diff, float(interval.low), float(interval.high), float(result.pvalue), len(a), len(b),
-                      analysis, hedges_g=g, effect=_paired_effect(a - b) if paired else g)
+    return Comparison(
+        diff,
+        float(interval.low),
+        float(interval.high),
+        float(result.pvalue),
+        len(a),
+        len(b),
+        analysis,
+        hedges_g=g,
+        effect=_paired_effect(a - b) if paired else g,
+    )
 
 
 def hedges_g(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -134,8 +150,7 @@ def power(effect: float, n: int, paired: bool, alpha: float = ALPHA) -> float:
     return min(1.0, integrate.quad(rejected, 0, 1, limit=200)[0])
 
 
-def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA,
-                 target: float = POWER) -> int | None:
+def seeds_needed(effect: float | None, paired: bool, alpha: float = ALPHA, target: float = POWER) -> int | None:
     """Seeds per variant for the test used to detect `effect` with `target` power at `alpha`
     (two-sided): the smallest n that reaches it, by bisection; None past MAX_SEEDS or for no effect."""
     if effect is None or not math.isfinite(effect) or effect == 0:
@@ -171,8 +186,9 @@ def holm(comparisons: list[Comparison]) -> list[Comparison]:
     rank = {i: k for k, i in enumerate(sorted(tested, key=lambda i: comparisons[i].p))}
     out = list(comparisons)
     for i, p in zip(tested, adjusted):
-        out[i] = dataclasses.replace(comparisons[i], p_holm=float(p), comparisons=len(tested),
-                                     alpha=ALPHA / (len(tested) - rank[i]))
+        out[i] = dataclasses.replace(
+            comparisons[i], p_holm=float(p), comparisons=len(tested), alpha=ALPHA / (len(tested) - rank[i])
+        )
     return out
 
 
@@ -192,9 +208,11 @@ def verdict(name: str, reference_name: str, c: Comparison) -> str:
         return f"{name} {word} than {reference_name} by {abs(c.diff):.2f} points ({detail}, {n})"
     text = f"{name} vs {reference_name}: no significant difference at {n} ({c.diff:+.2f} points, {detail})"
     if c.seeds_for_power is not None:
-        text += (f"; {c.seeds_for_power} seeds each would detect a difference this size "
-                 f"with {POWER:.0%} power "
-                 f"at Holm's α={c.alpha:.3g}")
+        text += (
+            f"; {c.seeds_for_power} seeds each would detect a difference this size "
+            f"with {POWER:.0%} power "
+            f"at Holm's α={c.alpha:.3g}"
+        )
     return text
 
 
@@ -227,8 +245,10 @@ class Convergence:
             spread = "one seed, no interval"
         else:
             spread = f"{CONFIDENCE:.0%} CI {self.low:+.2f} to {self.high:+.2f}"
-        numbers = (f"validation accuracy {self.slope:+.2f} points/epoch over the last {self.window} epochs "
-                   f"({spread}, n={self.seeds}; threshold {self.threshold:.3g})")
+        numbers = (
+            f"validation accuracy {self.slope:+.2f} points/epoch over the last {self.window} epochs "
+            f"({spread}, n={self.seeds}; threshold {self.threshold:.3g})"
+        )
         if self.converged is False:
             return f"{NOT_CONVERGED} ({numbers})"
         if self.converged is None:
@@ -313,5 +333,10 @@ def time_to_accuracy(curves: pd.DataFrame, target_pct: float) -> TimeToAccuracy:
             epochs.append(float(curve["epoch"].iloc[first]))
             seconds.append(float(spent.iloc[first]))
     n = curves["seed"].nunique()
-    return TimeToAccuracy(target_pct, len(epochs), n, float(np.mean(epochs)) if epochs else None,
-                          float(np.mean(seconds)) if seconds else None)
+    return TimeToAccuracy(
+        target_pct,
+        len(epochs),
+        n,
+        float(np.mean(epochs)) if epochs else None,
+        float(np.mean(seconds)) if seconds else None,
+    )

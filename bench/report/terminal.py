@@ -13,8 +13,18 @@ from bench.report.render import TEXT_COLUMNS
 FALLBACK_WIDTH = 100  # piped with no $COLUMNS: a width any terminal shows, not a file's 160
 WRAPPED_TEXT = 24  # a text column may wrap down to this width
 # The columns a reader needs first; the others follow in the table's own order while they fit.
-FIRST = ("study", "variant", "vs", "test %", "Δ test pts (95% CI)", "Holm p", "converged (val pts/ep)",
-         "metric", "ours", "theirs")
+FIRST = (
+    "study",
+    "variant",
+    "vs",
+    "test %",
+    "Δ test pts (95% CI)",
+    "Holm p",
+    "converged (val pts/ep)",
+    "metric",
+    "ours",
+    "theirs",
+)
 
 
 def width() -> int:

@@ -61,14 +61,17 @@ def check_components(plan: Plan, settings: dict[str, Any], where: str) -> None:
     if plan.sampler["name"] == "grid":
         for param in plan.space.values():
             if param.by is not None or (param.type == "float" and not param.step):
-                raise BenchError(f"{where}.space.{param.name}: the grid sampler needs a finite set of "
-                                 "values: give it choices (type = \"categorical\") or a step, and no by")
+                raise BenchError(
+                    f"{where}.space.{param.name}: the grid sampler needs a finite set of "
+                    'values: give it choices (type = "categorical") or a step, and no by'
+                )
     try:
         plan.make_sampler()
         plan.make_pruner(RunConfig.from_dict(settings).epochs)
     except (TypeError, ValueError) as exc:
-        raise BenchError(f"{where}: sampler {plan.sampler} or pruner {plan.pruner} rejected its options: "
-                         f"{exc}") from None
+        raise BenchError(
+            f"{where}: sampler {plan.sampler} or pruner {plan.pruner} rejected its options: {exc}"
+        ) from None
     dry_run(plan, RunConfig.from_dict(settings).epochs, where)
 
 
@@ -79,8 +82,7 @@ def dry_run(plan: Plan, epochs: int, where: str) -> None:
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "trial finished" lines for made-up trials
     try:
-        study = optuna.create_study(direction="maximize", sampler=plan.make_sampler(),
-                                    pruner=plan.make_pruner(epochs))
+        study = optuna.create_study(direction="maximize", sampler=plan.make_sampler(), pruner=plan.make_pruner(epochs))
         for number in range(DRY_TRIALS):
             trial = study.ask()
             plan.sample(trial)
@@ -90,8 +92,10 @@ def dry_run(plan: Plan, epochs: int, where: str) -> None:
                     break
             study.tell(trial, 0.1 * number)
     except Exception as exc:  # noqa: BLE001 - whatever Optuna raises, the options are what to fix
-        raise BenchError(f"{where}: sampler {plan.sampler} and pruner {plan.pruner} cannot run a trial "
-                         f"({type(exc).__name__}: {one_line(exc)}); check their options against Optuna's "
-                         "documentation (hyperband: min_resource >= 1, reduction_factor >= 2)") from None
+        raise BenchError(
+            f"{where}: sampler {plan.sampler} and pruner {plan.pruner} cannot run a trial "
+            f"({type(exc).__name__}: {one_line(exc)}); check their options against Optuna's "
+            "documentation (hyperband: min_resource >= 1, reduction_factor >= 2)"
+        ) from None
     finally:
         optuna.logging.set_verbosity(verbosity)

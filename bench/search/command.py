@@ -34,12 +34,16 @@ NOT_OVERRIDES = ("budget",)  # the budget label is made from the overrides
 
 
 def parser() -> argparse.ArgumentParser:
-    p = cli.study_parser(cli.SEARCH, "Search a study's [search] space with Optuna; every trial, curve and checkpoint "
-                         "goes to MLflow.", listing="show the studies that have a search, with their spaces")
+    p = cli.study_parser(
+        cli.SEARCH,
+        "Search a study's [search] space with Optuna; every trial, curve and checkpoint goes to MLflow.",
+        listing="show the studies that have a search, with their spaces",
+    )
     p.add_argument("--trials", type=int, help="the total number of trials the study should hold (default: the study's)")
     p.add_argument("--timeout", type=float, help="stop claiming new trials after this many seconds")
-    cli.add_study_flags(p, "trials", "overrides (any run setting the search does not sample, applied to every trial)",
-                        NOT_OVERRIDES)
+    cli.add_study_flags(
+        p, "trials", "overrides (any run setting the search does not sample, applied to every trial)", NOT_OVERRIDES
+    )
     return p
 
 
@@ -60,15 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         announce(study, budget, plan, settings, len(standing(job.study)), args)
 
-    runner.work_together(job, "bench.search", argv, args.workers, checkpoint_root=Path(args.checkpoint_root),
-                         data_dir=args.data_dir, quiet=args.quiet)
+    runner.work_together(
+        job,
+        "bench.search",
+        argv,
+        args.workers,
+        checkpoint_root=Path(args.checkpoint_root),
+        data_dir=args.data_dir,
+        quiet=args.quiet,
+    )
     if args.quiet:  # a helper: the worker that started it reports
         return 0 if job.all_finished() else 1
     return wrap_up(job, plan, args)
 
 
-def chosen_plan(study: studies.Study, args: argparse.Namespace, overrides: dict[str, Any]
-                ) -> tuple[studies.Budget, Plan, dict[str, Any]]:
+def chosen_plan(
+    study: studies.Study, args: argparse.Namespace, overrides: dict[str, Any]
+) -> tuple[studies.Budget, Plan, dict[str, Any]]:
     """The budget, the [search] plan at it, and the settings every trial shares (budget label included)."""
     shared, label = study.settings(args.budget, overrides)
     budget = study.budget(args.budget)
@@ -76,22 +88,41 @@ def chosen_plan(study: studies.Study, args: argparse.Namespace, overrides: dict[
     plan = load_plan(study, budget.name, settings, trials=args.trials, timeout=args.timeout)
     searched = sorted(set(overrides) & set(plan.space))
     if searched:
-        raise BenchError(f"--{searched[0].replace('_', '-')} is sampled by this search; drop the flag, "
-                         f"or copy the study and take {searched[0]} out of its [search.space]")
+        raise BenchError(
+            f"--{searched[0].replace('_', '-')} is sampled by this search; drop the flag, "
+            f"or copy the study and take {searched[0]} out of its [search.space]"
+        )
     return budget, plan, settings
 
 
-def open_job(study: studies.Study, budget: studies.Budget, plan: Plan, settings: dict[str, Any],
-             args: argparse.Namespace, tracker: Tracker, storage, command: str) -> SearchJob:
+def open_job(
+    study: studies.Study,
+    budget: studies.Budget,
+    plan: Plan,
+    settings: dict[str, Any],
+    args: argparse.Namespace,
+    tracker: Tracker,
+    storage,
+    command: str,
+) -> SearchJob:
     """The search's Optuna study (its sampler re-seeded for this worker) and its described MLflow parent run."""
     label, shared_config = settings["budget"], RunConfig.from_dict(settings)
     name = f"{study.name}-search-{label}"
     with optuna_storage.storage_lock(args.storage):
         optuna_study, experiment_id, parent_id = runner.open_study(
-            name, args.storage, tracker, study.name,
-            {"bench.budget": label, "bench.dataset": shared_config.dataset, "bench.kind": "search",
-             "bench.space": plan.space_text},
-            sampler=plan.make_sampler(), pruner=plan.make_pruner(shared_config.epochs), storage=storage,
+            name,
+            args.storage,
+            tracker,
+            study.name,
+            {
+                "bench.budget": label,
+                "bench.dataset": shared_config.dataset,
+                "bench.kind": "search",
+                "bench.space": plan.space_text,
+            },
+            sampler=plan.make_sampler(),
+            pruner=plan.make_pruner(shared_config.epochs),
+            storage=storage,
         )
         _same_space(optuna_study, plan, args.storage)
         starts = optuna_study.user_attrs.get("worker_starts", 0)
@@ -99,21 +130,36 @@ def open_job(study: studies.Study, budget: studies.Budget, plan: Plan, settings:
         if starts and plan.sampler.get("seed") is not None:
             optuna_study.sampler = plan.make_sampler(worker_start=starts)
         job = SearchJob(
-            experiment_name=study.name, optuna_name=name, study=optuna_study, tracker=tracker,
-            experiment_id=experiment_id, parent_run_id=parent_id, storage=storage, storage_url=args.storage,
-            system_metrics=args.system_metrics, plan=plan, settings=settings,
+            experiment_name=study.name,
+            optuna_name=name,
+            study=optuna_study,
+            tracker=tracker,
+            experiment_id=experiment_id,
+            parent_run_id=parent_id,
+            storage=storage,
+            storage_url=args.storage,
+            system_metrics=args.system_metrics,
+            plan=plan,
+            settings=settings,
             deadline=time.monotonic() + plan.timeout if plan.timeout else None,
         )
         lost = job.refill()
-        tracker.describe_parent(parent_id, (
-            f"**{study.name}** search: {study.description}\n\nBudget `{label}`: {budget.description}\n\n"
-            f"Space: {plan.space_text}; {plan.wanted} trials, sampler "
-            f"{plan.sampler['name']}, pruner {plan.pruner['name']}, maximising validation accuracy.\n\n"
-            f"Command: `{command}`"), {k: v for k, v in shared_config.to_dict().items() if k not in plan.space})
+        tracker.describe_parent(
+            parent_id,
+            (
+                f"**{study.name}** search: {study.description}\n\nBudget `{label}`: {budget.description}\n\n"
+                f"Space: {plan.space_text}; {plan.wanted} trials, sampler "
+                f"{plan.sampler['name']}, pruner {plan.pruner['name']}, maximising validation accuracy.\n\n"
+                f"Command: `{command}`"
+            ),
+            {k: v for k, v in shared_config.to_dict().items() if k not in plan.space},
+        )
     if lost:
-        console.print(f"[yellow]note:[/] {lost} trial(s) complete in Optuna's "
-                      f"{escape(optuna_storage.describe_storage(args.storage))} have no finished run in MLflow "
-                      f"{escape(redact(tracker.uri))}: queued again")
+        console.print(
+            f"[yellow]note:[/] {lost} trial(s) complete in Optuna's "
+            f"{escape(optuna_storage.describe_storage(args.storage))} have no finished run in MLflow "
+            f"{escape(redact(tracker.uri))}: queued again"
+        )
     return job
 
 
@@ -122,13 +168,17 @@ def wrap_up(job: SearchJob, plan: Plan, args: argparse.Namespace) -> int:
     notes = []
     busy = job.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
     if busy:
-        notes.append(f"{len(busy)} trial(s) still running or queued elsewhere: the last worker to finish logs the summary")
+        notes.append(
+            f"{len(busy)} trial(s) still running or queued elsewhere: the last worker to finish logs the summary"
+        )
     else:
         notes += log_summary(job)
     print_outcome(job.study, plan.wanted)
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    console.print(f"MLflow store: {escape(redact(job.tracker.uri))}; browse it with: [bold]{escape(job.tracker.ui_command)}[/]")
+    console.print(
+        f"MLflow store: {escape(redact(job.tracker.uri))}; browse it with: [bold]{escape(job.tracker.ui_command)}[/]"
+    )
     console.print(f"Optuna study {job.optuna_name}: [bold]{escape(dashboard_command(args.storage))}[/]")
     for failure in job.failures:
         console.print(f"[red]failed:[/] {escape(failure)}")
@@ -147,19 +197,23 @@ def _same_space(study: optuna.Study, plan: Plan, storage: str | None) -> None:
         )
 
 
-def announce(study: studies.Study, budget: studies.Budget, plan: Plan, settings: dict[str, Any],
-             present: int, args) -> None:
+def announce(
+    study: studies.Study, budget: studies.Budget, plan: Plan, settings: dict[str, Any], present: int, args
+) -> None:
     config = RunConfig.from_dict(settings)
     options = lambda spec: ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")  # noqa: E731
     timeout = f", stop claiming after {plan.timeout:g} s" if plan.timeout else ""
     cli.announce(
-        study, budget, config.budget, bool(args.budget),
+        study,
+        budget,
+        config.budget,
+        bool(args.budget),
         f"{plan.wanted} trials in all ({present} in the study already{timeout}) of {config.model}"
         f"{'-bn' if config.batch_norm else ''} on {config.dataset} (subset {config.subset or 'all'}, {config.epochs} epochs, "
         f"width {config.width}, batch {config.batch_size}, device {config.device}), maximising validation accuracy\n"
         f"space: {escape(plan.space_text)}\n"
         f"sampler {plan.sampler['name']}({options(plan.sampler)}), pruner {plan.pruner['name']}({options(plan.pruner)}), "
-        f"storage {escape(optuna_storage.describe_storage(args.storage))}"
+        f"storage {escape(optuna_storage.describe_storage(args.storage))}",
     )
 
 

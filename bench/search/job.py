@@ -44,8 +44,10 @@ class SearchJob(runner.Job):
         # Count and ask as one step, so that workers together stop at exactly --trials. ask() pops
         # a queued trial first (a dead worker's, queued again), else samples a new one.
         with optuna_storage.storage_lock(self.storage_url):
-            while (self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                   or len(standing(self.study)) < self.plan.wanted):
+            while (
+                self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                or len(standing(self.study)) < self.plan.wanted
+            ):
                 trial = self.study.ask()
                 if not self.settle_repeat(trial):
                     return trial
@@ -59,8 +61,16 @@ class SearchJob(runner.Job):
         """
         config_hash = self.describe(trial)[0].hash  # samples the trial's params now
         trial.set_user_attr("config_hash", config_hash)
-        twin = next((t for t in standing(self.study) if t.user_attrs.get("config_hash") == config_hash
-                     and t.number != trial.number and "repeat_of" not in t.user_attrs), None)
+        twin = next(
+            (
+                t
+                for t in standing(self.study)
+                if t.user_attrs.get("config_hash") == config_hash
+                and t.number != trial.number
+                and "repeat_of" not in t.user_attrs
+            ),
+            None,
+        )
         if twin is None:
             return False
         trial.set_user_attr("repeat_of", twin.number)
@@ -78,13 +88,24 @@ class SearchJob(runner.Job):
         without training again; it is not pruned (it completed once). As ablations refill theirs.
         """
         in_mlflow = self.tracker.finished_hashes(self.experiment_id)
-        lost = [t for t in standing(self.study) if t.state == TrialState.COMPLETE
-                and "mlflow_run_id" in t.user_attrs and t.user_attrs.get("config_hash") not in in_mlflow]
+        lost = [
+            t
+            for t in standing(self.study)
+            if t.state == TrialState.COMPLETE
+            and "mlflow_run_id" in t.user_attrs
+            and t.user_attrs.get("config_hash") not in in_mlflow
+        ]
         for trial in lost:
             history = [*trial.system_attrs.get("retry_history", ()), trial.number]
-            self.study.add_trial(optuna.trial.create_trial(
-                state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-                user_attrs={runner.REFILL_OF: trial.number}, system_attrs={"retry_history": history}))
+            self.study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState.WAITING,
+                    params=trial.params,
+                    distributions=trial.distributions,
+                    user_attrs={runner.REFILL_OF: trial.number},
+                    system_attrs={"retry_history": history},
+                )
+            )
         return len(lost)
 
     def describe(self, trial: optuna.Trial):

@@ -168,8 +168,9 @@ class Plan:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def load_plan(study: studies.Study, budget: str, settings: dict[str, Any],
-              trials: int | None = None, timeout: float | None = None) -> Plan:
+def load_plan(
+    study: studies.Study, budget: str, settings: dict[str, Any], trials: int | None = None, timeout: float | None = None
+) -> Plan:
     """Validate the study's [search] table for `budget` against the settings every trial shares."""
     where = f"{study.path}: search"
     raw = study.search
@@ -178,8 +179,10 @@ def load_plan(study: studies.Study, budget: str, settings: dict[str, Any],
     _known_keys(raw, SEARCH_KEYS, where)
     objective = raw.get("objective", OBJECTIVE)
     if objective != OBJECTIVE:
-        raise BenchError(f"{where}.objective {objective!r} is not supported: searches maximise "
-                         f"{OBJECTIVE!r} (validation accuracy); the test set never chooses anything")
+        raise BenchError(
+            f"{where}.objective {objective!r} is not supported: searches maximise "
+            f"{OBJECTIVE!r} (validation accuracy); the test set never chooses anything"
+        )
     budgets = _table(raw.get("budgets", {}), f"{where}.budgets")
     for name in budgets:
         if name not in study.budgets:
@@ -187,15 +190,26 @@ def load_plan(study: studies.Study, budget: str, settings: dict[str, Any],
     own = _table(budgets.get(budget, {}), f"{where}.budgets.{budget}")
     _known_keys(own, BUDGET_KEYS, f"{where}.budgets.{budget}")
     merged = {**raw, **{k: v for k, v in own.items() if k != "space"}}
-    space_raw = {**_table(raw.get("space", {}), f"{where}.space"), **_table(own.get("space", {}), f"{where}.budgets.{budget}.space")}
+    space_raw = {
+        **_table(raw.get("space", {}), f"{where}.space"),
+        **_table(own.get("space", {}), f"{where}.budgets.{budget}.space"),
+    }
     if not space_raw:
-        raise BenchError(f"{where}.space is empty: name at least one setting to search, e.g. "
-                         'lr = { type = "float", low = 0.005, high = 0.3, log = true }')
+        raise BenchError(
+            f"{where}.space is empty: name at least one setting to search, e.g. "
+            'lr = { type = "float", low = 0.005, high = 0.3, log = true }'
+        )
     space = _order([_param(name, spec, f"{where}.space.{name}") for name, spec in space_raw.items()], where)
     plan = Plan(
         space=space,
-        trials=_count(trials if trials is not None else merged.get("trials", 10), "--trials" if trials is not None else f"{where}.trials"),
-        timeout=_seconds(timeout if timeout is not None else merged.get("timeout"), "--timeout" if timeout is not None else f"{where}.timeout"),
+        trials=_count(
+            trials if trials is not None else merged.get("trials", 10),
+            "--trials" if trials is not None else f"{where}.trials",
+        ),
+        timeout=_seconds(
+            timeout if timeout is not None else merged.get("timeout"),
+            "--timeout" if timeout is not None else f"{where}.timeout",
+        ),
         sampler=_component(merged.get("sampler", "tpe"), SAMPLERS, "sampler", where),
         pruner=_component(merged.get("pruner", "median"), PRUNERS, "pruner", where),
     )
@@ -221,10 +235,12 @@ def _param(name: str, spec: Any, where: str) -> Param:
         if len(set(map(repr, values))) != len(values):
             raise BenchError(f"{where}: choices repeat: {values}")
         if set(spec) - {"type", "choices"}:
-            raise BenchError(f"{where}: a categorical parameter takes only choices, not {sorted(set(spec) - {'type', 'choices'})[0]}")
+            raise BenchError(
+                f"{where}: a categorical parameter takes only choices, not {sorted(set(spec) - {'type', 'choices'})[0]}"
+            )
         return Param(name, kind, choices=tuple(values))
     if "choices" in spec:
-        raise BenchError(f"{where}: choices belong to type = \"categorical\", not {kind}")
+        raise BenchError(f'{where}: choices belong to type = "categorical", not {kind}')
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise BenchError(f"{where}: log must be true or false, got {log!r}")
@@ -238,7 +254,7 @@ def _param(name: str, spec: Any, where: str) -> Param:
     by = spec.get("by")
     if by is None:
         if "ranges" in spec:
-            raise BenchError(f"{where}: ranges need by = \"<categorical parameter>\" to choose among them")
+            raise BenchError(f'{where}: ranges need by = "<categorical parameter>" to choose among them')
         low, high = _range(spec.get("low"), spec.get("high"), kind, log, where)
         return Param(name, kind, low=low, high=high, log=log, step=step)
     if "low" in spec or "high" in spec:
@@ -262,8 +278,10 @@ def _range(low: Any, high: Any, kind: str, log: bool, where: str) -> tuple[float
     if low > high:
         raise BenchError(f"{where}: the range is inverted (low {low} > high {high}); swap them")
     if low == high:
-        raise BenchError(f"{where}: the range is empty (low = high = {low}); widen it, or fix the "
-                         "setting in the study's [base] instead of searching it")
+        raise BenchError(
+            f"{where}: the range is empty (low = high = {low}); widen it, or fix the "
+            "setting in the study's [base] instead of searching it"
+        )
     if log and low <= 0:
         raise BenchError(f"{where}: a log range must stay above 0, got low = {low}; raise low (e.g. {high / 1000:g})")
     return low, high
@@ -283,10 +301,14 @@ def _order(params: list[Param], where: str) -> dict[str, Param]:
             continue
         anchor = space.get(param.by)
         if anchor is None or anchor.type != "categorical":
-            raise BenchError(f"{where}.space.{param.name}: by = {param.by!r} must name a categorical parameter of the space")
+            raise BenchError(
+                f"{where}.space.{param.name}: by = {param.by!r} must name a categorical parameter of the space"
+            )
         if set(param.ranges) != {str(c) for c in anchor.choices}:
-            raise BenchError(f"{where}.space.{param.name}: ranges must have exactly one entry per {param.by} choice "
-                             f"({', '.join(map(str, anchor.choices))}), got {', '.join(param.ranges)}")
+            raise BenchError(
+                f"{where}.space.{param.name}: ranges must have exactly one entry per {param.by} choice "
+                f"({', '.join(map(str, anchor.choices))}), got {', '.join(param.ranges)}"
+            )
     return {p.name: p for p in sorted(params, key=lambda p: p.by is not None)}
 
 
@@ -300,8 +322,10 @@ def _component(spec: Any, known: dict[str, Any], kind: str, where: str) -> dict[
     accepted = set(inspect.signature(known[spec["name"]].__init__).parameters) - {"self", "search_space"}
     for option, value in spec.items():
         if option != "name" and option not in accepted:
-            raise BenchError(f"{where}.{kind}: {spec['name']} takes no option {option!r}; it takes: "
-                             f"{', '.join(sorted(accepted)) or 'none'}")
+            raise BenchError(
+                f"{where}.{kind}: {spec['name']} takes no option {option!r}; it takes: "
+                f"{', '.join(sorted(accepted)) or 'none'}"
+            )
         if isinstance(value, float) and not math.isfinite(value):
             raise BenchError(f"{where}.{kind}: {option} = {value} is not a finite number; give one")
     return dict(spec)

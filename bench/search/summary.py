@@ -46,8 +46,10 @@ def log_summary(job: SearchJob) -> list[str]:
     importances = {}
     names = {k for t in complete for k in t.params}
     if len(complete) < 2 or len(names) < 2:
-        notes.append(f"parameter importances need 2+ complete trials and 2+ parameters "
-                     f"({len(complete)} complete, {len(names)} parameter(s)): skipped")
+        notes.append(
+            f"parameter importances need 2+ complete trials and 2+ parameters "
+            f"({len(complete)} complete, {len(names)} parameter(s)): skipped"
+        )
     else:
         importances = optuna.importance.get_param_importances(study)
         metrics.update({f"importance.{k}": v for k, v in importances.items()})
@@ -57,7 +59,9 @@ def log_summary(job: SearchJob) -> list[str]:
     if trained:
         best_run = max(trained, key=lambda t: t.value).user_attrs["mlflow_run_id"]
         version = tracker.register_best(job.optuna_name, best_run)
-        notes.append(f"best trial's model registered as models:/{registry_name(job.optuna_name)}@best (version {version})")
+        notes.append(
+            f"best trial's model registered as models:/{registry_name(job.optuna_name)}@best (version {version})"
+        )
     log_files(job, with_importances=bool(importances))
     return notes
 
@@ -65,13 +69,16 @@ def log_summary(job: SearchJob) -> list[str]:
 def log_files(job: SearchJob, with_importances: bool) -> None:
     """Every trial (csv), the best ones in words (md) and Optuna's plots, under search/ on the parent run."""
     study = job.study
-    plots = {"optimization_history": optuna.visualization.matplotlib.plot_optimization_history,
-             "parallel_coordinate": optuna.visualization.matplotlib.plot_parallel_coordinate}
+    plots = {
+        "optimization_history": optuna.visualization.matplotlib.plot_optimization_history,
+        "parallel_coordinate": optuna.visualization.matplotlib.plot_parallel_coordinate,
+    }
     if with_importances:
         plots["param_importances"] = optuna.visualization.matplotlib.plot_param_importances
     with tempfile.TemporaryDirectory() as tmp:
         study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs")).to_csv(
-            Path(tmp, "trials.csv"), index=False)
+            Path(tmp, "trials.csv"), index=False
+        )
         Path(tmp, "summary.md").write_text(summary_markdown(study, job.optuna_name))
         for file, plot in plots.items():
             axes = plot(study)
@@ -83,14 +90,21 @@ def log_files(job: SearchJob, with_importances: bool) -> None:
 
 def summary_markdown(study: optuna.Study, name: str, rows: int = TOP_ROWS) -> str:
     counts = tally(study)
-    lines = [f"# {name}", "",
-             f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
-             f"{counts[TrialState.FAIL]} failed; objective: best validation accuracy.", "",
-             "| trial | val acc | params | MLflow run |", "|---:|---:|---|---|"]
+    lines = [
+        f"# {name}",
+        "",
+        f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+        f"{counts[TrialState.FAIL]} failed; objective: best validation accuracy.",
+        "",
+        "| trial | val acc | params | MLflow run |",
+        "|---:|---:|---|---|",
+    ]
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
     for trial in complete[:rows]:
-        lines.append(f"| {trial.number} | {trial.value:.4f} | {params_text(trial.params)} | "
-                     f"{trial.user_attrs.get('mlflow_run_id', '')} |")
+        lines.append(
+            f"| {trial.number} | {trial.value:.4f} | {params_text(trial.params)} | "
+            f"{trial.user_attrs.get('mlflow_run_id', '')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -135,8 +149,12 @@ def print_outcome(study: optuna.Study, wanted: int) -> None:
     """The top trials, the counts and the best trial, on stdout."""
     out.print(top_trials_table(study, f"{study.study_name}: top trials by best validation accuracy"))
     counts = tally(study)
-    out.print(f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
-              f"{counts[TrialState.FAIL]} failed of {wanted} wanted")
+    out.print(
+        f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+        f"{counts[TrialState.FAIL]} failed of {wanted} wanted"
+    )
     best = best_trial(study)
     if best is not None:
-        out.print(f"best: trial {best.number}, val acc [bold green]{best.value:.4f}[/], " + escape(params_text(best.params)))
+        out.print(
+            f"best: trial {best.number}, val acc [bold green]{best.value:.4f}[/], " + escape(params_text(best.params))
+        )

@@ -21,5 +21,16 @@ EPOCH_METRICS = tuple(record.epoch_metrics())
 METRIC_NAMES = {k: v for k, v in record.epoch_metrics().items() if k != v}
 BEST_ALIAS = record.BEST_ALIAS
 
-__all__ = ["BEST_ALIAS", "DEFAULT_URI", "EPOCH_METRICS", "METRIC_NAMES", "ServedModel", "Tracker",
-           "check_reachable", "open_existing", "registry_name", "resolve_uri", "serve_from_code"]
+__all__ = [
+    "BEST_ALIAS",
+    "DEFAULT_URI",
+    "EPOCH_METRICS",
+    "METRIC_NAMES",
+    "ServedModel",
+    "Tracker",
+    "check_reachable",
+    "open_existing",
+    "registry_name",
+    "resolve_uri",
+    "serve_from_code",
+]

@@ -26,9 +26,17 @@ from bench.config import RunConfig
 SYSTEM_METRICS_INTERVAL_S = 5.0
 # A run's split as a one-row table (log_dataset). Its schema is given: inferred, MLflow warns on every
 # run that integer columns cannot hold missing values, which matters for model inputs, not this record.
-SPLIT_SCHEMA = Schema([ColSpec("long", "n_train"), ColSpec("long", "n_val"), ColSpec("long", "n_test"),
-                       ColSpec("long", "split_seed"), ColSpec("long", "subset", required=False),
-                       ColSpec("long", "image_size"), ColSpec("string", "split_hash")])
+SPLIT_SCHEMA = Schema(
+    [
+        ColSpec("long", "n_train"),
+        ColSpec("long", "n_val"),
+        ColSpec("long", "n_test"),
+        ColSpec("long", "split_seed"),
+        ColSpec("long", "subset", required=False),
+        ColSpec("long", "image_size"),
+        ColSpec("string", "split_hash"),
+    ]
+)
 SUMMARY_STEP = 0  # one point per summary metric: the UI draws the final value, not a curve
 
 
@@ -56,23 +64,32 @@ class Logging:
                 self.log_epoch(run_id, stats)
         kept = self.client.get_run(run_id).data.metrics  # by an attempt killed after logging them
         self.log_metrics(run_id, {k: v for k, v in record.final_values(result).items() if k not in kept})
-        self.client.log_batch(run_id, tags=[
-            RunTag(record.DEVICE, provenance.device_name(result.device)),
-            RunTag(record.PRECISION, result.precision),
-            *[RunTag(k, v) for k, v in record.data_tags(result.data_info).items()],
-        ])
+        self.client.log_batch(
+            run_id,
+            tags=[
+                RunTag(record.DEVICE, provenance.device_name(result.device)),
+                RunTag(record.PRECISION, result.precision),
+                *[RunTag(k, v) for k, v in record.data_tags(result.data_info).items()],
+            ],
+        )
         self.log_dataset(run_id, result.data_info)
         with tempfile.TemporaryDirectory() as tmp:
             plots.learning_curves(result.history, Path(tmp, "learning_curves.png"), title)
-            plots.confusion_matrix(result.labels, result.predictions, result.classes,
-                                   Path(tmp, "confusion_matrix.png"), f"{title}: test set")
+            plots.confusion_matrix(
+                result.labels,
+                result.predictions,
+                result.classes,
+                Path(tmp, "confusion_matrix.png"),
+                f"{title}: test set",
+            )
             self.client.log_artifacts(run_id, tmp, record.PLOTS)
         if result.best_checkpoint:
             self.client.log_artifact(run_id, result.best_checkpoint, record.CHECKPOINTS)
         self.log_model(run_id, config, result)
 
-    def log_variant_summary(self, parent_id: str, experiment_id: str, budget: str, step: int = SUMMARY_STEP
-                            ) -> dict[str, dict]:
+    def log_variant_summary(
+        self, parent_id: str, experiment_id: str, budget: str, step: int = SUMMARY_STEP
+    ) -> dict[str, dict]:
         """Mean and std of test accuracy and the count of runs per variant, on the parent run.
         Logged at one step, and only what changed: a chart shows the final value, not a curve, and a
         study run again that changed nothing adds nothing."""
@@ -85,8 +102,7 @@ class Logging:
             acc = group[f"metrics.{record.final_metrics()['test_acc']}"].dropna()
             std = float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
             summary[variant] = {"test_acc_mean": float(acc.mean()), "test_acc_std": std, "n": len(acc)}
-        values = {f"{key}.{variant}": value
-                  for variant, numbers in summary.items() for key, value in numbers.items()}
+        values = {f"{key}.{variant}": value for variant, numbers in summary.items() for key, value in numbers.items()}
         logged = self.client.get_run(parent_id).data.metrics
         self.log_metrics(parent_id, {k: v for k, v in values.items() if logged.get(k) != v}, step=step)
         return summary
@@ -105,15 +121,19 @@ class Logging:
         frame = pd.DataFrame([{name: info.get(name) for name in SPLIT_SCHEMA.input_names()}])
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, as meant
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(frame, source=str(info.get("source", "unknown")),
-                                              name=str(info.get("dataset")),
-                                              digest=str(info.get("split_hash"))[:36])
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=str(info.get("source", "unknown")),
+                name=str(info.get("dataset")),
+                digest=str(info.get("split_hash"))[:36],
+            )
         dataset.schema = SPLIT_SCHEMA  # a cached property: set, it is never inferred
         entity = dataset._to_mlflow_entity()
         sizes = {k: info.get(k) for k in ("n_train", "n_val", "n_test")}
         profile = {"num_rows": sizes["n_train"], **sizes}
-        entity = DatasetEntity(entity.name, entity.digest, entity.source_type, entity.source, entity.schema,
-                               json.dumps(profile))
+        entity = DatasetEntity(
+            entity.name, entity.digest, entity.source_type, entity.source, entity.schema, json.dumps(profile)
+        )
         context = InputTag(MLFLOW_DATASET_CONTEXT, "train")
         self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
 
@@ -126,8 +146,9 @@ class Logging:
         if not enabled:
             yield
             return
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S,
-                                       resume_logging=True, tracking_uri=self.uri)
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, resume_logging=True, tracking_uri=self.uri
+        )
         monitor.start()
         try:
             yield

@@ -25,9 +25,15 @@ from bench import provenance, record, serving
 from bench.config import RunConfig
 from bench.errors import BenchError, one_line, redact
 
-SERVABLE_OUTPUT = Schema([ColSpec("string", "class"), ColSpec("long", "class_index"),
-                          ColSpec("double", "confidence"), ColSpec("boolean", "inverted"),
-                          ColSpec(Map(DataType.double), "probabilities")])
+SERVABLE_OUTPUT = Schema(
+    [
+        ColSpec("string", "class"),
+        ColSpec("long", "class_index"),
+        ColSpec("double", "confidence"),
+        ColSpec("boolean", "inverted"),
+        ColSpec(Map(DataType.double), "probabilities"),
+    ]
+)
 
 
 class Models:
@@ -41,8 +47,11 @@ class Models:
         `module` is logged first: the UI's Models column names the latest, and people serve `model`."""
         preprocessing = result.preprocessing
         servable = serving.Servable(result.model, preprocessing)
-        requirements = [f"torch=={torch.__version__.split('+')[0]}",  # given: inferring costs ~14 s a run
-                        f"torchvision=={torchvision.__version__.split('+')[0]}", f"pandas=={pd.__version__}"]
+        requirements = [
+            f"torch=={torch.__version__.split('+')[0]}",  # given: inferring costs ~14 s a run
+            f"torchvision=={torchvision.__version__.split('+')[0]}",
+            f"pandas=={pd.__version__}",
+        ]
         code = [str(provenance.PROJECT_ROOT / "bench")]
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
             example = torch.as_tensor(preprocessing.normalise(result.examples[:1]))
@@ -62,15 +71,16 @@ class Models:
                 name=record.SERVABLE,
                 python_model=str(Path(serving.__file__).with_name("served_model.py")),
                 artifacts={"servable": str(folder)},
-                signature=ModelSignature(inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
-                                         outputs=SERVABLE_OUTPUT,
-                                         params=ParamSchema([ParamSpec("invert", "string", "auto")])),
+                signature=ModelSignature(
+                    inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
+                    outputs=SERVABLE_OUTPUT,
+                    params=ParamSchema([ParamSpec("invert", "string", "auto")]),
+                ),
                 input_example=serving.native_examples(result.examples, preprocessing),
                 metadata={
                     "input": serving.describe_input(preprocessing),
                     "classes": list(preprocessing.classes),
-                    "output": "per image: class, class_index, confidence, inverted, "
-                              "probabilities (class -> p)",
+                    "output": "per image: class, class_index, confidence, inverted, probabilities (class -> p)",
                     "bare_network": "runs:/<run id>/module (mlflow.pytorch; normalised input, logits out)",
                 },
                 pip_requirements=requirements,
@@ -94,37 +104,45 @@ class Models:
             self.client.set_registered_model_alias(name, record.BEST_ALIAS, version)
             self._describe_registered(name, version, run_id)
         except MlflowException as exc:
-            raise BenchError(f"cannot register the best model as {name!r} in {redact(self.uri)}: "
-                             f"{one_line(exc)}") from None
+            raise BenchError(
+                f"cannot register the best model as {name!r} in {redact(self.uri)}: {one_line(exc)}"
+            ) from None
         return int(version)
 
     def _describe_registered(self, name: str, version: str, run_id: str) -> None:
         """Descriptions the registry's pages show: what the model is, and where this version came from."""
         self.client.update_registered_model(
-            name, description=f"The best run of study-budget `{name}` by validation accuracy, as a servable "
-                              "model: raw images in (HxW, HxWxC or a batch), class names and probabilities "
-                              f"out. Alias `{record.BEST_ALIAS}` points at the current best.")
+            name,
+            description=f"The best run of study-budget `{name}` by validation accuracy, as a servable "
+            "model: raw images in (HxW, HxWxC or a batch), class names and probabilities "
+            f"out. Alias `{record.BEST_ALIAS}` points at the current best.",
+        )
         run = self.client.get_run(run_id)
-        final = {name: run.data.metrics.get(record.final_metrics()[name], float("nan"))
-                 for name in ("best_val_acc", "test_acc")}
+        final = {
+            name: run.data.metrics.get(record.final_metrics()[name], float("nan"))
+            for name in ("best_val_acc", "test_acc")
+        }
         self.client.update_model_version(
-            name, version, description=f"Run {run.info.run_name} ({run_id}): best validation accuracy "
-                                       f"{final['best_val_acc']:.4f}, test accuracy {final['test_acc']:.4f}.")
+            name,
+            version,
+            description=f"Run {run.info.run_name} ({run_id}): best validation accuracy "
+            f"{final['best_val_acc']:.4f}, test accuracy {final['test_acc']:.4f}.",
+        )
 
     def _logged_model_uri(self, run_id: str, name: str) -> str:
         """models:/<id> of the model `run_id` logged as `name`: registering that, not runs:/<id>/<name>,
         spares MLflow 3's warning that the run has no artifacts at that path (it keeps models apart)."""
         run = self.client.get_run(run_id)
         found = self.client.search_logged_models(  # a run id and our own name: no user text
-            experiment_ids=[run.info.experiment_id],
-            filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
+        )
         return f"models:/{found[0].model_id}" if found else f"runs:/{run_id}/{name}"
 
     def resolve_model(self, uri: str) -> str:
         """The run id behind models:/NAME@ALIAS or models:/NAME/VERSION, or one line saying why not."""
         if not uri.startswith("models:/"):
             raise BenchError(f"--model takes models:/NAME@ALIAS or models:/NAME/VERSION, got {uri!r}")
-        rest = uri[len("models:/"):]
+        rest = uri[len("models:/") :]
         name, alias = rest.split("@", 1) if "@" in rest else (rest.rsplit("/", 1) + [""])[:2]
         try:
             if "@" in rest:

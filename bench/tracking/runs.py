@@ -41,10 +41,16 @@ class Runs:
         try:
             # Marked as model training, so the UI opens on runs, not on its GenAI (traces) view.
             return self.client.create_experiment(
-                name, artifact_location=store.artifact_location(self.uri, name),
-                tags={record.EXPERIMENT_KIND: "custom_model_development", record.DESCRIPTION: (
-                    f"Study `{name}`: one parent run per budget, a child run per variant and seed (or per "
-                    "trial of a search). Group by bench.variant to see the variants side by side.")})
+                name,
+                artifact_location=store.artifact_location(self.uri, name),
+                tags={
+                    record.EXPERIMENT_KIND: "custom_model_development",
+                    record.DESCRIPTION: (
+                        f"Study `{name}`: one parent run per budget, a child run per variant and seed (or per "
+                        "trial of a search). Group by bench.variant to see the variants side by side."
+                    ),
+                },
+            )
         except Exception:  # another worker created it first
             return self.client.get_experiment_by_name(name).experiment_id
 
@@ -60,8 +66,9 @@ class Runs:
 
     def child_runs(self, experiment_id: str, **tags: str) -> list:
         """The runs whose bench.<key> tags have these values, newest first."""
-        runs = self.client.search_runs([experiment_id], filter_string=tag_filter(tags),
-                                       order_by=["attributes.start_time DESC"], max_results=5000)
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=tag_filter(tags), order_by=["attributes.start_time DESC"], max_results=5000
+        )
         return [r for r in runs if all(r.data.tags.get(f"bench.{k}") == str(v) for k, v in tags.items())]
 
     def finished_hashes(self, experiment_id: str) -> set[str]:
@@ -108,13 +115,11 @@ class Runs:
             **{k if k.startswith(("bench.", "mlflow.")) else f"bench.{k}": v for k, v in tags.items()},
             **({record.PARENT: parent_id} if parent_id else {}),  # none: a lone bench.train run
         }
-        previous = [r for r in self.child_runs(experiment_id, config_hash=config.hash)
-                    if r.info.status != "FINISHED"]
+        previous = [r for r in self.child_runs(experiment_id, config_hash=config.hash) if r.info.status != "FINISHED"]
         if previous:
             run_id = previous[0].info.run_id
             if previous[0].info.status in ACTIVE:
-                self.client.set_tag(run_id, "bench.recovered",
-                                    "worker died while running; marked FAILED, resumed")
+                self.client.set_tag(run_id, "bench.recovered", "worker died while running; marked FAILED, resumed")
                 self.client.set_terminated(run_id, "FAILED")
             self.client.update_run(run_id, status="RUNNING")
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
@@ -155,8 +160,9 @@ class Runs:
         if new:
             self.client.log_batch(run_id, params=new)
 
-    def finished_runs(self, experiment_ids: list[str], query: str = "", *,
-                      tags: dict[str, str] | None = None) -> pd.DataFrame:
+    def finished_runs(
+        self, experiment_ids: list[str], query: str = "", *, tags: dict[str, str] | None = None
+    ) -> pd.DataFrame:
         """FINISHED child runs (tag bench.role = run) as a pandas frame, newest first; `tags`
         (bench.<key> -> value) are compared here, never put into a filter string."""
         where = FINISHED_CHILDREN + (f" and {query}" if query else "")
@@ -191,8 +197,7 @@ class Runs:
                 "carry one; give --checkpoint PATH instead"
             ) from None
 
-    def start_derived(self, source_run_id: str, name: str, params: dict[str, Any],
-                      tags: dict[str, Any]) -> str:
+    def start_derived(self, source_run_id: str, name: str, params: dict[str, Any], tags: dict[str, Any]) -> str:
         """A run nested under a finished run, for numbers derived from its model (bench.post)."""
         source = self.get_run(source_run_id)
         all_tags = {
@@ -216,8 +221,11 @@ def tag_filter(tags: dict[str, Any]) -> str:
 
 def source_tags() -> dict[str, str]:
     """What the UI's Source column shows: the command that made the run, and the commit it ran."""
-    return {record.SOURCE_NAME: " ".join(["python", "-m", *_command()]),
-            record.SOURCE_TYPE: "LOCAL", record.SOURCE_COMMIT: provenance.git_commit()}
+    return {
+        record.SOURCE_NAME: " ".join(["python", "-m", *_command()]),
+        record.SOURCE_TYPE: "LOCAL",
+        record.SOURCE_COMMIT: provenance.git_commit(),
+    }
 
 
 def _command() -> list[str]:
@@ -229,9 +237,11 @@ def _command() -> list[str]:
 
 def child_description(config: RunConfig, tags: dict[str, Any]) -> str:
     variant = tags.get("variant", config.model)
-    return (f"{variant} (seed {config.seed}) of study `{tags.get('study', '')}`, budget `{config.budget}` on "
-            f"{config.dataset}: {config.train_epochs:g} epochs. The servable model is `model`; "
-            f"the best weights are {record.BEST_CHECKPOINT}.")
+    return (
+        f"{variant} (seed {config.seed}) of study `{tags.get('study', '')}`, budget `{config.budget}` on "
+        f"{config.dataset}: {config.train_epochs:g} epochs. The servable model is `model`; "
+        f"the best weights are {record.BEST_CHECKPOINT}."
+    )
 
 
 def _str_values(tags: dict[str, Any]) -> dict[str, str]:

@@ -64,7 +64,7 @@ def local_store_path(uri: str) -> Path | None:
     if bare in ("sqlite:///", "sqlite:///:memory:", "file://", "file://:memory:"):
         return None
     if bare.startswith("file://"):
-        return Path(bare[len("file://"):]).expanduser()
+        return Path(bare[len("file://") :]).expanduser()
     if (path := sqlite_path(bare)) is not None:
         return path
     return None if re.match(r"^[a-z][a-z0-9+.-]*:", uri) else Path(uri).expanduser()
@@ -119,11 +119,15 @@ def _check_database(uri: str) -> None:
         finally:
             engine.dispose()
     except ImportError as exc:
-        raise BenchError(f"MLflow store {redact(uri)} needs a driver that is not installed ({exc.name}): "
-                         "pip install 'vgg-bench[postgres]'") from None
+        raise BenchError(
+            f"MLflow store {redact(uri)} needs a driver that is not installed ({exc.name}): "
+            "pip install 'vgg-bench[postgres]'"
+        ) from None
     except Exception as exc:
-        raise BenchError(f"cannot connect to the MLflow tracking database {redact(uri)} "
-                         f"({redact(one_line(exc))}): check the URL, or create the database first") from None
+        raise BenchError(
+            f"cannot connect to the MLflow tracking database {redact(uri)} "
+            f"({redact(one_line(exc))}): check the URL, or create the database first"
+        ) from None
 
 
 def creation_lock(uri: str):

@@ -31,8 +31,7 @@ class Tracker(Runs, Logging, Models):
                 self.client = MlflowClient(self.uri)
                 self.client.search_experiments(max_results=1)
         except Exception as exc:
-            raise BenchError(f"cannot use MLflow tracking store {redact(self.uri)}: "
-                             f"{one_line(exc)}") from None
+            raise BenchError(f"cannot use MLflow tracking store {redact(self.uri)}: {one_line(exc)}") from None
 
     @property
     def ui_command(self) -> str:
