@@ -8,9 +8,10 @@ running the command again skips what finished and resumes what was cut off.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -21,7 +22,8 @@ from bench import cli, errors, optuna_storage, preflight, record, runner, studie
 from bench.errors import BenchError, redact
 from bench.progress import console, out
 from bench.report import build as report_build
-from bench.report.publish import DEFAULT_OUT as REPORT_DIR, publish
+from bench.report.publish import DEFAULT_OUT as REPORT_DIR
+from bench.report.publish import publish
 from bench.report.read import runs_frame
 from bench.report.render import variant_table
 from bench.tracking import Tracker, registry_name
@@ -252,7 +254,8 @@ def open_job(
         _, lost = job.top_up()
     if lost:
         console.print(
-            f"[yellow]note:[/] {lost} run(s) complete in Optuna's {escape(optuna_storage.describe_storage(args.storage))} "
+            f"[yellow]note:[/] {lost} run(s) complete in Optuna's "
+            f"{escape(optuna_storage.describe_storage(args.storage))} "
             f"have no finished run in MLflow {escape(redact(tracker.uri))}: queued again"
         )
     return job

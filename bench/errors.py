@@ -12,7 +12,8 @@ import argparse
 import re
 import signal
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 
 class BenchError(Exception):

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.data import images, views
-from bench.distributed import Group
 from bench.data.splits import Normaliser
+from bench.distributed import SINGLE, Group
 from bench.models.dense import to_dense
 
 GRID = 5  # crops a side in multi-crop
@@ -33,7 +33,7 @@ def grid_crops(image: torch.Tensor, crop: int) -> torch.Tensor:
     h, w = image.shape[-2:]
     tops = torch.linspace(0, h - crop, GRID).round().long().tolist()
     lefts = torch.linspace(0, w - crop, GRID).round().long().tolist()
-    crops = torch.stack([image[:, t : t + crop, l : l + crop] for t in tops for l in lefts])
+    crops = torch.stack([image[:, t : t + crop, left : left + crop] for t in tops for left in lefts])
     return torch.cat([crops, crops.flip(-1)])
 
 
@@ -65,7 +65,7 @@ def evaluate(
     paper_scales: tuple[int, ...],
     autocast,
     channels_last: bool = False,
-    group: Group = Group(),
+    group: Group = SINGLE,
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy on the test part for each mode asked, at each test scale and over all.
 

@@ -7,13 +7,14 @@ Every Optuna storage is opened here (bench.runner re-exports these names for the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from bench import journal, owners, progress as progress_ui
+from bench import journal, owners
+from bench import progress as progress_ui
 from bench.errors import BenchError, one_line, redact
 from bench.store_files import STATE_DIR, locked, sqlite_path
 

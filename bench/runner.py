@@ -28,7 +28,8 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from bench import launch, outage, owners, packing, progress as progress_ui
+from bench import launch, outage, owners, packing
+from bench import progress as progress_ui
 from bench.config import RunConfig
 from bench.errors import BenchError, RunFailed, one_line
 from bench.optuna_storage import describe_storage, open_storage, storage_lock

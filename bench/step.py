@@ -20,7 +20,8 @@ What cannot be captured runs eagerly, and a run asked to use the graph says once
 from __future__ import annotations
 
 import logging
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 import torch.nn.functional as F

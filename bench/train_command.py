@@ -13,9 +13,10 @@ import argparse
 import contextlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bench import distributed, preflight, progress
 from bench.cli import add_config_flags, command_line, given_settings

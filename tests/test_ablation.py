@@ -12,11 +12,11 @@ import mlflow
 import optuna
 import pytest
 import torch
+from conftest import command_error, journal_trials, study_runs, wait_for_epochs
 from mlflow.tracking import MlflowClient
 
 from bench import ablation, studies
 from bench.config import RunConfig
-from conftest import command_error, journal_trials, study_runs, wait_for_epochs
 
 SMOKE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
 

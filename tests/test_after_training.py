@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import error_line, main_error, needs_fashion, study_runs
 from PIL import Image, ImageDraw
 
 from bench import ablation, checkpoint, compress, data, models, onnx_export, post, predict, studies
 from bench.config import RunConfig
 from bench.tracking import Tracker
 from bench.train import Engine, build_model, fit
-from conftest import error_line, main_error, needs_fashion, study_runs
 
 # A task VGG-A learns in two short epochs (4 classes, chance 25 %), with a head where Linear layers
 # hold most of the weights, so that int8 quantisation of Linear has something to shrink.

@@ -10,6 +10,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT, command_error, needs_fashion
 
 from bench import data, provenance
 from bench.benchmark import command, measure
@@ -18,7 +19,6 @@ from bench.errors import BenchError
 from bench.models import build, describe
 from bench.train import Engine
 from bench.tutorial_loop import TutorialDataset, TutorialLoop, tutorial_transform
-from conftest import ROOT, command_error, needs_fashion
 
 TINY = ["--model", "vgg-a", "--bn", "--width", "0.0625", "--device", "cpu"]
 TINY_DATA = ["--dataset", "synthetic", "--subset", "256", "--batch-size", "64"]

@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import free_port, server
+from mlflow.tracking import MlflowClient
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # MLflow 3 opens every experiment on its GenAI view unless this is in the URL (or the

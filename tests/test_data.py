@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import FASHION_DIR, command_error, needs_fashion, raw_idx
 
 from bench import data
-from bench.data import files
-from bench.data import Splits, crop_flip, load
+from bench.data import Splits, crop_flip, files, load
 from bench.errors import BenchError
-from conftest import FASHION_DIR, command_error, needs_fashion, raw_idx
 
 
 @pytest.fixture(autouse=True)

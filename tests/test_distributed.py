@@ -14,13 +14,13 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from conftest import command_error, needs_fashion, study_runs, wait_for_epochs
 from mlflow.tracking import MlflowClient
 
 from bench import checkpoint
 from bench.config import LATER_SETTINGS, RunConfig
 from bench.errors import BenchError
 from bench.train import fit
-from conftest import command_error, needs_fashion, study_runs, wait_for_epochs
 
 # No BatchNorm and no dropout: each rank's share of a batch then gives exactly its share of the
 # gradient, so 2 processes must retrace 1 process step by step (BN would see half batches).

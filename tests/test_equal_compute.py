@@ -53,7 +53,7 @@ def test_equal_flops_runs_train_steps_in_the_ratio_of_their_flops(tmp_path):
     steps, last_lr = {}, {}
     for name, config in (("vgg-a", a), ("vgg-d", d)):
         count = []
-        result = fit(config, on_batch=lambda i, total, loss: count.append(i))
+        result = fit(config, on_batch=lambda i, total, loss, count=count: count.append(i))
         steps[name], last_lr[name] = len(count), result.history[-1].lr
     # Same training FLOPs: steps x FLOPs per image agree to one step's rounding.
     assert steps["vgg-d"] == pytest.approx(steps["vgg-a"] / ratio, abs=1)

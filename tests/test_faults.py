@@ -16,6 +16,7 @@ import optuna
 import psutil
 import pytest
 import torch
+from conftest import command_error, error_line, journal_trials, main_error, study_records, study_runs, wait_for_epochs
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 
@@ -25,7 +26,6 @@ from bench.errors import BenchError, redact
 from bench.report import command as report
 from bench.search import command as search
 from bench.tracking import Tracker
-from conftest import command_error, error_line, journal_trials, main_error, study_records, study_runs, wait_for_epochs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]

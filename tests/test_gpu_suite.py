@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FASHION_DIR, ROOT, command_error, needs_fashion
 
 from bench import distributed, step
 from bench.benchmark import command, gpu, gpu_report, measure
 from bench.config import RunConfig
 from bench.errors import BenchError
-from conftest import FASHION_DIR, ROOT, command_error, needs_fashion
 
 # Put first on PYTHONPATH, this makes `import mlflow` and `import optuna` fail in the process and
 # in every process it spawns, as on a GPU machine that has neither.

@@ -15,13 +15,13 @@ import logging
 
 import pytest
 import torch
+from conftest import ROOT, command_error, main_error
 
 from bench import distributed, step
 from bench.ablation import main as ablation_main
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.train import Engine, autocast, make_optimizer
-from conftest import ROOT, command_error, main_error
 
 RELATIVE = 1e-5
 ABSOLUTE = 1e-8  # conv biases before a BatchNorm (~1e-7) are moved by weight decay and float noise only

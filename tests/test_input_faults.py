@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import main_error, stop_after, study_records, study_runs
 from mlflow.tracking import MlflowClient
 
 from bench import ablation, checkpoint, data, post, predict, train_command
@@ -23,7 +24,6 @@ from bench.errors import BenchError, redact
 from bench.report import command as report
 from bench.search import command as search
 from bench.train import build_model, fit
-from conftest import main_error, stop_after, study_records, study_runs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 

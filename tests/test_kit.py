@@ -15,11 +15,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ROOT, command_error, needs_fashion
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from bench import kit_build, kit_manifest, kit_run
-from conftest import ROOT, command_error, needs_fashion
 
 PYTHON = kit_manifest.running_python()
 STUDY = ["ablation", "--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--dataset", "fashion-mnist"]

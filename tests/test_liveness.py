@@ -15,12 +15,12 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+from conftest import journal_trials, study_runs, wait_for_epochs
 from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from bench import owners
-from conftest import journal_trials, study_runs, wait_for_epochs
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]

@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 import torchvision
+from conftest import ROOT, command_error
 from torch import nn
 
 from bench.errors import BenchError
 from bench.models import build, describe, names
-from conftest import ROOT, command_error
 
 IMAGENET = dict(num_classes=1000, image_size=224, head="paper")
 

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 import torch
+from conftest import command_error, study_runs
 from mlflow.tracking import MlflowClient
 
 from bench import ablation, cli, packing, studies
 from bench.benchmark import budgets, gpu_report
 from bench.config import RunConfig
 from bench.packing import CONTEXT_BYTES, GIB, Measurement, choose
-from conftest import command_error, study_runs
 
 SMOKE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -20,6 +20,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from conftest import FASHION_DIR, ROOT, command_error, free_port, raw_idx, server, study_runs
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -30,7 +31,6 @@ from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.report import read
 from bench.train import EVAL_BATCH
-from conftest import FASHION_DIR, ROOT, command_error, free_port, raw_idx, server, study_runs
 
 SERVED = 256
 

@@ -16,15 +16,15 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import command_error, study_runs
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats
 
 from bench import reference
+from bench.errors import BenchError
 from bench.report import build, command, read, render
 from bench.report import stats as report_stats
-from bench.errors import BenchError
-from conftest import command_error, study_runs
 
 SMOKE = """
 [budgets.smoke]

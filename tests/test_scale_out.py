@@ -20,13 +20,13 @@ import optuna
 import pytest
 import sqlalchemy
 import torch
+from conftest import error_line, free_port, study_runs, wait_for, wait_for_epochs
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from bench.launch import stop_group
-from conftest import error_line, free_port, study_runs, wait_for, wait_for_epochs
 
 PASSWORD = f"s3cr3t-{secrets.token_hex(6)}"
 EPOCHS = 20  # long enough for a kill to land mid-run

@@ -15,7 +15,6 @@ from bench.data.generate import make_tree
 from bench.preprocessing import Preprocessing
 from bench.train import fit
 
-
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 

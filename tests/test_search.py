@@ -13,13 +13,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ROOT, error_line, main_error, study_runs
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from bench.search import command as search
 from bench.search.job import standing
-from conftest import ROOT, error_line, main_error, study_runs
 
 STUDY = "lr-wd-search-smoke+device=cpu"  # the override is part of the budget label
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import study_runs
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from bench.tracking import EPOCH_METRICS, METRIC_NAMES
-from conftest import study_runs
 
 STUDY = [
     "--study",

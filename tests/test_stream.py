@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from conftest import command_error, stop_after
 from torchvision.transforms.v2 import functional as TF
 
 from bench import data
@@ -12,8 +12,6 @@ from bench.config import RunConfig
 from bench.data import stream, views
 from bench.errors import BenchError
 from bench.train import fit
-from conftest import command_error, stop_after
-
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import command_error, needs_fashion, stop_after
 
 from bench import checkpoint
 from bench.config import LATER_SETTINGS, RunConfig
 from bench.errors import BenchError
 from bench.train import fit, lr_at, plateau_drops
-from conftest import command_error, needs_fashion, stop_after
 
 TINY = dict(
     model="vgg-a", batch_norm=True, width=0.0625, dataset="synthetic", subset=512, epochs=3, batch_size=64, lr=0.05

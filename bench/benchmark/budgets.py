@@ -26,8 +26,8 @@ import torch
 from bench import studies
 from bench.benchmark.gpu_report import PACKING_TARGET, runs_per_hour
 from bench.benchmark.measure import synchronize
-from bench.provenance import PROJECT_ROOT
 from bench.config import LATER_SETTINGS, RunConfig
+from bench.provenance import PROJECT_ROOT
 from bench.train import Engine, fit, flops_per_image
 
 CARRIED = "fashion-mnist"  # the data the GPU machines get: first epochs are measured on it

@@ -14,8 +14,8 @@ from bench.benchmark.steps import check_buildable, step_grid
 from bench.benchmark.time_to_accuracy import until
 from bench.cli import add_config_flags, given_settings
 from bench.config import RunConfig
-from bench.errors import BenchError, Parser
 from bench.device import resolve_device
+from bench.errors import BenchError, Parser
 
 # Run settings that take comma-separated lists, expanded to their cartesian product.
 GRID = ("model", "batch_size", "precision", "channels_last", "compile", "image_size")

@@ -9,7 +9,7 @@ all (the rest is the host launching kernels, or waiting).
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile

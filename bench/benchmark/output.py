@@ -6,7 +6,7 @@ import json
 import math
 import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import torch
@@ -20,7 +20,7 @@ def stamp(device: torch.device, argv: list[str]) -> dict[str, str]:
     """Who made a result: the exact command, the date, the machine and the commit."""
     return {
         "command": "python -m bench.benchmark " + shlex.join(argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         **provenance.stamp(device),
     }
 

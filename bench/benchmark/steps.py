@@ -27,8 +27,8 @@ from bench.benchmark.measure import (
     utilisation,
 )
 from bench.config import RunConfig
-from bench.errors import BenchError, one_line
 from bench.device import resolve_device
+from bench.errors import BenchError, one_line
 from bench.train import autocast, make_optimizer, resolve_precision
 
 DEFAULT_IMAGE_SIZE = 32  # the step grid has no dataset to take a size from

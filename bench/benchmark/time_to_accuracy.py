@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -209,7 +209,7 @@ def _engine_data_epoch(engine: Engine) -> None:
     """The Engine's batches of one epoch (crop, flip, normalise on the device), with nothing trained."""
     config = engine.config
     generator = torch.Generator(device=engine.device).manual_seed(config.seed)
-    for x, _ in engine.splits.batches(
+    for _batch in engine.splits.batches(
         "train",
         config.batch_size,
         generator=generator,

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from bench import progress, studies
+from bench.device import resolve_device
 from bench.errors import BenchError
 from bench.provenance import PROJECT_ROOT
-from bench.device import resolve_device
 from bench.train import fit
 
 TARGET_S = 2.0  # seconds per run the tracking may add

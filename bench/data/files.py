@@ -17,8 +17,8 @@ import socket
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bench.errors import BenchError, one_line
 

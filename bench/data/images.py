@@ -11,7 +11,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image as tv_decode
+from torchvision.io import ImageReadMode
+from torchvision.io import decode_image as tv_decode
 from torchvision.transforms.v2 import functional as TF
 
 from bench.errors import BenchError, one_line

@@ -6,9 +6,7 @@ import os
 
 import torch
 
-from bench.data import cifar, idx, imagefolder, synthetic
-from bench.ranges import IMAGE_SIZE
-from bench.data import stream, tree, views
+from bench.data import cifar, idx, imagefolder, stream, synthetic, tree, views
 from bench.data.splits import (
     Splits,
     channel_stats,
@@ -22,6 +20,7 @@ from bench.data.splits import (
 )
 from bench.device import resolve_device
 from bench.errors import BenchError, choices
+from bench.ranges import IMAGE_SIZE
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic", "synthetic-images")
 

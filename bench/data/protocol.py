@@ -3,7 +3,8 @@ is held: `Splits` (uint8 tensors on the device) or `StreamSplits` (image files d
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 

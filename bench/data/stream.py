@@ -28,9 +28,9 @@ in memory, during training when streamed; either way the run stops with one line
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -54,6 +54,7 @@ HOLDERS = ("auto", "memory", "stream", "stream-gpu")
 MEMORY_FRACTION = 0.25  # of physical RAM: the most `auto` holds decoded in memory
 STATS_SAMPLE = 1000  # training images whose centre views give the normalisation mean and std
 PREFETCH = 2  # batches each worker prepares ahead: bounds host memory
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -332,7 +333,7 @@ def open_folder(
     subset: int | None = None,
     val_fraction: float = 0.1,
     split_seed: int = 0,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = CPU,
 ) -> StreamSplits:
     """Scan, check and split an image folder; hold it decoded in memory or stream it (see the module doc)."""
     if holder not in HOLDERS:

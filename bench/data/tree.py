@@ -35,7 +35,7 @@ class Tree:
         """A hash of every file's part, name, size and mtime (and `extra`): changes when any file does."""
         h = hashlib.sha256("|".join(map(str, (self.root, *extra))).encode())
         for part, per_class in self.parts.items():
-            for cls, files in per_class.items():
+            for files in per_class.values():
                 for f in files:
                     st = f.stat()
                     h.update(f"|{part}|{f.relative_to(self.root)}|{st.st_size}|{st.st_mtime_ns}".encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -435,7 +435,7 @@ def provenance_header(runs: pd.DataFrame, command: str, uri: str, which: str, ot
         return ", ".join(sorted(runs[column].dropna().astype(str).unique())) or "unknown"
 
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "machine": f"{here['host']} ({here['device']}), python {here['python']}",
         "project commit": here["commit"],

@@ -209,10 +209,12 @@ def announce(
         config.budget,
         bool(args.budget),
         f"{plan.wanted} trials in all ({present} in the study already{timeout}) of {config.model}"
-        f"{'-bn' if config.batch_norm else ''} on {config.dataset} (subset {config.subset or 'all'}, {config.epochs} epochs, "
+        f"{'-bn' if config.batch_norm else ''} on {config.dataset} (subset {config.subset or 'all'}, "
+        f"{config.epochs} epochs, "
         f"width {config.width}, batch {config.batch_size}, device {config.device}), maximising validation accuracy\n"
         f"space: {escape(plan.space_text)}\n"
-        f"sampler {plan.sampler['name']}({options(plan.sampler)}), pruner {plan.pruner['name']}({options(plan.pruner)}), "
+        f"sampler {plan.sampler['name']}({options(plan.sampler)}), "
+        f"pruner {plan.pruner['name']}({options(plan.pruner)}), "
         f"storage {escape(optuna_storage.describe_storage(args.storage))}",
     )
 

@@ -124,7 +124,10 @@ class SearchJob(runner.Job):
 
     def progress_info(self) -> str:
         counts = tally(self.study)
-        text = f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed"
+        text = (
+            f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+            f"{counts[TrialState.FAIL]} failed"
+        )
         best = best_trial(self.study)
         if best is not None:
             text += f"  best {best.value:.4f} (trial {best.number})"
