@@ -27,6 +27,12 @@ def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Pa
         if key not in loaded:  # each dataset and split once, however many runs share it
             loaded[key] = data.open_run(config.replace(loader_workers=0), data_dir=data_dir)
         splits = loaded[key]
+        # The model first: a pretrained file that does not fit is the first thing a user must fix.
+        model_key = (config.model, tuple(sorted(config.model_options.items())), key, config.pretrained, config.freeze)
+        if (config.pretrained is not None or config.freeze) and model_key not in built:
+            build_model(config, splits)  # reads the pretrained file and checks that it fits, and freeze
+            built.add(model_key)
+
         if splits.num_batches("train", config.batch_size, drop_last=True) == 0:
             train_size = len(splits.labels("train"))
             raise BenchError(
@@ -34,10 +40,6 @@ def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Pa
                 f"({train_size} images with subset {config.subset or 'all'} and val_fraction {config.val_fraction}): "
                 f"lower --batch-size to at most {train_size}, or raise --subset"
             )
-        model_key = (config.model, tuple(sorted(config.model_options.items())), key, config.pretrained, config.freeze)
-        if (config.pretrained is not None or config.freeze) and model_key not in built:
-            build_model(config, splits)  # reads the pretrained file and checks that it fits, and freeze
-            built.add(model_key)
 
 
 def check_writable(folder: Path) -> None:
