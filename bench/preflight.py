@@ -18,11 +18,12 @@ from bench.train import build_model
 
 
 def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Path) -> None:
+    for config in configs:  # settings alone first: a refused one leaves no folder behind
+        step.check(config)  # a graph step asked for without CUDA
     check_writable(checkpoint_root)
     loaded: dict[tuple, data.RunData] = {}
     built: set[tuple] = set()
     for config in configs:
-        step.check(config)  # a graph step asked for without CUDA
         key = config.data_settings
         if key not in loaded:  # each dataset and split once, however many runs share it
             loaded[key] = data.open_run(config.replace(loader_workers=0), data_dir=data_dir)

@@ -166,4 +166,4 @@ def test_a_graph_step_without_cuda_is_one_line_before_anything_is_recorded(tmp_p
         str(tmp_path / "checkpoints"),
     ]
     assert "step 'graph'" in main_error(ablation_main, argv, capsys)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]  # no store, no journal
+    assert list(tmp_path.iterdir()) == []  # no store, no journal, no checkpoint folder
