@@ -49,14 +49,14 @@ def test_no_busy_share_exceeds_100_percent_and_each_diagnosis_names_its_row(h200
     text = gpu_report.markdown(h200, None)
     shares = [int(s) for s in re.findall(r"busy (\d+)%", text)]
     assert shares and max(shares) <= 100
-    mfu, timm, _race = gpu_report.targets(h200)
+    mfu, timm, _step, _race, _packing = gpu_report.targets(h200)
     assert mfu["where"][0].startswith("vgg-d-bn 32 px bf16 compiled (11.2 % MFU): ")
     assert all("busy all of the" in line for line in timm["where"])  # kernel time past the step: overlap
 
 
 def test_shortfalls_are_ratios_and_one_median_is_met_once(h200):
-    mfu, timm, race = gpu_report.targets(h200)
-    assert race["gap"] == "speed-up 1.57x short of 3x"  # 3 / 1.91, not 3 - 1.91
+    mfu, timm, _step, race, _packing = gpu_report.targets(h200)
+    assert race["gap"] == "2.87x the 15 s target; speed-up 1.57x short of 3x"  # 43.1 / 15; 3 / 1.91, not 3 - 1.91
     assert mfu["gap"] == "3.59x short of 40%"
     assert timm["met"] is True and timm["measured"].endswith("met once")
 
