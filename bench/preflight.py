@@ -18,12 +18,10 @@ from bench.train import build_model
 
 
 def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Path) -> None:
-    for config in configs:  # settings alone first: a refused one leaves no folder behind
-        step.check(config)  # a graph step asked for without CUDA
-    check_writable(checkpoint_root)
     loaded: dict[tuple, data.RunData] = {}
     built: set[tuple] = set()
     for config in configs:
+        step.check(config)  # a graph step asked for without CUDA
         key = config.data_settings
         if key not in loaded:  # each dataset and split once, however many runs share it
             loaded[key] = data.open_run(config.replace(loader_workers=0), data_dir=data_dir)
@@ -41,6 +39,9 @@ def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Pa
                 f"({train_size} images with subset {config.subset or 'all'} and val_fraction {config.val_fraction}): "
                 f"lower --batch-size to at most {train_size}, or raise --subset"
             )
+
+    # Last: it makes the folder, which a refused setting or data must not leave behind.
+    check_writable(checkpoint_root)
 
 
 def check_writable(folder: Path) -> None:
