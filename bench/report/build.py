@@ -149,17 +149,7 @@ def analyse(
             row["verdict"] = "reference"
         # its one comparison's numbers (several: the comparisons table has them)
         if len(mine) == 1 and mine[0] in results:
-            c = results[mine[0]]
-            row.update(
-                analysis=c.analysis,
-                diff_pts=c.diff,
-                ci_low_pts=c.low,
-                ci_high_pts=c.high,
-                p_value=c.p,
-                p_holm=c.p_holm,
-                hedges_g=c.hedges_g,
-                seeds_for_power=c.seeds_for_power,
-            )
+            row.update(compare.numbers(results[mine[0]]))
         if name in convergence:
             k = convergence[name]
             row.update(

@@ -53,6 +53,20 @@ def train_compute(grouped: dict[str, pd.DataFrame], starts_from: dict[str, str])
     return {name: value + own.get(starts_from.get(name, ""), 0.0) for name, value in own.items()}
 
 
+def numbers(c: stats.Comparison) -> dict[str, float | str]:
+    """A comparison's numbers under the report's column names (the comparisons table, the summary)."""
+    return {
+        "analysis": c.analysis,
+        "diff_pts": c.diff,
+        "ci_low_pts": c.low,
+        "ci_high_pts": c.high,
+        "p_value": c.p,
+        "p_holm": c.p_holm,
+        "hedges_g": c.hedges_g,
+        "seeds_for_power": c.seeds_for_power,
+    }
+
+
 def frame(
     pairs: list[Pair],
     results: dict[Pair, stats.Comparison],
@@ -69,17 +83,7 @@ def frame(
             row["compute_ratio"] = compute[a] / compute[b]
         c = results.get((a, b))
         if c is not None:
-            row.update(
-                analysis=c.analysis,
-                diff_pts=c.diff,
-                ci_low_pts=c.low,
-                ci_high_pts=c.high,
-                p_value=c.p,
-                p_holm=c.p_holm,
-                alpha_holm=c.alpha,
-                hedges_g=c.hedges_g,
-                seeds_for_power=c.seeds_for_power,
-            )
+            row.update(numbers(c), alpha_holm=c.alpha)
         rows.append(row)
     out = pd.DataFrame(rows, columns=COLUMNS)
     return out.astype({c: float for c in COLUMNS if c not in TEXT})
