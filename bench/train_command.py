@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                 init_from=args.init_from,
             )
             run.finish(result)
+        # Every rank done before any tears the group down: a rank whose peer closed its connections
+        # first was aborted by gloo at exit (seen in CI as 'terminate called without an active exception').
+        group.barrier()
     finally:
         group.close()
     events.write(result=result.record())
