@@ -411,3 +411,57 @@ def test_unreachable_storage_or_server_fails_in_one_line(postgres, tmp_path):
         out, err = proc.communicate(timeout=WAIT_S)
         assert fragment in error_line(proc.returncode, err), (module, args, fragment)
         assert PASSWORD not in out + err
+
+
+def test_two_runs_logging_the_same_new_dataset_at_once_both_record_it(postgres):
+    """The race CI once met: a worker's run inserts the dataset while another's insert of it is in
+    flight. Held open here: a transaction inserts the same (experiment, name, digest) row, the run's
+    log_inputs blocks on the unique key, and the commit makes its insert fail; the run records the
+    dataset anyway, linked to the one row."""
+    import threading
+
+    import psycopg2
+
+    from bench.tracking import Tracker
+
+    url = postgres.database()
+    tracker = Tracker(url)
+    experiment_id = tracker.experiment_id("race")
+    run_id = tracker.client.create_run(experiment_id).info.run_id
+    info = {"dataset": "synthetic:classes=2", "source": "generated", "split_hash": "eb351dbe1bf3a127"}
+    info |= {"n_train": 288, "n_val": 96, "n_test": 500, "split_seed": 0, "image_size": 32}
+
+    other = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    with other.cursor() as cursor:  # the other worker's insert, not yet committed
+        cursor.execute(
+            "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, dataset_source)"
+            " VALUES (%s, %s, %s, %s, 'local', '{}')",
+            (secrets.token_hex(16), int(experiment_id), info["dataset"], info["split_hash"]),
+        )
+    failures: list[BaseException] = []
+
+    def log() -> None:
+        try:
+            tracker.log_dataset(run_id, info)
+        except BaseException as error:  # noqa: BLE001 - the test reports it
+            failures.append(error)
+
+    logging = threading.Thread(target=log)
+    logging.start()
+    with other.cursor() as cursor:  # until the run's insert waits on the uncommitted key
+        deadline = time.monotonic() + 60
+        while not _waits_on_a_lock(cursor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    other.commit()
+    logging.join(timeout=60)
+    other.close()
+    assert not logging.is_alive() and failures == []
+    [dataset_input] = tracker.client.get_run(run_id).inputs.dataset_inputs
+    assert (dataset_input.dataset.name, dataset_input.dataset.digest) == (info["dataset"], info["split_hash"])
+
+
+def _waits_on_a_lock(cursor) -> bool:
+    cursor.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    return cursor.fetchone()[0] > 0

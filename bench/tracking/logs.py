@@ -15,6 +15,7 @@ import mlflow
 import pandas as pd
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -135,7 +136,16 @@ class Logging:
             entity.name, entity.digest, entity.source_type, entity.source, entity.schema, json.dumps(profile)
         )
         context = InputTag(MLFLOW_DATASET_CONTEXT, "train")
-        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags=[context])])
+        inputs = [DatasetInput(entity, tags=[context])]
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as error:
+            # Two workers' runs logging the same new dataset at once: MLflow's store looks for it,
+            # finds nothing in both, and the second insert breaks the unique key. Once more, it finds
+            # the dataset the first one committed and only links this run to it.
+            if not _is_duplicate_dataset(error):
+                raise
+            self.client.log_inputs(run_id, datasets=inputs)
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, enabled: bool = True):
@@ -154,3 +164,9 @@ class Logging:
             yield
         finally:
             monitor.finish()
+
+
+def _is_duplicate_dataset(error: MlflowException) -> bool:
+    """The datasets table's unique key broken, as PostgreSQL, SQLite and MySQL word it."""
+    text = str(error)
+    return "dataset_pk" in text or "UNIQUE constraint failed: datasets" in text or "Duplicate entry" in text
