@@ -18,7 +18,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from bench import cli, errors, optuna_storage, preflight, record, runner, studies
+from bench import cli, errors
+from bench.engine import record
+from bench.engine.train import flops_per_image
 from bench.errors import BenchError, redact
 from bench.progress import console, out
 from bench.report import build as report_build
@@ -26,8 +28,8 @@ from bench.report.publish import DEFAULT_OUT as REPORT_DIR
 from bench.report.publish import publish
 from bench.report.read import runs_frame
 from bench.report.render import variant_table
+from bench.run import optuna_storage, preflight, runner, studies
 from bench.tracking import Tracker, registry_name
-from bench.train import flops_per_image
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
 NOT_OVERRIDES = ("seed", "budget", "compute_scale")

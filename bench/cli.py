@@ -18,11 +18,12 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from bench import distributed, packing, studies
 from bench.benchmark import budgets
 from bench.config import RunConfig
+from bench.engine import distributed
 from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
+from bench.run import packing, studies
 from bench.store_files import STATE_DIR
 
 # The world size is how the run was started (torchrun's, or a study's --gpus-per-run), not a flag.
@@ -95,7 +96,7 @@ def add_worker_flags(parser: argparse.ArgumentParser, unit: str) -> None:
 
 
 def worker_count(text: str) -> int | str:
-    """A --workers value: a count, or auto (bench.packing chooses the count)."""
+    """A --workers value: a count, or auto (bench.run.packing chooses the count)."""
     if text == packing.AUTO:
         return text
     try:

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
-from bench import model_options
 from bench.errors import BenchError, choices
+from bench.models import options as model_options
 from bench.ranges import DROPOUT, IMAGE_SIZE, WIDTH, Interval
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -24,7 +24,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPUTES = ("epochs", "flops")
 EVAL_MODES = ("centre", "dense", "multi-crop", "dense+multi-crop")
 DATA_HOLDERS = ("auto", "memory", "stream", "stream-gpu")
-STEPS = ("auto", "eager", "graph")  # bench.step
+STEPS = ("auto", "eager", "graph")  # bench.engine.step
 IMAGE_FOLDERS = ("imagefolder:", "synthetic-images")  # the datasets the paper's scale protocol applies to
 PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
@@ -100,7 +100,7 @@ class RunConfig:
     compile: bool = False  # torch.compile pays ~1 min up front; worth it for long runs
     device: str = "auto"  # auto: cuda if available, else cpu
     # the training step: graph (captured as a CUDA graph: no launch overhead), eager, or auto: the graph
-    # on CUDA when the run can be captured, else eager; both give the same numbers (bench.step)
+    # on CUDA when the run can be captured, else eager; both give the same numbers (bench.engine.step)
     step: str = setting("auto", later=True)
     # --- several processes per run (torchrun): a different world size may give different numbers ---
     world_size: int = setting(1, later=True)  # processes sharing each global batch (torchrun, --gpus-per-run)

@@ -13,7 +13,7 @@ same subset and split seed, so the normalisation statistics and class names are 
 own. Everything runs on the CPU.
 
 How a user's image becomes model input, so that it goes through the training images' own path
-(bench.preprocessing, the same code as the run's logged pyfunc model):
+(bench.data.preprocessing, the same code as the run's logged pyfunc model):
 - colour: converted to greyscale ("L") for a 1-channel model, to RGB for a 3-channel one (alpha
   dropped), as bench.data decodes image folders;
 - geometry: for imagefolder and synthetic models, the shorter side is resized to the model's image
@@ -42,13 +42,14 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from bench import data, out_folder, plots
+from bench import data, out_folder
 from bench.data.images import decode_bytes, file_bytes
+from bench.data.preprocessing import Preprocessing
+from bench.engine import plots
+from bench.engine.train import EVAL_BATCH
 from bench.errors import BenchError, Parser, cli, one_line, redact
-from bench.preprocessing import Preprocessing
 from bench.progress import console, out
-from bench.train import EVAL_BATCH
-from bench.trained import Trained, load_trained, normalise, test_predictions, tracker_for
+from bench.run.trained import Trained, load_trained, normalise, test_predictions, tracker_for
 
 OUT_DIR = "reports"  # git-ignored, under the working directory
 
@@ -64,7 +65,7 @@ def preprocess(trained: Trained, path: str | Path, invert: str = "auto") -> torc
 
 def prepare(trained: Trained, paths: list[str | Path], invert: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images at the model's size, which were inverted) for image files, through
-    bench.preprocessing: the logged model's own."""
+    bench.data.preprocessing: the logged model's own."""
     preprocessing = trained.servable.preprocessing
     mode = "L" if preprocessing.in_channels == 1 else "RGB"
     # Files are decoded by bench.data's own decoder at the dataset's native size (imagefolder:
@@ -102,7 +103,7 @@ def probabilities(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 def prediction_grid(trained: Trained, count: int, path: Path) -> Path:
     """The tutorials' figure: the first `count` test images, predicted class over the true one."""
-    import matplotlib.pyplot as plt  # bench.plots has chosen the Agg backend
+    import matplotlib.pyplot as plt  # bench.engine.plots has chosen the Agg backend
 
     splits = trained.splits
     views, labels = splits.examples(count), splits.labels("test")[:count]

@@ -1,438 +1,181 @@
-"""The training engine: fit(config) -> Result.
+"""python -m bench.train: train one run; under `torchrun --nproc-per-node N -m bench.train ...`,
+one run over N processes (bench.run.launch starts it so, and follows its --events file).
 
-It knows nothing of MLflow or Optuna: callers watch it through `on_epoch` / `on_batch` and may
-stop it by raising from them (Optuna's pruning does exactly that). Speed comes from keeping the
-dataset on the device as uint8, augmenting whole batches there, channels_last, autocast where
-the hardware has fast low precision, and never syncing with the host inside the step loop
-except to show progress.
-
-Resume: a checkpoint is written after every epoch; started again with the same config and
-checkpoint_dir, fit continues after the last complete epoch and, because the per-epoch batch
-order comes from (seed, epoch) and the global RNG is restored, reaches the same numbers as an
-uninterrupted run.
+The run is tracked as every study run is (MLflow experiment "train" of the same store: params,
+curves, dataset, plots, best checkpoint and the servable model, so bench.predict, bench.post and
+`mlflow models serve` work on it), unless --no-track; under --events the launching study worker
+records it instead.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import math
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+import argparse
+import contextlib
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from bench import checkpoint, data, data_fingerprint, distributed, evaluation, models, resume, step
+from bench import progress
+from bench.cli import add_config_flags, command_line, given_settings
 from bench.config import RunConfig
-from bench.device import resolve_device
-from bench.errors import BenchError, RunFailed
-from bench.optimization import lr_at, make_optimizer, plateau_drops
-from bench.preprocessing import Preprocessing
-from bench.transfer import freeze_convs, load_pretrained, start_from_a
+from bench.engine import distributed
+from bench.engine.train import fit
+from bench.errors import Parser, cli, redact
+from bench.run import preflight
 
-EVAL_BATCH = 512
-EXAMPLES = 4  # test images kept with a result: the logged model's input example
+EXPERIMENT = "train"  # the MLflow experiment of lone runs
 
 
-# Field metadata declares what a run leaves behind (read by bench.record, MLflow-free): "metric" is
-# the name logged to MLflow; "report" marks the final numbers the report reads (a missing one is an error).
-def _metric(name: str, *, report: bool = False) -> Any:
-    return field(metadata={"metric": name, "report": report})
-
-
-@dataclass
-class EpochStats:
-    epoch: int  # 1-based; the MLflow step
-    train_loss: float = _metric("train_loss")
-    train_acc: float = _metric("train_acc")
-    val_loss: float = _metric("val_loss")
-    val_acc: float = _metric("val_acc")
-    lr: float = _metric("lr")  # at the end of the epoch
-    # Training time of this epoch, evaluation excluded; named apart from the run's train_seconds.
-    seconds: float = _metric("epoch_seconds")
-    images_per_s: float = _metric("images_per_s", report=True)  # the report reads the last epoch's
-
-
-@dataclass
-class Result:
-    config_hash: str
-    history: list[EpochStats]
-    best_val_acc: float = _metric("best_val_acc", report=True)
-    best_epoch: int = _metric("best_epoch")
-    test_loss: float = _metric("test_loss")
-    test_acc: float = _metric("test_acc", report=True)
-    params: int = _metric("params", report=True)
-    flops: int = _metric("flops", report=True)  # forward FLOPs of one image
-    train_seconds: float = _metric("train_seconds", report=True)
-    device: str
-    precision: str
-    data_info: dict[str, Any]
-    best_checkpoint: str | None = None  # path of the best-validation weights, when saved
-    predictions: list[int] = field(default_factory=list)  # test-set predictions of the best model
-    labels: list[int] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
-    model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
-    evaluations: dict[str, float] = field(default_factory=dict)  # the paper's eval modes (bench.evaluation)
-    examples: torch.Tensor | None = field(default=None, repr=False)  # a few test images, uint8, for the logged model
-    preprocessing: Any = field(default=None, repr=False)  # a Preprocessing of the training split
-
-    def record(self) -> dict[str, Any]:
-        """Everything but the model, as JSON-able values (what rank 0 of a torchrun hands back)."""
-        return {
-            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"},
-            "history": [asdict(h) for h in self.history],
-            "examples": None if self.examples is None else self.examples.tolist(),
-            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json(),
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Result:
-        examples, preprocessing = record.get("examples"), record.get("preprocessing")
-        return cls(
-            **{
-                **record,
-                "history": [EpochStats(**h) for h in record["history"]],
-                "input_shape": tuple(record["input_shape"]),
-                "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
-                "preprocessing": None if preprocessing is None else Preprocessing.from_json(preprocessing),
-            }
-        )
-
-
-class Evaluation(NamedTuple):
-    """Loss and accuracy on a split, and the predictions in its order when they were asked for."""
-
-    loss: float
-    acc: float
-    predictions: list[int]
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"  # bf16 autocast is several times slower than fp32 on CPUs without AMX
-
-
-def autocast(device: torch.device, precision: str, cache: bool = True):
-    """Low-precision autocast for bf16/fp16; a no-op context for fp32. `cache=False` for a CUDA graph's
-    capture, which must not keep weight casts made outside it."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
-
-
-def build_model(config: RunConfig, splits: data.RunData, init_from: str | Path | None = None) -> torch.nn.Module:
-    def build(name: str) -> torch.nn.Module:
-        return models.build(
-            name,
-            num_classes=splits.num_classes,
-            in_channels=splits.in_channels,
-            image_size=splits.image_size,
-            **config.model_options,
-        )
-
-    model = build(config.model)
-    if config.init_from_a:
-        start_from_a(model, build("vgg-a"), config, init_from)
-    if config.pretrained is not None:
-        load_pretrained(model, config.pretrained)
-    if config.freeze:
-        freeze_convs(model, config.freeze)
-    return model
-
-
-def flops_per_image(config: RunConfig, data_dir: str | None = None) -> int:
-    """Forward FLOPs of `config`'s model on one image of its data: what equal-compute studies equalise."""
-    splits = _data_of(config.data_settings, data_dir)
-    return models.describe(build_model(config, splits), splits.input_shape).flops
-
-
-@functools.lru_cache(maxsize=4)
-def _data_of(data_settings: tuple[tuple[str, Any], ...], data_dir: str | None) -> data.RunData:
-    """The data of every config with these data settings, opened once (a study's variants share it)."""
-    return data.open_run(RunConfig(**dict(data_settings), loader_workers=0), data_dir=data_dir)
-
-
-class Engine:
-    """The pieces of one run that the step loop, evaluation and checkpointing share."""
-
-    def __init__(
-        self,
-        config: RunConfig,
-        data_dir: str | None = None,
-        group: distributed.Group = distributed.SINGLE,
-        init_from: str | Path | None = None,
-    ):
-        if config.world_size != group.world:
-            raise BenchError(
-                f"the run is set for world size {config.world_size} but runs in {group.world} "
-                "process(es): start it with torchrun --nproc-per-node "
-                f"{config.world_size} (or --gpus-per-run in a study)"
-            )
-        self.config = config
-        self.group = group
-        self.device = group.device(resolve_device(config.device))
-        self.precision = resolve_precision(config.precision, self.device)
-        self.step_kind = step.choose(config, self.device, group)  # refuses a graph step without CUDA
-        self.splits = data.open_run(config, data_dir=data_dir, device=self.device)
-        torch.manual_seed(config.seed)
-        self.model = build_model(config, self.splits, init_from).to(self.device)
-        self.description = models.describe(self.model, self.splits.input_shape)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = make_optimizer(config, self.model, fused=self.step_kind == "graph")
-        self.steps_per_epoch = self.splits.num_batches("train", config.batch_size, drop_last=True)
-        self.epochs = math.ceil(config.total_steps(self.steps_per_epoch) / max(1, self.steps_per_epoch))
-        # Several ranks: DDP averages the gradients of their shards (the whole batch's gradient), and
-        # evaluation runs the bare module, since each rank sees a different number of eval batches.
-        wrapped = group.wrap(self.model, self.device, config.sync_batch_norm)
-        self.step_model = torch.compile(wrapped) if config.compile else wrapped
-        self.eval_model = (
-            self.step_model if not group.active else (torch.compile(self.model) if config.compile else self.model)
-        )
-        if group.active:  # one init (DDP broadcasts rank 0's weights), but each rank its own dropout
-            torch.manual_seed(config.seed * 1_000_003 + group.rank)
-        # Frozen layers keep their pretrained BatchNorm statistics too, not only their weights.
-        self.frozen_norms = [
-            m
-            for m in self.model.modules()
-            if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters())
-        ]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.step = step.make(
-            self.step_kind,
-            self.step_model,
-            self.optimizer,
-            self.scaler,
-            lambda: autocast(self.device, self.precision, cache=self.step_kind == "eager"),
-            config.label_smoothing,
-            self.device,
-        )
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
-    def autocast(self):
-        return autocast(self.device, self.precision)
-
-    def train_epoch(self, epoch: int, history: list[EpochStats], on_batch=None) -> tuple[float, float, int]:
-        config, steps = self.config, self.steps_per_epoch
-        # Under equal compute the run may end part-way through its last epoch.
-        this_epoch = min(steps, config.total_steps(steps) - (epoch - 1) * steps)
-        drops = plateau_drops(config, [h.val_acc for h in history])
-        generator = torch.Generator(device=self.device).manual_seed(config.seed * 100_003 + epoch)
-        seen = 0
-        self.step_model.train()
-        for norm in self.frozen_norms:
-            norm.eval()
-        self.step.start_epoch()
-        batches = self.splits.batches(
-            "train",
-            config.batch_size,
-            generator=generator,
-            augment=config.augment,
-            shuffle=True,
-            drop_last=True,
-            channels_last=config.channels_last,
-            shard=self.group.shard,
-        )  # every rank draws the same global batch and reads only its rows of it
-        for i, (x, y) in zip(range(this_epoch), batches):
-            loss = self.step(x, y, lr_at(config, (epoch - 1) * steps + i, steps, drops))
-            seen += len(y)
-            if on_batch is not None and self.group.is_main:
-                on_batch(i + 1, this_epoch, loss)
-        if not seen:
-            raise RuntimeError("no training batch: the training split is smaller than one batch")
-        loss_sum, correct = self.step.totals()
-        loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(seen, device=self.device))
-        seen = int(total)
-        return loss_sum.item() / seen, correct.item() / seen, seen
-
-    @property
-    def lr(self) -> float:
-        """The last step's learning rate, before any group's scale (a device tensor under the graph step)."""
-        group = self.optimizer.param_groups[0]
-        return float(group["lr"]) / group["lr_scale"]
-
-    @torch.no_grad()
-    def evaluate(self, part: str, model=None, keep_predictions=False) -> Evaluation:
-        """Loss and accuracy on a split (and its predictions if `keep_predictions`); the ranks of a
-        group share its batches and add up exactly."""
-        model = model or self.eval_model
-        model.eval()
-        self.group.sync_buffers(self.model)
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        n, kept = 0, []  # (batch index, rank, its predictions): each rank holds its rows of every batch
-        # Each rank reads (on a streamed folder: decodes) only its share of each batch's rows.
-        batches = self.splits.batches(part, EVAL_BATCH, channels_last=self.config.channels_last, shard=self.group.shard)
-        for i, (x, y) in enumerate(batches):
-            with self.autocast():
-                logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            pred = logits.argmax(1)
-            correct += (pred == y).sum()
-            n += len(y)
-            if keep_predictions:
-                kept.append((i, self.group.rank, pred.tolist()))
-        loss_sum, correct, total = self.group.sum(loss_sum, correct, torch.tensor(n, device=self.device))
-        predictions = []
-        if keep_predictions:
-            shares = sorted(b for rank in self.group.gather(kept) for b in rank)
-            predictions = [p for _, _, rows in shares for p in rows]
-        return Evaluation(float(loss_sum) / int(total), float(correct) / int(total), predictions)
-
-    def state(self, epoch: int, history: list[EpochStats], best: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "config_hash": self.config.hash,
-            "config": self.config.to_dict(),
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "history": [asdict(h) for h in history],
-            "best": best,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            # Every rank's own generator (dropout differs per rank), so a resumed run goes on identically.
-            "rng_ranks": self.group.gather(torch.get_rng_state()) if self.group.active else [],
-        }
-
-    def restore(self, state: dict[str, Any]) -> tuple[int, list[EpochStats], dict[str, Any]]:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step.restored()
-        torch.set_rng_state(state["rng_ranks"][self.group.rank] if self.group.active else state["rng_cpu"])
-        if state["rng_cuda"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        return state["epoch"], [EpochStats(**h) for h in state["history"]], state["best"]
-
-
-def fit(
-    config: RunConfig,
-    *,
-    on_epoch: Callable[[EpochStats], None] | None = None,
-    on_batch: Callable[[int, int, torch.Tensor], None] | None = None,
-    checkpoint_dir: str | Path | None = None,
-    data_dir: str | None = None,
-    group: distributed.Group = distributed.SINGLE,
-    init_from: str | Path | None = None,
-) -> Result:
-    """Train `config` to the end (or resume it) and return its history and final test numbers.
-
-    In a group of processes (torchrun), every rank calls fit; rank 0 alone calls the callbacks and
-    writes the checkpoints, which every rank resumes from. `init_from`: the best checkpoint of the
-    vgg-a run that an init_from_a run starts from.
-    """
-    engine = Engine(config, data_dir, group, init_from)
-    if not group.is_main:
-        on_epoch = on_batch = None
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    last_path = ckpt_dir / "last.pt" if ckpt_dir else None
-    best_path = ckpt_dir / "best.pt" if ckpt_dir else None
-
-    trained_on = data_fingerprint.of(config, engine.splits.info) if ckpt_dir else {}
-    start, history, best = resume.resume(engine, last_path, best_path, trained_on)
-    best_weights = None
-    for epoch in range(start + 1, engine.epochs + 1):
-        began = time.perf_counter()
-        train_loss, train_acc, seen = engine.train_epoch(epoch, history, on_batch)
-        seconds = time.perf_counter() - began  # .item() in train_epoch has synchronised
-        val_loss, val_acc, _ = engine.evaluate("val")
-        _check_finite(epoch, train_loss, val_loss)
-        stats = EpochStats(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=train_acc,
-            val_loss=val_loss,
-            val_acc=val_acc,
-            lr=engine.lr,
-            seconds=seconds,
-            images_per_s=seen / seconds,
-        )
-        history.append(stats)
-        if val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "epoch": epoch}
-            best_weights = copy.deepcopy(engine.model.state_dict())
-        if ckpt_dir is not None:  # with the data it trained on, so that a resume on other data is refused
-            state = {**engine.state(epoch, history, best), "data": trained_on}
-            if best["epoch"] == epoch:
-                _save(group, best_path, {**state, "optimizer": {}})
-            _save(group, last_path, state)
-        if on_epoch is not None:
-            on_epoch(stats)
-
-    if best_weights is None and best_path is not None and best_path.exists():
-        best_weights = checkpoint.load(best_path, config_hash=config.hash)["model"]
-    if best_weights is not None:
-        engine.model.load_state_dict(best_weights)
-    return _tested(engine, history, best, best_path)
-
-
-def _check_finite(epoch: int, train_loss: float, val_loss: float) -> None:
-    """A loss that is NaN or infinite means the weights are garbage from here on: stop the run (FAILED)."""
-    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-        raise RunFailed(
-            f"epoch {epoch}: the loss is not finite (training {train_loss}, validation "
-            f"{val_loss}): the run diverged; lower lr (or raise warmup_epochs) and run it again"
-        )
-
-
-def _tested(engine: Engine, history: list[EpochStats], best: dict[str, Any], best_path: Path | None) -> Result:
-    """The result of the engine's model (its best weights loaded): the test numbers and what the record needs."""
-    config = engine.config
-    test_loss, test_acc, predictions = engine.evaluate("test", engine.model, keep_predictions=True)
-    evaluations = {}
-    if config.train_scale is not None:
-        evaluations = evaluation.evaluate(
-            engine.model,
-            engine.splits,
-            config.eval_mode_list,
-            config.test_scale_list,
-            engine.autocast,
-            config.channels_last,
-            group=engine.group,
-        )
-    return Result(
-        config_hash=config.hash,
-        history=history,
-        best_val_acc=best["val_acc"],
-        best_epoch=best["epoch"],
-        test_loss=test_loss,
-        test_acc=test_acc,
-        params=engine.description.params,
-        flops=engine.description.flops,
-        train_seconds=sum(h.seconds for h in history),
-        device=str(engine.device),
-        precision=engine.precision,
-        data_info=engine.splits.info,
-        best_checkpoint=str(best_path) if best_path is not None and best_path.exists() else None,
-        predictions=predictions,
-        labels=engine.splits.labels("test").tolist(),
-        classes=list(engine.splits.classes),
-        input_shape=engine.splits.input_shape,
-        model=engine.model,
-        evaluations=evaluations,
-        examples=engine.splits.examples(EXAMPLES),
-        preprocessing=Preprocessing.from_splits(engine.splits),
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m bench.train", description="Train one model.")
+    add_config_flags(p, defaults=False)
+    p.add_argument("--config-json", help="the run's settings as a JSON object file (flags override it)")
+    p.add_argument("--data-dir", help="where the dataset files are (default: $BENCH_DATA, system, download)")
+    p.add_argument("--checkpoint-dir", help="write per-epoch checkpoints here and resume from them")
+    p.add_argument(
+        "--dist-backend",
+        default="auto",
+        choices=distributed.BACKENDS,
+        help="under torchrun: nccl on GPUs, gloo on CPUs (auto: by the device)",
     )
+    p.add_argument("--init-from", help="with --init-from-a: the best.pt checkpoint of the vgg-a run to start from")
+    p.add_argument(
+        "--events",
+        help="append each epoch and the result as JSON lines to this file (rank 0); "
+        "the process that reads it records the run, so this one does not track",
+    )
+    p.add_argument(
+        "--no-track",
+        dest="track",
+        action="store_false",
+        help=f"keep nothing in MLflow (default: a run in experiment {EXPERIMENT!r} of the store)",
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--no-system-metrics",
+        dest="system_metrics",
+        action="store_false",
+        help="do not sample CPU, memory and GPU use into the run (MLflow's system/ metrics)",
+    )
+    return p
 
 
-def _save(group: distributed.Group, path: Path, state: dict[str, Any]) -> None:
-    """Rank 0 writes; the others wait, so that no rank resumes from a file still being written."""
-    if group.is_main:
-        checkpoint.save(path, state)
-    group.barrier()
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = json.loads(Path(args.config_json).read_text()) if args.config_json else {}
+    group = distributed.join(args.dist_backend)
+    config = RunConfig.from_dict({**settings, **given_settings(args), "world_size": group.world})
+    distributed.check(config.world_size, config.device, config.sync_batch_norm)
+    events = EventLog(args.events if group.is_main else None)
+    track = args.track and group.is_main and args.events is None
+    try:
+        recorder = (
+            tracked_run(config, args, command_line("train", argv)) if track else contextlib.nullcontext(Untracked())
+        )
+        with recorder as run, progress.RunProgress(quiet=not group.is_main) as bar:
+            result = fit(
+                config,
+                on_epoch=lambda stats: (bar.epoch_done(stats), events.write(epoch=asdict(stats)), run.epoch(stats)),
+                on_batch=bar.batch_done,
+                checkpoint_dir=run.checkpoint_dir or args.checkpoint_dir,
+                data_dir=args.data_dir,
+                group=group,
+                init_from=args.init_from,
+            )
+            run.finish(result)
+        # Every rank done before any tears the group down: a rank whose peer closed its connections
+        # first was aborted by gloo at exit (seen in CI as 'terminate called without an active exception').
+        group.barrier()
+    finally:
+        group.close()
+    events.write(result=result.record())
+    if not group.is_main:
+        return 0
+    progress.out.print(  # the result: stdout
+        f"[bold]{config.model}[/] test acc [bold green]{result.test_acc:.4f}[/], best val acc "
+        f"{result.best_val_acc:.4f} (epoch {result.best_epoch}), {result.train_seconds:.1f} s training, "
+        f"{result.history[-1].images_per_s:.0f} img/s, {result.params:,} params, device {result.device}"
+    )
+    return 0
 
 
-if __name__ == "__main__":  # python -m bench.train (and torchrun -m bench.train): the command
-    from bench.errors import cli
-    from bench.train_command import main
+class Untracked:
+    """What a run that keeps nothing in MLflow does with its epochs and result: nothing."""
 
+    checkpoint_dir = None
+
+    def epoch(self, stats) -> None:
+        pass
+
+    def finish(self, result) -> None:
+        pass
+
+
+class TrackedRun:
+    """A lone run recorded as a study's runs are: its epochs as they end, then its result."""
+
+    def __init__(self, tracker, run_id: str, config: RunConfig, checkpoint_dir: str):
+        self.tracker, self.run_id, self.config, self.checkpoint_dir = tracker, run_id, config, checkpoint_dir
+        self.logged = tracker.logged_epochs(run_id)  # a resumed run's epochs stay logged once
+
+    def epoch(self, stats) -> None:
+        if stats.epoch not in self.logged:
+            self.tracker.log_epoch(self.run_id, stats)
+
+    def finish(self, result) -> None:
+        self.tracker.log_result(self.run_id, self.config, result, run_name(self.config))
+        self.tracker.set_status(self.run_id, "FINISHED", state="complete")
+        progress.console.print(
+            f"logged as MLflow run {self.run_id} in experiment {EXPERIMENT!r} of {redact(self.tracker.uri)}: "
+            f"python -m bench.predict --run {self.run_id} IMAGE, "
+            f"or mlflow models serve -m runs:/{self.run_id}/model",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@contextlib.contextmanager
+def tracked_run(config: RunConfig, args: argparse.Namespace, command: str) -> Iterator[TrackedRun]:
+    """The run in MLflow, opened once everything that can be checked was; KILLED or FAILED if it stops.
+
+    Without --checkpoint-dir the checkpoints (the best one is logged) go to a folder removed after."""
+    from bench.tracking import Tracker  # MLflow is imported only when a run is tracked
+
+    tracker = Tracker(args.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
+        folder = args.checkpoint_dir or scratch
+        preflight.check([config], data_dir=args.data_dir, checkpoint_root=Path(folder))
+        experiment = tracker.experiment_id(EXPERIMENT)
+        run_id = tracker.start_child(experiment, None, config, run_name(config), {"command": command})
+        try:
+            with tracker.system_metrics(run_id, args.system_metrics):
+                yield TrackedRun(tracker, run_id, config, folder)
+        except KeyboardInterrupt:
+            tracker.set_status(run_id, "KILLED", state="interrupted")
+            raise
+        except BaseException:
+            tracker.set_status(run_id, "FAILED", state="failed")
+            raise
+
+
+def run_name(config: RunConfig) -> str:
+    return f"{config.model} seed={config.seed}"
+
+
+class EventLog:
+    """JSON lines that a launching worker reads while the run goes on (bench.run.launch)."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+
+    def write(self, **event: Any) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as f:  # one write of one whole line: the reader never sees half
+                f.write(json.dumps(event) + "\n")
+
+
+if __name__ == "__main__":
     cli(main)

@@ -15,8 +15,9 @@ import torch
 from conftest import command_error, journal_trials, study_runs, wait_for_epochs
 from mlflow.tracking import MlflowClient
 
-from bench import ablation, studies
+from bench import ablation
 from bench.config import RunConfig
+from bench.run import studies
 
 SMOKE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
 

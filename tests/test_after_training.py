@@ -18,10 +18,14 @@ import torchvision
 from conftest import error_line, main_error, needs_fashion, study_runs
 from PIL import Image, ImageDraw
 
-from bench import ablation, checkpoint, compress, data, models, onnx_export, post, predict, studies
+from bench import ablation, data, models, predict
 from bench.config import RunConfig
+from bench.engine import checkpoint
+from bench.engine.train import Engine, build_model, fit
+from bench.post import command as post
+from bench.post import compress, onnx_export
+from bench.run import studies
 from bench.tracking import Tracker
-from bench.train import Engine, build_model, fit
 
 # A task VGG-A learns in two short epochs (4 classes, chance 25 %), with a head where Linear layers
 # hold most of the weights, so that int8 quantisation of Linear has something to shrink.
@@ -52,7 +56,7 @@ def isolated(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """A finished MLflow run with its best checkpoint, logged as bench.runner logs one."""
+    """A finished MLflow run with its best checkpoint, logged as bench.run.runner logs one."""
     root = tmp_path_factory.mktemp("trained")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # a sqlite store keeps artifacts in ./mlruns of where it was created

@@ -14,11 +14,11 @@ from conftest import ROOT, command_error, needs_fashion
 
 from bench import data, provenance
 from bench.benchmark import command, measure
+from bench.benchmark.tutorial_loop import TutorialDataset, TutorialLoop, tutorial_transform
 from bench.config import RunConfig
+from bench.engine.train import Engine
 from bench.errors import BenchError
 from bench.models import build, describe
-from bench.train import Engine
-from bench.tutorial_loop import TutorialDataset, TutorialLoop, tutorial_transform
 
 TINY = ["--model", "vgg-a", "--bn", "--width", "0.0625", "--device", "cpu"]
 TINY_DATA = ["--dataset", "synthetic", "--subset", "256", "--batch-size", "64"]

@@ -17,10 +17,10 @@ import torch
 from conftest import command_error, needs_fashion, study_runs, wait_for_epochs
 from mlflow.tracking import MlflowClient
 
-from bench import checkpoint
 from bench.config import LATER_SETTINGS, RunConfig
+from bench.engine import checkpoint
+from bench.engine.train import fit
 from bench.errors import BenchError
-from bench.train import fit
 
 # No BatchNorm and no dropout: each rank's share of a batch then gives exactly its share of the
 # gradient, so 2 processes must retrace 1 process step by step (BN would see half batches).

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import models, studies
+from bench import models
 from bench.config import LATER_SETTINGS, RunConfig
+from bench.engine.train import fit, flops_per_image
 from bench.errors import BenchError
-from bench.train import fit, flops_per_image
+from bench.run import studies
 
 STUDY = """
 name = "flops-pair"

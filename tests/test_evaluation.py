@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import evaluation, models
+from bench import models
 from bench.config import RunConfig
 from bench.data import stream
+from bench.engine import evaluation
+from bench.engine.train import autocast
 from bench.errors import BenchError
 from bench.models.dense import to_dense
-from bench.train import autocast
 
 
 @pytest.mark.parametrize("head, crop", [("paper", 32), ("paper", 64), ("light", 64), ("small", 64), ("gap", 32)])

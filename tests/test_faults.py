@@ -20,10 +20,12 @@ from conftest import command_error, error_line, journal_trials, main_error, stud
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 
-from bench import ablation, checkpoint, runner, studies
+from bench import ablation
 from bench.config import RunConfig
+from bench.engine import checkpoint
 from bench.errors import BenchError, redact
 from bench.report import command as report
+from bench.run import runner, studies
 from bench.search import command as search
 from bench.tracking import Tracker
 
@@ -160,7 +162,7 @@ def test_a_torn_journal_line_is_set_aside_and_the_study_goes_on(workdir, capsys)
 
 
 def test_a_log_glued_onto_a_torn_one_is_kept(workdir):
-    from bench import journal
+    from bench.run import journal
 
     path = workdir / "j.journal"
     path.write_bytes(b'{"op_code":0,"a":1}\n{"op_co{"op_code":4,"b":2}\n{"op_code":5,"c":3}\n')

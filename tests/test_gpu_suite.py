@@ -16,9 +16,9 @@ import pytest
 import torch
 from conftest import FASHION_DIR, ROOT, command_error, needs_fashion
 
-from bench import distributed, step
 from bench.benchmark import command, gpu, gpu_report, measure
 from bench.config import RunConfig
+from bench.engine import distributed, step
 from bench.errors import BenchError
 
 # Put first on PYTHONPATH, this makes `import mlflow` and `import optuna` fail in the process and
@@ -313,8 +313,8 @@ def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
 
 @needs_fashion
 def test_every_full_budget_is_estimated_equal_compute_included():
-    from bench import studies
     from bench.benchmark import budgets
+    from bench.run import studies
 
     names = studies.names()
     configs = budgets.full_budget_configs(names, str(FASHION_DIR))  # an equal-compute study counts FLOPs here

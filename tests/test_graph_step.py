@@ -1,4 +1,4 @@
-"""The graph-captured training step (bench.step), all of it that runs on a CPU: the fused optimizer
+"""The graph-captured training step (bench.engine.step), all of it that runs on a CPU: the fused optimizer
 reading its learning rate from device tensors, the static input buffers, the metrics summed on the
 device and a resume into it, against the eager step. Only the capture itself needs a GPU.
 
@@ -17,11 +17,11 @@ import pytest
 import torch
 from conftest import ROOT, command_error, main_error
 
-from bench import distributed, step
 from bench.ablation import main as ablation_main
 from bench.config import RunConfig
+from bench.engine import distributed, step
+from bench.engine.train import Engine, autocast, make_optimizer
 from bench.errors import BenchError
-from bench.train import Engine, autocast, make_optimizer
 
 RELATIVE = 1e-5
 ABSOLUTE = 1e-8  # conv biases before a BatchNorm (~1e-7) are moved by weight decay and float noise only
@@ -110,7 +110,7 @@ def test_a_run_stopped_mid_epoch_takes_the_same_steps():
 def test_auto_is_eager_where_a_graph_cannot_run_and_says_why_on_cuda(caplog):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     single = distributed.SINGLE
-    with caplog.at_level(logging.WARNING, logger="bench.step"):
+    with caplog.at_level(logging.WARNING, logger="bench.engine.step"):
         assert step.choose(RunConfig(device="cpu"), cpu, single) == "eager"
         assert caplog.records == []  # on a CPU, auto means eager: nothing to say
         assert step.why_eager(RunConfig(), cuda, single) is None

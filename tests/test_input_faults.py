@@ -16,14 +16,17 @@ import torch
 from conftest import main_error, stop_after, study_records, study_runs
 from mlflow.tracking import MlflowClient
 
-from bench import ablation, checkpoint, data, post, predict, train_command
+from bench import ablation, data, predict
+from bench import train as train_command
 from bench.benchmark import command as benchmark
 from bench.config import RunConfig
 from bench.data.generate import make_tree
+from bench.engine import checkpoint
+from bench.engine.train import build_model, fit
 from bench.errors import BenchError, redact
+from bench.post import command as post
 from bench.report import command as report
 from bench.search import command as search
-from bench.train import build_model, fit
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 

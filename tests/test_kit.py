@@ -19,7 +19,9 @@ from conftest import ROOT, command_error, needs_fashion
 from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from bench import kit_build, kit_manifest, kit_run
+from bench.kit import build as kit_build
+from bench.kit import manifest as kit_manifest
+from bench.kit import run as kit_run
 
 PYTHON = kit_manifest.running_python()
 STUDY = ["ablation", "--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b", "--dataset", "fashion-mnist"]

@@ -1,4 +1,4 @@
-"""Nothing waits for ever: a RUNNING trial's owner must be proven alive (bench.owners), or its trial
+"""Nothing waits for ever: a RUNNING trial's owner must be proven alive (bench.run.owners), or its trial
 is failed and queued again. Real journals, real processes, real pids."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from bench import owners
+from bench.run import owners
 
 ONE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a"]
 TWO = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]

@@ -12,10 +12,11 @@ import torch
 from conftest import command_error, study_runs
 from mlflow.tracking import MlflowClient
 
-from bench import ablation, cli, packing, studies
+from bench import ablation, cli
 from bench.benchmark import budgets, gpu_report
 from bench.config import RunConfig
-from bench.packing import CONTEXT_BYTES, GIB, Measurement, choose
+from bench.run import packing, studies
+from bench.run.packing import CONTEXT_BYTES, GIB, Measurement, choose
 
 SMOKE = ["--study", "depth", "--budget", "smoke", "--variants", "vgg-a,vgg-b"]
 

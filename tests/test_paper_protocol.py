@@ -6,9 +6,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench import ablation, models, studies
+from bench import ablation, models
 from bench.config import RunConfig
 from bench.errors import BenchError
+from bench.run import studies
 
 
 def test_init_from_a_copies_the_first_four_convs_and_the_classifier():

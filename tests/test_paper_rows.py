@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench import evaluation, reference
-from bench.report import build, render
+from bench.engine import evaluation
+from bench.report import build, reference, render
 
 
 def test_the_paper_rows_are_keyed_by_config_s_q_and_mode():

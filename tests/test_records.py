@@ -26,11 +26,12 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from PIL import Image
 
-from bench import ablation, data, predict, provenance, record, train
+from bench import ablation, data, predict, provenance
 from bench.config import RunConfig
+from bench.engine import record, train
+from bench.engine.train import EVAL_BATCH
 from bench.errors import BenchError
 from bench.report import read
-from bench.train import EVAL_BATCH
 
 SERVED = 256
 
@@ -349,7 +350,7 @@ def test_an_ablation_refuses_a_study_file_whose_variants_changed(tiny_study, tmp
     assert tiny_study.journal.read_bytes() == before
 
 
-# --- 6. the run record, declared once (bench.record) ----------------------------------------------
+# --- 6. the run record, declared once (bench.engine.record) ----------------------------------------------
 
 WEIRD_LABEL = 'it\'s "q" `b` a\\b'  # a budget label from a folder path may hold any of these
 

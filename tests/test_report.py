@@ -21,9 +21,8 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats
 
-from bench import reference
 from bench.errors import BenchError
-from bench.report import build, command, read, render
+from bench.report import build, command, read, reference, render
 from bench.report import stats as report_stats
 
 SMOKE = """

@@ -15,9 +15,9 @@ from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from bench import reference, studies
 from bench.errors import BenchError
-from bench.report import build, compare, confirm, render, stats
+from bench.report import build, compare, confirm, reference, render, stats
+from bench.run import studies
 
 
 @pytest.fixture(autouse=True)

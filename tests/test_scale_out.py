@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from bench.launch import stop_group
+from bench.run.launch import stop_group
 
 PASSWORD = f"s3cr3t-{secrets.token_hex(6)}"
 EPOCHS = 20  # long enough for a kill to land mid-run

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import compress, data, post, predict
+from bench import data, predict
 from bench.config import RunConfig
 from bench.data import images
 from bench.data.generate import make_tree
-from bench.preprocessing import Preprocessing
-from bench.train import fit
+from bench.data.preprocessing import Preprocessing
+from bench.engine.train import fit
+from bench.post import command as post
+from bench.post import compress
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

@@ -18,10 +18,12 @@ from conftest import FASHION_DIR, ROOT, free_port, needs_fashion, raw_idx, wait_
 from mlflow.tracking import MlflowClient
 from test_records import post_json
 
-from bench import compress, latency, post, predict
+from bench import predict
+from bench.data.preprocessing import Preprocessing
 from bench.errors import BenchError
-from bench.preprocessing import Preprocessing
-from bench.trained import load_trained
+from bench.post import command as post
+from bench.post import compress, latency
+from bench.run.trained import load_trained
 
 TRAIN = [
     "--model",

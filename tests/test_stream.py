@@ -10,8 +10,8 @@ from torchvision.transforms.v2 import functional as TF
 from bench import data
 from bench.config import RunConfig
 from bench.data import stream, views
+from bench.engine.train import fit
 from bench.errors import BenchError
-from bench.train import fit
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

@@ -14,11 +14,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bench import data, evaluation, models
+from bench import data, models
 from bench.config import RunConfig
 from bench.data import images
-from bench.distributed import Group
-from bench.train import fit
+from bench.engine import evaluation
+from bench.engine.distributed import Group
+from bench.engine.train import fit
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import command_error, needs_fashion, stop_after
 
-from bench import checkpoint
 from bench.config import LATER_SETTINGS, RunConfig
+from bench.engine import checkpoint
+from bench.engine.train import fit, lr_at, plateau_drops
 from bench.errors import BenchError
-from bench.train import fit, lr_at, plateau_drops
 
 TINY = dict(
     model="vgg-a", batch_norm=True, width=0.0625, dataset="synthetic", subset=512, epochs=3, batch_size=64, lr=0.05

@@ -1,7 +1,7 @@
 """How long the studies take on this device, without MLflow or Optuna (the GPU suite's study part).
 
 `workers_share` trains a study's budget (smoke in the tests, a shortened gpu budget on a GPU)
-through the engine (bench.train.fit) with N worker processes sharing the device, as `--workers N`
+through the engine (bench.engine.train.fit) with N worker processes sharing the device, as `--workers N`
 would, timed against one worker: what packing runs onto one GPU gains. `first_epoch` times the
 first epoch of one run config at full width on the carried data; `estimates` turns those into the
 expected length of every study's `full` budget, and `packed_estimate` a `gpu` budget's minutes
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from bench import studies
 from bench.benchmark.gpu_report import PACKING_TARGET, runs_per_hour
-from bench.benchmark.measure import synchronize
 from bench.config import LATER_SETTINGS, RunConfig
+from bench.device import synchronize
+from bench.engine.train import Engine, fit, flops_per_image
 from bench.provenance import PROJECT_ROOT
-from bench.train import Engine, fit, flops_per_image
+from bench.run import studies
 
 CARRIED = "fashion-mnist"  # the data the GPU machines get: first epochs are measured on it
 # Official training-set sizes: the estimate scales the measured epoch to the study's dataset.

@@ -1,6 +1,6 @@
 """End to end: real epochs of bench.train's Engine against the tutorials' DataLoader loop.
 
-The same model, data, batch size and steps (bench.tutorial_loop), in many short rounds in one
+The same model, data, batch size and steps (bench.benchmark.tutorial_loop), in many short rounds in one
 process: a round is an epoch of each, in alternating order (A B, B A, ...), so that a machine whose
 other work comes and goes slows both sides of a round alike. The speed ratio is the median of the
 rounds' paired ratios, with a distribution-free interval and the machine's load beside it; where
@@ -17,9 +17,9 @@ import torch
 from scipy import stats
 
 from bench import progress
+from bench.benchmark.tutorial_loop import TutorialLoop
 from bench.config import RunConfig
-from bench.train import Engine
-from bench.tutorial_loop import TutorialLoop
+from bench.engine.train import Engine
 
 # Rounds (an epoch of each loop) when --epochs is not given: keep them short with --subset.
 END_TO_END_EPOCHS = 12

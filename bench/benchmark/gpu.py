@@ -9,7 +9,7 @@ targets need first, until everything ran or its time limit (default 520 s) is ne
    and a matmul measured in the same run) of every model at 32 px and at 224 px with the paper's
    head; the precision x memory format x compile matrix for VGG-D-BN; timm's vgg16, vgg16_bn
    and resnet18 side by side with ours; a batch that runs out of memory is halved and retried;
-2. the training step, eager and captured as a CUDA graph (bench.step): on a fixed batch and a whole
+2. the training step, eager and captured as a CUDA graph (bench.engine.step): on a fixed batch and a whole
    epoch end to end, VGG-D-BN at 32 px, batch 256 (bench.benchmark.step_overhead);
 3. time to 93 % Fashion-MNIST test accuracy for VGG-D-BN: bench.train against the tutorials' loop;
 4. a study through the engine with 1, 2, 4 and 8 worker processes sharing the device (packing);
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from bench import provenance, studies
+from bench import provenance
 from bench.benchmark import budgets, gpu_report, output
 from bench.benchmark.step_overhead import overhead
 from bench.benchmark.steps import Peaks, measure_model, measure_steps
@@ -44,6 +44,7 @@ from bench.device import resolve_device
 from bench.errors import BenchError, choices, one_line
 from bench.models import names as model_names
 from bench.progress import console
+from bench.run import studies
 
 FASHION_FILES = (
     "train-images-idx3-ubyte.gz",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from bench import markdown as md
+from bench.report import markdown as md
 
 MFU_TARGET = 0.40
 SECONDS_TARGET = 15.0
@@ -516,7 +516,7 @@ def curves_figure(results: dict, path: Path) -> Path | None:
     race = results.get("race")
     if race is None:
         return None
-    from bench import plots  # matplotlib only when there is something to draw
+    from bench.engine import plots
 
     fig, ax = plots.plt.subplots(figsize=(7, 4))
     for loop in race["loops"]:

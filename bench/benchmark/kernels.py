@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.benchmark.measure import synchronize
+from bench.device import kernel_micros, synchronize
 
 # First match wins: kernel and operator names as cuDNN, cuBLAS, Triton (torch.compile) and ATen spell them.
 KINDS = (
@@ -73,17 +73,3 @@ def breakdown(step: Callable[[], None], device: torch.device, step_ms: float, st
         "step_ms": step_ms,
         "busy_share": total / step_ms if cuda and step_ms else None,
     }
-
-
-def kernel_micros(event) -> float | None:
-    """A profiled event's own device microseconds if it is a kernel, else None.
-
-    Kernels are the events with device time of their own; the CPU-side operators are not counted.
-    """
-    if event.device_type != torch.autograd.DeviceType.CUDA and not _is_kernel(event):
-        return None
-    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
-
-
-def _is_kernel(event) -> bool:
-    return getattr(event, "self_device_time_total", 0) > 0 and getattr(event, "self_cpu_time_total", 0) == 0

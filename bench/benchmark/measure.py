@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import itertools
 import re
 import resource
@@ -14,6 +13,7 @@ from typing import TypeVar
 import torch
 
 from bench import provenance
+from bench.device import free_memory, synchronize
 
 TRAIN_FLOPS_PER_FORWARD = 3  # forward + backward (gradients of inputs and of weights)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -32,11 +32,6 @@ DATASHEET_BF16_TFLOPS = (
     (r"RTX 4090", 165.2),  # fp32 accumulate, as autocast uses
     (r"RTX 3090", 71.0),
 )
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_times(step: Callable[[], None], count: int, device: torch.device) -> list[float]:
@@ -70,14 +65,6 @@ def peak_memory(device: torch.device) -> tuple[int, str]:
     # ru_maxrss never goes down: a grid's later rows include the earlier ones and the data of the process.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss * (1 if sys.platform == "darwin" else 1024), "peak RSS of the whole process so far"
-
-
-def free_memory(device: torch.device) -> None:
-    """Give back what an abandoned measurement held, so the next starts from an empty device."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 T = TypeVar("T")

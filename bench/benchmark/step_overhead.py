@@ -1,6 +1,6 @@
 """Launch overhead: the engine's training step on a fixed batch against a whole epoch end to end.
 
-For each step kind (eager, graph: bench.step) one Engine of the recipe times its step on one batch
+For each step kind (eager, graph: bench.engine.step) one Engine of the recipe times its step on one batch
 resident on the device (the ceiling: no data, no host work between steps), then trains one whole
 epoch through Engine.train_epoch (augmented batches made on the device, the lr schedule, the
 metrics), without a progress bar, so without a host sync until the epoch's end. The end-to-end
@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from bench import distributed, step
-from bench.benchmark.measure import step_times, synchronize
+from bench.benchmark.measure import step_times
 from bench.config import RunConfig
-from bench.device import resolve_device
-from bench.train import Engine
+from bench.device import resolve_device, synchronize
+from bench.engine import distributed, step
+from bench.engine.train import Engine
 
 KINDS = ("eager", "graph")
 

@@ -20,16 +20,15 @@ from bench import models, progress
 from bench.benchmark import kernels
 from bench.benchmark.measure import (
     device_peaks,
-    free_memory,
     halving_on_oom,
     peak_memory,
     step_times,
     utilisation,
 )
 from bench.config import RunConfig
-from bench.device import resolve_device
+from bench.device import free_memory, resolve_device
+from bench.engine.train import autocast, make_optimizer, resolve_precision
 from bench.errors import BenchError, one_line
-from bench.train import autocast, make_optimizer, resolve_precision
 
 DEFAULT_IMAGE_SIZE = 32  # the step grid has no dataset to take a size from
 

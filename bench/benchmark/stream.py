@@ -20,7 +20,7 @@ with the peak GPU memory of each, and the agreement of GPU-decoded views with CP
 same batch (nvjpeg and libjpeg may round differently; the crop and flip draws are the same).
 
 End to end (`--train-subset N`): `--train-epochs` epochs of VGG-A (width `--width`, 224 px crops)
-through bench.train.fit on N training images of the tree, streamed, held in memory (the same batches),
+through bench.engine.train.fit on N training images of the tree, streamed, held in memory (the same batches),
 and on the in-memory path (decoded once at 224 px, pad-4 crops); the last epoch's images/s is reported.
 Prints a Markdown report on stdout.
 """
@@ -205,7 +205,7 @@ def measure(kind: str, root: Path, images: int, batch: int, workers: int, device
 def end_to_end(root: Path, subset: int, device: str, width: float, epochs: int, workers: int) -> list[dict]:
     """`epochs` epochs of VGG-A through bench.train on `subset` images: streamed, held, in memory."""
     from bench.config import RunConfig
-    from bench.train import fit
+    from bench.engine.train import fit
 
     base = dict(
         dataset=f"imagefolder:{root}",

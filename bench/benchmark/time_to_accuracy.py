@@ -1,8 +1,8 @@
 """Time to accuracy: how long a recipe takes to reach a target accuracy.
 
-`until` trains through bench.train.fit until validation accuracy reaches the target (the
+`until` trains through bench.engine.train.fit until validation accuracy reaches the target (the
 `--until` mode). `race` (the GPU suite) runs bench.train's Engine and then the tutorials' loop
-(bench.tutorial_loop) on the same recipe to a target *test* accuracy, evaluating after every
+(bench.benchmark.tutorial_loop) on the same recipe to a target *test* accuracy, evaluating after every
 epoch, and times where each loop's seconds go: setup, data, step, evaluation.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from bench import progress
-from bench.benchmark.measure import synchronize
+from bench.benchmark.tutorial_loop import TutorialLoop
 from bench.config import RunConfig
-from bench.train import Engine, EpochStats, fit
-from bench.tutorial_loop import TutorialLoop
+from bench.device import synchronize
+from bench.engine.train import Engine, EpochStats, fit
 
 
 class _Reached(Exception):

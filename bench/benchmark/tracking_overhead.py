@@ -18,17 +18,18 @@ from pathlib import Path
 
 import torch
 
-from bench import progress, studies
+from bench import progress
 from bench.device import resolve_device
+from bench.engine.train import fit
 from bench.errors import BenchError
 from bench.provenance import PROJECT_ROOT
-from bench.train import fit
+from bench.run import studies
 
 TARGET_S = 2.0  # seconds per run the tracking may add
 
 
 def tracking_overhead(study_name: str, repeats: int, data_dir: str | None) -> tuple[list[dict], dict, torch.device]:
-    """Seconds per run that a tracked study (MLflow + Optuna) adds to bench.train.fit of the same configs.
+    """Seconds per run that a tracked study (MLflow + Optuna) adds to bench.engine.train.fit of the same configs.
 
     Each repeat runs the study's smoke budget twice in a fresh temporary folder: bare (fit alone,
     with the same per-epoch checkpoints the runner writes) and tracked (`python -m bench.ablation

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..model_options import BASELINES, VGG_COLUMNS, check, names
+from bench.models.options import BASELINES, VGG_COLUMNS, check, names
+
 from . import baselines
 from .vgg import build_vgg
 

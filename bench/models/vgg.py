@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.model_options import HIDDEN_LAYERS
+from bench.models.options import HIDDEN_LAYERS
 
 # Output channels of the five conv blocks; each block ends in a 2x2/2 max-pool.
 BLOCK_CHANNELS = (64, 128, 256, 512, 512)

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from bench import evaluation, provenance, reference
+from bench import provenance
 from bench.config import EVAL_MODES
+from bench.engine import evaluation
 from bench.errors import redact
-from bench.report import compare, confirm, read, stats
+from bench.report import compare, confirm, read, reference, stats
 
 SUMMARY_COLUMNS = [
     "variant",

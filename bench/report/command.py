@@ -17,11 +17,12 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from bench import out_folder, studies
+from bench import out_folder
 from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
 from bench.report import build, read, render, terminal
 from bench.report.publish import DEFAULT_OUT, publish
+from bench.run import studies
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""The comparisons a study names (bench.study_comparisons), tested on test accuracy over seeds with
+"""The comparisons a study names (bench.run.study_comparisons), tested on test accuracy over seeds with
 Holm's correction over them, each beside the training compute its two sides consumed in all."""
 
 from __future__ import annotations

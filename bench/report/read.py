@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import pandas as pd
 from rich.progress import track
 
-from bench import record, studies
+from bench.engine import record
 from bench.errors import BenchError, redact
 from bench.progress import console
+from bench.run import studies
 
 TAGS = {
     "variant": f"tags.{record.VARIANT}",
@@ -27,12 +28,12 @@ TAGS = {
 }
 # Run settings the report needs, with the value runs logged before the setting existed had.
 PARAMS = {"batch_norm": "False", "epochs": None, "compute": "epochs", "compute_scale": "1.0", "train_scale": "None"}
-EVAL_METRICS = "metrics.test_top"  # the paper protocol's per mode and test scale (bench.evaluation.metric_name)
+EVAL_METRICS = "metrics.test_top"  # the paper protocol's per mode and test scale (bench.engine.evaluation.metric_name)
 CURVE_METRICS = {"val_acc": "val_acc", "epoch_seconds": "epoch_seconds"}
 
 
 def metric_columns() -> dict[str, str]:
-    """Final numbers by column, as bench.record declares them (images_per_s: the last epoch's)."""
+    """Final numbers by column, as bench.engine.record declares them (images_per_s: the last epoch's)."""
     return {name: f"metrics.{metric}" for name, metric in record.reported().items()}
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
-from bench import markdown as md
 from bench.data.views import PAPER_CROP, proportional
+from bench.report import markdown as md
 from bench.report import per_run, stats
 from bench.report.build import COMPUTE_LABELS, Report, summarize
 

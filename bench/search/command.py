@@ -1,7 +1,7 @@
 """python -m bench.search --study lr-wd: an Optuna search over a study's space, every trial in MLflow.
 
 The space is the study file's [search] table (bench.search.space). Trials come from the runner
-(bench.runner), as for ablations: the Optuna study NAME-search-LABEL in the storage is the queue
+(bench.run.runner), as for ablations: the Optuna study NAME-search-LABEL in the storage is the queue
 (bench.search.job says how trials are claimed and counted); each trial is one MLflow child run
 named `trial N` under the parent run of the study at that budget, reporting validation accuracy
 every epoch so the pruner can stop it (a pruned run is KILLED with tag bench.state=pruned, its
@@ -20,10 +20,11 @@ import optuna
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from bench import cli, optuna_storage, preflight, runner, studies
+from bench import cli
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.progress import console  # notes on stderr, results on stdout
+from bench.run import optuna_storage, preflight, runner, studies
 from bench.search.checks import corner_configs
 from bench.search.job import SearchJob, standing
 from bench.search.space import Plan, load_plan

@@ -17,8 +17,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bench import optuna_storage, runner
 from bench.config import RunConfig
+from bench.run import optuna_storage, runner
 from bench.search.space import Plan
 
 

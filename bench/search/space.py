@@ -41,9 +41,9 @@ import optuna
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner
 from optuna.samplers import GridSampler, RandomSampler, TPESampler
 
-from bench import studies
 from bench.config import RunConfig
 from bench.errors import BenchError
+from bench.run import studies
 from bench.search import checks
 
 OBJECTIVE = "val_acc"

@@ -8,10 +8,10 @@ run rather than duplicated, and a finished one is never trained twice.
 Modules: store (URIs, reachability, the creation lock, MLflow's defaults), runs (experiments,
 parent and child, resume, status), logs (epochs, results, datasets, system metrics), models
 (the logged models and the registry), tracker (the Tracker that joins them). What the runs hold is
-named in bench.record.
+named in bench.engine.record.
 """
 
-from bench import record
+from bench.engine import record
 from bench.tracking.models import ServedModel, registry_name, serve_from_code
 from bench.tracking.store import DEFAULT_URI, check_reachable, resolve_uri
 from bench.tracking.tracker import Tracker, open_existing

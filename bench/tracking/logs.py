@@ -1,4 +1,4 @@
-"""What a run logs: epochs and final numbers (named by bench.record), plots, the checkpoint, its
+"""What a run logs: epochs and final numbers (named by bench.engine.record), plots, the checkpoint, its
 dataset, MLflow's system metrics, and the parent's per-variant summary."""
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from bench import plots, provenance, record
+from bench import provenance
 from bench.config import RunConfig
+from bench.engine import plots, record
 
 SYSTEM_METRICS_INTERVAL_S = 5.0
 # A run's split as a one-row table (log_dataset). Its schema is given: inferred, MLflow warns on every

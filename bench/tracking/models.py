@@ -1,5 +1,5 @@
 """A run's models and the Model Registry: the servable pyfunc (preprocessing inside, see
-bench.serving) and the bare network, the `best` alias, and models:/ URIs resolved to runs."""
+bench.engine.serving) and the bare network, the `best` alias, and models:/ URIs resolved to runs."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema, TensorSpec
 from mlflow.types.schema import Map
 
-from bench import provenance, record, serving
+from bench import provenance
 from bench.config import RunConfig
+from bench.engine import record, serving
 from bench.errors import BenchError, one_line, redact
 
 SERVABLE_OUTPUT = Schema(
@@ -42,7 +43,7 @@ class Models:
 
     def log_model(self, run_id: str, config: RunConfig, result) -> None:
         """Two models: `model`, the pyfunc that takes images as a person has them (preprocessing
-        inside, see bench.serving) and answers with class names; `module`, the bare network for
+        inside, see bench.engine.serving) and answers with class names; `module`, the bare network for
         mlflow.pytorch.load_model (normalised float input at the model's size, logits out).
         `module` is logged first: the UI's Models column names the latest, and people serve `model`."""
         preprocessing = result.preprocessing
@@ -69,7 +70,7 @@ class Models:
             folder = serving.save(Path(tmp, "servable"), servable.model, preprocessing, config)
             mlflow.pyfunc.log_model(
                 name=record.SERVABLE,
-                python_model=str(Path(serving.__file__).with_name("served_model.py")),
+                python_model=str(Path(__file__).with_name("served_model.py")),
                 artifacts={"servable": str(folder)},
                 signature=ModelSignature(
                     inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
@@ -180,10 +181,10 @@ class RefusedInput(MlflowException):
 
 
 class ServedModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc face of a bench.serving.Servable: what `mlflow models serve` and
+    """The pyfunc face of a bench.engine.serving.Servable: what `mlflow models serve` and
     mlflow.pyfunc.load_model run. Param `invert`: auto (default), yes or no."""
 
-    # The signature is given explicitly (the input takes several layouts, see bench.preprocessing), not
+    # The signature is given explicitly (the input takes several layouts, see bench.data.preprocessing), not
     # inferred from type hints; this tells MLflow not to ask for them.
     _skip_type_hint_validation = True
 
@@ -203,5 +204,5 @@ def registry_name(name: str) -> str:
 
 
 def serve_from_code() -> None:
-    """Called by bench/served_model.py when MLflow loads the pyfunc model."""
+    """Called by bench/tracking/served_model.py when MLflow loads the pyfunc model."""
     mlflow.models.set_model(ServedModel())

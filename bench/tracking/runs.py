@@ -15,9 +15,10 @@ import pandas as pd
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from bench import provenance, record
+from bench import provenance
 from bench.config import RunConfig
 from bench.device import resolve_device
+from bench.engine import record
 from bench.errors import BenchError, one_line, redact
 from bench.tracking import store
 

@@ -1,7 +1,7 @@
 """Optuna's storage: opened from a URL (a journal file by default), described without its password,
 and locked while workers set a study up.
 
-Every Optuna storage is opened here (bench.runner re-exports these names for the commands).
+Every Optuna storage is opened here (bench.run.runner re-exports these names for the commands).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from bench import journal, owners
 from bench import progress as progress_ui
 from bench.errors import BenchError, one_line, redact
+from bench.run import journal, owners
 from bench.store_files import STATE_DIR, locked, sqlite_path
 
 DEFAULT_STORAGE = STATE_DIR / "optuna.journal"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from bench import checkpoint, models
+from bench import models
 from bench.config import RunConfig
+from bench.engine import checkpoint
+from bench.engine.optimization import last_linear
 from bench.errors import BenchError
-from bench.optimization import last_linear
 
 
 def start_from_a(model: torch.nn.Module, a_model: torch.nn.Module, config: RunConfig, path) -> None:

@@ -21,8 +21,8 @@ import time
 import venv
 from pathlib import Path
 
-from bench import kit_manifest
 from bench.errors import BenchError, choices
+from bench.kit import manifest as kit_manifest
 
 ROOT = Path(__file__).resolve().parent.parent  # as bench.provenance has it; importing that loads torch
 COMMANDS = ("ablation", "search", "report", "benchmark", "train", "predict", "post", "models", "benchmark.stream")

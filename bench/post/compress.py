@@ -1,5 +1,5 @@
 """The library half of bench.post: a trained model quantised (int8 dynamic, Linear layers), pruned (L1
-unstructured, global or per layer) and exported to ONNX (bench.onnx_export), each variant saved and
+unstructured, global or per layer) and exported to ONNX (bench.post.onnx_export), each variant saved and
 then measured the same way (test accuracy, size on disk and gzipped, CPU time per call in turns)."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from rich.markup import escape
 from torch import nn
 from torch.nn.utils import prune
 
-from bench.latency import BATCHES, Timing, batch_of, time_in_turns
-from bench.onnx_export import check_onnx, export_onnx
+from bench.post.latency import BATCHES, Timing, batch_of, time_in_turns
+from bench.post.onnx_export import check_onnx, export_onnx
 from bench.progress import make_progress
-from bench.trained import Trained, normalise, test_predictions
+from bench.run.trained import Trained, normalise, test_predictions
 
 PRUNE_SCOPES = ("global", "layer")
 
@@ -104,7 +104,7 @@ def accuracy(forward: Callable, trained: Trained) -> float:
 
 
 def torch_forward(model: nn.Module) -> Callable:
-    model.to(memory_format=torch.contiguous_format)  # the layout every format is timed in (bench.latency)
+    model.to(memory_format=torch.contiguous_format)  # the layout every format is timed in (bench.post.latency)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

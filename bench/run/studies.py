@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import study_comparisons
 from bench.config import RunConfig
 from bench.errors import BenchError, choices
 from bench.provenance import PROJECT_ROOT
+from bench.run import study_comparisons
 
 STUDIES_DIR = PROJECT_ROOT / "studies"
 SHARED_FILE = "_defaults.toml"  # in STUDIES_DIR: [budgets.NAME] tables that every study inherits

@@ -1,5 +1,5 @@
 """Everything between a person's pixels and a network's input, from the training split: what the
-logged MLflow model of every run (bench.serving) and `bench.predict` accept, and how it is read.
+logged MLflow model of every run (bench.engine.serving) and `bench.predict` accept, and how it is read.
 
 - values: uint8 (or any integers) in 0..255, or floats in [0, 1] (floats above 1 and up to 255
   are read as 0..255: JSON has no uint8, so served integers may arrive as floats);

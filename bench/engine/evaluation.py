@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from bench.data import images, views
 from bench.data.splits import Normaliser
-from bench.distributed import SINGLE, Group
+from bench.engine.distributed import SINGLE, Group
 from bench.models.dense import to_dense
 
 GRID = 5  # crops a side in multi-crop

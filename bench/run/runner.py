@@ -1,10 +1,10 @@
 """One runner for ablations and searches: Optuna's storage is the queue, MLflow the record.
 
 A worker claims the next trial from the Optuna study (atomically, so two workers never run the
-same one), trains it with bench.train.fit, logs it through bench.tracking and tells Optuna the
+same one), trains it with bench.engine.train.fit, logs it through bench.tracking and tells Optuna the
 outcome. An ablation enqueues its grid once (under a lock, so workers started together do not
 enqueue twice); a search asks its sampler for new trials. A trial whose owner is not proven alive
-(bench.owners: a heartbeat, a pid with its process's start time) is failed and enqueued again, and
+(bench.run.owners: a heartbeat, a pid with its process's start time) is failed and enqueued again, and
 its MLflow run marked FAILED and later resumed.
 """
 
@@ -28,14 +28,14 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from bench import launch, outage, owners, packing
 from bench import progress as progress_ui
 from bench.config import RunConfig
+from bench.engine.train import fit
 from bench.errors import BenchError, RunFailed, one_line
-from bench.optuna_storage import describe_storage, open_storage, storage_lock
+from bench.run import launch, outage, owners, packing
+from bench.run.optuna_storage import describe_storage, open_storage, storage_lock
 from bench.store_files import STATE_DIR
 from bench.tracking import Tracker
-from bench.train import fit
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -175,7 +175,7 @@ def close_orphans(tracker: Tracker, experiment_id: str, optuna_name: str, storag
 
 
 def sweep_dead(job: Job) -> int:
-    """Fail the RUNNING trials whose owner is not proven alive (bench.owners), enqueue each once more,
+    """Fail the RUNNING trials whose owner is not proven alive (bench.run.owners), enqueue each once more,
     and mark their MLflow runs FAILED."""
     fail_stale_trials(job.study)  # database storages with a heartbeat: the storage's own test
     beats = owners.beats(job.storage)
@@ -421,7 +421,7 @@ def spawn_helpers(
         torch.set_num_threads(int(threads))
     log_dir.mkdir(parents=True, exist_ok=True)
     helpers = []
-    # Each worker's index and the count let a worker of torchrun groups pick its own GPUs (bench.launch).
+    # Each worker's index and the count let a worker of torchrun groups pick its own GPUs (bench.run.launch).
     os.environ.update(BENCH_WORKERS=str(count + 1), BENCH_WORKER_INDEX="0")
     # Helpers ignore Ctrl-C (the ignored SIGINT is inherited through exec, and Python keeps it so):
     # one that is still importing would die of it with a traceback in its log. This process

@@ -3,7 +3,7 @@
 The worker keeps its job (claiming the trial, MLflow, Optuna's pruning, the heartbeat); the run
 itself is `torchrun --nproc-per-node N -m bench.train`, whose rank 0 appends every epoch and the
 final result to an events file that the worker follows. So one process talks to MLflow, as with
-a single-process run, and `fit_in_processes` is a drop-in for `bench.train.fit`.
+a single-process run, and `fit_in_processes` is a drop-in for `bench.engine.train.fit`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
-from bench import checkpoint, models
+from bench import models
 from bench.config import RunConfig
+from bench.engine import checkpoint
+from bench.engine.train import EpochStats, Result
 from bench.errors import BenchError
-from bench.train import EpochStats, Result
 
 POLL_S = 0.5
 PR_SET_PDEATHSIG = 1  # prctl(2)

@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import kit_manifest, kit_run
-from bench.errors import Parser, cli
+from bench.errors import Parser
+from bench.kit import manifest as kit_manifest
+from bench.kit import run as kit_run
 
 
 def parser() -> Parser:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "run":
         job = args.job[1:] if args.job[:1] == ["--"] else args.job
         return kit_run.run(Path(args.kit), Path(args.out), job, args.time_limit, Path(args.keep) if args.keep else None)
-    from bench import kit_build  # pip's packaging and the data modules: needed here only
+    from bench.kit import build as kit_build
 
     out = Path(args.out)
     manifest = kit_build.build(
@@ -81,7 +82,3 @@ def main(argv: list[str] | None = None) -> int:
     for wheel in manifest["wheels"]:
         print(f"{wheel['name']:<36} {wheel['version']:<16} {wheel['file']}")
     return 0
-
-
-if __name__ == "__main__":
-    cli(main)

@@ -21,13 +21,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench import provenance
-from bench.benchmark.kernels import kernel_micros
-from bench.benchmark.measure import free_memory, synchronize
 from bench.config import RunConfig
-from bench.device import resolve_device
+from bench.device import free_memory, kernel_micros, resolve_device, synchronize
+from bench.engine.train import fit
 from bench.errors import one_line
 from bench.progress import console
-from bench.train import fit
 
 AUTO = "auto"
 MAX_WORKERS = 8  # the most the GPU suite measures; past the busy point more contexts only time-slice

@@ -24,7 +24,7 @@ class PaperRow:
     config: str
     train_scale: str
     test_scales: str
-    mode: str  # as bench.evaluation names it: dense, multi-crop, dense+multi-crop
+    mode: str  # as bench.engine.evaluation names it: dense, multi-crop, dense+multi-crop
     top1: float
     top5: float
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from bench import kit_manifest
 from bench.data.files import SYSTEM_LOCATIONS, cache_root
 from bench.data.idx import IDX_FILES
 from bench.errors import BenchError, one_line
+from bench.kit import manifest as kit_manifest
 
 # What the studies import beyond the image. mlflow-skinny, not mlflow: full mlflow's closure needs pyarrow
 # (~90 MB); skinny holds tracking, the registry and the pyfunc models the studies write.

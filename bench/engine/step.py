@@ -26,13 +26,13 @@ from contextlib import AbstractContextManager as ContextManager
 import torch
 import torch.nn.functional as F
 
-from bench import distributed
 from bench.device import resolve_device
+from bench.engine import distributed
 from bench.errors import BenchError, one_line
 
 IMPLEMENTATION = ("fused", "foreach", "capturable")  # an optimizer group's flags that choose its kernels
 WARMUP_STEPS = 3  # eager steps before the capture: cuDNN picks its kernels, the optimizer makes its state
-log = logging.getLogger("bench.step")
+log = logging.getLogger("bench.engine.step")
 
 
 def check(config) -> None:
@@ -128,7 +128,7 @@ class EagerStep(Step):
 class GraphStep(Step):
     """The step replayed from a CUDA graph after WARMUP_STEPS eager ones, on static buffers.
 
-    The optimizer must be fused (bench.train.make_optimizer(..., fused=True)): its kernels read the
+    The optimizer must be fused (bench.engine.train.make_optimizer(..., fused=True)): its kernels read the
     learning rate from a device tensor and keep their step count on the device. `capture=False`
     runs the same static-buffer step without capturing it: the CPU's way to check its numbers.
     """

@@ -1,7 +1,7 @@
 """The optimizer of a run and its learning-rate schedule (warm-up, cosine, step, the paper's plateau rule).
 
 The schedule is computed on the host per step; the eager step writes it into the optimizer's groups,
-the graph step into device tensors that its fused optimizer reads (bench.step).
+the graph step into device tensors that its fused optimizer reads (bench.engine.step).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def plateau_drops(config: RunConfig, val_accs: list[float]) -> int:
 
 def make_optimizer(config: RunConfig, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     """`fused`: one kernel for all parameters that reads its learning rate from a tensor and keeps its
-    state on the device, as a CUDA graph needs (bench.step); else torch's default implementation."""
+    state on the device, as a CUDA graph needs (bench.engine.step); else torch's default implementation."""
     # No weight decay on biases and norm scales: standard practice, and it matters for BN nets.
     # A fine-tuned backbone may learn slower than the new last layer (backbone_lr_scale).
     head = {id(p) for p in last_linear(model).parameters()}

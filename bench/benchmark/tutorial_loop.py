@@ -20,7 +20,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from bench import data, train
+from bench import data
+from bench.engine import train
 
 
 class TutorialDataset(Dataset):

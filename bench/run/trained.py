@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from bench import checkpoint, data, record, serving
+from bench import data
 from bench.config import RunConfig
+from bench.data.preprocessing import Preprocessing
 from bench.data.splits import Normaliser
+from bench.engine import checkpoint, record, serving
+from bench.engine.train import EVAL_BATCH, build_model
 from bench.errors import BenchError
-from bench.preprocessing import Preprocessing
 from bench.progress import make_progress
-from bench.train import EVAL_BATCH, build_model
 
 
 @dataclass

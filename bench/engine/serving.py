@@ -3,7 +3,7 @@
 The logged MLflow model of every run (bench.tracking wraps a `Servable` as a pyfunc model) and
 `bench.predict` both go through this module, so a served model and the command line give the
 same answer for the same pixels. What it accepts, and how it is read (values, layout, size,
-background), is bench.preprocessing's `Preprocessing`.
+background), is bench.data.preprocessing's `Preprocessing`.
 
 Out comes, per image: the class name, its index, the confidence, whether it was inverted, and
 every class's probability.
@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import checkpoint
 from bench.config import RunConfig
-from bench.preprocessing import LAYOUTS, Preprocessing
-from bench.train import build_model
+from bench.data.preprocessing import LAYOUTS, Preprocessing
+from bench.engine import checkpoint
+from bench.engine.train import build_model
 
 SPEC_FILE = "preprocessing.json"
 WEIGHTS_FILE = "weights.pt"

@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import checkpoint, data_fingerprint
+from bench.data import fingerprint as data_fingerprint
+from bench.engine import checkpoint
 
 if TYPE_CHECKING:
-    from bench.train import Engine, EpochStats
+    from bench.engine.train import Engine, EpochStats
 
 log = logging.getLogger("bench.train")
 

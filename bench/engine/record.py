@@ -1,7 +1,7 @@
 """What a run leaves behind, declared once: tag keys, artifact paths and metric names.
 
 MLflow-free: bench.tracking writes a run from these names, bench.report reads it back with them.
-The metrics come from the engine's own dataclasses (bench.train.EpochStats and Result): a field
+The metrics come from the engine's own dataclasses (bench.engine.train.EpochStats and Result): a field
 whose metadata names a "metric" is logged under that name, and one marked "report" is a column
 the report reads. Adding a final metric is adding a field there, and its display in the report.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from bench import train
+from bench.engine import train
 
 # --- tag keys ------------------------------------------------------------------------------------
 ROLE = "bench.role"  # "study" (a parent), "run" (a variant x seed or a trial), "post" (bench.post)

@@ -5,7 +5,7 @@
 
 Every variant is measured the same way against the unchanged fp32 model: test accuracy on the run's
 own test set, size on disk (the saved state_dict, or the .onnx file) and that file gzipped, and
-CPU time per call at batch 1 and 32 (bench.latency: every format on the same contiguous NCHW
+CPU time per call at batch 1 and 32 (bench.post.latency: every format on the same contiguous NCHW
 input, the model's weights contiguous too, timed in turns; median with a 95 % interval), with the
 same threads for PyTorch and onnxruntime (--threads; default torch's, one per core). On a CPU
 shared with other work, batch-1 latency with several threads can jump by orders of magnitude (a
@@ -21,7 +21,7 @@ interval says the machine was not quiet.
   storage keeps every zero: the file does not shrink and dense kernels run no faster; the gzipped
   size shows what a sparse or compressed format could save. No fine-tuning after pruning, so the
   accuracy column is pruning's raw cost.
-- onnx: bench.onnx_export, validated with onnx.checker and, when onnxruntime is installed, by
+- onnx: bench.post.onnx_export, validated with onnx.checker and, when onnxruntime is installed, by
   comparing its outputs with PyTorch's on test images; accuracy and speed are then onnxruntime's.
 
 With --run, the numbers are logged as metrics of a new MLflow run nested under the source run
@@ -40,13 +40,13 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from bench import markdown as md
 from bench import out_folder
-from bench.compress import PRUNE_SCOPES, Variant, run_all
-from bench.errors import BenchError, Parser, cli, redact
-from bench.latency import BATCHES
+from bench.errors import BenchError, Parser, redact
+from bench.post.compress import PRUNE_SCOPES, Variant, run_all
+from bench.post.latency import BATCHES
 from bench.progress import console, out
-from bench.trained import load_trained, tracker_for
+from bench.report import markdown as md
+from bench.run.trained import load_trained, tracker_for
 
 DEFAULT_PRUNE = (0.3, 0.5, 0.7)
 
@@ -273,7 +273,3 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"  {escape(note)}")
     console.print(f"files in {out_dir}" + (f"; logged as run {derived} under run {trained.run_id}" if derived else ""))
     return 0
-
-
-if __name__ == "__main__":
-    cli(main)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from bench import data, step
+from bench import data
 from bench.config import RunConfig
+from bench.engine import step
+from bench.engine.train import build_model
 from bench.errors import BenchError
-from bench.train import build_model
 
 
 def check(configs: list[RunConfig], *, data_dir: str | None, checkpoint_root: Path) -> None:

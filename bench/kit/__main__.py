@@ -1,0 +1,4 @@
+from bench.errors import cli
+from bench.kit.command import main
+
+cli(main)
