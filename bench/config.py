@@ -30,18 +30,19 @@ PAPER_CROP = 224  # scales are given at the paper's crop
 MAX_SCALE = 2048
 
 
-def setting(default: Any, *, later: bool = False, data: bool = False) -> Any:
+def setting(default: Any, *, later: bool = False, data: bool = False, report: bool = False) -> Any:
     """A RunConfig field whose role other code reads from the field itself, not from a list to keep in step:
     `later`: added after runs were recorded, so it counts in the hash only off its default (RunConfig.hash);
-    `data`: it decides which images a run trains and is tested on (RunConfig.data_settings)."""
-    return field(default=default, metadata={"later": later, "data": data})
+    `data`: it decides which images a run trains and is tested on (RunConfig.data_settings);
+    `report`: the report reads it back from each run's params (bench.report.read)."""
+    return field(default=default, metadata={"later": later, "data": data, "report": report})
 
 
 @dataclass(frozen=True)
 class RunConfig:
     # --- model: passed to bench.models.build (the baselines take only width; they always have BN) ---
     model: str = "vgg-a"
-    batch_norm: bool = False  # the paper had none; BN on/off is the modern ablation
+    batch_norm: bool = setting(False, report=True)  # the paper had none; BN on/off is the modern ablation
     head: str = "small"  # 'small' suits 32 px inputs (the 1x1 final map); 'paper' is FC-4096 x2
     width: float = 1.0  # channel multiplier: narrow nets make CPU runs affordable
     init: str = "kaiming"  # 'paper' N(0, 0.01) stalls deep nets without BN, as the paper found
@@ -56,7 +57,7 @@ class RunConfig:
     # --- the paper's scale protocol (image folders); scales are given for the paper's 224 crop and
     # applied in proportion to image_size, so one study file serves a 32 px CPU run and a 224 px GPU run ---
     # S: '256' fixed or '256,512' drawn per image (jittering); None: pad-4 crops
-    train_scale: str | None = setting(None, later=True, data=True)
+    train_scale: str | None = setting(None, later=True, data=True, report=True)
     # Q: '256' or '224,256,288'; None: S, or (S_min + S_max) / 2 when jittered
     test_scales: str | None = setting(None, later=True, data=True)
     # final test: any of centre, dense, multi-crop, dense+multi-crop (comma list). Every model takes every
@@ -70,7 +71,7 @@ class RunConfig:
     loader_workers: int = setting(2, later=True)  # worker processes decoding an image folder's batches
     # --- optimisation ---
     seed: int = 0  # weights, batch order, augmentation, dropout
-    epochs: int = 10
+    epochs: int = setting(10, report=True)
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -86,8 +87,8 @@ class RunConfig:
     # 'epochs': every variant trains `epochs`. 'flops': every variant trains the training FLOPs of the
     # study's reference variant in `epochs`: its step count (and schedule) is epochs x steps per epoch x
     # compute_scale, where the study sets compute_scale = reference FLOPs per image / this model's.
-    compute: str = setting("epochs", later=True)
-    compute_scale: float = setting(1.0, later=True)
+    compute: str = setting("epochs", later=True, report=True)
+    compute_scale: float = setting(1.0, later=True, report=True)
     # --- transfer learning ---
     pretrained: str | None = None  # a local torchvision state_dict file; its last layer is replaced
     freeze: int = 0  # keep the first N conv layers (and their BN) fixed at the pretrained values
@@ -291,6 +292,17 @@ class RunConfig:
 
 # The settings added after runs were recorded (see `setting`), read from the fields.
 LATER_SETTINGS = frozenset(f.name for f in fields(RunConfig) if f.metadata.get("later"))
+
+
+# The settings the report reads back from each run's params, with their defaults, read from the fields.
+REPORTED_SETTINGS = {f.name: f.default for f in fields(RunConfig) if f.metadata.get("report")}
+_HINTS = get_type_hints(RunConfig)
+
+
+def reported_setting(name: str, logged: str | None) -> Any:
+    """A setting the report reads, from its logged param: typed as the field; its default where the run
+    was logged before the setting existed."""
+    return coerce(name, REPORTED_SETTINGS[name] if logged is None else logged, _HINTS[name])
 
 
 def coerce(name: str, value: Any, hint: Any) -> Any:

@@ -18,6 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import torch
 from conftest import FASHION_DIR, ROOT, command_error, free_port, raw_idx, server, study_runs
@@ -441,3 +442,33 @@ def test_runs_models_and_experiment_describe_themselves_in_the_ui(tiny_study):
     assert "servable" in c.get_registered_model("tiny-cpu").description
     version = c.get_model_version_by_alias("tiny-cpu", "best")
     assert version.run_id in version.description
+
+
+def test_the_settings_the_report_reads_come_from_runconfig_fields_typed_with_their_defaults(tmp_path):
+    """The report's settings are the fields marked report=True: a run that logged them reads them back typed as
+    the field; a run logged before a setting existed reads the field's default, never None."""
+    from bench.config import REPORTED_SETTINGS
+    from bench.tracking import Tracker
+
+    reported = {f.name for f in fields(RunConfig) if f.metadata.get("report")}
+    assert set(REPORTED_SETTINGS) == reported >= {"batch_norm", "epochs", "compute", "compute_scale", "train_scale"}
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = tracker.experiment_id("settings")
+    config = RunConfig(
+        dataset="synthetic-images", batch_norm=True, epochs=7, compute="flops", compute_scale=0.5, train_scale="256,512"
+    )
+    for seed, params in ((0, {}), (1, {name: str(getattr(config, name)) for name in reported})):
+        run = tracker.client.create_run(
+            experiment_id,
+            tags={"bench.role": "run", "bench.variant": "v", "bench.seed": str(seed), "bench.config_hash": str(seed)},
+        )
+        for name, value in params.items():
+            tracker.client.log_param(run.info.run_id, name, value)
+        tracker.log_metrics(run.info.run_id, {name: 0.5 for name in record.reported().values()})
+        tracker.set_status(run.info.run_id, "FINISHED")
+    rows = {row.seed: row for row in read.runs_frame(tracker, experiment_id).itertuples()}
+    defaults = {f.name: f.default for f in fields(RunConfig) if f.name in reported}
+    read_back = {name: getattr(rows["0"], name) for name in reported}
+    assert defaults.pop("train_scale") is None and pd.isna(read_back.pop("train_scale"))  # missing, as pandas has it
+    assert read_back == defaults
+    assert {name: getattr(rows["1"], name) for name in reported} == {name: getattr(config, name) for name in reported}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 from rich.progress import track
 
+from bench.config import REPORTED_SETTINGS, reported_setting
 from bench.engine import record
 from bench.errors import BenchError, redact
 from bench.progress import console
@@ -26,8 +27,6 @@ TAGS = {
     "host": "tags.bench.host",
     "parent_run_id": f"tags.{record.PARENT}",
 }
-# Run settings the report needs, with the value runs logged before the setting existed had.
-PARAMS = {"batch_norm": "False", "epochs": None, "compute": "epochs", "compute_scale": "1.0", "train_scale": "None"}
 EVAL_METRICS = "metrics.test_top"  # the paper protocol's per mode and test scale (bench.engine.evaluation.metric_name)
 CURVE_METRICS = {"val_acc": "val_acc", "epoch_seconds": "epoch_seconds"}
 
@@ -38,7 +37,7 @@ def metric_columns() -> dict[str, str]:
 
 
 def run_columns() -> list[str]:
-    return ["run_id", *TAGS, *PARAMS, *metric_columns()]
+    return ["run_id", *TAGS, *REPORTED_SETTINGS, *metric_columns()]
 
 
 def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: set[str] | None = None) -> pd.DataFrame:
@@ -46,19 +45,17 @@ def runs_frame(tracker, experiment_id: str, budget: str | None = None, hashes: s
     runs = tracker.finished_runs([experiment_id], tags=None if budget is None else {"budget": budget})
     if runs.empty:
         return pd.DataFrame(columns=run_columns())
-    params = {
-        name: runs.get(f"params.{name}", pd.Series(default, index=runs.index, dtype=object)).fillna(default)
-        for name, default in PARAMS.items()
+    logged = {
+        name: runs.get(f"params.{name}", pd.Series(None, index=runs.index, dtype=object)) for name in REPORTED_SETTINGS
     }
     frame = pd.DataFrame(
         {
             "run_id": runs["run_id"],
             **{name: runs.get(column) for name, column in TAGS.items()},
-            "batch_norm": params["batch_norm"].eq("True"),
-            "epochs": pd.to_numeric(params["epochs"], errors="coerce"),
-            "compute": params["compute"],
-            "compute_scale": pd.to_numeric(params["compute_scale"], errors="coerce"),
-            "train_scale": params["train_scale"].where(params["train_scale"] != "None"),
+            **{
+                name: values.map(lambda value, name=name: reported_setting(name, None if pd.isna(value) else value))
+                for name, values in logged.items()
+            },
             **{
                 name: runs.get(column, pd.Series(float("nan"), index=runs.index))
                 for name, column in metric_columns().items()
