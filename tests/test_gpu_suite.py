@@ -313,7 +313,7 @@ def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
 
 @needs_fashion
 def test_every_full_budget_is_estimated_equal_compute_included():
-    from bench.benchmark import budgets
+    from bench.run import budget_estimates as budgets
     from bench.run import studies
 
     names = studies.names()

@@ -44,7 +44,7 @@ from bench.device import resolve_device
 from bench.errors import BenchError, choices, one_line
 from bench.models import names as model_names
 from bench.progress import console
-from bench.run import studies
+from bench.run import budget_estimates, studies
 
 FASHION_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -367,7 +367,7 @@ class Suite:
                 self.workers,
             )
         )
-        configs = budgets.full_budget_configs(self.estimate_names, self.args.data_dir)
+        configs = budget_estimates.full_budget_configs(self.estimate_names, self.args.data_dir)
         ordered = sorted(configs.items(), key=lambda item: self.plan.study not in item[1]["studies"])
         for key, entry in ordered:
             label = f"first epoch of {entry['config'].model} ({', '.join(entry['studies'])})"
@@ -448,11 +448,11 @@ class Suite:
         measured = budgets.first_epoch(
             entry["config"],
             self.args.data_dir,
-            budgets.CARRIED,
+            budget_estimates.CARRIED,
             {"device": str(self.device), **self.plan.estimate_overrides},
         )
         self.results["first_epochs"][key] = {**measured, "studies": entry["studies"]}
-        self.results["estimates"] = budgets.estimates(
+        self.results["estimates"] = budget_estimates.estimates(
             self.estimate_names, self.results["first_epochs"], self.args.data_dir
         )
 

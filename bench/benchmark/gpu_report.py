@@ -10,12 +10,12 @@ import math
 from pathlib import Path
 
 from bench.report import markdown as md
+from bench.run.budget_estimates import PACKING_TARGET, runs_per_hour
 
 MFU_TARGET = 0.40
 SECONDS_TARGET = 15.0
 STEP_SHARE_TARGET = 0.80  # end-to-end training images/s over the fixed-batch step's
 SPEEDUP_TARGET = 3.0
-PACKING_TARGET = 3.0  # a 32 px study packed on one GPU: runs per hour over one worker's
 # fp32 rows run cuDNN's convolutions in TF32, so their peak is TF32's: half the dense bf16 one on
 # Ampere and Hopper datasheets (A100 156 vs 312, H100/H200 SXM 494.7 vs 989.4 TFLOP/s).
 TF32_PER_BF16 = 0.5
@@ -118,11 +118,6 @@ def _race_target(results: dict) -> dict:
     if speedup < SPEEDUP_TARGET:
         gaps.append(f"speed-up {_short(speedup, SPEEDUP_TARGET, f'{SPEEDUP_TARGET:.0f}x')}")
     return {**target, "measured": measured, "met": met, "gap": "; ".join(gaps), "where": _race_lines(race)}
-
-
-def runs_per_hour(shared: dict | None) -> dict[int, float]:
-    """Each pass of the suite's study through worker processes: its runs per hour, by worker count."""
-    return {p["workers"]: 3600 * len(p["runs"]) / p["wall_s"] for p in (shared or {}).get("passes", [])}
 
 
 def packing_target(results: dict) -> dict:
