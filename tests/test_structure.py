@@ -191,7 +191,6 @@ STILL_OVER = {
     "bench.report.build": 450,
     "bench.data.stream": 462,
     "bench.benchmark.gpu": 507,
-    "bench.benchmark.gpu_report": 545,
 }
 
 
