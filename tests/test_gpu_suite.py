@@ -16,7 +16,8 @@ import pytest
 import torch
 from conftest import FASHION_DIR, ROOT, command_error, needs_fashion
 
-from bench.benchmark import command, gpu, gpu_report, measure
+from bench.benchmark import command, gpu_report, measure
+from bench.benchmark import gpu_plan as gpu
 from bench.config import RunConfig
 from bench.engine import distributed, step
 from bench.errors import BenchError

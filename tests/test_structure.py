@@ -190,7 +190,6 @@ STILL_OVER = {
     "bench.run.runner": 454,
     "bench.report.build": 450,
     "bench.data.stream": 462,
-    "bench.benchmark.gpu": 507,
 }
 
 
