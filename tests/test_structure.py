@@ -189,7 +189,6 @@ STILL_OVER = {
     "bench.engine.train": 433,
     "bench.run.runner": 454,
     "bench.report.build": 450,
-    "bench.data.stream": 462,
 }
 
 
