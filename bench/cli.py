@@ -18,12 +18,11 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from bench.benchmark import budgets
 from bench.config import RunConfig
 from bench.engine import distributed
 from bench.errors import BenchError, Parser, redact
 from bench.progress import console, out
-from bench.run import packing, studies
+from bench.run import budget_estimates, packing, studies
 from bench.store_files import STATE_DIR
 
 # The world size is how the run was started (torchrun's, or a study's --gpus-per-run), not a flag.
@@ -203,8 +202,8 @@ def studies_table(every: list[studies.Study], kind: str) -> Table:
 def budget_cell(study: studies.Study, name: str) -> str:
     """A budget as --list shows it: what it needs typed, and a gpu budget's estimated minutes."""
     notes = [f"needs {study.budgets[name].needs}"] if study.budgets[name].needs else []
-    if name == budgets.GPU_BUDGET:
-        notes.append(budgets.estimate_text(budgets.packed_estimate(study, name)))
+    if name == budget_estimates.GPU_BUDGET:
+        notes.append(budget_estimates.estimate_text(budget_estimates.packed_estimate(study, name)))
     return f"{name} ({'; '.join(notes)})" if notes else name
 
 
@@ -237,8 +236,8 @@ def command_line(kind: str, argv: list[str] | None) -> str:
 def announce(study: studies.Study, budget: studies.Budget, label: str, chosen: bool, details: str) -> None:
     """What is about to run, on stderr: the study, its budget among the others, then `details`."""
     others = [b for b in study.budgets if b != budget.name]
-    if budget.name == budgets.GPU_BUDGET:
-        estimate = budgets.estimate_text(budgets.packed_estimate(study, budget.name), long=True)
+    if budget.name == budget_estimates.GPU_BUDGET:
+        estimate = budget_estimates.estimate_text(budget_estimates.packed_estimate(study, budget.name), long=True)
         as_written = " (the budget as written: overrides not counted)" if label != budget.name else ""
         details += f"\nestimate{as_written}: {escape(estimate)}"
     console.print(

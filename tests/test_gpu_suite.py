@@ -16,7 +16,8 @@ import pytest
 import torch
 from conftest import FASHION_DIR, ROOT, command_error, needs_fashion
 
-from bench.benchmark import command, gpu, gpu_report, measure
+from bench.benchmark import command, gpu_report, measure
+from bench.benchmark import gpu_plan as gpu
 from bench.config import RunConfig
 from bench.engine import distributed, step
 from bench.errors import BenchError
@@ -313,7 +314,7 @@ def test_targets_say_by_how_much_they_are_missed_and_where_the_time_goes():
 
 @needs_fashion
 def test_every_full_budget_is_estimated_equal_compute_included():
-    from bench.benchmark import budgets
+    from bench.run import budget_estimates as budgets
     from bench.run import studies
 
     names = studies.names()

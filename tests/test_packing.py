@@ -13,8 +13,9 @@ from conftest import command_error, study_runs
 from mlflow.tracking import MlflowClient
 
 from bench import ablation, cli
-from bench.benchmark import budgets, gpu_report
+from bench.benchmark import gpu_report
 from bench.config import RunConfig
+from bench.run import budget_estimates as budgets
 from bench.run import packing, studies
 from bench.run.packing import CONTEXT_BYTES, GIB, Measurement, choose
 

@@ -1,8 +1,8 @@
 """The package's shape, read from its source with ast (nothing imported): no import cycle among
 bench's modules (imports at the top and inside functions; left out: those under `if TYPE_CHECKING:`,
 which never run, and under `if __name__ == "__main__":`, which run only when the file is the program,
-`python -m bench.train`, not the module others import), MLflow imported only under bench/tracking/,
-and no module over 400 lines."""
+`python -m bench.train`, not the module others import), each import within its own package or down
+the layers, MLflow imported only under bench/tracking/, and no module over 400 lines."""
 
 from __future__ import annotations
 
@@ -111,6 +111,66 @@ def test_the_cycle_finder_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+# bench's units (its packages and top-level modules), lowest first: a module imports from its own unit or
+# from a lower layer, never from its own layer or a higher one (so a command never imports another command).
+# errors sits under the rest of the foundation, which raises its BenchError.
+LAYERS = [
+    {"errors"},
+    {"ranges", "device", "provenance", "store_files", "progress", "out_folder"},
+    {"models"},
+    {"config"},
+    {"data"},
+    {"engine"},
+    {"tracking"},
+    {"run"},
+    {"report"},
+    {"cli"},
+    {"ablation", "train", "predict", "search", "post", "benchmark", "kit"},  # the commands
+]
+
+
+def unit(module: str) -> str:
+    """A module's first component under bench: bench.run.runner -> 'run', bench.cli -> 'cli'."""
+    return module.split(".")[1] if "." in module else module
+
+
+def layering_violations(edges: dict[str, set[str]], layers: list[set[str]]) -> list[str]:
+    """Each import between two units that does not go to a strictly lower layer, or touches a unit in none."""
+    level = {name: i for i, layer in enumerate(layers) for name in layer}
+    found = []
+    for module, imports in sorted(edges.items()):
+        for target in sorted(imports):
+            here, there = unit(module), unit(target)
+            if here == there:
+                continue
+            if here not in level or there not in level:
+                missing = here if here not in level else there
+                found.append(f"{module} -> {target}: {missing} is in no layer")
+            elif level[there] >= level[here]:
+                found.append(f"{module} -> {target}: {there} is not below {here}")
+    return found
+
+
+def test_every_import_between_units_goes_down_the_layers():
+    edges = graph()
+    assert "bench.run.budget_estimates" in edges["bench.cli"]  # the graph sees the edges checked here
+    assert {unit(m) for m in MODULES if m != "bench"} <= set().union(*LAYERS), "a unit in no layer"
+    assert layering_violations(edges, LAYERS) == []
+
+
+def test_the_layer_check_finds_an_upward_import_and_a_unit_in_no_layer():
+    edges = {
+        "bench.cli": {"bench.benchmark.budgets", "bench.run.studies", "bench.cli"},
+        "bench.run.runner": {"bench.run.studies", "bench.engine.train"},
+        "bench.benchmark.gpu": {"bench.kit.build", "bench.elsewhere"},
+    }
+    assert layering_violations(edges, LAYERS) == [
+        "bench.benchmark.gpu -> bench.elsewhere: elsewhere is in no layer",
+        "bench.benchmark.gpu -> bench.kit.build: kit is not below benchmark",
+        "bench.cli -> bench.benchmark.budgets: benchmark is not below cli",
+    ]
+
+
 def test_mlflow_is_imported_only_under_bench_tracking():
     outside = []
     for module, path in MODULES.items():
@@ -129,9 +189,6 @@ STILL_OVER = {
     "bench.engine.train": 433,
     "bench.run.runner": 454,
     "bench.report.build": 450,
-    "bench.data.stream": 462,
-    "bench.benchmark.gpu": 507,
-    "bench.benchmark.gpu_report": 545,
 }
 
 

@@ -14,7 +14,7 @@ steps (the default; bench.benchmark.steps)
     Trains a recipe until validation accuracy reaches ACC: seconds and epochs.
 --tracking-overhead (tracking_overhead)
     What MLflow and Optuna add to each run of a study's smoke budget; the only mode that imports them.
---suite gpu (gpu, with budgets and gpu_report)
+--suite gpu (gpu, with budgets and gpu_report; its estimates in bench.run.budget_estimates)
     Everything above that matters on a CUDA machine, in one run of under 10 minutes, written to
     OUT/gpu-<device>.md and .json; runs without MLflow and Optuna. --smoke: the same at tiny sizes.
 """

@@ -26,7 +26,7 @@ from bench.data.images import decode_image
 from bench.data.loading import DATASETS, load, open_run
 from bench.data.protocol import RunData
 from bench.data.splits import CROP_PAD, PARTS, Splits, channel_stats, crop_flip, fit_size
-from bench.data.stream import StreamSplits
+from bench.data.stream_splits import StreamSplits
 from bench.data.synthetic import make_synthetic
 
 __all__ = [

@@ -18,6 +18,7 @@ from bench.data.splits import (
     split_hash,
     to_device,
 )
+from bench.data.stream_splits import Scales
 from bench.device import resolve_device
 from bench.errors import BenchError, choices
 from bench.ranges import IMAGE_SIZE
@@ -197,7 +198,7 @@ def open_run(config, *, data_dir=None, device: str | torch.device = "cpu"):
     splits = stream.open_folder(
         path,
         crop=crop,
-        scales=stream.Scales.at_crop(crop, train, test),
+        scales=Scales.at_crop(crop, train, test),
         holder=config.data_holder,
         workers=config.loader_workers,
         subset=config.subset,
