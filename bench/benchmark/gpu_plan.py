@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FASHION_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
+from bench.data.idx import GZ_FILES
+
+FASHION_FILES = GZ_FILES
 VGGS = ("vgg-a", "vgg-b", "vgg-c", "vgg-d", "vgg-e")
 
 

@@ -34,6 +34,7 @@ IDX_FILES = {
     "test_x": "t10k-images-idx3-ubyte",
     "test_y": "t10k-labels-idx1-ubyte",
 }
+GZ_FILES = tuple(f"{stem}.gz" for stem in IDX_FILES.values())  # as Fashion-MNIST is distributed
 _TORCHVISION = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 
 
@@ -48,7 +49,7 @@ def load(name: str, data_dir):
 
             getattr(tvd, _TORCHVISION[name])(root=str(tmp), train=True, download=True)
             raw = tmp / _TORCHVISION[name] / "raw"
-            return [raw / f"{stem}.gz" for stem in IDX_FILES.values()]
+            return [raw / file for file in GZ_FILES]
 
         try:
             folder = files.download(name, dest, fetch)
@@ -57,7 +58,7 @@ def load(name: str, data_dir):
             hint = "`apt-get install dataset-fashion-mnist`, or put " if name == "fashion-mnist" else "put "
             raise BenchError(
                 f"{name} not found in {where} and download failed ({exc}; offline?): {hint}"
-                f"{', '.join(s + '.gz' for s in IDX_FILES.values())} in --data-dir (or $BENCH_DATA)"
+                f"{', '.join(GZ_FILES)} in --data-dir (or $BENCH_DATA)"
             ) from None
         found = _find(folder)
         if found is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from bench.data.files import SYSTEM_LOCATIONS, cache_root
-from bench.data.idx import IDX_FILES
+from bench.data.idx import GZ_FILES
 from bench.errors import BenchError, one_line
 from bench.kit import manifest as kit_manifest
 
@@ -37,7 +37,7 @@ IMAGE_PACKAGES = ("torch", "torchvision", "timm", "pandas", "rich", "scipy", "ma
 # Modern wheels carry compound tags (manylinux2014 + manylinux_2_17 + ...); pip matches any one given here.
 PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 29)))
 CARRY_LIMIT_MIB = 64  # what a GPU machine typically takes along with the working tree
-FASHION_FILES = tuple(f"{stem}.gz" for stem in IDX_FILES.values())
+FASHION_FILES = GZ_FILES
 
 
 def canonical(name: str) -> str:
