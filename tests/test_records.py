@@ -472,3 +472,31 @@ def test_the_settings_the_report_reads_come_from_runconfig_fields_typed_with_the
     assert defaults.pop("train_scale") is None and pd.isna(read_back.pop("train_scale"))  # missing, as pandas has it
     assert read_back == defaults
     assert {name: getattr(rows["1"], name) for name in reported} == {name: getattr(config, name) for name in reported}
+
+
+def test_a_report_from_a_store_whose_artifacts_stayed_elsewhere_says_so_and_creates_nothing_there(
+    tiny_study, tmp_path, capsys
+):
+    """A store brought back without its artifact folder (as from a GPU machine): the report is written to
+    --out, its tags set, nothing logged into (or created at) the other machine's paths, and one note says
+    what is missing and what it stops."""
+    import shutil
+    import sqlite3
+
+    from bench.report import command as report_command
+
+    store = tmp_path / "came-back" / "mlflow.db"
+    store.parent.mkdir()
+    shutil.copy(tiny_study.root / "mlflow.db", store)
+    elsewhere = tmp_path / "gpu-machine"  # the path the runs were made under, not on this machine
+    with sqlite3.connect(store) as db:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(tiny_study.root), str(elsewhere)))
+    out = tmp_path / "reports"
+    argv = ["--study", str(tiny_study.toml), "--tracking-uri", f"sqlite:///{store}", "--out", str(out)]
+    assert report_command.main(argv) == 0
+    said = "".join(capsys.readouterr().err.split())  # the console folds long paths anywhere
+    missing = f"the store's artifacts are not on this machine ({elsewhere}/mlruns/tiny does not exist"
+    assert "".join(missing.split()) in said and "thereportisnotloggedtotheparentrun" in said
+    assert sorted(p.suffix for p in out.iterdir()) == [".csv", ".md", ".png"]
+    assert not elsewhere.exists()

@@ -100,5 +100,5 @@ def main(argv: list[str] | None = None) -> int:
             (list(report.published.columns), report.published.astype(str).values.tolist()),
             "published figures (different data or recipe, as labelled)",
         )
-    console.print(f"wrote {', '.join(map(str, paths))} (also logged to the study's parent run under report/)")
+    console.print(f"wrote {', '.join(map(str, paths))}")
     return 0

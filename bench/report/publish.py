@@ -8,13 +8,17 @@ import os
 import tempfile
 from pathlib import Path
 
+from rich.markup import escape
+
+from bench.progress import console
 from bench.report import build, figures, render
 
 DEFAULT_OUT = "reports"  # git-ignored; results/ holds the committed reference reports
 
 
 def publish(tracker, report: build.Report, out: Path) -> list[Path]:
-    """The report's files written into `out` and logged onto its studies' parent runs."""
+    """The report's files written into `out` and logged onto its studies' parent runs (those whose artifact
+    folder is on this machine: see `log_to_parents`)."""
     paths = write(report, out)
     log_to_parents(tracker, report, paths)
     return paths
@@ -46,4 +50,11 @@ def log_to_parents(tracker, report: build.Report, paths: list[Path]) -> None:
     for study, run_id in report.parents.items():
         tracker.set_tags(run_id, build.convergence_tags(report.summary[report.summary["study"] == study]))
     for run_id in dict.fromkeys(report.parents.values()):
-        tracker.log_artifacts(run_id, paths, "report")
+        if (missing := tracker.missing_artifacts(run_id)) is None:
+            tracker.log_artifacts(run_id, paths, "report")
+        else:  # never recreate another machine's folders here
+            console.print(
+                f"the store's artifacts are not on this machine ({escape(missing)} does not exist: they stayed where "
+                "the runs were made): the report is not logged to the parent run, and the runs' checkpoints and "
+                "models cannot be loaded from this store (bench.predict, bench.post, mlflow models serve)"
+            )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,16 @@ class Runs:
                 f"no MLflow run {run_id!r} in {redact(self.uri)}: copy the run id from the MLflow UI, "
                 "or give the --tracking-uri of the store that holds it"
             ) from None
+
+    def missing_artifacts(self, run_id: str) -> str | None:
+        """The folder of this machine where the run's experiment keeps its artifacts, when it does not exist:
+        a store copied here from the machine its runs were made on (the device kit's output, say), its
+        artifact folder left there. None when the folder is here, or the artifacts are on a server."""
+        uri = urllib.parse.urlparse(self.get_run(run_id).info.artifact_uri)
+        if uri.scheme not in ("", "file"):
+            return None
+        experiment = Path(urllib.parse.unquote(uri.path)).parents[1]  # <experiment>/<run id>/artifacts
+        return None if experiment.exists() else str(experiment)
 
     def download_artifact(self, run_id: str, path: str, folder: str | Path) -> Path:
         """Copy the artifact `path` of a run (e.g. checkpoints/best.pt) into `folder`."""
