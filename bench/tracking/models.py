@@ -37,6 +37,12 @@ SERVABLE_OUTPUT = Schema(
 )
 
 
+# The served model's one input, named: MLflow's scoring server reads an unnamed input's empty list
+# (`{"inputs": []}`) as a list of records and refuses it in its signature's words before the model sees it;
+# a named one reaches the model, which answers in the user's ("no images ... send at least one").
+SERVED_INPUT = "images"
+
+
 class Models:
     client: MlflowClient
     uri: str
@@ -73,7 +79,7 @@ class Models:
                 python_model=str(Path(__file__).with_name("served_model.py")),
                 artifacts={"servable": str(folder)},
                 signature=ModelSignature(
-                    inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
+                    inputs=Schema([TensorSpec(np.dtype(object), (-1,), name=SERVED_INPUT)]),
                     outputs=SERVABLE_OUTPUT,
                     params=ParamSchema([ParamSpec("invert", "string", "auto")]),
                 ),
@@ -192,6 +198,8 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         self.servable = serving.load(context.artifacts["servable"])
 
     def predict(self, context, model_input, params=None):
+        if isinstance(model_input, dict):  # MLflow hands a named input over as {name: array}
+            model_input = model_input[SERVED_INPUT]
         try:
             return self.servable.predict(model_input, invert=(params or {}).get("invert", "auto"))
         except BenchError as exc:  # a 400 with our one line, not a server error
