@@ -1,17 +1,24 @@
-"""Speed ratios that survive a noisy machine: bench.benchmark --end-to-end as short alternating
-rounds, the median of the paired ratios with an interval and the load, 'not measurable' where the
-interval reaches 1."""
+"""Speed ratios that survive a noisy machine: every speed comparison (bench.benchmark --end-to-end,
+the step grid's --rounds, bench.benchmark.stream, bench.benchmark.ddp, bench.post's speed-ups) as
+short alternating rounds, the median of the paired ratios with an interval and the load (one
+implementation: bench.benchmark.rounds), 'not measurable' where the interval reaches 1."""
 
 from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 
 import pytest
+import torch
 from scipy import stats
 
 from bench.benchmark import command
+from bench.benchmark import rounds as turns
 from bench.benchmark.end_to_end import paired_ratio
+from bench.post import command as post_command
+from bench.post import latency
+from bench.post.compress import Variant
 
 
 def rounds(pairs: list[tuple[float, float]]) -> list[dict]:
@@ -71,3 +78,38 @@ def test_end_to_end_runs_alternating_rounds_and_reports_the_load(capsys):
     assert out["ratio"] == pytest.approx(statistics.median(ratios)) and out["rounds"] == 6
     assert out["ratio_low"] == pytest.approx(min(ratios)) and out["ratio_high"] == pytest.approx(max(ratios))
     assert len(out["load_average_1min"]) == 2 and out["cpu_count"] >= 1
+
+
+# --- the same rounds for every speed ratio: bench.benchmark.rounds, used by each mode ---------------
+
+
+def test_rounds_alternate_and_the_verdict_carries_interval_rounds_and_load():
+    assert [turns.in_turns("ABC", n) for n in (1, 2, 3)] == [list("ABC"), list("CBA"), list("ABC")]
+    assert turns.median_interval([float(i) for i in range(1, 51)]) == (25.5, 18.0, 33.0)
+    assert turns.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, None, None)  # 5: no 95 % interval
+    measured = turns.paired_ratio([2.0, 2.1, 1.9, 2.0, 2.2, 2.05], [1.0] * 6, [0.5, 1.25])
+    assert (measured["ratio_low"], measured["ratio_high"], measured["rounds"]) == (1.9, 2.2, 6)
+    assert measured["ratio_verdict"] == "median 2.02x (95 % interval 1.90–2.20, 6 rounds, load 0.5–1.2)"
+    assert measured["load_average_1min"] == [0.5, 1.25]
+    wide = turns.paired_ratio([0.9, 1.3, 1.2, 1.1, 1.25, 1.15], [1.0] * 6)
+    assert wide["ratio_verdict"].startswith("not measurable here: interval 0.90–1.30 reaches 1x")
+
+
+
+def test_post_times_its_variants_in_alternating_order_and_pairs_their_rounds():
+    calls = []
+    forwards = [lambda x, name=name: calls.append(name) for name in "abc"]
+    timings = latency.time_in_turns(forwards, torch.zeros(1, 1, 2, 2), rounds=6, warmup=0)
+    assert calls == list("abccbaabccbaabccba") and all(len(t.times_ms) == 6 for t in timings)
+    base = replace(timings[0], times_ms=(2.0, 2.2, 1.8, 2.0, 2.4, 2.1))
+    faster = replace(timings[1], times_ms=(1.0,) * 6)
+    speedup = faster.speedup(base)
+    assert (speedup["ratio"], speedup["ratio_low"], speedup["ratio_high"]) == pytest.approx((2.05, 1.8, 2.4))
+    variants = [
+        Variant("fp32", 0.5, 100, 90, 0.0, "a", timings={1: base, 32: base}),
+        Variant("onnx", 0.5, 100, 90, 0.0, "b", timings={1: faster, 32: base}),
+    ]
+    [_, cells] = post_command.rows(variants)
+    assert "2.05 [1.80, 2.40]" in cells and "1.00 [1.00, 1.00] *" in cells  # the same speed: not measurable
+    metrics = post_command.metrics(variants)
+    assert (metrics["onnx.speedup_b1_low"], metrics["onnx.speedup_b1_high"]) == pytest.approx((1.8, 2.4))

@@ -132,10 +132,9 @@ def end_to_end_table(rows: list[dict], summary: dict) -> Table:
         f"val {summary['tutorial_val_acc']:.3f}",
     )
     table.add_row("ratio", "bench.train / tutorial", "", f"{summary['ratio']:.2f}x", "", "")
-    load = ", ".join(f"{x:.1f}" for x in summary["load_average_1min"])
     table.caption = (
-        f"ratio: median of the rounds' paired ratios; {summary['ratio_verdict']}; "
-        f"load average {load} (before, after) on {summary['cpu_count']} CPUs"
+        f"ratio, the median of the rounds' paired ratios: {summary['ratio_verdict']} "
+        f"(load: the 1-minute load average before and after, on {summary['cpu_count']} CPUs)"
     )
     return table
 

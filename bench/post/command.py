@@ -80,7 +80,10 @@ COLUMNS = (
     *[
         column
         for b in BATCHES
-        for column in ((f"ms b={b} [95% CI]", f"ms/call b={b}\n[95% CI]"), (f"x faster b={b}", f"speed\n× b={b}"))
+        for column in (
+            (f"ms b={b} [95% CI]", f"ms/call b={b}\n[95% CI]"),
+            (f"x faster b={b} [95% CI]", f"speed × b={b}\n[95% CI]"),
+        )
     ],
     (f"img/s b={max(BATCHES)}", f"img/s\nb={max(BATCHES)}"),
 )
@@ -96,7 +99,7 @@ def rows(variants: list[Variant]) -> list[list[str]]:
     def timing(v: Variant, b: int) -> list[str]:
         if b not in v.timings:
             return ["n/a", "n/a"]
-        return [v.timings[b].text(), cell(base.timings[b].median_ms / v.timings[b].median_ms, ".2f")]
+        return [v.timings[b].text(), "1.00" if v is base else speedup(v.timings[b].speedup(base.timings[b]))]
 
     biggest = max(BATCHES)
     return [
@@ -115,6 +118,14 @@ def rows(variants: list[Variant]) -> list[list[str]]:
     ]
 
 
+def speedup(ratio: dict) -> str:
+    """The median paired ratio and its interval; `*` where the interval reaches 1x (not measurable)."""
+    if ratio["ratio_low"] is None:
+        return f"{ratio['ratio']:.2f} *"
+    mark = " *" if ratio["ratio_verdict"].startswith("not measurable") else ""
+    return f"{ratio['ratio']:.2f} [{ratio['ratio_low']:.2f}, {ratio['ratio_high']:.2f}]{mark}"
+
+
 def table(variants: list[Variant], title: str) -> Table:
     result = Table(title=escape(title), box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for _, header in COLUMNS:
@@ -125,7 +136,10 @@ def table(variants: list[Variant], title: str) -> Table:
 
 
 def notes(variants: list[Variant]) -> list[str]:
-    return [f"{v.name}: {v.note}" for v in variants]
+    return [f"{v.name}: {v.note}" for v in variants] + [
+        "x faster: the median over rounds of fp32's time over the variant's in the same round, variants "
+        "called in alternating order; * not measurable here: the interval reaches 1x (or too few rounds)"
+    ]
 
 
 def markdown(variants: list[Variant]) -> str:
@@ -142,13 +156,16 @@ def metrics(variants: list[Variant]) -> dict[str, float]:
         if v.test_acc is not None:
             numbers["acc_delta"] = v.test_acc - base.test_acc
         for b, t in v.timings.items():
+            ratio = t.speedup(base.timings[b])
             numbers.update(
                 {
                     f"ms_b{b}": t.median_ms,
                     f"ms_b{b}_low": t.low_ms,
                     f"ms_b{b}_high": t.high_ms,
                     f"images_per_s_b{b}": t.images_per_s,
-                    f"speedup_b{b}": base.timings[b].median_ms / t.median_ms,
+                    f"speedup_b{b}": ratio["ratio"],
+                    f"speedup_b{b}_low": ratio["ratio_low"],
+                    f"speedup_b{b}_high": ratio["ratio_high"],
                 }
             )
         values.update({f"{v.name}.{k}": x for k, x in numbers.items() if x is not None})
