@@ -95,6 +95,20 @@ def test_rounds_alternate_and_the_verdict_carries_interval_rounds_and_load():
     assert wide["ratio_verdict"].startswith("not measurable here: interval 0.90–1.30 reaches 1x")
 
 
+def test_the_step_grid_measures_its_points_in_alternating_rounds_with_paired_ratios(capsys):
+    argv = ["--model", "vgg-a", "--width", "0.0625", "--device", "cpu", "--in-channels", "1", "--batch-size", "2"]
+    argv += ["--channels-last", "on,off", "--steps", "1", "--warmup", "0", "--rounds", "6", "--json"]
+    assert command.main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["round"], r["channels_last"]) for r in out["rows"][:4]] == [(1, True), (1, False), (2, False), (2, True)]
+    [ratio] = out["ratios"]
+    assert (ratio["point"], ratio["against"], ratio["label"]) == (2, 1, "channels_last=False / channels_last=True")
+    speeds = {(r["round"], r["point"]): r["train_images_per_s"] for r in out["rows"]}
+    paired = [speeds[n, 2] / speeds[n, 1] for n in range(1, 7)]
+    assert ratio["train"]["ratio"] == pytest.approx(statistics.median(paired)) and ratio["train"]["rounds"] == 6
+    assert (ratio["train"]["ratio_low"], ratio["train"]["ratio_high"]) == pytest.approx((min(paired), max(paired)))
+    assert "% interval" in ratio["infer"]["ratio_verdict"] and len(out["load_average_1min"]) == 2
+
 
 def test_post_times_its_variants_in_alternating_order_and_pairs_their_rounds():
     calls = []
