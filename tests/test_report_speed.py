@@ -6,6 +6,7 @@ implementation: bench.benchmark.rounds), 'not measurable' where the interval rea
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import replace
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from scipy import stats
 
-from bench.benchmark import command
+from bench.benchmark import command, stream
 from bench.benchmark import rounds as turns
 from bench.benchmark.end_to_end import paired_ratio
 from bench.post import command as post_command
@@ -127,3 +128,23 @@ def test_post_times_its_variants_in_alternating_order_and_pairs_their_rounds():
     assert "2.05 [1.80, 2.40]" in cells and "1.00 [1.00, 1.00] *" in cells  # the same speed: not measurable
     metrics = post_command.metrics(variants)
     assert (metrics["onnx.speedup_b1_low"], metrics["onnx.speedup_b1_high"]) == pytest.approx((1.8, 2.4))
+
+
+def test_the_stream_benchmark_alternates_its_loaders_and_reports_paired_ratios(tmp_path, monkeypatch, capsys):
+    (tmp_path / "train" / "c0").mkdir(parents=True)
+    speed = {"tutorials": 400.0, "streamed": 700.0}
+    seen = []
+
+    def fake(kind, root, images, batch, workers, device):
+        seen.append(kind)
+        speed[kind] *= 1.01
+        return {"kind": kind, "images_per_s": speed[kind], "workers": workers, "peak_rss": 2**30, "peak_pss": 2**29}
+
+    monkeypatch.setattr(stream, "measure", fake)
+    assert stream.main([str(tmp_path), "--images", "10", "--rounds", "6"]) == 0
+    assert seen == ["tutorials", "streamed", "streamed", "tutorials"] * 3
+    report = capsys.readouterr().out
+    assert "| streamed | 2 | 2 |" in report and "6 rounds, the loaders in alternating order" in report
+    assert re.search(
+        r"streamed over the tutorials' images/s: \*\*median 1\.7\dx \(95 % interval [\d.]+–[\d.]+, 6 ", report
+    )
