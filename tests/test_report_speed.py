@@ -9,12 +9,13 @@ import json
 import re
 import statistics
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from scipy import stats
 
-from bench.benchmark import command, stream
+from bench.benchmark import command, ddp, stream
 from bench.benchmark import rounds as turns
 from bench.benchmark.end_to_end import paired_ratio
 from bench.post import command as post_command
@@ -148,3 +149,25 @@ def test_the_stream_benchmark_alternates_its_loaders_and_reports_paired_ratios(t
     assert re.search(
         r"streamed over the tutorials' images/s: \*\*median 1\.7\dx \(95 % interval [\d.]+–[\d.]+, 6 ", report
     )
+
+
+def test_the_ddp_benchmark_alternates_its_three_ways_and_pairs_them_with_one_process():
+    order = []
+
+    def fake(processes, threads, config_json, scratch):
+        order.append((processes, threads))
+        return {"images_per_s": 1000.0 * (1 + 0.25 * (processes > 1) + 0.2 * (threads > 1)), "test_acc": 0.75}
+
+    rows, summary = ddp.measure("run.json", 6, 2, run=fake)
+    assert order[:6] == [(1, 1), (2, 1), (1, 2), (1, 2), (2, 1), (1, 1)] and len(rows) == 18
+    two = summary["ratios"]["2 processes (DDP, gloo), 1 thread each"]
+    assert (two["ratio"], two["ratio_low"], two["ratio_high"], two["rounds"]) == (1.25, 1.25, 1.25, 6)
+    assert summary["ratios"]["1 process, 2 threads"]["ratio_verdict"].startswith("median 1.20x (95 % interval")
+    report = ddp.report(rows, summary, ["--config-json", "run.json"], 2)
+    assert "| 1 process, 1 thread | 1,000 / 1,000" in report and "median 1.25x (95 % interval 1.25–1.25" in report
+    assert ddp.command(2, "run.json", Path("e.jsonl"))[1:5] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+    ]
