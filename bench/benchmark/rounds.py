@@ -70,13 +70,11 @@ def paired_ratio(
             f"(median {median:.2f}x{load_text}; {LEAST_ROUNDS} rounds at least)"
         )
     else:
-        measured = (
-            f"median {median:.2f}x ({CONFIDENCE * 100:.0f} % interval {low:.2f}–{high:.2f}, {n} rounds{load_text})"
-        )
+        interval = f"{low:.2f}–{high:.2f}"
         verdict = (
-            f"not measurable here: interval {low:.2f}–{high:.2f} reaches 1x ({measured})"
+            f"not measurable here: interval {interval} reaches 1x (median {median:.2f}x, {n} rounds{load_text})"
             if low <= 1 <= high
-            else measured
+            else f"median {median:.2f}x ({CONFIDENCE * 100:.0f} % interval {interval}, {n} rounds{load_text})"
         )
     return {
         "ratio": median,
