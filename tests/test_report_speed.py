@@ -127,6 +127,9 @@ def test_post_times_its_variants_in_alternating_order_and_pairs_their_rounds():
     ]
     [_, cells] = post_command.rows(variants)
     assert "2.05 [1.80, 2.40]" in cells and "1.00 [1.00, 1.00] *" in cells  # the same speed: not measurable
+    assert "- load: the 1-minute load average was 0.5 before the measurements and 1.2 after" in post_command.markdown(
+        variants, [0.5, 1.25]
+    )
     metrics = post_command.metrics(variants)
     assert (metrics["onnx.speedup_b1_low"], metrics["onnx.speedup_b1_high"]) == pytest.approx((1.8, 2.4))
 

@@ -41,6 +41,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import out_folder
+from bench.benchmark.rounds import load
 from bench.errors import BenchError, Parser, redact
 from bench.post.compress import PRUNE_SCOPES, Variant, run_all
 from bench.post.latency import BATCHES
@@ -142,9 +143,13 @@ def notes(variants: list[Variant]) -> list[str]:
     ]
 
 
-def markdown(variants: list[Variant]) -> str:
-    notes_md = [f"- {note}" for note in notes(variants)]
+def markdown(variants: list[Variant], loads: list[float] | None = None) -> str:
+    notes_md = [f"- {note}" for note in [*notes(variants), *([load_note(loads)] if loads else [])]]
     return "\n".join([md.table([name for name, _ in COLUMNS], rows(variants)), "", *notes_md]) + "\n"
+
+
+def load_note(loads: list[float]) -> str:
+    return f"load: the 1-minute load average was {loads[0]:.1f} before the measurements and {loads[1]:.1f} after"
 
 
 def metrics(variants: list[Variant]) -> dict[str, float]:
@@ -172,9 +177,9 @@ def metrics(variants: list[Variant]) -> dict[str, float]:
     return values
 
 
-def write_summary(variants: list[Variant], out_dir: Path) -> list[Path]:
+def write_summary(variants: list[Variant], out_dir: Path, loads: list[float] | None = None) -> list[Path]:
     md = out_dir / "summary.md"
-    md.write_text(markdown(variants))
+    md.write_text(markdown(variants, loads))
     table_csv = out_dir / "summary.csv"
     with table_csv.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(variants[0].flat()))
@@ -263,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({escape(redact(tracker.uri))}): its metrics, summary and files",
             soft_wrap=True,
         )
+    loads = [load()]
     try:
         variants = run_all(
             trained,
@@ -273,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             onnx=onnx,
             repeats=args.repeats,
         )
-        summary = write_summary(variants, out_dir)
+        loads.append(load())
+        summary = write_summary(variants, out_dir, loads)
         if derived is not None:
             tracker.log_metrics(derived, metrics(variants))
             for path in summary:
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             tracker.set_status(derived, "FAILED")
         raise
     out.print(table(variants, f"{trained.source}: compression and export on CPU ({threads} threads)"))
-    for note in notes(variants):
+    for note in [*notes(variants), load_note(loads)]:
         console.print(f"  {escape(note)}")
     console.print(f"files in {out_dir}" + (f"; logged as run {derived} under run {trained.run_id}" if derived else ""))
     return 0
