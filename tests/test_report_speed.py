@@ -109,7 +109,10 @@ def test_the_step_grid_measures_its_points_in_alternating_rounds_with_paired_rat
     paired = [speeds[n, 2] / speeds[n, 1] for n in range(1, 7)]
     assert ratio["train"]["ratio"] == pytest.approx(statistics.median(paired)) and ratio["train"]["rounds"] == 6
     assert (ratio["train"]["ratio_low"], ratio["train"]["ratio_high"]) == pytest.approx((min(paired), max(paired)))
-    assert "% interval" in ratio["infer"]["ratio_verdict"] and len(out["load_average_1min"]) == 2
+    infer = ratio["infer"]
+    assert infer["ratio_low"] <= infer["ratio"] <= infer["ratio_high"] and infer["rounds"] == 6
+    assert "interval" in infer["ratio_verdict"] and ", 6 rounds, load " in infer["ratio_verdict"]
+    assert len(out["load_average_1min"]) == 2
 
 
 def test_post_times_its_variants_in_alternating_order_and_pairs_their_rounds():
