@@ -7,7 +7,11 @@ steps (the default; bench.benchmark.steps)
     Per model configuration on a fixed batch: params, FLOPs, train/inference images/s and step
     time, peak memory, and on CUDA the MFU against the datasheet's bf16 peak and a measured matmul.
     Comma-separated values of --model, --batch-size, --precision, --channels-last, --compile and
-    --image-size expand to their cartesian product.
+    --image-size expand to their cartesian product; --rounds R measures the grid R times in
+    alternating order and gives each pair of points a paired speed ratio with its interval.
+
+Every speed ratio (here, in bench.benchmark.stream and .ddp, and in bench.post) comes from
+bench.benchmark.rounds: alternating rounds, the median paired ratio, a 95 % interval, the load.
 --end-to-end (end_to_end)
     Real epochs of bench.train's Engine against the tutorials' DataLoader loop, alternately.
 --until ACC (time_to_accuracy)

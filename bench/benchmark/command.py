@@ -55,6 +55,13 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--num-classes", type=int, default=10, help="step grid: classes (default 10)")
     grid.add_argument("--steps", type=int, default=20, help="step grid: timed steps (default 20)")
     grid.add_argument("--warmup", type=int, default=5, help="step grid: untimed steps first (default 5)")
+    grid.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="step grid: measure the grid this many times, its points in alternating order; 6 or more give "
+        "each pair of points a speed ratio with a 95%% interval (default 1)",
+    )
     grid.add_argument("--matmul-size", type=int, default=8192, help="CUDA: n of the n x n matmul peak (default 8192)")
     p.add_argument(
         "--loader-workers",
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, least in (
         ("steps", 1),
         ("warmup", 0),
+        ("rounds", 1),
         ("repeats", 1),
         ("loader_workers", 0),
         ("matmul_size", 1),

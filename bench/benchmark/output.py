@@ -44,8 +44,13 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 
 def steps_table(rows: list[dict], summary: dict) -> Table:
-    table = Table(title=f"train and inference steps (median of {summary['steps']} after {summary['warmup']} warm-up)")
+    many = summary.get("rounds", 1) > 1
+    table = Table(
+        title=f"train and inference steps (median of {summary['steps']} after {summary['warmup']} warm-up"
+        + (f"; {summary['rounds']} rounds of the grid, in alternating order)" if many else ")")
+    )
     for column in (
+        *(("round",) if many else ()),
         "model",
         "options",
         "image",
@@ -66,6 +71,7 @@ def steps_table(rows: list[dict], summary: dict) -> Table:
     for r in rows:
         options = " ".join(f"{k}={v}" for k, v in r.items() if k in ("batch_norm", "head", "width", "dropout"))
         table.add_row(
+            *((str(r["round"]),) if many else ()),
             r["model"],
             options,
             f"{r['in_channels']}x{r['image_size']}",
@@ -94,6 +100,8 @@ def steps_table(rows: list[dict], summary: dict) -> Table:
     ]
     if any(r["device"] == "cpu" for r in rows):
         notes.append("on CPU: peak memory is the process's peak RSS so far; MFU is measured on CUDA only")
+    for ratio in summary.get("ratios", []):
+        notes += [f"{ratio['label']}, {kind} images/s: {ratio[kind]['ratio_verdict']}" for kind in ("train", "infer")]
     table.caption = "\n".join(notes)
     return table
 
@@ -132,10 +140,9 @@ def end_to_end_table(rows: list[dict], summary: dict) -> Table:
         f"val {summary['tutorial_val_acc']:.3f}",
     )
     table.add_row("ratio", "bench.train / tutorial", "", f"{summary['ratio']:.2f}x", "", "")
-    load = ", ".join(f"{x:.1f}" for x in summary["load_average_1min"])
     table.caption = (
-        f"ratio: median of the rounds' paired ratios; {summary['ratio_verdict']}; "
-        f"load average {load} (before, after) on {summary['cpu_count']} CPUs"
+        f"ratio, the median of the rounds' paired ratios: {summary['ratio_verdict']} "
+        f"(load: the 1-minute load average before and after, on {summary['cpu_count']} CPUs)"
     )
     return table
 

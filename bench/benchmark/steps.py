@@ -6,10 +6,16 @@ timed steps after warm-up), peak memory, and on CUDA the model FLOP utilisation 
 (counted as 3x the forward FLOPs) against the datasheet's dense bf16 peak and a large matmul
 measured in the same run. A batch that runs out of CUDA memory is halved and measured again; the
 row says so.
+
+With --rounds R the whole grid is measured R times, its points in alternating order (1 2 3, 3 2 1,
+...), each time built afresh; every pair of points then gets its train and inference speed ratio
+as the median of the rounds' paired ratios with its interval and verdict (bench.benchmark.rounds),
+beside the machine's load.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from typing import Any
 
@@ -17,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import models, progress
-from bench.benchmark import kernels
+from bench.benchmark import kernels, rounds
 from bench.benchmark.measure import (
     device_peaks,
     halving_on_oom,
@@ -80,15 +86,58 @@ class Peaks:
 
 def step_grid(configs: list[RunConfig], args) -> tuple[list[dict], dict]:
     peaks = Peaks(args.matmul_size)
-    rows = []
+    rows, count, load_before = [], args.rounds, rounds.load()
+    points = list(enumerate(configs, 1))
     bar = progress.make_progress()
     with bar:
-        task = bar.add_task("step grid", total=len(configs), info="")
-        for config in configs:
-            bar.update(task, info=f"{config.model} batch {config.batch_size} {config.precision}")
-            rows.append(measure_steps(config, args.in_channels, args.num_classes, args.steps, args.warmup, peaks))
-            bar.advance(task)
-    return rows, {"steps": args.steps, "warmup": args.warmup, "peaks": peaks.summary()}
+        task = bar.add_task("step grid", total=len(configs) * count, info="")
+        for number in range(1, count + 1):
+            for point, config in rounds.in_turns(points, number):
+                bar.update(task, info=f"round {number}: {config.model} batch {config.batch_size} {config.precision}")
+                row = measure_steps(config, args.in_channels, args.num_classes, args.steps, args.warmup, peaks)
+                rows.append({"round": number, "point": point, **row})
+                bar.advance(task)
+    summary = {"steps": args.steps, "warmup": args.warmup, "rounds": count, "peaks": peaks.summary()}
+    if count > 1:
+        summary["load_average_1min"] = [load_before, rounds.load()]
+        summary["ratios"] = point_ratios(rows, summary["load_average_1min"])
+    return rows, summary
+
+
+# The settings a grid varies; a point's label names those that differ between points.
+LABELLED = ("model", "batch_size", "image_size", "precision", "channels_last", "compile")
+
+
+def point_ratios(rows: list[dict], loads: list[float]) -> list[dict]:
+    """Every pair of grid points (later over earlier): train and inference images/s as the median
+    of the rounds' paired ratios, with interval and verdict."""
+    by_point: dict[int, dict[int, dict]] = {}
+    for r in rows:
+        by_point.setdefault(r["point"], {})[r["round"]] = r
+    varied = [k for k in LABELLED if len({str(r[k]) for r in rows}) > 1]
+    label = {
+        p: " ".join(f"{k}={next(iter(rs.values()))[k]}" for k in varied) or f"point {p}" for p, rs in by_point.items()
+    }
+    ratios = []
+    for low_point, high_point in itertools.combinations(sorted(by_point), 2):
+        base, other = by_point[low_point], by_point[high_point]
+        both = sorted(set(base) & set(other))
+        ratios.append(
+            {
+                "point": high_point,
+                "against": low_point,
+                "label": f"{label[high_point]} / {label[low_point]}",
+                **{
+                    kind: rounds.paired_ratio(
+                        [other[n][f"{kind}_images_per_s"] for n in both],
+                        [base[n][f"{kind}_images_per_s"] for n in both],
+                        loads,
+                    )
+                    for kind in ("train", "infer")
+                },
+            }
+        )
+    return ratios
 
 
 def measure_steps(

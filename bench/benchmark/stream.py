@@ -1,9 +1,10 @@
 """Streamed image-folder loading against the tutorials' loader, and end-to-end training on a streamed tree.
 
     python -m bench.benchmark.stream /tmp/tree --generate 20000     # write the tree first if missing
-    python -m bench.benchmark.stream /tmp/tree --images 6000 --rounds 2 --train-subset 2000
+    python -m bench.benchmark.stream /tmp/tree --images 1000 --rounds 8 --train-subset 500 --train-rounds 6
 
-Loaders (each in its own process, alternated `--rounds` times, so that both see the same machine load):
+Loaders (each in its own process, `--rounds` rounds in alternating order, A B, B A, ..., so that both see
+the same machine load; 6 rounds or more give each ratio a 95 % interval):
   tutorials  torchvision ImageFolder + PIL RandomResizedCrop(224) / RandomHorizontalFlip / ToTensor /
              Normalize, DataLoader(shuffle, workers, batch)
   streamed   bench.data's streamed holder: torchvision.io decoding in the workers, S drawn per image from
@@ -21,8 +22,10 @@ same batch (nvjpeg and libjpeg may round differently; the crop and flip draws ar
 
 End to end (`--train-subset N`): `--train-epochs` epochs of VGG-A (width `--width`, 224 px crops)
 through bench.engine.train.fit on N training images of the tree, streamed, held in memory (the same batches),
-and on the in-memory path (decoded once at 224 px, pad-4 crops); the last epoch's images/s is reported.
-Prints a Markdown report on stdout.
+and on the in-memory path (decoded once at 224 px, pad-4 crops), `--train-rounds` rounds in alternating
+order; the last epoch's images/s is reported. Every speed ratio is the median of the rounds' paired
+ratios with its interval and the machine's load (bench.benchmark.rounds); bench.benchmark.stream_report
+prints the Markdown report on stdout.
 """
 
 from __future__ import annotations
@@ -202,8 +205,12 @@ def measure(kind: str, root: Path, images: int, batch: int, workers: int, device
     return result
 
 
-def end_to_end(root: Path, subset: int, device: str, width: float, epochs: int, workers: int) -> list[dict]:
-    """`epochs` epochs of VGG-A through bench.train on `subset` images: streamed, held, in memory."""
+def end_to_end(
+    root: Path, subset: int, device: str, width: float, epochs: int, workers: int, count: int = 1
+) -> list[dict]:
+    """`count` rounds of `epochs` epochs of VGG-A through bench.train on `subset` images, in alternating
+    order: streamed, held, in memory."""
+    from bench.benchmark.rounds import in_turns
     from bench.config import RunConfig
     from bench.engine.train import fit
 
@@ -225,97 +232,25 @@ def end_to_end(root: Path, subset: int, device: str, width: float, epochs: int, 
         paths.append(
             ("streamed, decoded on the GPU, S in [256, 512]", dict(train_scale="256,512", data_holder="stream-gpu"))
         )
-    rows = []
-    for label, extra in (
-        *paths,
+    paths += [
         ("held in memory, S in [256, 512]", dict(train_scale="256,512", data_holder="memory")),
         ("in-memory path (224 px once, pad-4 crops)", dict(data_holder="memory")),
-    ):
-        began = time.perf_counter()
-        result = fit(RunConfig(**base, **extra))
-        rows.append(
-            {
-                "path": label,
-                "train_images_per_s": result.history[-1].images_per_s,
-                "wall_s": time.perf_counter() - began,
-            }
-        )
-    return rows
-
-
-def report(
-    root: Path, loaders: list[dict], checked: dict | None, e2e: list[dict], args, load_before: str, load_after: str
-) -> str:
-    from statistics import median
-
-    from bench import provenance
-
-    def mib(b):
-        return "" if b is None else f"{b / 2**20:,.0f}"
-
-    gpu = args.device != "cpu"
-    stamp = provenance.stamp(args.device)
-    kinds = _kinds(args.device)
-    lines = [
-        f"# Streamed image folders on {'a GPU' if gpu else 'this CPU'}",
-        "",
-        f"- machine: {stamp['host']}, {os.cpu_count()} CPUs, {stamp['device']}; torch {stamp['torch']}",
-        f"- commit: {stamp['commit']}",
-        f"- command: `python -m bench.benchmark.stream {' '.join(sys.argv[1:])}`",
-        f"- tree: {root} ({sum(1 for _ in (root / 'train').rglob('*.jpg'))} training JPEGs)",
-        f"- load (uptime) before: {load_before}; after: {load_after}",
-        "",
-        f"## Loaders: batch {args.batch}, {args.images} images a measurement, batches on {args.device}",
-        "",
-        "| loader | workers | round | images/s | peak RSS sum (MiB) | peak PSS sum (MiB) |"
-        + (" peak GPU (MiB) |" if gpu else ""),
-        "|---|---|---|---|---|---|" + ("---|" if gpu else ""),
     ]
-    rounds: dict = {}
-    for r in loaders:
-        n = rounds[(r["kind"], r["workers"])] = rounds.get((r["kind"], r["workers"]), 0) + 1
-        lines.append(
-            f"| {r['kind']} | {r['workers']} | {n} | {r['images_per_s']:.1f} | {mib(r['peak_rss'])} | "
-            f"{mib(r['peak_pss'])} |" + (f" {mib(r['peak_gpu'])} |" if gpu else "")
-        )
-    lines.append("")
-    for workers in _counts(args.workers):
-        mine = [r for r in loaders if r["workers"] == workers]
-        speed = {k: median(r["images_per_s"] for r in mine if r["kind"] == k) for k in kinds}
-        pss = {k: max(r["peak_pss"] for r in mine if r["kind"] == k) for k in kinds}
-        lines.append(
-            f"- {workers} workers: "
-            + "; ".join(
-                f"{k} **{speed[k] / speed['tutorials']:.2f}x** the tutorials' images/s at peak PSS {mib(pss[k])} vs "
-                f"{mib(pss['tutorials'])} MiB"
-                for k in kinds
-                if k != "tutorials"
+    rows = []
+    for number in range(1, count + 1):
+        for label, extra in in_turns(paths, number):
+            began = time.perf_counter()
+            result = fit(RunConfig(**base, **extra))
+            rows.append(
+                {
+                    "path": label,
+                    "round": number,
+                    "train_images_per_s": result.history[-1].images_per_s,
+                    "wall_s": time.perf_counter() - began,
+                }
             )
-        )
-    if checked:
-        lines += [
-            "",
-            f"## GPU decoding against CPU decoding: the first training batch ({checked['images']} images)",
-            "",
-            f"Same draws (order, S, crop, flip); labels equal: {checked['labels_equal']}. Absolute difference "
-            f"per value in uint8 levels: mean {checked['mean_levels']:.2f}, 99th percentile "
-            f"{checked['p99_levels']:.1f}, max {checked['max_levels']:.0f}.",
-        ]
-    if e2e:
-        lines += [
-            "",
-            f"## End to end: {args.train_epochs} epoch(s) of VGG-A width {args.width:g} at 224 px, "
-            f"{args.train_subset} images (the last epoch's images/s)",
-            "",
-            "| data path | train images/s | wall s (incl. loading) |",
-            "|---|---|---|",
-        ]
-        lines += [f"| {r['path']} | {r['train_images_per_s']:.1f} | {r['wall_s']:.1f} |" for r in e2e]
-    return "\n".join(lines) + "\n"
-
-
-def _kinds(device: str) -> tuple[str, ...]:
-    return ("tutorials", "streamed") + (("streamed-gpu",) if device != "cpu" else ())
+            print(f"{label}: {rows[-1]['train_images_per_s']:.1f} train images/s", file=sys.stderr)
+    return rows
 
 
 def _counts(text: str) -> list[int]:
@@ -340,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-subset", type=int, default=0, help="also train end to end on this many images")
     parser.add_argument("--train-epochs", type=int, default=1, help="end to end: epochs (the last one is timed)")
     parser.add_argument("--width", type=float, default=0.0625, help="end to end: VGG-A's width (default 1/16)")
+    parser.add_argument("--train-rounds", type=int, default=1, help="end to end: rounds of the data paths")
     parser.add_argument("--one", choices=("tutorials", "streamed", "streamed-gpu"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     root = Path(args.root)
@@ -359,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--batch", args.batch, 1),
         ("--train-subset", args.train_subset, 0),
         ("--train-epochs", args.train_epochs, 1),
+        ("--train-rounds", args.train_rounds, 1),
     ):
         if value < least:
             raise BenchError(f"{flag} must be at least {least}, got {value}")
@@ -372,21 +309,23 @@ def main(argv: list[str] | None = None) -> int:
         make_tree(root, images=args.generate, classes=100, size=(400, 350), quality=90)
     if not (root / "train").is_dir():
         raise BenchError(f"{root} has no train/ folder: generate one with --generate 20000")
-    load_before = os.getloadavg()
+    from bench.benchmark.rounds import in_turns, load
+    from bench.benchmark.stream_report import kinds, report
+
+    load_before = load()
     loaders = []
     for workers in counts:
-        for _ in range(args.rounds):
-            for kind in _kinds(args.device):
-                loaders.append(measure(kind, root, args.images, args.batch, workers, args.device))
+        for number in range(1, args.rounds + 1):
+            for kind in in_turns(kinds(args.device), number):
+                loaders.append({"round": number, **measure(kind, root, args.images, args.batch, workers, args.device)})
                 print(f"{kind}, {workers} workers: {loaders[-1]['images_per_s']:.1f} images/s", file=sys.stderr)
     checked = agreement(root, args.device, min(args.batch, 64)) if args.device != "cpu" else None
     e2e = (
-        end_to_end(root, args.train_subset, args.device, args.width, args.train_epochs, max(counts))
+        end_to_end(root, args.train_subset, args.device, args.width, args.train_epochs, max(counts), args.train_rounds)
         if args.train_subset
         else []
     )
-    fmt = lambda la: ", ".join(f"{v:.2f}" for v in la)  # noqa: E731
-    print(report(root, loaders, checked, e2e, args, fmt(load_before), fmt(os.getloadavg())), end="")
+    print(report(root, loaders, checked, e2e, args, counts, [load_before, load()]), end="")
     return 0
 
 

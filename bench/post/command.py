@@ -41,6 +41,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import out_folder
+from bench.benchmark.rounds import load
 from bench.errors import BenchError, Parser, redact
 from bench.post.compress import PRUNE_SCOPES, Variant, run_all
 from bench.post.latency import BATCHES
@@ -80,7 +81,10 @@ COLUMNS = (
     *[
         column
         for b in BATCHES
-        for column in ((f"ms b={b} [95% CI]", f"ms/call b={b}\n[95% CI]"), (f"x faster b={b}", f"speed\n× b={b}"))
+        for column in (
+            (f"ms b={b} [95% CI]", f"ms/call b={b}\n[95% CI]"),
+            (f"x faster b={b} [95% CI]", f"speed × b={b}\n[95% CI]"),
+        )
     ],
     (f"img/s b={max(BATCHES)}", f"img/s\nb={max(BATCHES)}"),
 )
@@ -96,7 +100,7 @@ def rows(variants: list[Variant]) -> list[list[str]]:
     def timing(v: Variant, b: int) -> list[str]:
         if b not in v.timings:
             return ["n/a", "n/a"]
-        return [v.timings[b].text(), cell(base.timings[b].median_ms / v.timings[b].median_ms, ".2f")]
+        return [v.timings[b].text(), "1.00" if v is base else speedup(v.timings[b].speedup(base.timings[b]))]
 
     biggest = max(BATCHES)
     return [
@@ -115,6 +119,14 @@ def rows(variants: list[Variant]) -> list[list[str]]:
     ]
 
 
+def speedup(ratio: dict) -> str:
+    """The median paired ratio and its interval; `*` where the interval reaches 1x (not measurable)."""
+    if ratio["ratio_low"] is None:
+        return f"{ratio['ratio']:.2f} *"
+    mark = " *" if ratio["ratio_verdict"].startswith("not measurable") else ""
+    return f"{ratio['ratio']:.2f} [{ratio['ratio_low']:.2f}, {ratio['ratio_high']:.2f}]{mark}"
+
+
 def table(variants: list[Variant], title: str) -> Table:
     result = Table(title=escape(title), box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     for _, header in COLUMNS:
@@ -125,12 +137,19 @@ def table(variants: list[Variant], title: str) -> Table:
 
 
 def notes(variants: list[Variant]) -> list[str]:
-    return [f"{v.name}: {v.note}" for v in variants]
+    return [f"{v.name}: {v.note}" for v in variants] + [
+        "x faster: the median over rounds of fp32's time over the variant's in the same round, variants "
+        "called in alternating order; * not measurable here: the interval reaches 1x (or too few rounds)"
+    ]
 
 
-def markdown(variants: list[Variant]) -> str:
-    notes_md = [f"- {note}" for note in notes(variants)]
+def markdown(variants: list[Variant], loads: list[float] | None = None) -> str:
+    notes_md = [f"- {note}" for note in [*notes(variants), *([load_note(loads)] if loads else [])]]
     return "\n".join([md.table([name for name, _ in COLUMNS], rows(variants)), "", *notes_md]) + "\n"
+
+
+def load_note(loads: list[float]) -> str:
+    return f"load: the 1-minute load average was {loads[0]:.1f} before the measurements and {loads[1]:.1f} after"
 
 
 def metrics(variants: list[Variant]) -> dict[str, float]:
@@ -142,22 +161,25 @@ def metrics(variants: list[Variant]) -> dict[str, float]:
         if v.test_acc is not None:
             numbers["acc_delta"] = v.test_acc - base.test_acc
         for b, t in v.timings.items():
+            ratio = t.speedup(base.timings[b])
             numbers.update(
                 {
                     f"ms_b{b}": t.median_ms,
                     f"ms_b{b}_low": t.low_ms,
                     f"ms_b{b}_high": t.high_ms,
                     f"images_per_s_b{b}": t.images_per_s,
-                    f"speedup_b{b}": base.timings[b].median_ms / t.median_ms,
+                    f"speedup_b{b}": ratio["ratio"],
+                    f"speedup_b{b}_low": ratio["ratio_low"],
+                    f"speedup_b{b}_high": ratio["ratio_high"],
                 }
             )
         values.update({f"{v.name}.{k}": x for k, x in numbers.items() if x is not None})
     return values
 
 
-def write_summary(variants: list[Variant], out_dir: Path) -> list[Path]:
+def write_summary(variants: list[Variant], out_dir: Path, loads: list[float] | None = None) -> list[Path]:
     md = out_dir / "summary.md"
-    md.write_text(markdown(variants))
+    md.write_text(markdown(variants, loads))
     table_csv = out_dir / "summary.csv"
     with table_csv.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(variants[0].flat()))
@@ -246,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({escape(redact(tracker.uri))}): its metrics, summary and files",
             soft_wrap=True,
         )
+    loads = [load()]
     try:
         variants = run_all(
             trained,
@@ -256,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             onnx=onnx,
             repeats=args.repeats,
         )
-        summary = write_summary(variants, out_dir)
+        loads.append(load())
+        summary = write_summary(variants, out_dir, loads)
         if derived is not None:
             tracker.log_metrics(derived, metrics(variants))
             for path in summary:
@@ -269,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             tracker.set_status(derived, "FAILED")
         raise
     out.print(table(variants, f"{trained.source}: compression and export on CPU ({threads} threads)"))
-    for note in notes(variants):
+    for note in [*notes(variants), load_note(loads)]:
         console.print(f"  {escape(note)}")
     console.print(f"files in {out_dir}" + (f"; logged as run {derived} under run {trained.run_id}" if derived else ""))
     return 0
