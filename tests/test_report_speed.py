@@ -1,7 +1,7 @@
 """Speed ratios that survive a noisy machine: every speed comparison (bench.benchmark --end-to-end,
 the step grid's --rounds, bench.benchmark.stream, bench.benchmark.ddp, bench.post's speed-ups) as
 short alternating rounds, the median of the paired ratios with an interval and the load (one
-implementation: bench.benchmark.rounds), 'not measurable' where the interval reaches 1."""
+implementation: bench.speed_ratio), 'not measurable' where the interval reaches 1."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 from scipy import stats
 
+from bench import speed_ratio
 from bench.benchmark import command, ddp, stream
-from bench.benchmark import rounds as turns
 from bench.benchmark.end_to_end import paired_ratio
 from bench.post import command as post_command
 from bench.post import latency
@@ -82,18 +82,18 @@ def test_end_to_end_runs_alternating_rounds_and_reports_the_load(capsys):
     assert len(out["load_average_1min"]) == 2 and out["cpu_count"] >= 1
 
 
-# --- the same rounds for every speed ratio: bench.benchmark.rounds, used by each mode ---------------
+# --- the same rounds for every speed ratio: bench.speed_ratio, used by each mode ---------------
 
 
 def test_rounds_alternate_and_the_verdict_carries_interval_rounds_and_load():
-    assert [turns.in_turns("ABC", n) for n in (1, 2, 3)] == [list("ABC"), list("CBA"), list("ABC")]
-    assert turns.median_interval([float(i) for i in range(1, 51)]) == (25.5, 18.0, 33.0)
-    assert turns.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, None, None)  # 5: no 95 % interval
-    measured = turns.paired_ratio([2.0, 2.1, 1.9, 2.0, 2.2, 2.05], [1.0] * 6, [0.5, 1.25])
+    assert [speed_ratio.in_turns("ABC", n) for n in (1, 2, 3)] == [list("ABC"), list("CBA"), list("ABC")]
+    assert speed_ratio.median_interval([float(i) for i in range(1, 51)]) == (25.5, 18.0, 33.0)
+    assert speed_ratio.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (3.0, None, None)  # 5: no 95 % interval
+    measured = speed_ratio.paired_ratio([2.0, 2.1, 1.9, 2.0, 2.2, 2.05], [1.0] * 6, [0.5, 1.25])
     assert (measured["ratio_low"], measured["ratio_high"], measured["rounds"]) == (1.9, 2.2, 6)
     assert measured["ratio_verdict"] == "median 2.02x (95 % interval 1.90–2.20, 6 rounds, load 0.5–1.2)"
     assert measured["load_average_1min"] == [0.5, 1.25]
-    wide = turns.paired_ratio([0.9, 1.3, 1.2, 1.1, 1.25, 1.15], [1.0] * 6)
+    wide = speed_ratio.paired_ratio([0.9, 1.3, 1.2, 1.1, 1.25, 1.15], [1.0] * 6)
     assert wide["ratio_verdict"].startswith("not measurable here: interval 0.90–1.30 reaches 1x")
 
 

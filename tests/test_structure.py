@@ -116,7 +116,7 @@ def test_the_cycle_finder_finds_one():
 # errors sits under the rest of the foundation, which raises its BenchError.
 LAYERS = [
     {"errors"},
-    {"ranges", "device", "provenance", "store_files", "progress", "out_folder"},
+    {"ranges", "device", "provenance", "store_files", "progress", "out_folder", "speed_ratio"},
     {"models"},
     {"config"},
     {"data"},

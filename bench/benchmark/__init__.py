@@ -11,7 +11,7 @@ steps (the default; bench.benchmark.steps)
     alternating order and gives each pair of points a paired speed ratio with its interval.
 
 Every speed ratio (here, in bench.benchmark.stream and .ddp, and in bench.post) comes from
-bench.benchmark.rounds: alternating rounds, the median paired ratio, a 95 % interval, the load.
+bench.speed_ratio: alternating rounds, the median paired ratio, a 95 % interval, the load.
 --end-to-end (end_to_end)
     Real epochs of bench.train's Engine against the tutorials' DataLoader loop, alternately.
 --until ACC (time_to_accuracy)

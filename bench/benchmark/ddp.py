@@ -10,7 +10,7 @@ goes slows all three alike:
   1 process, N threads           OMP_NUM_THREADS=N python -m bench.train
 The measurement is the last epoch's training images/s (all ranks' images over the epoch's training
 seconds, as bench.train logs it). Each way's speed against 1 process with 1 thread is the median of
-the rounds' paired ratios with its 95 % interval, beside the machine's load (bench.benchmark.rounds);
+the rounds' paired ratios with its 95 % interval, beside the machine's load (bench.speed_ratio);
 where the interval reaches 1 the ratio is not measurable here. Prints a Markdown report on stdout.
 """
 
@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
-from bench.benchmark.rounds import in_turns, load, paired_ratio
 from bench.errors import BenchError, Parser, cli
+from bench.speed_ratio import in_turns, load, paired_ratio
 
 ONE = "1 process, 1 thread"
 

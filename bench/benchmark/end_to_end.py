@@ -5,7 +5,7 @@ process: a round is an epoch of each, in alternating order (A B, B A, ...), so t
 other work comes and goes slows both sides of a round alike. The speed ratio is the median of the
 rounds' paired ratios, with a distribution-free interval and the machine's load beside it; where
 the interval reaches 1 the ratio is "not measurable" on that machine at that time (all of it
-bench.benchmark.rounds, which every speed comparison shares).
+bench.speed_ratio, which every speed comparison shares).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import time
 
 import torch
 
-from bench import progress
-from bench.benchmark import rounds
+from bench import progress, speed_ratio
 from bench.benchmark.tutorial_loop import TutorialLoop
 from bench.config import RunConfig
 from bench.engine.train import Engine
@@ -34,10 +33,10 @@ def end_to_end(config: RunConfig, workers: int, data_dir: str | None) -> tuple[l
         "bench.train": lambda epoch, on_batch: engine.train_epoch(epoch, [], on_batch),
         "tutorial": lambda epoch, on_batch: tutorial.train_epoch(on_batch),
     }
-    rows, load_before = [], rounds.load()
+    rows, load_before = [], speed_ratio.load()
     with progress.RunProgress(label="end-to-end", epochs=2 * config.epochs) as bar:
         for epoch in range(1, config.epochs + 1):
-            for name, train_epoch in rounds.in_turns(list(loops.items()), epoch):  # A B, B A, ...
+            for name, train_epoch in speed_ratio.in_turns(list(loops.items()), epoch):  # A B, B A, ...
                 began = time.perf_counter()
                 loss, acc, seen = train_epoch(epoch, bar.batch_done)  # both read the loss back: synchronised
                 seconds = time.perf_counter() - began
@@ -54,7 +53,7 @@ def end_to_end(config: RunConfig, workers: int, data_dir: str | None) -> tuple[l
                 )
                 bar.progress.update(bar.epochs, advance=1, info=f"{name} {seen / seconds:.0f} img/s")
     speed = {name: statistics.median(r["images_per_s"] for r in rows if r["loop"] == name) for name in loops}
-    loads = [load_before, rounds.load()]  # before and after: the other work on the machine
+    loads = [load_before, speed_ratio.load()]  # before and after: the other work on the machine
     summary = {
         "config": config.to_dict(),
         "steps_per_epoch": len(tutorial.loader),
@@ -71,10 +70,10 @@ def end_to_end(config: RunConfig, workers: int, data_dir: str | None) -> tuple[l
 
 
 def paired_ratio(rows: list[dict], loads: list[float] | None = None) -> dict:
-    """bench.train's images/s over the tutorial's in the same round: bench.benchmark.rounds'
+    """bench.train's images/s over the tutorial's in the same round: bench.speed_ratio'
     median of the paired ratios, its interval and verdict."""
     by_round: dict[int, dict[str, float]] = {}
     for r in rows:
         by_round.setdefault(r["epoch"], {})[r["loop"]] = r["images_per_s"]
     pairs = list(by_round.values())
-    return rounds.paired_ratio([p["bench.train"] for p in pairs], [p["tutorial"] for p in pairs], loads)
+    return speed_ratio.paired_ratio([p["bench.train"] for p in pairs], [p["tutorial"] for p in pairs], loads)

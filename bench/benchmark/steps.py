@@ -9,7 +9,7 @@ row says so.
 
 With --rounds R the whole grid is measured R times, its points in alternating order (1 2 3, 3 2 1,
 ...), each time built afresh; every pair of points then gets its train and inference speed ratio
-as the median of the rounds' paired ratios with its interval and verdict (bench.benchmark.rounds),
+as the median of the rounds' paired ratios with its interval and verdict (bench.speed_ratio),
 beside the machine's load.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench import models, progress
-from bench.benchmark import kernels, rounds
+from bench import models, progress, speed_ratio
+from bench.benchmark import kernels
 from bench.benchmark.measure import (
     device_peaks,
     halving_on_oom,
@@ -86,20 +86,20 @@ class Peaks:
 
 def step_grid(configs: list[RunConfig], args) -> tuple[list[dict], dict]:
     peaks = Peaks(args.matmul_size)
-    rows, count, load_before = [], args.rounds, rounds.load()
+    rows, count, load_before = [], args.rounds, speed_ratio.load()
     points = list(enumerate(configs, 1))
     bar = progress.make_progress()
     with bar:
         task = bar.add_task("step grid", total=len(configs) * count, info="")
         for number in range(1, count + 1):
-            for point, config in rounds.in_turns(points, number):
+            for point, config in speed_ratio.in_turns(points, number):
                 bar.update(task, info=f"round {number}: {config.model} batch {config.batch_size} {config.precision}")
                 row = measure_steps(config, args.in_channels, args.num_classes, args.steps, args.warmup, peaks)
                 rows.append({"round": number, "point": point, **row})
                 bar.advance(task)
     summary = {"steps": args.steps, "warmup": args.warmup, "rounds": count, "peaks": peaks.summary()}
     if count > 1:
-        summary["load_average_1min"] = [load_before, rounds.load()]
+        summary["load_average_1min"] = [load_before, speed_ratio.load()]
         summary["ratios"] = point_ratios(rows, summary["load_average_1min"])
     return rows, summary
 
@@ -128,7 +128,7 @@ def point_ratios(rows: list[dict], loads: list[float]) -> list[dict]:
                 "against": low_point,
                 "label": f"{label[high_point]} / {label[low_point]}",
                 **{
-                    kind: rounds.paired_ratio(
+                    kind: speed_ratio.paired_ratio(
                         [other[n][f"{kind}_images_per_s"] for n in both],
                         [base[n][f"{kind}_images_per_s"] for n in both],
                         loads,

@@ -24,7 +24,7 @@ End to end (`--train-subset N`): `--train-epochs` epochs of VGG-A (width `--widt
 through bench.engine.train.fit on N training images of the tree, streamed, held in memory (the same batches),
 and on the in-memory path (decoded once at 224 px, pad-4 crops), `--train-rounds` rounds in alternating
 order; the last epoch's images/s is reported. Every speed ratio is the median of the rounds' paired
-ratios with its interval and the machine's load (bench.benchmark.rounds); bench.benchmark.stream_report
+ratios with its interval and the machine's load (bench.speed_ratio); bench.benchmark.stream_report
 prints the Markdown report on stdout.
 """
 
@@ -210,9 +210,9 @@ def end_to_end(
 ) -> list[dict]:
     """`count` rounds of `epochs` epochs of VGG-A through bench.train on `subset` images, in alternating
     order: streamed, held, in memory."""
-    from bench.benchmark.rounds import in_turns
     from bench.config import RunConfig
     from bench.engine.train import fit
+    from bench.speed_ratio import in_turns
 
     base = dict(
         dataset=f"imagefolder:{root}",
@@ -309,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         make_tree(root, images=args.generate, classes=100, size=(400, 350), quality=90)
     if not (root / "train").is_dir():
         raise BenchError(f"{root} has no train/ folder: generate one with --generate 20000")
-    from bench.benchmark.rounds import in_turns, load
     from bench.benchmark.stream_report import kinds, report
+    from bench.speed_ratio import in_turns, load
 
     load_before = load()
     loaders = []

@@ -1,5 +1,5 @@
 """The Markdown report of python -m bench.benchmark.stream: every round, and each speed ratio as the
-median of the rounds' paired ratios with its interval and the load (bench.benchmark.rounds)."""
+median of the rounds' paired ratios with its interval and the load (bench.speed_ratio)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.benchmark.rounds import paired_ratio
+from bench.speed_ratio import paired_ratio
 
 # The end-to-end path every other is compared with: the same batches as the streamed one, decoded once.
 HELD = "held in memory, S in [256, 512]"

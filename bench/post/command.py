@@ -41,13 +41,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import out_folder
-from bench.benchmark.rounds import load
 from bench.errors import BenchError, Parser, redact
 from bench.post.compress import PRUNE_SCOPES, Variant, run_all
 from bench.post.latency import BATCHES
 from bench.progress import console, out
 from bench.report import markdown as md
 from bench.run.trained import load_trained, tracker_for
+from bench.speed_ratio import load
 
 DEFAULT_PRUNE = (0.3, 0.5, 0.7)
 

@@ -5,7 +5,7 @@ at each batch size a user serves (BATCHES), timed in turns: one call of each var
 alternating order (A B C, C B A, ...), so that a change in the machine's load falls on all of them
 alike. Each gets the median and a distribution-free 95 % interval for it, and a speed-up against
 another is the median of the rounds' paired ratios with its interval: both from
-bench.benchmark.rounds (order statistics of a binomial, since latencies on a shared machine are
+bench.speed_ratio (order statistics of a binomial, since latencies on a shared machine are
 skewed, not normal).
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.benchmark.rounds import CONFIDENCE, in_turns, paired_ratio
-from bench.benchmark.rounds import median_interval as interval_of_median
+from bench.speed_ratio import CONFIDENCE, in_turns, paired_ratio
+from bench.speed_ratio import median_interval as interval_of_median
 
 BATCHES = (1, 32)  # one image, and a small served batch
 LEVEL = CONFIDENCE
@@ -42,12 +42,12 @@ class Timing:
 
     def speedup(self, base: Timing) -> dict:
         """How many times faster than `base` per call: the median of the rounds' paired ratios of
-        base's time over this one's, its interval and verdict (bench.benchmark.rounds.paired_ratio)."""
+        base's time over this one's, its interval and verdict (bench.speed_ratio.paired_ratio)."""
         return paired_ratio(base.times_ms, self.times_ms)
 
 
 def median_interval(times: list[float]) -> tuple[float, float, float]:
-    """(median, low, high): bench.benchmark.rounds' LEVEL interval of the median, or the extremes
+    """(median, low, high): bench.speed_ratio' LEVEL interval of the median, or the extremes
     when there are too few calls for that."""
     median, low, high = interval_of_median(times, LEVEL)
     return (median, min(times), max(times)) if low is None else (median, low, high)
