@@ -28,7 +28,7 @@ from bench.report.publish import DEFAULT_OUT as REPORT_DIR
 from bench.report.publish import publish
 from bench.report.read import runs_frame
 from bench.report.render import variant_table
-from bench.run import optuna_storage, preflight, runner, studies
+from bench.run import job, optuna_storage, parent_runs, preflight, runner, studies
 from bench.tracking import Tracker, registry_name
 
 # Chosen per point of the grid, so they are not overrides of a study's settings.
@@ -43,7 +43,7 @@ SOURCE = {record.SOURCE_NAME: f"python -m bench.{cli.ABLATION}"}  # the UI's Sou
 
 
 @dataclass(kw_only=True)
-class AblationJob(runner.Job):
+class AblationJob(job.Job):
     """The grid as Optuna trials whose params are `variant` (categorical) and `seed` (an int range
     over the grid's seeds), so that the dashboard's history, slice, contour, parallel-coordinate
     and importance views work as for a search."""
@@ -64,7 +64,7 @@ class AblationJob(runner.Job):
                         self.deferred.discard(key)
                         if key not in latest or latest[key].state not in LIVE:  # not queued by another worker
                             self.enqueue(key)
-        return runner.claim_waiting(self)
+        return job.claim_waiting(self)
 
     def ready(self, key: str, done: set[str]) -> bool:
         """Whether a point can train now: an init_from_a run needs its vgg-a run (when in the grid) done."""
@@ -226,7 +226,7 @@ def open_job(
     """The study's Optuna study and MLflow parent run, described, with every missing point queued."""
     label = points[0].config.budget
     with optuna_storage.storage_lock(args.storage):
-        optuna_study, experiment_id, parent_id = runner.open_study(
+        optuna_study, experiment_id, parent_id = parent_runs.open_study(
             f"{study.name}-{label}",
             args.storage,
             tracker,
