@@ -1,5 +1,5 @@
 """A job: a study being worked on (its Optuna study, MLflow experiment and parent run), and where its
-trials come from. The runner (bench.run.runner) claims and runs them; an ablation (bench.ablation)
+trials come from. The runner (bench.run.runner) claims and runs them; an ablation's grid (bench.run.grid)
 and a search (bench.search.job) are its kinds."""
 
 from __future__ import annotations
