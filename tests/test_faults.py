@@ -25,7 +25,8 @@ from bench.config import RunConfig
 from bench.engine import checkpoint
 from bench.errors import BenchError, redact
 from bench.report import command as report
-from bench.run import runner, studies
+from bench.run import studies
+from bench.run import trial as one_trial
 from bench.search import command as search
 from bench.tracking import Tracker
 
@@ -129,7 +130,7 @@ def test_an_error_that_ends_a_worker_fails_the_parent(workdir, monkeypatch):
         raise BenchError("disk full")  # an error that no check before the study could have seen
 
     with monkeypatch.context() as patched:
-        patched.setattr(runner, "fit", broken_disk)
+        patched.setattr(one_trial, "fit", broken_disk)
         with pytest.raises(BenchError, match="disk full"):
             ablation.main(ONE)
     client = local_client(workdir)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bench.engine import evaluation
-from bench.report import build, reference, render
+from bench.report import build, published_figures, reference, render, variant_rows
 
 
 def test_the_paper_rows_are_keyed_by_config_s_q_and_mode():
@@ -84,8 +84,8 @@ def scale_runs() -> pd.DataFrame:
 
 def test_report_sets_our_error_per_mode_beside_the_papers_row():
     runs = scale_runs()
-    summary = build.summarize(runs, ["d-s256-512", "c-s384", "d-bn", "plain"]).assign(study="paper")
-    table = build.published(summary, "synthetic-images", runs)
+    summary = variant_rows.summarize(runs, ["d-s256-512", "c-s384", "d-bn", "plain"]).assign(study="paper")
+    table = published_figures.published(summary, "synthetic-images", runs)
     d = table[table["variant"] == "d-s256-512"].set_index("metric")
     assert len(d) == 4
     jittered = "S=256,512, Q=256,384,512"
@@ -117,14 +117,14 @@ def test_report_sets_our_error_per_mode_beside_the_papers_row():
 
 def test_markdown_says_the_scales_are_the_papers():
     runs = scale_runs()
-    summary = build.summarize(runs).assign(study="paper")
+    summary = variant_rows.summarize(runs).assign(study="paper")
     report = build.Report(
         ["paper"],
         "cpu",
         "synthetic-images",
         runs,
         summary,
-        build.published(summary, "synthetic-images", runs),
+        published_figures.published(summary, "synthetic-images", runs),
         pd.DataFrame(),
         pd.DataFrame(),
         {},

@@ -29,7 +29,7 @@ from PIL import Image
 
 from bench import ablation, data, predict, provenance
 from bench.config import RunConfig
-from bench.engine import record, train
+from bench.engine import record, results, train
 from bench.engine.train import EVAL_BATCH
 from bench.errors import BenchError
 from bench.report import read
@@ -380,7 +380,7 @@ def test_a_final_metric_added_to_the_result_is_logged_and_read_by_the_report(tmp
     parent_id = tracker.create_parent(experiment_id, "record-parent", {})
     old_run = log_finished(tracker, experiment_id, parent_id, config, result)
 
-    monkeypatch.setattr(train, "Result", ResultWithMemory)
+    monkeypatch.setattr(results, "Result", ResultWithMemory)
     # A declared column a run lacks is an error that names it, not a column of None.
     with pytest.raises(BenchError, match=f"{old_run} has no metric 'peak_memory_mb'"):
         read.runs_frame(tracker, experiment_id)

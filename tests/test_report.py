@@ -22,7 +22,7 @@ from PIL import Image
 from scipy import stats
 
 from bench.errors import BenchError
-from bench.report import build, command, read, reference, render
+from bench.report import command, published_figures, read, reference, render, variant_rows
 from bench.report import stats as report_stats
 
 SMOKE = """
@@ -261,7 +261,9 @@ def welch_by_hand(a, b, confidence=0.95):
 
 
 def test_welch_interval_and_p_value_on_a_known_case():
-    summary = build.summarize(frame({"ref": [0.90, 0.92, 0.94], "worse": [0.80, 0.82, 0.84]}), reference_name="ref")
+    summary = variant_rows.summarize(
+        frame({"ref": [0.90, 0.92, 0.94], "worse": [0.80, 0.82, 0.84]}), reference_name="ref"
+    )
     row = summary.set_index("variant").loc["worse"]
     # Equal variances and n = 3: se = sqrt(4/3 + 4/3), df = 4, t = 6.124, t(0.975, 4) = 2.7764.
     assert row["diff_pts"] == pytest.approx(-10.0)
@@ -272,7 +274,7 @@ def test_welch_interval_and_p_value_on_a_known_case():
 
 def test_welch_uses_unequal_variances_and_sizes():
     a, ref = [0.70, 0.75, 0.90, 0.95], [0.80, 0.81, 0.82]
-    row = build.summarize(frame({"ref": ref, "a": a}), reference_name="ref").set_index("variant").loc["a"]
+    row = variant_rows.summarize(frame({"ref": ref, "a": a}), reference_name="ref").set_index("variant").loc["a"]
     diff, low, high, p = welch_by_hand(np.multiply(a, 100), np.multiply(ref, 100))
     assert (row["diff_pts"], row["ci_low_pts"], row["ci_high_pts"], row["p_value"]) == pytest.approx(
         (diff, low, high, p)
@@ -283,7 +285,7 @@ def test_welch_uses_unequal_variances_and_sizes():
 
 
 def test_one_seed_or_no_spread_gives_no_interval():
-    summary = build.summarize(
+    summary = variant_rows.summarize(
         frame({"ref": [0.90, 0.90], "single": [0.93], "flat": [0.90, 0.90]}), reference_name="ref"
     ).set_index("variant")
     assert np.isnan(summary.loc["single", "ci_low_pts"]) and np.isnan(summary.loc["single", "p_value"])
@@ -307,8 +309,8 @@ def test_published_figures_match_the_paper_and_peers():
     assert bn == {reference.KUANGLIU: 92.64, reference.CHENGYANGFU: 93.86, reference.GIUNG2: 93.50}
     assert reference.peer_figures("vgg-d", True, "synthetic") == []
 
-    summary = build.summarize(frame({"vgg-b": [0.9, 0.91]}))
-    table = build.published(summary, "cifar10")
+    summary = variant_rows.summarize(frame({"vgg-b": [0.9, 0.91]}))
+    table = published_figures.published(summary, "cifar10")
     assert set(table["label"]) == {"ImageNet, different data", reference.CHENGYANGFU_RECIPE, reference.GIUNG2_RECIPE}
     assert all(label.startswith("CIFAR-10, their recipe") for label in table["label"][1:])
     assert table.loc[table["source"] == reference.CHENGYANGFU, "theirs"].item() == "92.79"

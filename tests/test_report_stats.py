@@ -16,7 +16,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 
 from bench.errors import BenchError
-from bench.report import build, compare, confirm, reference, render, stats
+from bench.report import build, compare, confirm, published_figures, reference, render, stats, variant_rows
 from bench.run import studies
 
 
@@ -141,17 +141,19 @@ def test_pairing_finds_what_welch_misses_when_seeds_share_noise():
 
 def test_paired_only_where_every_seed_is_present_for_both():
     ref, var = [84.0, 85.5, 83.2], [84.9, 86.1, 84.5]
-    same = build.summarize(runs({"ref": ref, "v": var}), reference_name="ref").set_index("variant").loc["v"]
+    same = variant_rows.summarize(runs({"ref": ref, "v": var}), reference_name="ref").set_index("variant").loc["v"]
     assert same["analysis"] == "paired"
     assert same["p_value"] == pytest.approx(scipy_stats.ttest_rel(var, ref).pvalue)
     low, high = scipy_stats.ttest_rel(var, ref).confidence_interval(0.95)
     assert (same["ci_low_pts"], same["ci_high_pts"]) == pytest.approx((low, high))
     assert "paired over seeds" in same["verdict"]
     # Seeds given in another order still pair seed with seed.
-    shuffled = build.summarize(runs({"ref": ref, "v": var[::-1]}, {"v": [2, 1, 0]}), reference_name="ref")
+    shuffled = variant_rows.summarize(runs({"ref": ref, "v": var[::-1]}, {"v": [2, 1, 0]}), reference_name="ref")
     assert shuffled.set_index("variant").loc["v", "p_value"] == pytest.approx(same["p_value"])
     # One seed missing from the variant: no complete pairs, so Welch's test on what there is.
-    partial = build.summarize(runs({"ref": ref, "v": var[:2]}), reference_name="ref").set_index("variant").loc["v"]
+    partial = (
+        variant_rows.summarize(runs({"ref": ref, "v": var[:2]}), reference_name="ref").set_index("variant").loc["v"]
+    )
     assert partial["analysis"] == "Welch"
     assert partial["p_value"] == pytest.approx(scipy_stats.ttest_ind(var[:2], ref, equal_var=False).pvalue)
 
@@ -175,7 +177,7 @@ def test_holm_adjusts_as_its_definition_says():
 
 def test_the_study_table_shows_raw_and_holm_p_and_judges_by_holm():
     ref = [85.0, 85.4, 84.8, 85.2]
-    table = build.summarize(
+    table = variant_rows.summarize(
         runs({"ref": ref, "a": [85.6, 85.9, 85.3, 85.8], "b": [85.1, 85.3, 84.9, 85.2], "c": [84.9, 85.6, 84.7, 85.4]}),
         reference_name="ref",
     ).set_index("variant")
@@ -251,7 +253,7 @@ def test_a_still_rising_curve_is_flagged_and_a_flat_one_is_not():
 def test_verdicts_of_unconverged_variants_say_so():
     # Differences of 2 points: the threshold stays CONVERGENCE_SLOPE (smaller ones tighten it, see below).
     accuracies = {"ref": [85.0, 85.2, 84.9], "slow": [87.3, 87.1, 87.4], "fine": [87.1, 87.0, 87.3]}
-    table = build.summarize(
+    table = variant_rows.summarize(
         runs(accuracies), reference_name="ref", curves=curves({"ref": 0.0, "slow": 1.0, "fine": 0.0})
     ).set_index("variant")
     assert table.loc["slow", "converged"] == "no"
@@ -264,7 +266,7 @@ def test_verdicts_of_unconverged_variants_say_so():
     assert build.convergence_tags(table.reset_index())["bench.not_converged"] == "slow"
 
     # An unconverged reference puts every comparison in doubt, and its own line says so.
-    table = build.summarize(
+    table = variant_rows.summarize(
         runs(accuracies), reference_name="ref", curves=curves({"ref": 1.0, "slow": 1.0, "fine": 0.0})
     ).set_index("variant")
     assert table.loc["fine", "verdict"].endswith(f"the reference ref is {stats.NOT_CONVERGED}")
@@ -289,7 +291,7 @@ def test_time_to_accuracy_is_the_first_epoch_at_the_target():
     assert t.seconds == pytest.approx((33 + 43) / 2)
     assert stats.time_to_accuracy(table, 90.0).epochs is None
 
-    summary = build.summarize(runs({"v": [80.0, 81.0, 79.0]}), curves=table.assign(variant="v"), target_pct=80.0)
+    summary = variant_rows.summarize(runs({"v": [80.0, 81.0, 79.0]}), curves=table.assign(variant="v"), target_pct=80.0)
     headers, rows = render.display_rows(summary)
     assert rows[0][headers.index("epochs to val 80%")] == "3.5 (2/3 seeds)"
     assert rows[0][headers.index("train s to val 80%")] == "38 (2/3 seeds)"
@@ -332,7 +334,7 @@ def test_a_curve_that_can_still_move_past_the_ranked_difference_is_not_converged
 
 def test_an_uncertain_variant_carries_its_caveat_into_the_verdict():
     accuracies = {"ref": [85.0, 85.2, 84.9], "unsure": [87.3, 87.1, 87.4]}
-    table = build.summarize(
+    table = variant_rows.summarize(
         runs(accuracies),
         reference_name="ref",
         curves=pd.concat([curves({"ref": 0.0}), seed_curves([-0.2, 0.1, 0.4], epochs=8).assign(variant="unsure")]),
@@ -374,7 +376,7 @@ def test_holm_runs_over_the_comparisons_the_study_names():
         "b-bn": [86.0, 86.2, 85.9],
     }
     pairs = [("a-bn", "a"), ("b-bn", "b")]
-    summary, compared = build.analyse(runs(accuracies), reference_name="a", pairs=pairs)
+    summary, compared = variant_rows.analyse(runs(accuracies), reference_name="a", pairs=pairs)
     assert list(zip(compared["variant"], compared["reference"])) == pairs
     raw = [scipy_stats.ttest_rel(np.array(accuracies[x]), np.array(accuracies[y])).pvalue for x, y in pairs]
     assert compared["p_value"].tolist() == pytest.approx(raw)
@@ -424,7 +426,7 @@ def test_a_net_started_from_a_counts_a_s_compute_beside_its_difference():
         "b-random": {"model": "vgg-b"},
         "b-from-a": {"model": "vgg-b", "init_from_a": True},
     }
-    _summary, compared = build.analyse(
+    _summary, compared = variant_rows.analyse(
         table, pairs=[("b-from-a", "b-random")], starts_from=compare.starts_from(variants)
     )
     # b-from-a: its own 3 x 3 x 10 and A's 3 x 2 x 10, against b-random's 3 x 3 x 10.
@@ -434,9 +436,9 @@ def test_a_net_started_from_a_counts_a_s_compute_beside_its_difference():
 
 
 def test_a_net_the_paper_never_had_shows_no_nan_figures():
-    summary = build.summarize(runs({"vgg-a-bn": [85.0, 85.5]}).assign(batch_norm=True))
+    summary = variant_rows.summarize(runs({"vgg-a-bn": [85.0, 85.5]}).assign(batch_norm=True))
     summary["paper_config"] = np.nan  # what pandas 3 makes of the None a BN net gets
-    shown = build.published(summary, "fashion-mnist").astype(str).values.ravel().tolist()
+    shown = published_figures.published(summary, "fashion-mnist").astype(str).values.ravel().tolist()
     assert not any("nan" in cell for cell in shown)
     assert "none (the paper had no BatchNorm)" in shown
 
@@ -499,10 +501,10 @@ def test_the_confirmation_budget_says_whether_a_ranking_changed():
     doubled = base.copy()
     doubled.loc[doubled["variant"] == "b-bn", "test_acc"] += 0.03  # b-bn now 3 points ahead of b
     lines = confirm.changes(
-        build.analyse(base, pairs=pairs)[1], build.analyse(doubled, pairs=pairs)[1], "cpu", "cpu-2x"
+        variant_rows.analyse(base, pairs=pairs)[1], variant_rows.analyse(doubled, pairs=pairs)[1], "cpu", "cpu-2x"
     )
     assert lines[0] == "1 of 2 rankings changed at cpu-2x against cpu"
     assert lines[1].startswith("a-bn vs a: unchanged: cpu better")
     assert lines[2].startswith("b-bn vs b: CHANGED: cpu no significant difference") and "cpu-2x better" in lines[2]
-    same = build.analyse(base, pairs=pairs)[1]
+    same = variant_rows.analyse(base, pairs=pairs)[1]
     assert confirm.changes(same, same, "cpu", "cpu-2x")[0] == "no ranking changed at cpu-2x against cpu"

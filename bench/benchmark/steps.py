@@ -33,7 +33,8 @@ from bench.benchmark.measure import (
 )
 from bench.config import RunConfig
 from bench.device import free_memory, resolve_device
-from bench.engine.train import autocast, make_optimizer, resolve_precision
+from bench.engine.optimization import make_optimizer
+from bench.engine.precision import autocast, resolve_precision
 from bench.errors import BenchError, one_line
 
 DEFAULT_IMAGE_SIZE = 32  # the step grid has no dataset to take a size from

@@ -1,7 +1,7 @@
 """What a run leaves behind, declared once: tag keys, artifact paths and metric names.
 
 MLflow-free: bench.tracking writes a run from these names, bench.report reads it back with them.
-The metrics come from the engine's own dataclasses (bench.engine.train.EpochStats and Result): a field
+The metrics come from the engine's own dataclasses (bench.engine.results.EpochStats and Result): a field
 whose metadata names a "metric" is logged under that name, and one marked "report" is a column
 the report reads. Adding a final metric is adding a field there, and its display in the report.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from bench.engine import train
+from bench.engine import results
 
 # --- tag keys ------------------------------------------------------------------------------------
 ROLE = "bench.role"  # "study" (a parent), "run" (a variant x seed or a trial), "post" (bench.post)
@@ -53,26 +53,26 @@ def _metrics(cls: type, *, reported: bool = False) -> dict[str, str]:
 
 def epoch_metrics() -> dict[str, str]:
     """Logged every epoch, at step = epoch."""
-    return _metrics(train.EpochStats)
+    return _metrics(results.EpochStats)
 
 
 def final_metrics() -> dict[str, str]:
     """Logged once a run has finished."""
-    return _metrics(train.Result)
+    return _metrics(results.Result)
 
 
-def epoch_values(stats: train.EpochStats) -> dict[str, float]:
+def epoch_values(stats: results.EpochStats) -> dict[str, float]:
     return {name: float(getattr(stats, field)) for field, name in epoch_metrics().items()}
 
 
-def final_values(result: train.Result) -> dict[str, float]:
+def final_values(result: results.Result) -> dict[str, float]:
     """The final metrics, with the paper's evaluation modes when they were asked for."""
     return {**{name: float(getattr(result, field)) for field, name in final_metrics().items()}, **result.evaluations}
 
 
 def reported() -> dict[str, str]:
     """Column -> metric name of the numbers the report reads: final ones, and the last epoch's."""
-    return {**_metrics(train.Result, reported=True), **_metrics(train.EpochStats, reported=True)}
+    return {**_metrics(results.Result, reported=True), **_metrics(results.EpochStats, reported=True)}
 
 
 def data_tags(info: dict[str, Any]) -> dict[str, str]:

@@ -11,7 +11,8 @@ from bench.data import fingerprint as data_fingerprint
 from bench.engine import checkpoint
 
 if TYPE_CHECKING:
-    from bench.engine.train import Engine, EpochStats
+    from bench.engine.results import EpochStats
+    from bench.engine.train import Engine
 
 log = logging.getLogger("bench.train")
 

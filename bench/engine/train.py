@@ -19,7 +19,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,77 +33,13 @@ from bench.data.preprocessing import Preprocessing
 from bench.device import resolve_device
 from bench.engine import checkpoint, distributed, evaluation, resume, step
 from bench.engine.optimization import lr_at, make_optimizer, plateau_drops
+from bench.engine.precision import autocast, resolve_precision
+from bench.engine.results import EpochStats, Result
 from bench.engine.transfer import freeze_convs, load_pretrained, start_from_a
 from bench.errors import BenchError, RunFailed
 
 EVAL_BATCH = 512
 EXAMPLES = 4  # test images kept with a result: the logged model's input example
-
-
-# Field metadata declares what a run leaves behind (read by bench.engine.record, MLflow-free): "metric" is
-# the name logged to MLflow; "report" marks the final numbers the report reads (a missing one is an error).
-def _metric(name: str, *, report: bool = False) -> Any:
-    return field(metadata={"metric": name, "report": report})
-
-
-@dataclass
-class EpochStats:
-    epoch: int  # 1-based; the MLflow step
-    train_loss: float = _metric("train_loss")
-    train_acc: float = _metric("train_acc")
-    val_loss: float = _metric("val_loss")
-    val_acc: float = _metric("val_acc")
-    lr: float = _metric("lr")  # at the end of the epoch
-    # Training time of this epoch, evaluation excluded; named apart from the run's train_seconds.
-    seconds: float = _metric("epoch_seconds")
-    images_per_s: float = _metric("images_per_s", report=True)  # the report reads the last epoch's
-
-
-@dataclass
-class Result:
-    config_hash: str
-    history: list[EpochStats]
-    best_val_acc: float = _metric("best_val_acc", report=True)
-    best_epoch: int = _metric("best_epoch")
-    test_loss: float = _metric("test_loss")
-    test_acc: float = _metric("test_acc", report=True)
-    params: int = _metric("params", report=True)
-    flops: int = _metric("flops", report=True)  # forward FLOPs of one image
-    train_seconds: float = _metric("train_seconds", report=True)
-    device: str
-    precision: str
-    data_info: dict[str, Any]
-    best_checkpoint: str | None = None  # path of the best-validation weights, when saved
-    predictions: list[int] = field(default_factory=list)  # test-set predictions of the best model
-    labels: list[int] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    input_shape: tuple[int, ...] = ()  # (channels, height, width) the model takes
-    model: torch.nn.Module | None = field(default=None, repr=False)  # the best-validation model
-    evaluations: dict[str, float] = field(default_factory=dict)  # the paper's eval modes (bench.engine.evaluation)
-    examples: torch.Tensor | None = field(default=None, repr=False)  # a few test images, uint8, for the logged model
-    preprocessing: Any = field(default=None, repr=False)  # a Preprocessing of the training split
-
-    def record(self) -> dict[str, Any]:
-        """Everything but the model, as JSON-able values (what rank 0 of a torchrun hands back)."""
-        return {
-            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"},
-            "history": [asdict(h) for h in self.history],
-            "examples": None if self.examples is None else self.examples.tolist(),
-            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_json(),
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Result:
-        examples, preprocessing = record.get("examples"), record.get("preprocessing")
-        return cls(
-            **{
-                **record,
-                "history": [EpochStats(**h) for h in record["history"]],
-                "input_shape": tuple(record["input_shape"]),
-                "examples": None if examples is None else torch.tensor(examples, dtype=torch.uint8),
-                "preprocessing": None if preprocessing is None else Preprocessing.from_json(preprocessing),
-            }
-        )
 
 
 class Evaluation(NamedTuple):
@@ -112,21 +48,6 @@ class Evaluation(NamedTuple):
     loss: float
     acc: float
     predictions: list[int]
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"  # bf16 autocast is several times slower than fp32 on CPUs without AMX
-
-
-def autocast(device: torch.device, precision: str, cache: bool = True):
-    """Low-precision autocast for bf16/fp16; a no-op context for fp32. `cache=False` for a CUDA graph's
-    capture, which must not keep weight casts made outside it."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache)
 
 
 def build_model(config: RunConfig, splits: data.RunData, init_from: str | Path | None = None) -> torch.nn.Module:

@@ -12,7 +12,8 @@ from rich.table import Table
 from bench.data.views import PAPER_CROP, proportional
 from bench.report import markdown as md
 from bench.report import per_run, stats
-from bench.report.build import COMPUTE_LABELS, Report, summarize
+from bench.report.build import COMPUTE_LABELS, Report
+from bench.report.variant_rows import summarize
 
 TEXT_COLUMNS = ("study", "variant", "vs", "metric", "theirs", "source", "label", "converged", "test")
 

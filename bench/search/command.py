@@ -24,7 +24,7 @@ from bench import cli
 from bench.config import RunConfig
 from bench.errors import BenchError, redact
 from bench.progress import console  # notes on stderr, results on stdout
-from bench.run import optuna_storage, preflight, runner, studies
+from bench.run import optuna_storage, parent_runs, preflight, runner, studies
 from bench.search.checks import corner_configs
 from bench.search.job import SearchJob, standing
 from bench.search.space import Plan, load_plan
@@ -110,7 +110,7 @@ def open_job(
     label, shared_config = settings["budget"], RunConfig.from_dict(settings)
     name = f"{study.name}-search-{label}"
     with optuna_storage.storage_lock(args.storage):
-        optuna_study, experiment_id, parent_id = runner.open_study(
+        optuna_study, experiment_id, parent_id = parent_runs.open_study(
             name,
             args.storage,
             tracker,

@@ -18,7 +18,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.config import RunConfig
-from bench.run import optuna_storage, runner
+from bench.run import optuna_storage
+from bench.run.job import REFILL_OF, Job
 from bench.search.space import Plan
 
 
@@ -30,7 +31,7 @@ def standing(study: optuna.Study) -> list[FrozenTrial]:
 
 
 @dataclass(kw_only=True)
-class SearchJob(runner.Job):
+class SearchJob(Job):
     """Trials the plan's sampler proposes, until the study holds as many as the plan wants."""
 
     plan: Plan
@@ -102,7 +103,7 @@ class SearchJob(runner.Job):
                     state=TrialState.WAITING,
                     params=trial.params,
                     distributions=trial.distributions,
-                    user_attrs={runner.REFILL_OF: trial.number},
+                    user_attrs={REFILL_OF: trial.number},
                     system_attrs={"retry_history": history},
                 )
             )
