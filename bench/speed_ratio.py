@@ -84,3 +84,22 @@ def paired_ratio(
         "ratio_verdict": verdict,
         **({"load_average_1min": list(loads)} if loads else {}),
     }
+
+
+def rows_ratio(
+    rows: Sequence[dict],
+    side: str,
+    name: str,
+    against: str,
+    *,
+    value: str = "images_per_s",
+    round_key: str = "round",
+    loads: Sequence[float] | None = None,
+) -> dict:
+    """`paired_ratio` of measurement rows (one a side a round): the rows whose `side` is `name` over those
+    whose `side` is `against`, paired by `round_key`, on `value`; rounds lacking either side are left out."""
+    by_round: dict = {}
+    for row in rows:
+        by_round.setdefault(row[round_key], {})[row[side]] = row[value]
+    pairs = [pair for _, pair in sorted(by_round.items()) if name in pair and against in pair]
+    return paired_ratio([pair[name] for pair in pairs], [pair[against] for pair in pairs], loads)

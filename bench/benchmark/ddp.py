@@ -26,7 +26,7 @@ from pathlib import Path
 from statistics import median
 
 from bench.errors import BenchError, Parser, cli
-from bench.speed_ratio import in_turns, load, paired_ratio
+from bench.speed_ratio import in_turns, load, rows_ratio
 
 ONE = "1 process, 1 thread"
 
@@ -70,15 +70,7 @@ def measure(config_json: str, count: int, n: int, run=train_once) -> tuple[list[
                 rows.append(row)
                 print(f"round {number}, {name}: {row['images_per_s']:,.0f} images/s", file=sys.stderr)
     loads = [load_before, load()]
-    by_round: dict[int, dict[str, float]] = {}
-    for r in rows:
-        by_round.setdefault(r["round"], {})[r["way"]] = r["images_per_s"]
-    pairs = [by_round[k] for k in sorted(by_round)]
-    ratios = {
-        name: paired_ratio([p[name] for p in pairs], [p[ONE] for p in pairs], loads)
-        for name, _, _ in ways(n)
-        if name != ONE
-    }
+    ratios = {name: rows_ratio(rows, "way", name, ONE, loads=loads) for name, _, _ in ways(n) if name != ONE}
     return rows, {"rounds": count, "load_average_1min": loads, "ratios": ratios}
 
 

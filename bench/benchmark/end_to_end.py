@@ -72,8 +72,4 @@ def end_to_end(config: RunConfig, workers: int, data_dir: str | None) -> tuple[l
 def paired_ratio(rows: list[dict], loads: list[float] | None = None) -> dict:
     """bench.train's images/s over the tutorial's in the same round: bench.speed_ratio'
     median of the paired ratios, its interval and verdict."""
-    by_round: dict[int, dict[str, float]] = {}
-    for r in rows:
-        by_round.setdefault(r["epoch"], {})[r["loop"]] = r["images_per_s"]
-    pairs = list(by_round.values())
-    return speed_ratio.paired_ratio([p["bench.train"] for p in pairs], [p["tutorial"] for p in pairs], loads)
+    return speed_ratio.rows_ratio(rows, "loop", "bench.train", "tutorial", round_key="epoch", loads=loads)

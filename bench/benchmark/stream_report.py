@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.speed_ratio import paired_ratio
+from bench.speed_ratio import rows_ratio
 
 # The end-to-end path every other is compared with: the same batches as the streamed one, decoded once.
 HELD = "held in memory, S in [256, 512]"
@@ -15,15 +15,6 @@ HELD = "held in memory, S in [256, 512]"
 
 def kinds(device: str) -> tuple[str, ...]:
     return ("tutorials", "streamed") + (("streamed-gpu",) if device != "cpu" else ())
-
-
-def paired(rows: list[dict], side: str, name: str, against: str, value: str, loads: list[float]) -> dict:
-    """`name` over `against` in each round's `value`: the median of the paired ratios and its verdict."""
-    by_round: dict[int, dict[str, float]] = {}
-    for r in rows:
-        by_round.setdefault(r["round"], {})[r[side]] = r[value]
-    both = [pair for _, pair in sorted(by_round.items()) if name in pair and against in pair]
-    return paired_ratio([pair[name] for pair in both], [pair[against] for pair in both], loads)
 
 
 def report(
@@ -72,7 +63,7 @@ def report(
         pss = {k: max(r["peak_pss"] for r in mine if r["kind"] == k) for k in names}
         lines += [
             f"- {workers} workers, {k} over the tutorials' images/s: "
-            f"**{paired(mine, 'kind', k, 'tutorials', 'images_per_s', loads)['ratio_verdict']}**; "
+            f"**{rows_ratio(mine, 'kind', k, 'tutorials', loads=loads)['ratio_verdict']}**; "
             f"peak PSS {mib(pss[k])} vs {mib(pss['tutorials'])} MiB (the largest round's)"
             for k in names
             if k != "tutorials"
@@ -101,7 +92,7 @@ def report(
         lines.append("")
         lines += [
             f"- {path} over {HELD}, train images/s: "
-            f"{paired(e2e, 'path', path, HELD, 'train_images_per_s', loads)['ratio_verdict']}"
+            f"{rows_ratio(e2e, 'path', path, HELD, value='train_images_per_s', loads=loads)['ratio_verdict']}"
             for path in dict.fromkeys(r["path"] for r in e2e)
             if path != HELD
         ]
